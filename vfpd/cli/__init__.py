@@ -1,0 +1,1 @@
+"""Entry points: argument parsing and printing only."""

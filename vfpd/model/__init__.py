@@ -1,0 +1,1 @@
+"""The fingerprint network: architecture, augmentation, training and embedding."""
