@@ -1,0 +1,1 @@
+"""Benchmarks: `./dev bench NAME` runs bench/NAME.py and prints a table for the README."""

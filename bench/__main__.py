@@ -1,0 +1,22 @@
+"""Run one benchmark by name: python -m bench speed|accuracy|index|control ..."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    names = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
+                   if not m.name.startswith("_"))
+    if not argv or argv[0] not in names:
+        print(f"usage: ./dev bench {{{'|'.join(names)}}} [options]", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"bench.{argv[0]}")
+    return int(module.main(argv[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
