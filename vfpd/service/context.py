@@ -1,0 +1,64 @@
+"""What the control commands may see and do in a running daemon: the daemon implements this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from vfpd.catalog import Catalog
+    from vfpd.config import Config
+
+
+@dataclass(frozen=True)
+class RootState:
+    """One watched root and how it is watched right now."""
+
+    path: str
+    mode: str  # "inotify" | "polling" | "missing"
+    reason: str  # why this mode (e.g. "configured poll", "inotify watch limit reached")
+
+
+class ServiceContext(Protocol):
+    """The daemon as the control socket's commands see it.
+
+    Reads go to the catalog through read connections; writes that change what the pipeline does
+    go through these methods so the daemon stays the one writer.
+    """
+
+    config: Config
+    catalog: Catalog
+    started_at: float  # time.time() at start
+
+    def roots(self) -> list[RootState]: ...
+
+    def queue_length(self) -> int: ...
+
+    def paused(self) -> bool: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def rescan(self, path: Path | None) -> int:
+        """Queue a reconcile of one path (or every root); returns how many jobs were queued."""
+        ...
+
+    def retry(self, path: Path) -> bool:
+        """Queue a failed file again; False when the path is not a known failure."""
+        ...
+
+    def index_info(self) -> dict[str, object]:
+        """{"type": ..., "size": ..., "model_version": ...}"""
+        ...
+
+    def query(self, path: Path, k: int) -> list[dict[str, object]]:
+        """Nearest videos to a file (fingerprinted on the fly when unknown), with scores."""
+        ...
+
+    def set_verdict(self, a: Path, b: Path, verdict: str) -> dict[str, object]:
+        """Store the user's verdict ("confirmed" | "not-a-duplicate") on a pair, by content hash."""
+        ...
+
+    def last_retrain(self) -> dict[str, object] | None: ...
