@@ -1,21 +1,68 @@
 """Probe a video file and sample small frames from it by time, with PyAV: the only place that decodes.
 
-CONTRACT (filled in by the media work; other parts code against these names):
+CONTRACT (other parts code against these names):
 
     probe(path) -> VideoInfo
     sample(path, settings: SamplingSettings = SamplingSettings()) -> SampledVideo
     MediaError and its subclasses, each with a human `.reason` and the `.path`.
+
+How sampling works
+------------------
+Targets lie on a fixed time grid, k * interval seconds after the first frame's timestamp, so a
+copy trimmed by a whole number of seconds, re-encoded with other keyframes or at another frame
+rate gets frames at the same moments of the footage. The interval is `interval` (1 s) and doubles
+until the video fits in `max_frames`; doubling (not stretching) keeps the coarse grid a subset of
+the fine one, so a long original and its shorter excerpt still share sample moments.
+
+For each target the decoded frame nearest to it is kept; only kept frames are converted (the
+conversion to RGB is a large share of the cost), straight to a small intermediate of
+DETECT_SIZE x DETECT_SIZE by swscale. Letterbox/pillarbox bars are found on those intermediates
+over all informative frames, cropped, and the crop is resized to FRAME_SIZE.
+
+Decoding policy (measured; see DECODE POLICY below and bench/speed.py)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import os
+import stat
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import av
+import av.error
 import numpy as np
 
 FRAME_SIZE = 64
 """Side of the square frames handed to the model (DESIGN.md: 64x64)."""
+
+DETECT_SIZE = 2 * FRAME_SIZE
+"""Intermediate square size at which bars are detected and cropped: twice the output, so that a
+crop removing up to half of each axis still leaves FRAME_SIZE real pixels; 512 of them hold 25 MB."""
+
+BAR_MAX_LUMA = 28.0
+"""A bar row/column is near black: mean luma at most this (black is 16 in limited range, and
+encoders smear the edge of the picture into the first bar rows)."""
+
+BAR_MAX_STD = 10.0
+"""...and uniform: its luma standard deviation is at most this (noise and compression ringing)."""
+
+BAR_MAX_FRACTION = 0.4
+"""Bars never cover more than this share of one side; beyond it the picture itself is dark."""
+
+BAR_FRAME_QUANTILE = 0.2
+"""A bar must be present in at least 80 % of informative frames (subtitles burnt into a bar, a
+flash, do not shrink it; a dark opening scene does not create one)."""
+
+FLAT_STD = 6.0
+"""A frame whose 64x64 luma has a standard deviation below this is black/flat/faded."""
+
+FLAT_EDGE = 1.5
+"""...or whose mean absolute luma gradient is below this has no structure to recognise."""
+
+TRUNCATED_FRACTION = 0.9
+"""A damaged stream that stops before this share of its declared duration is called truncated."""
 
 
 class MediaError(Exception):
@@ -27,6 +74,10 @@ class MediaError(Exception):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Errors travel from decode workers to the parent by pickle.
+        return (type(self), (self.path, self.reason))
 
 
 class NotAVideo(MediaError):
@@ -75,6 +126,8 @@ class SampledVideo:
     informative  (N,) bool: False for black, flat and fading frames.
     duration     seconds of video actually decoded/measured.
     info         the probe result.
+    crop         (top, bottom, left, right) bars removed, as fractions of the displayed picture.
+    keyframes_only  True when only keyframes were decoded (see DECODE POLICY).
     """
 
     frames: np.ndarray
@@ -82,3 +135,369 @@ class SampledVideo:
     informative: np.ndarray
     duration: float
     info: VideoInfo
+    crop: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    keyframes_only: bool = False
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How densely and how a file is sampled, and the limits that protect the decoder."""
+
+    interval: float = 1.0  # seconds between samples (DESIGN.md: about one frame a second)
+    max_frames: int = 512  # the interval doubles until the video fits; bounds memory and model cost
+    # "auto" decodes keyframes only when they are dense enough (KEYFRAME_MAX_GAP); "keyframes"
+    # always; "all" never.
+    keyframes: str = "auto"
+    decoder_threads: int = 0  # 0: FFmpeg picks (one per core)
+    max_pixels: int = 8192 * 8192  # beyond 8K x 8K a single frame is over 200 MB of RGB
+    max_bytes: int = 1 << 40  # 1 TiB: nothing a person keeps as one video file
+    remove_bars: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.interval > 0:
+            raise ValueError("interval must be positive")
+        if self.max_frames < 1:
+            raise ValueError("max_frames must be at least 1")
+        if self.keyframes not in ("auto", "keyframes", "all"):
+            raise ValueError("keyframes must be 'auto', 'keyframes' or 'all'")
+
+
+KEYFRAME_MAX_GAP = 2.0
+"""In "auto" mode keyframes alone are used when no two consecutive keyframes are more than this
+many sample intervals apart: then every target has a keyframe within one interval."""
+
+
+def grid_interval(duration: float | None, settings: SamplingSettings) -> float:
+    """Sampling interval for a video of `duration` seconds: `interval` doubled until it fits."""
+    step = settings.interval
+    if duration is None or not math.isfinite(duration):
+        return step
+    while duration / step + 1 > settings.max_frames:
+        step *= 2
+    return step
+
+
+def _check_file(path: Path) -> int:
+    """Size of a readable regular file, or the typed error saying why it is not one."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise Unreadable(path, "the file does not exist (moved or deleted?)") from None
+    except PermissionError:
+        raise Unreadable(path, "permission denied") from None
+    except OSError as e:
+        raise Unreadable(path, f"cannot read the file: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise Unreadable(path, "this is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise Unreadable(path, "not a regular file (a pipe, socket or device)")
+    if not os.access(path, os.R_OK):
+        raise Unreadable(path, "permission denied")
+    if st.st_size == 0:
+        raise NotAVideo(path, "the file is empty (0 bytes)")
+    return st.st_size
+
+
+def _looks_like_mp4(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(12)
+    return head[4:8] in (b"ftyp", b"mdat", b"moov", b"free", b"wide")
+
+
+def _open(path: Path, settings: SamplingSettings) -> av.container.InputContainer:
+    size = _check_file(path)
+    if size > settings.max_bytes:
+        raise TooLarge(path, f"the file is {size} bytes, over the limit of {settings.max_bytes}")
+    try:
+        return av.open(str(path), "r", metadata_errors="ignore")
+    except PermissionError:
+        raise Unreadable(path, "permission denied") from None
+    except FileNotFoundError:
+        raise Unreadable(path, "the file vanished while being read") from None
+    except av.error.InvalidDataError:
+        if _looks_like_mp4(path):
+            raise Truncated(path, "the MP4/MOV file is cut off: its index (moov box) is missing") from None
+        raise NotAVideo(path, "FFmpeg does not recognise this as a media file") from None
+    except av.error.FFmpegError as e:
+        raise NotAVideo(path, f"FFmpeg cannot open it: {e.strerror or e}") from None
+    except OSError as e:
+        raise Unreadable(path, f"cannot read the file: {e.strerror or e}") from None
+
+
+def _video_stream(path: Path, container: av.container.InputContainer) -> av.video.stream.VideoStream:
+    for s in container.streams.video:
+        if s.disposition & av.stream.Disposition.attached_pic:
+            continue  # cover art of an audio file is one still picture
+        return s
+    if container.streams.audio:
+        raise NoVideoStream(path, "the file has sound but no video stream")
+    raise NotAVideo(path, f"no video stream in this {container.format.name} file")
+
+
+def _rotation(stream: av.video.stream.VideoStream, frame: av.VideoFrame | None) -> int:
+    """Clockwise display rotation in degrees: the display matrix FFmpeg attaches to decoded frames
+    (counter-clockwise there), else a legacy 'rotate' tag (clockwise, as FFmpeg wrote it)."""
+    ccw = frame.rotation if frame is not None else 0
+    if ccw:
+        return int(round(-ccw / 90.0)) * 90 % 360
+    tag = stream.metadata.get("rotate")
+    if tag is not None:
+        try:
+            return int(round(float(tag) / 90.0)) * 90 % 360
+        except ValueError:
+            pass
+    return 0
+
+
+def _duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    if stream.duration and stream.time_base:
+        d = float(stream.duration * stream.time_base)
+        if d > 0:
+            return d
+    if container.duration and container.duration > 0:
+        return container.duration / av.time_base
+    return None
+
+
+def _info(path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+          rotation: int, settings: SamplingSettings) -> VideoInfo:
+    cc = stream.codec_context
+    w, h = cc.width, cc.height
+    if w * h > settings.max_pixels:
+        raise TooLarge(path, f"the picture is {w}x{h}, over the limit of {settings.max_pixels} pixels")
+    rate = stream.average_rate or stream.guessed_rate
+    return VideoInfo(
+        container=container.format.name,
+        codec=cc.name,
+        width=w,
+        height=h,
+        duration=_duration(container, stream),
+        fps=float(rate) if rate else None,
+        rotation=rotation,
+    )
+
+
+def _with_rotation(info: VideoInfo, rotation: int) -> VideoInfo:
+    if rotation in (90, 270):
+        return replace(info, rotation=rotation, width=info.height, height=info.width)
+    return replace(info, rotation=rotation)
+
+
+def _decoder_check(path: Path, stream: av.video.stream.VideoStream) -> None:
+    try:
+        cc = stream.codec_context
+    except Exception:  # noqa: BLE001 - PyAV raises various types when no decoder exists
+        cc = None
+    if cc is None or not cc.is_decoder:
+        raise UnsupportedCodec(path, "no decoder for this video codec in the bundled FFmpeg")
+
+
+def probe(path: str | Path, settings: SamplingSettings | None = None) -> VideoInfo:
+    """What the container says about the file's video stream; raises MediaError subclasses."""
+    settings = settings or SamplingSettings()
+    path = Path(path)
+    with _open(path, settings) as container:
+        stream = _video_stream(path, container)
+        _decoder_check(path, stream)
+        info = _info(path, container, stream, 0, settings)
+        first = None
+        try:
+            first = next(container.decode(stream), None)
+        except av.error.FFmpegError:
+            pass  # probing only reads headers; sample() reports damaged data
+        return _with_rotation(info, _rotation(stream, first))
+
+
+def _keyframe_gap(stream: av.video.stream.VideoStream) -> float | None:
+    """Largest gap in seconds between consecutive keyframes per the container index, or None."""
+    try:
+        entries = stream.index_entries
+        n = len(entries)
+    except Exception:  # noqa: BLE001 - not every demuxer has an index
+        return None
+    if n < 2 or not stream.time_base:
+        return None
+    keys = [e.timestamp for e in entries if e.is_keyframe]
+    last = entries[n - 1].timestamp
+    if len(keys) < 1:
+        return None
+    ticks = np.diff(np.asarray(keys + [last], dtype=np.float64))
+    return float(ticks.max() * stream.time_base) if ticks.size else None
+
+
+def _index_past_end(stream: av.video.stream.VideoStream, size: int) -> bool:
+    """True when the container index points at data beyond the end of the file (cut off)."""
+    try:
+        entries = stream.index_entries
+        n = len(entries)
+        if n == 0:
+            return False
+        last = entries[n - 1]
+        return last.pos + last.size > size
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def sample(path: str | Path, settings: SamplingSettings = SamplingSettings()) -> SampledVideo:
+    """Frames at fixed times (see module doc); raises MediaError subclasses with a reason."""
+    path = Path(path)
+    with _open(path, settings) as container:
+        stream = _video_stream(path, container)
+        _decoder_check(path, stream)
+        info = _info(path, container, stream, 0, settings)
+        return _sample_open(path, container, stream, info, settings)
+
+
+def _sample_open(path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                 info: VideoInfo, settings: SamplingSettings) -> SampledVideo:
+    step = grid_interval(info.duration, settings)
+    gap = _keyframe_gap(stream)
+    if settings.keyframes == "keyframes":
+        keyframes_only = True
+    elif settings.keyframes == "all":
+        keyframes_only = False
+    else:
+        keyframes_only = gap is not None and gap <= KEYFRAME_MAX_GAP * step
+    cc = stream.codec_context
+    cc.thread_type = "AUTO"
+    cc.thread_count = settings.decoder_threads
+    if keyframes_only:
+        cc.skip_frame = "NONKEY"
+    size = os.stat(path).st_size
+    damaged = _index_past_end(stream, size)
+
+    kept: list[np.ndarray] = []
+    times: list[float] = []
+    t0: float | None = None
+    last_t = 0.0
+    target = 0.0
+    prev: av.VideoFrame | None = None
+    prev_t = 0.0
+    rotation: int | None = None
+
+    def keep(frame: av.VideoFrame, t: float) -> None:
+        nonlocal rotation
+        if rotation is None:
+            rotation = _rotation(stream, frame)
+        img = frame.to_ndarray(width=DETECT_SIZE, height=DETECT_SIZE, format="rgb24",
+                               interpolation="AREA")
+        if rotation:
+            img = np.rot90(img, k=-rotation // 90)  # np.rot90 turns counter-clockwise
+        kept.append(np.ascontiguousarray(img))
+        times.append(t)
+
+    try:
+        for packet in container.demux(stream):
+            if packet.is_corrupt:
+                damaged = True
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                damaged = True
+                continue
+            for frame in frames:
+                if frame.pts is None or frame.time is None:
+                    continue
+                ft = float(frame.time)
+                if t0 is None:
+                    t0 = ft
+                t = ft - t0
+                if t < last_t and times:
+                    continue  # out-of-order timestamp; keep the series ascending
+                last_t = max(last_t, t)
+                if t + 1e-6 < target - step / 2 and not keyframes_only:
+                    prev, prev_t = frame, t
+                    continue
+                if keyframes_only:
+                    # Thin keyframes denser than the grid: at most one per target.
+                    if t + 1e-6 >= target - step / 2:
+                        keep(frame, t)
+                        target = (math.floor((t + step / 2) / step) + 1) * step
+                    continue
+                if t + 1e-6 >= target:
+                    if prev is not None and prev_t >= target - step / 2 and target - prev_t < t - target:
+                        keep(prev, prev_t)
+                    else:
+                        keep(frame, t)
+                    kept_t = times[-1]
+                    target = (math.floor((kept_t + step / 2) / step) + 1) * step
+                    prev = None
+                else:
+                    prev, prev_t = frame, t
+    except av.error.FFmpegError:
+        damaged = True
+    if prev is not None and not keyframes_only and prev_t >= target - step / 2:
+        keep(prev, prev_t)
+    prev = None
+
+    if not kept:
+        if damaged:
+            raise Truncated(path, "the file is damaged or cut off: no picture could be decoded")
+        raise NotAVideo(path, "no picture could be decoded from the video stream")
+    measured = last_t + (1.0 / info.fps if info.fps else 0.0)
+    if damaged and info.duration and measured < TRUNCATED_FRACTION * info.duration:
+        raise Truncated(path, f"the file is cut off or damaged: decoding stopped at {measured:.1f} s "
+                              f"of {info.duration:.1f} s")
+    info = _with_rotation(info, rotation or 0)
+    return finish(np.stack(kept), np.asarray(times, dtype=np.float64), measured, info,
+                  keyframes_only, settings)
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """BT.601 luma of uint8 RGB (..., 3) as float32."""
+    return rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587) + rgb[..., 2] * np.float32(0.114)
+
+
+def informative_mask(frames: np.ndarray) -> np.ndarray:
+    """False for frames with too little contrast or structure to recognise (black, flat, fades)."""
+    y = luma(frames.astype(np.float32))
+    std = y.reshape(len(y), -1).std(axis=1)
+    edge = (np.abs(np.diff(y, axis=1)).mean(axis=(1, 2)) + np.abs(np.diff(y, axis=2)).mean(axis=(1, 2))) / 2
+    return (std >= FLAT_STD) & (edge >= FLAT_EDGE)
+
+
+def _bar_run(is_bar: np.ndarray) -> np.ndarray:
+    """Per frame, how many leading entries (along axis 1) are bars."""
+    not_bar = ~is_bar
+    first = np.argmax(not_bar, axis=1)
+    return np.where(not_bar.any(axis=1), first, is_bar.shape[1])
+
+
+def detect_bars(frames: np.ndarray, usable: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) rows/columns of near-black uniform border, common to the frames."""
+    n, h, w = frames.shape[:3]
+    sel = frames[usable] if usable.any() else frames
+    y = luma(sel.astype(np.float32))
+    rows_bar = (y.mean(axis=2) <= BAR_MAX_LUMA) & (y.std(axis=2) <= BAR_MAX_STD)  # (n, h)
+    cols_bar = (y.mean(axis=1) <= BAR_MAX_LUMA) & (y.std(axis=1) <= BAR_MAX_STD)  # (n, w)
+
+    def side(runs: np.ndarray, length: int) -> int:
+        v = int(np.floor(np.quantile(runs, BAR_FRAME_QUANTILE)))
+        return v if v <= BAR_MAX_FRACTION * length else 0
+
+    top = side(_bar_run(rows_bar), h)
+    bottom = side(_bar_run(rows_bar[:, ::-1]), h)
+    left = side(_bar_run(cols_bar), w)
+    right = side(_bar_run(cols_bar[:, ::-1]), w)
+    return top, bottom, left, right
+
+
+def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+    return frame.to_ndarray(width=size, height=size, format="rgb24", interpolation="AREA")
+
+
+def finish(inter: np.ndarray, times: np.ndarray, duration: float, info: VideoInfo,
+           keyframes_only: bool, settings: SamplingSettings) -> SampledVideo:
+    """Crop bars from the DETECT_SIZE intermediates, resize to FRAME_SIZE, mark informative."""
+    usable = informative_mask(inter)
+    h, w = inter.shape[1:3]
+    top, bottom, left, right = detect_bars(inter, usable) if settings.remove_bars else (0, 0, 0, 0)
+    if top or bottom or left or right:
+        cropped = inter[:, top:h - bottom, left:w - right]
+        frames = np.stack([_resize(f, FRAME_SIZE) for f in cropped])
+    else:
+        frames = np.stack([_resize(f, FRAME_SIZE) for f in inter])
+    crop = (top / h, bottom / h, left / w, right / w)
+    return SampledVideo(frames=frames, timestamps=times, informative=informative_mask(frames),
+                        duration=duration, info=info, crop=crop, keyframes_only=keyframes_only)
