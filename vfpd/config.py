@@ -1,0 +1,472 @@
+"""The daemon's configuration: one TOML file -> frozen dataclasses, validated once at load.
+
+Defaults follow where the daemon runs: systemd's directory variables when set, the system paths
+(/etc/vfpd, /var/lib/vfpd, /run/vfpd) for root, and the user's platformdirs directories otherwise.
+Every key, with its default, is documented in docs/config.md.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+APP = "vfpd"
+CONFIG_NAME = "config.toml"
+SOCKET_NAME = "vfpd.sock"
+SYSTEM_CONFIG_DIR = Path("/etc/vfpd")
+SYSTEM_STATE_DIR = Path("/var/lib/vfpd")
+SYSTEM_RUNTIME_DIR = Path("/run/vfpd")
+SYSTEM_CACHE_DIR = Path("/var/cache/vfpd")
+
+DEFAULT_EXTENSIONS = (
+    ".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".m2ts", ".wmv",
+    ".flv", ".3gp", ".ogv",
+)
+# Hidden files and folders: rsync's in-flight temp names (.name.XXXXXX), desktop trash folders.
+DEFAULT_EXCLUDE = (".*",)
+# Long enough for a copy over SMB/NFS to show a size change between two looks, short enough that a
+# person dropping a file in hears about it within seconds.
+DEFAULT_SETTLE_SECONDS = 2.0
+# Polling a network mount walks the whole tree; once a minute keeps a NAS idle most of the time.
+DEFAULT_POLL_INTERVAL = 60.0
+# Frames of several videos go through the network together; 8 videos keeps memory under ~200 MB.
+DEFAULT_BATCH_SIZE = 8
+# The model takes ~100 MB; five quiet minutes covers a burst of copies without a reload each time.
+DEFAULT_IDLE_UNLOAD_SECONDS = 300.0
+# A 2-hour 1080p film samples in well under a minute on 2 cores; 10 minutes means it hangs.
+DEFAULT_DECODE_TIMEOUT = 600.0
+# Decoding 4K HEVC needs a few hundred MB; a GB leaves room and still stops a decoder bomb.
+DEFAULT_DECODE_MEMORY_MB = 1024
+# A crash can be a passing memory squeeze; three tries tell that from a file that always fails.
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_WEBHOOK_TIMEOUT = 10.0
+# With exponential back-off from 1 s, 5 retries span ~30 s: a receiver restarting is covered.
+DEFAULT_WEBHOOK_RETRIES = 5
+DEFAULT_EXEC_TIMEOUT = 60.0
+# Neighbours fetched from the index per new file before frame-level verification.
+DEFAULT_CANDIDATES = 10
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """A config the daemon cannot run with; the message names the file, the key and the problem."""
+
+    def __init__(self, source: Path | None, key: str, problem: str) -> None:
+        where = str(source) if source else "<defaults>"
+        super().__init__(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+        self.source = source
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    paths: tuple[Path, ...] = ()
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    recursive: bool = True
+    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS
+    poll: tuple[Path, ...] = ()  # roots watched by polling (network filesystems)
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    threshold: float | None = None  # None: the matcher's DEFAULT_THRESHOLD
+    candidates: int = DEFAULT_CANDIDATES
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    state_dir: Path
+    cache_dir: Path
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    socket: Path
+    socket_mode: int = 0o600
+    socket_group: str | None = None
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: str
+    timeout: float = DEFAULT_WEBHOOK_TIMEOUT
+    retries: int = DEFAULT_WEBHOOK_RETRIES
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class NotifyConfig:
+    log: bool = True
+    desktop: bool = True  # only acts where a session bus and notify-send exist
+    webhook: WebhookConfig | None = None
+    exec: tuple[str, ...] = ()
+    exec_timeout: float = DEFAULT_EXEC_TIMEOUT
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    device: str = "auto"
+    weights: Path | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    idle_unload_seconds: float = DEFAULT_IDLE_UNLOAD_SECONDS
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    workers: int = 1
+    timeout_seconds: float = DEFAULT_DECODE_TIMEOUT
+    memory_mb: int = DEFAULT_DECODE_MEMORY_MB
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    storage: StorageConfig
+    control: ControlConfig
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: Path | None = None  # the file it was read from; None for built-in defaults
+    system: bool = False  # running as the system service (system paths as defaults)
+
+
+def is_system(env: Mapping[str, str]) -> bool:
+    """Whether defaults should be the system service's: systemd's directory variables point into
+    /etc or /var/lib, or we run as root without them."""
+    conf = env.get("CONFIGURATION_DIRECTORY", "")
+    state = env.get("STATE_DIRECTORY", "")
+    if conf or state:
+        return conf.startswith("/etc/") or state.startswith("/var/lib/")
+    return os.geteuid() == 0
+
+
+def _first_dir(env: Mapping[str, str], name: str) -> Path | None:
+    # systemd joins several directories with ':' when the unit lists more than one; ours is first.
+    value = env.get(name, "")
+    return Path(value.split(":")[0]) if value else None
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    conf = _first_dir(env, "CONFIGURATION_DIRECTORY")
+    if conf is not None:
+        return conf / CONFIG_NAME
+    if is_system(env):
+        return SYSTEM_CONFIG_DIR / CONFIG_NAME
+    return Path(platformdirs.user_config_dir(APP)) / CONFIG_NAME
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    state = _first_dir(env, "STATE_DIRECTORY")
+    if state is not None:
+        return state
+    return SYSTEM_STATE_DIR if is_system(env) else Path(platformdirs.user_state_dir(APP))
+
+
+def default_cache_dir(env: Mapping[str, str]) -> Path:
+    cache = _first_dir(env, "CACHE_DIRECTORY")
+    if cache is not None:
+        return cache
+    return SYSTEM_CACHE_DIR if is_system(env) else Path(platformdirs.user_cache_dir(APP))
+
+
+def default_socket(env: Mapping[str, str]) -> Path:
+    runtime = _first_dir(env, "RUNTIME_DIRECTORY")
+    if runtime is not None:
+        return runtime / SOCKET_NAME
+    if is_system(env):
+        return SYSTEM_RUNTIME_DIR / SOCKET_NAME
+    return Path(platformdirs.user_runtime_dir(APP)) / SOCKET_NAME
+
+
+def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the config.
+
+    An explicit `path` must exist. Without one, the default location is read when it exists and
+    the built-in defaults are used when it does not (a fresh install watches nothing yet).
+    """
+    env = os.environ if env is None else env
+    if path is None:
+        path = default_config_path(env)
+        if not path.exists():
+            return parse({}, None, env)
+    path = Path(path).expanduser()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(path, "", "file not found") from None
+    except OSError as e:
+        raise ConfigError(path, "", f"cannot read: {e.strerror or e}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, "", f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, "", f"not valid TOML: {e}") from None
+    return parse(data, path.resolve(), env)
+
+
+class _Section:
+    """Typed reads from one TOML table that remember which keys were used, to reject typos."""
+
+    def __init__(self, data: Mapping[str, Any], name: str, source: Path | None) -> None:
+        self.name = name
+        self.source = source
+        self.data = data
+        self.used: set[str] = set()
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.source, f"[{self.name}] {key}" if key else f"[{self.name}]", problem)
+
+    def get(self, key: str) -> Any:
+        self.used.add(key)
+        return self.data.get(key)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def boolean(self, key: str, default: bool) -> bool:
+        v = self.get(key)
+        if v is None:
+            return default
+        if not isinstance(v, bool):
+            raise self.error(key, f"must be true or false, got {v!r}")
+        return v
+
+    def number(self, key: str, default: float, low: float, high: float | None = None,
+               strict_low: bool = False) -> float:
+        v = self.get(key)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise self.error(key, f"must be a number, got {v!r}")
+        if (v <= low if strict_low else v < low) or (high is not None and v > high):
+            bound = f"> {low}" if strict_low else f">= {low}"
+            rng = f"{bound} and <= {high}" if high is not None else bound
+            raise self.error(key, f"must be {rng}, got {v!r}")
+        return float(v)
+
+    def integer(self, key: str, default: int, low: int, high: int | None = None) -> int:
+        v = self.get(key)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.error(key, f"must be a whole number, got {v!r}")
+        if v < low or (high is not None and v > high):
+            rng = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise self.error(key, f"must be {rng}, got {v!r}")
+        return v
+
+    def string(self, key: str, default: str | None, choices: tuple[str, ...] = ()) -> str | None:
+        v = self.get(key)
+        if v is None:
+            return default
+        if not isinstance(v, str) or not v:
+            raise self.error(key, f"must be a non-empty string, got {v!r}")
+        if choices and v.lower() not in choices:
+            raise self.error(key, f"must be one of {', '.join(choices)}, got {v!r}")
+        return v.lower() if choices else v
+
+    def strings(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        v = self.get(key)
+        if v is None:
+            return default
+        if not isinstance(v, list) or not all(isinstance(s, str) and s for s in v):
+            raise self.error(key, f"must be a list of non-empty strings, got {v!r}")
+        return tuple(v)
+
+    def path(self, key: str, default: Path | None) -> Path | None:
+        v = self.string(key, None)
+        return default if v is None else _resolve(v, self.source)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise self.error(unknown[0], "unknown key (misspelt? see docs/config.md)")
+
+
+def _resolve(value: str, source: Path | None) -> Path:
+    """`~` is the home directory; a relative path is relative to the config file's folder."""
+    p = Path(value).expanduser()
+    if not p.is_absolute():
+        p = (source.parent if source else Path.cwd()) / p
+    return Path(os.path.normpath(p))
+
+
+SECTIONS = ("watch", "detect", "storage", "control", "notify", "model", "decode", "log")
+
+
+def parse(data: Mapping[str, Any], source: Path | None = None,
+          env: Mapping[str, str] | None = None) -> Config:
+    """Validate a parsed TOML document into a Config; raise ConfigError on the first problem."""
+    env = os.environ if env is None else env
+    for name, value in data.items():
+        if name not in SECTIONS:
+            raise ConfigError(source, f"[{name}]", "unknown section (misspelt? see docs/config.md)")
+        if not isinstance(value, dict):
+            raise ConfigError(source, name, "must be a table, e.g. [" + name + "]")
+
+    def section(name: str) -> _Section:
+        return _Section(data.get(name, {}), name, source)
+
+    watch = _watch(section("watch"))
+    s = section("detect")
+    detect = DetectConfig(
+        threshold=(s.number("threshold", 0.0, 0.0, 1.0) if s.has("threshold") else None),
+        candidates=s.integer("candidates", DEFAULT_CANDIDATES, 1, 1000),
+    )
+    s.finish()
+
+    s = section("storage")
+    storage = StorageConfig(
+        state_dir=s.path("state_dir", default_state_dir(env)),  # type: ignore[arg-type]
+        cache_dir=s.path("cache_dir", default_cache_dir(env)),  # type: ignore[arg-type]
+    )
+    s.finish()
+
+    control = _control(section("control"), env)
+    notify = _notify(section("notify"), source)
+
+    s = section("model")
+    model = ModelConfig(
+        device=s.string("device", "auto", ("auto", "cpu", "cuda")) or "auto",
+        weights=s.path("weights", None),
+        batch_size=s.integer("batch_size", DEFAULT_BATCH_SIZE, 1, 1024),
+        idle_unload_seconds=s.number("idle_unload_seconds", DEFAULT_IDLE_UNLOAD_SECONDS, 0.0),
+    )
+    if model.weights is not None and not model.weights.is_file():
+        raise s.error("weights", f"no such file: {model.weights}")
+    s.finish()
+
+    s = section("decode")
+    decode = DecodeConfig(
+        workers=s.integer("workers", 1, 1, 64),
+        timeout_seconds=s.number("timeout_seconds", DEFAULT_DECODE_TIMEOUT, 0.0, strict_low=True),
+        memory_mb=s.integer("memory_mb", DEFAULT_DECODE_MEMORY_MB, 64),
+        max_attempts=s.integer("max_attempts", DEFAULT_MAX_ATTEMPTS, 1, 100),
+    )
+    s.finish()
+
+    s = section("log")
+    log = LogConfig(level=s.string("level", "info", LOG_LEVELS) or "info")
+    s.finish()
+
+    return Config(storage=storage, control=control, watch=watch, detect=detect, notify=notify,
+                  model=model, decode=decode, log=log, source=source, system=is_system(env))
+
+
+def _watch(s: _Section) -> WatchConfig:
+    paths = tuple(_resolve(p, s.source) for p in s.strings("paths", ()))
+    for i, p in enumerate(paths):
+        for q in paths[:i]:
+            if p == q:
+                raise s.error("paths", f"{p} is listed twice")
+            if p.is_relative_to(q) or q.is_relative_to(p):
+                raise s.error("paths", f"{p} and {q} overlap; list only the outer folder")
+    exts = []
+    for e in s.strings("extensions", DEFAULT_EXTENSIONS):
+        e = e.lower()
+        exts.append(e if e.startswith(".") else "." + e)
+    poll_raw = s.get("poll")
+    if poll_raw is None or poll_raw is False:
+        poll: tuple[Path, ...] = ()
+    elif poll_raw is True:
+        poll = paths
+    elif isinstance(poll_raw, list) and all(isinstance(p, str) and p for p in poll_raw):
+        poll = tuple(_resolve(p, s.source) for p in poll_raw)
+        for p in poll:
+            if p not in paths:
+                raise s.error("poll", f"{p} is not one of [watch] paths")
+    else:
+        raise s.error("poll", f"must be true, false or a list of paths from [watch] paths, "
+                              f"got {poll_raw!r}")
+    w = WatchConfig(
+        paths=paths,
+        extensions=tuple(dict.fromkeys(exts)),
+        recursive=s.boolean("recursive", True),
+        exclude=s.strings("exclude", DEFAULT_EXCLUDE),
+        settle_seconds=s.number("settle_seconds", DEFAULT_SETTLE_SECONDS, 0.0),
+        poll=poll,
+        poll_interval=s.number("poll_interval", DEFAULT_POLL_INTERVAL, 0.0, strict_low=True),
+    )
+    s.finish()
+    return w
+
+
+def _control(s: _Section, env: Mapping[str, str]) -> ControlConfig:
+    group = s.string("socket_group", None)
+    mode_raw = s.get("socket_mode")
+    if mode_raw is None:
+        mode = 0o660 if group else 0o600
+    elif isinstance(mode_raw, str) and mode_raw.strip().lstrip("0o").isdigit():
+        try:
+            mode = int(mode_raw.strip().removeprefix("0o"), 8)
+        except ValueError:
+            raise s.error("socket_mode", f"must be an octal mode such as \"0600\", "
+                                         f"got {mode_raw!r}") from None
+    elif isinstance(mode_raw, int) and not isinstance(mode_raw, bool):
+        mode = mode_raw  # TOML's 0o600 arrives as an int
+    else:
+        raise s.error("socket_mode", f"must be an octal mode such as \"0600\", got {mode_raw!r}")
+    if mode & ~0o777:
+        raise s.error("socket_mode", f"must be within 0777, got {oct(mode)}")
+    if mode & 0o007:
+        raise s.error("socket_mode", f"{oct(mode)} lets every local user in; use 0600 or 0660")
+    c = ControlConfig(socket=s.path("socket", default_socket(env)),  # type: ignore[arg-type]
+                      socket_mode=mode, socket_group=group)
+    s.finish()
+    return c
+
+
+def _notify(s: _Section, source: Path | None) -> NotifyConfig:
+    hook_raw = s.get("webhook")
+    webhook = None
+    if hook_raw is not None:
+        if isinstance(hook_raw, str):
+            hook_raw = {"url": hook_raw}
+        if not isinstance(hook_raw, dict):
+            raise s.error("webhook", "must be a table [notify.webhook] with url = \"http://...\"")
+        h = _Section(hook_raw, "notify.webhook", source)
+        url = h.string("url", None)
+        if url is None:
+            raise h.error("url", "is required")
+        if not url.startswith(("http://", "https://")):
+            raise h.error("url", f"must start with http:// or https://, got {url!r}")
+        headers_raw = h.get("headers") or {}
+        if not isinstance(headers_raw, dict) or not all(
+                isinstance(v, str) for v in headers_raw.values()):
+            raise h.error("headers", "must be a table of header = \"value\" strings")
+        webhook = WebhookConfig(
+            url=url,
+            timeout=h.number("timeout", DEFAULT_WEBHOOK_TIMEOUT, 0.0, strict_low=True),
+            retries=h.integer("retries", DEFAULT_WEBHOOK_RETRIES, 0, 100),
+            headers=tuple(sorted(headers_raw.items())),
+        )
+        h.finish()
+    argv = s.strings("exec", ())
+    n = NotifyConfig(
+        log=s.boolean("log", True),
+        desktop=s.boolean("desktop", True),
+        webhook=webhook,
+        exec=argv,
+        exec_timeout=s.number("exec_timeout", DEFAULT_EXEC_TIMEOUT, 0.0, strict_low=True),
+    )
+    s.finish()
+    return n
