@@ -1,0 +1,428 @@
+"""Confirm candidate duplicates by aligning two videos' frame features in time, and find candidates.
+
+verify(a, b) is the core: a pure function of two Fingerprints (plus optional per-frame weights that
+down-weight recurring content) giving a Match with a score in [0, 1], a kind and matched segments.
+
+What the score means: the weighted share of the footage the two videos have in common under the best
+time alignment (offset and speed) whose frames match. 1.0 = every informative frame of the overlap
+matches its counterpart; 0.8 = four fifths of it does. A threshold of T therefore says "at least T of
+the overlapping footage is the same picture"; DEFAULT_THRESHOLD is the value measured to keep
+precision high (see docs/scan.md for how it was measured).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import faiss
+import numpy as np
+
+from vfpd.fingerprint import Fingerprint
+
+DEFAULT_THRESHOLD = 0.7
+"""Pairs scoring at least this are reported. Chosen from measured score distributions of copies
+vs. different videos and other segments of the same footage (docs/scan.md)."""
+
+EXACT = "exact"
+NEAR = "near"
+PARTIAL = "partial"
+NONE = "none"
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    """Knobs of the temporal verification. The defaults were measured with the shipped model."""
+
+    # Per-frame cosine similarity mapped linearly to a match value in [0, 1]: at or below
+    # frame_sim_floor a frame pair counts as "different picture", at or above frame_sim_ceil as
+    # "same picture". Measured: frames of transformed copies sit well above the ceiling,
+    # other moments of the same scene mostly below the floor.
+    frame_sim_floor: float = 0.75
+    frame_sim_ceil: float = 0.9
+    # Speeds tried for the alignment (copy time = slope * original time + offset). 1.0 covers
+    # re-encodes, trims and frame-rate changes (sampling is by time); the others cover sped-up or
+    # slowed-down copies, which are common for clips re-posted to fit a time limit.
+    slopes: tuple[float, ...] = (1.0, 0.8, 1.25, 0.5, 2.0)
+    # Each frame of A votes for the offsets given by its best few frames in B; more would let
+    # repetitive footage spread votes thin, fewer would miss the true offset when a frame's best
+    # match is a look-alike moment.
+    votes_per_frame: int = 3
+    # Only frame pairs at least this similar vote; below it they are noise that only flattens
+    # the offset histogram.
+    vote_min_sim: float = 0.5
+    # The best few offset hypotheses are each scored exactly; the best one wins. A small number,
+    # since every extra hypothesis is one more chance for two different videos to look alike.
+    hypotheses: int = 4
+    # A frame looks for its counterpart within this many sampling steps of where the alignment
+    # puts it: copies sampled on a shifted grid (trims) are at most half a step off.
+    time_tolerance_steps: float = 0.75
+    # Fewer informative frames than this in the overlap is too little evidence for a full score:
+    # the score is scaled down proportionally (two matching frames prove little).
+    min_evidence_frames: int = 3
+    # Matched frames further apart than this many sampling steps start a new segment.
+    segment_gap_steps: float = 3.0
+    # A match covering at least this share of both videos' informative footage is "near", a
+    # smaller share "partial" (one is a clip of the other, or they overlap only in a segment).
+    near_coverage: float = 0.8
+    # A frame similar to frames of more than this many other videos is recurring content (an
+    # intro, a logo) and counts less, in proportion. Above 3 so that ordinary groups of a few
+    # copies are never down-weighted.
+    recurring_min_videos: int = 3
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of footage both videos share: seconds in A and the corresponding seconds in B."""
+
+    a_start: float
+    a_end: float
+    b_start: float
+    b_end: float
+
+    def to_json(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class Match:
+    """The result of verifying two fingerprints. `offset`/`slope`: b_time = slope * a_time + offset."""
+
+    score: float
+    kind: str
+    segments: tuple[Segment, ...] = ()
+    offset: float = 0.0
+    slope: float = 1.0
+
+
+NO_MATCH = Match(0.0, NONE)
+
+
+@dataclass(frozen=True)
+class _Frames:
+    """The informative frames of one video, as verification uses them."""
+
+    features: np.ndarray  # (n, FRAME_DIM) float32
+    times: np.ndarray  # (n,) seconds
+    weights: np.ndarray  # (n,) recurring-content weights in (0, 1]
+    step: float  # typical sampling interval, seconds
+    start: float  # time range of all sampled frames, informative or not
+    end: float
+
+
+def _sampling_step(times: np.ndarray) -> float:
+    """The typical sampling interval; 1 s (the sampler's nominal rate) when a video has one frame."""
+    if len(times) < 2:
+        return 1.0
+    return float(max(np.median(np.diff(times)), 1e-3))
+
+
+def _frames(fp: Fingerprint, weights: np.ndarray | None) -> _Frames:
+    keep = np.asarray(fp.informative, dtype=bool)
+    w = np.ones(len(keep), np.float64) if weights is None else np.asarray(weights, np.float64)
+    times = np.asarray(fp.timestamps, np.float64)
+    return _Frames(
+        features=np.ascontiguousarray(fp.frame_features[keep], dtype=np.float32),
+        times=times[keep],
+        weights=w[keep],
+        step=_sampling_step(times),
+        start=float(times[0]) if len(times) else 0.0,
+        end=float(times[-1]) if len(times) else 0.0,
+    )
+
+
+def _frame_match(sim: np.ndarray, s: MatchSettings) -> np.ndarray:
+    return np.clip((sim - s.frame_sim_floor) / (s.frame_sim_ceil - s.frame_sim_floor), 0.0, 1.0)
+
+
+def _offset_hypotheses(a: _Frames, b: _Frames, sim: np.ndarray,
+                       s: MatchSettings) -> list[tuple[float, float]]:
+    """(slope, offset) pairs that many frame pairs agree on: a Hough vote along diagonals."""
+    k = min(s.votes_per_frame, sim.shape[1])
+    best_j = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    rows = np.repeat(np.arange(sim.shape[0]), k)
+    cols = best_j.ravel()
+    vs = sim[rows, cols]
+    ok = vs >= s.vote_min_sim
+    rows, cols, vs = rows[ok], cols[ok], vs[ok]
+    if len(rows) == 0:
+        return []
+    weight = vs * a.weights[rows]
+    scored: list[tuple[float, float, float]] = []
+    for slope in s.slopes:
+        offsets = b.times[cols] - slope * a.times[rows]
+        width = max(b.step, slope * a.step)
+        bins = np.floor(offsets / width).astype(np.int64)
+        lo = bins.min()
+        hist = np.bincount(bins - lo, weights=weight)
+        # Neighbouring bins are pooled: a true offset can sit on a bin edge.
+        pooled = hist + np.concatenate(([0.0], hist[:-1])) + np.concatenate((hist[1:], [0.0]))
+        for peak in np.argsort(-pooled)[: s.hypotheses]:
+            if pooled[peak] <= 0:
+                break
+            near = np.abs(bins - lo - peak) <= 1
+            offset = float(np.average(offsets[near], weights=weight[near]))
+            scored.append((float(pooled[peak]), slope, offset))
+    scored.sort(key=lambda t: -t[0])
+    return [(slope, offset) for _, slope, offset in scored[: s.hypotheses]]
+
+
+def _side(src: _Frames, dst: _Frames, sim: np.ndarray, pred: np.ndarray,
+          s: MatchSettings) -> tuple[np.ndarray, np.ndarray]:
+    """For each frame of src mapped to `pred` in dst's time: (valid, match value).
+
+    valid: the frame lands inside dst's footage and dst has an informative frame there; frames that
+    land where dst has only non-informative frames count neither for nor against the match."""
+    tol = s.time_tolerance_steps * dst.step
+    inside = (pred >= dst.start - tol) & (pred <= dst.end + tol)
+    near = np.abs(dst.times[None, :] - pred[:, None]) <= tol
+    best = np.where(near, sim, -np.inf).max(axis=1, initial=-np.inf)
+    valid = inside & np.isfinite(best)
+    return valid, np.where(valid, _frame_match(best, s), 0.0)
+
+
+def _segments(a: _Frames, valid: np.ndarray, m: np.ndarray, slope: float, offset: float,
+              b: _Frames, s: MatchSettings) -> tuple[Segment, ...]:
+    matched = np.flatnonzero(valid & (m >= 0.5))
+    if len(matched) == 0:
+        return ()
+    times = a.times[matched]
+    breaks = np.flatnonzero(np.diff(times) > s.segment_gap_steps * a.step)
+    out = []
+    for run in np.split(np.arange(len(times)), breaks + 1):
+        a0, a1 = float(times[run[0]]), float(times[run[-1]]) + a.step
+        b0 = min(max(slope * a0 + offset, b.start), b.end + b.step)
+        b1 = min(max(slope * a1 + offset, b.start), b.end + b.step)
+        out.append(Segment(a0, a1, b0, b1))
+    return tuple(out)
+
+
+def _informative_span(f: _Frames) -> float:
+    return float(f.times[-1] - f.times[0] + f.step) if len(f.times) else 0.0
+
+
+def _evaluate(a: _Frames, b: _Frames, sim: np.ndarray, slope: float, offset: float,
+              s: MatchSettings) -> Match:
+    valid_a, m_a = _side(a, b, sim, slope * a.times + offset, s)
+    valid_b, m_b = _side(b, a, sim.T, (b.times - offset) / slope, s)
+    n = min(int(valid_a.sum()), int(valid_b.sum()))
+    if n == 0:
+        return Match(0.0, NONE, (), offset, slope)
+    score_a = float(np.sum(a.weights * m_a * valid_a) / np.sum(a.weights * valid_a))
+    score_b = float(np.sum(b.weights * m_b * valid_b) / np.sum(b.weights * valid_b))
+    score = 0.5 * (score_a + score_b) * min(1.0, n / s.min_evidence_frames)
+    segments = _segments(a, valid_a, m_a, slope, offset, b, s)
+    if not segments:
+        return Match(score, NONE, (), offset, slope)
+    cover_a = sum(g.a_end - g.a_start for g in segments) / max(_informative_span(a), 1e-9)
+    cover_b = sum(g.b_end - g.b_start for g in segments) / max(_informative_span(b), 1e-9)
+    kind = NEAR if min(cover_a, cover_b) >= s.near_coverage else PARTIAL
+    return Match(score, kind, segments, offset, slope)
+
+
+def verify(a: Fingerprint, b: Fingerprint, settings: MatchSettings = MatchSettings(),
+           a_weights: np.ndarray | None = None, b_weights: np.ndarray | None = None) -> Match:
+    """Align the frame features of a and b in time and say how much of their overlap matches.
+
+    a_weights/b_weights: optional per-frame weights (all frames, informative or not) in (0, 1],
+    lower for recurring content; see recurring_weights()."""
+    if a.model_version != b.model_version:
+        raise ValueError(
+            f"fingerprints of different model versions ({a.model_version!r}, {b.model_version!r})"
+            " cannot be compared")
+    fa, fb = _frames(a, a_weights), _frames(b, b_weights)
+    if len(fa.times) == 0 or len(fb.times) == 0:
+        return NO_MATCH
+    sim = fa.features @ fb.features.T
+    best = NO_MATCH
+    for slope, offset in _offset_hypotheses(fa, fb, sim, settings):
+        m = _evaluate(fa, fb, sim, slope, offset, settings)
+        if m.score > best.score:
+            best = m
+    return best
+
+
+def recurring_weights(other_videos: np.ndarray, settings: MatchSettings = MatchSettings()
+                      ) -> np.ndarray:
+    """Per-frame weights from the number of other videos each frame is similar to: 1 up to
+    `recurring_min_videos`, then falling in proportion, so an intro shared by many videos adds
+    little to any pair's score while a handful of copies keep full weight."""
+    n = np.asarray(other_videos, np.float64)
+    return np.minimum(1.0, settings.recurring_min_videos / np.maximum(n, 1.0))
+
+
+# --- candidates: which pairs are worth verifying -------------------------------------------------
+
+VIDEO_NEIGHBOURS = 10
+"""Video-level neighbours retrieved per video. Copies of one video are few in a normal library;
+more than this many near copies still end up grouped through the frame-level candidates."""
+
+VIDEO_MIN_SIM = 0.3
+"""Video-embedding similarity below which a neighbour is not even a candidate: far below what any
+transformed copy scores, so it only skips pointless verifications."""
+
+FRAME_NEIGHBOURS = 24
+"""Frame-level neighbours retrieved per informative frame. Enough to see past a video's own
+neighbouring frames (static shots) to other videos' frames."""
+
+FRAME_MIN_SIM_FOR_CANDIDATE = 0.8
+"""A frame pair at least this similar makes the two videos a candidate (finds clips inside long
+videos, whose whole-video embeddings can differ); also the level at which a frame counts as shared
+with another video for the recurring-content weights."""
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Pairs of video indices worth verifying, and per-video recurring-content weights."""
+
+    pairs: list[tuple[int, int]]
+    weights: list[np.ndarray] = field(default_factory=list)
+
+
+def find_candidates(fps: Sequence[Fingerprint], settings: MatchSettings = MatchSettings()
+                    ) -> Candidates:
+    """Candidate pairs from a video-level k-NN on the 256-d vectors plus a frame-level k-NN on the
+    informative frame features; the frame-level hits also count, per frame, how many other videos
+    share it (recurring content)."""
+    n = len(fps)
+    pairs: set[tuple[int, int]] = set()
+    if n < 2:
+        return Candidates([], [recurring_weights(np.zeros(len(f.timestamps)), settings)
+                               for f in fps])
+    vectors = np.ascontiguousarray(np.stack([f.vector for f in fps]), dtype=np.float32)
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    sims, ids = index.search(vectors, min(n, VIDEO_NEIGHBOURS + 1))
+    for i in range(n):
+        for sim, j in zip(sims[i], ids[i]):
+            if j >= 0 and j != i and sim >= VIDEO_MIN_SIM:
+                pairs.add((min(i, int(j)), max(i, int(j))))
+
+    owner_parts, row_parts, feat_parts = [], [], []
+    for v, f in enumerate(fps):
+        rows = np.flatnonzero(f.informative)
+        owner_parts.append(np.full(len(rows), v, np.int64))
+        row_parts.append(rows)
+        feat_parts.append(f.frame_features[rows])
+    owner = np.concatenate(owner_parts)
+    row = np.concatenate(row_parts)
+    shared: list[list[set[int]]] = [[set() for _ in range(len(f.timestamps))] for f in fps]
+    if len(owner):
+        feats = np.ascontiguousarray(np.concatenate(feat_parts), dtype=np.float32)
+        frame_index = faiss.IndexFlatIP(feats.shape[1])
+        frame_index.add(feats)
+        fsims, fids = frame_index.search(feats, min(len(owner), FRAME_NEIGHBOURS))
+        hit = (fids >= 0) & (fsims >= FRAME_MIN_SIM_FOR_CANDIDATE)
+        for q, k in zip(*np.nonzero(hit)):
+            u, v = int(owner[q]), int(owner[fids[q, k]])
+            if u != v:
+                shared[u][row[q]].add(v)
+                pairs.add((min(u, v), max(u, v)))
+    weights = [recurring_weights(np.array([len(s) for s in per_frame]), settings)
+               for per_frame in shared]
+    return Candidates(sorted(pairs), weights)
+
+
+def match_all(fps: Sequence[Fingerprint], settings: MatchSettings = MatchSettings()
+              ) -> list[tuple[int, int, Match]]:
+    """Every candidate pair among fps, verified (including those below any threshold)."""
+    cands = find_candidates(fps, settings)
+    out = []
+    for i, j in cands.pairs:
+        out.append((i, j, verify(fps[i], fps[j], settings, cands.weights[i], cands.weights[j])))
+    return out
+
+
+# --- grouping --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pair:
+    """A confirmed pair of duplicate files, as reported."""
+
+    a: str
+    b: str
+    score: float
+    kind: str
+    segments: tuple[Segment, ...] = ()
+
+
+def _components(nodes: set[str], adj: dict[str, dict[str, float]]) -> list[set[str]]:
+    seen: set[str] = set()
+    out = []
+    for start in sorted(nodes):
+        if start in seen:
+            continue
+        comp, stack = {start}, [start]
+        while stack:
+            for nb in adj[stack.pop()]:
+                if nb in nodes and nb not in comp:
+                    comp.add(nb)
+                    stack.append(nb)
+        seen |= comp
+        out.append(comp)
+    return out
+
+
+def group_components(pairs: Sequence[Pair]) -> list[list[str]]:
+    """Connected components of the pairs, guarded against chaining: every member of a group has a
+    confirmed pair with the group's centre (its best-connected member). Members of a component
+    that do not are grouped again among themselves, the same way."""
+    adj: dict[str, dict[str, float]] = defaultdict(dict)
+    for p in pairs:
+        adj[p.a][p.b] = max(p.score, adj[p.a].get(p.b, 0.0))
+        adj[p.b][p.a] = max(p.score, adj[p.b].get(p.a, 0.0))
+    groups: list[list[str]] = []
+    pending = _components(set(adj), adj)
+    while pending:
+        comp = pending.pop()
+        if len(comp) < 2:
+            continue
+
+        def centrality(x: str, comp: set[str] = comp) -> tuple[int, float, str]:
+            links = [s for y, s in adj[x].items() if y in comp]
+            return (len(links), sum(links), x)
+
+        centre = max(comp, key=centrality)
+        members = {centre} | {y for y in adj[centre] if y in comp}
+        groups.append(sorted(members))
+        rest = comp - members
+        if rest:
+            pending.extend(_components(rest, adj))
+    return sorted(groups)
+
+
+class ClusterUnavailable(RuntimeError):
+    """--cluster dbscan without scikit-learn installed."""
+
+
+def group_dbscan(pairs: Sequence[Pair], threshold: float) -> list[list[str]]:
+    """DBSCAN (scikit-learn) on the distance 1 - score of the confirmed pairs, eps = 1 - threshold,
+    two files make a cluster. Files without a pair are at distance "infinity" and never clustered."""
+    try:
+        from scipy.sparse import csr_matrix
+        from sklearn.cluster import DBSCAN
+    except ImportError as e:
+        raise ClusterUnavailable(
+            "--cluster dbscan needs scikit-learn: pip install 'vfpd[cluster]'") from e
+    names = sorted({p.a for p in pairs} | {p.b for p in pairs})
+    if not names:
+        return []
+    pos = {n: i for i, n in enumerate(names)}
+    best: dict[tuple[int, int], float] = {}
+    for p in pairs:
+        i, j = sorted((pos[p.a], pos[p.b]))
+        best[(i, j)] = max(best.get((i, j), 0.0), p.score)
+    rows, cols, dist = [], [], []
+    for (i, j), score in best.items():
+        rows += [i, j]
+        cols += [j, i]
+        dist += [max(0.0, 1.0 - score)] * 2
+    graph = csr_matrix((dist, (rows, cols)), shape=(len(names), len(names)))
+    labels = DBSCAN(eps=max(1e-9, 1.0 - threshold), min_samples=2,
+                    metric="precomputed").fit(graph).labels_
+    clusters: dict[int, list[str]] = defaultdict(list)
+    for name, label in zip(names, labels):
+        if label >= 0:
+            clusters[int(label)].append(name)
+    return sorted(sorted(c) for c in clusters.values() if len(c) > 1)
