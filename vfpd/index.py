@@ -1,0 +1,442 @@
+"""The FAISS index: a cache of one model version's fingerprint vectors, derived from the catalog.
+
+Inner product over L2-normalised vectors (= cosine). Exact (flat) while small, HNSW above a
+measured size. Saved atomically with the catalog sequence it covers; at start-up loaded and
+caught up, or rebuilt from the vectors stored in the catalog (never by decoding videos).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mmap
+import os
+import struct
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import blake3
+import faiss
+import numpy as np
+
+from vfpd.atomic import atomic_writer
+from vfpd.fingerprint import VECTOR_DIM
+
+if TYPE_CHECKING:
+    from vfpd.catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+FLAT = "flat"
+HNSW = "hnsw"
+
+EXACT_MAX = 100_000
+"""Largest index kept exact (IndexFlatIP). Measured with `./dev bench index` on this 2-core
+machine: a k=10 query over 100k vectors takes ~3-4 ms (p99 under 10 ms) with perfect recall and
+no build cost, while at 1M it takes ~40 ms. Above 100k HNSW answers in well under 1 ms at
+recall@10 >= 0.95, which is worth its slower inserts and ~10% extra memory."""
+
+HNSW_M = 32
+"""Graph degree. 32 is the usual choice for 256-d data: recall@10 >= 0.95 at modest efSearch;
+16 loses recall on high-dimensional vectors, 64 doubles the graph memory (~0.5 GB at 1M)."""
+
+HNSW_EF_CONSTRUCTION = 64
+"""Build-time beam. Higher builds a better graph but slower inserts; 64 reached the recall target
+in the bench while keeping 1M inserts to a few minutes on 2 cores."""
+
+HNSW_EF_SEARCH = 128
+"""Query-time beam: recall@10 ~0.97+ on random 256-d vectors at 1M, under 2 ms per query."""
+
+TOMBSTONE_REBUILD_RATIO = 0.10
+"""HNSW cannot delete: removed ids are filtered out at search and the graph is rebuilt once they
+are 10% of it, which bounds both wasted memory and the search slow-down of filtering."""
+
+HEADER_SIZE = 4096
+"""Fixed space for the JSON header at the start of the file, patched after the payload is
+written (so the payload can stream to disk while its checksum is computed)."""
+
+MAGIC = b"VFPDIDX\x01"
+FORMAT = 1
+
+
+class IndexLoadError(Exception):
+    """The index file cannot be used; the caller rebuilds from the catalog."""
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    exact_max: int = EXACT_MAX
+    hnsw_m: int = HNSW_M
+    ef_construction: int = HNSW_EF_CONSTRUCTION
+    ef_search: int = HNSW_EF_SEARCH
+    tombstone_ratio: float = TOMBSTONE_REBUILD_RATIO
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What `vfpctl status` shows about the index."""
+
+    kind: str
+    size: int
+    model_version: str
+    dim: int
+    covered_seq: int
+    tombstones: int
+
+
+class VectorIndex:
+    """Vectors of one model version keyed by catalog fingerprint id. Thread-safe (one lock: FAISS
+    does not allow adding while searching)."""
+
+    def __init__(self, model_version: str, dim: int = VECTOR_DIM,
+                 settings: IndexSettings = IndexSettings(), expected: int = 0) -> None:
+        """An empty index. `expected` (the number of vectors about to be added) picks HNSW from
+        the start instead of converting half-way through a rebuild."""
+        self.model_version = model_version
+        self.dim = dim
+        self.settings = settings
+        self.covered_seq = 0
+        """The catalog sequence whose fingerprints this index holds (see Catalog.sequence)."""
+        self._lock = threading.RLock()
+        self._ids: set[int] = set()
+        self._tombstones: set[int] = set()
+        self._kind = HNSW if expected > settings.exact_max else FLAT
+        self._index = self._empty(self._kind)
+
+    # -- construction ------------------------------------------------------------------------------
+
+    def _empty(self, kind: str) -> faiss.IndexIDMap2:
+        if kind == FLAT:
+            inner = faiss.IndexFlatIP(self.dim)
+        else:
+            inner = faiss.IndexHNSWFlat(self.dim, self.settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efConstruction = self.settings.ef_construction
+            inner.hnsw.efSearch = self.settings.ef_search
+        return faiss.IndexIDMap2(inner)
+
+    def _all(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) physically stored, tombstoned ones included."""
+        n = self._index.ntotal
+        ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        vectors = (faiss.downcast_index(self._index.index).reconstruct_n(0, n) if n
+                   else np.zeros((0, self.dim), np.float32))
+        return ids, vectors
+
+    def _rebuild(self, kind: str) -> None:
+        """Re-create the FAISS index as `kind` from the live vectors (drops tombstones)."""
+        started = time.monotonic()
+        ids, vectors = self._all()
+        if self._tombstones:
+            keep = ~np.isin(ids, np.fromiter(self._tombstones, np.int64))
+            ids, vectors = ids[keep], vectors[keep]
+        index = self._empty(kind)
+        if len(ids):
+            index.add_with_ids(np.ascontiguousarray(vectors), ids)
+        self._index, self._kind = index, kind
+        self._tombstones.clear()
+        log.info("index rebuilt as %s with %d vectors in %.1f s", kind, len(ids),
+                 time.monotonic() - started)
+
+    # -- changes -----------------------------------------------------------------------------------
+
+    def add(self, ids: Iterable[int] | np.ndarray, vectors: np.ndarray) -> int:
+        """Add vectors under catalog ids; ids already present are skipped (so replaying the
+        catalog's change log twice cannot duplicate anything). Vectors are L2-normalised here.
+        Returns how many were added."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        vectors = np.array(vectors, dtype=np.float32, copy=True).reshape(-1, self.dim)
+        if len(ids) != len(vectors):
+            raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
+        if len(ids) and (ids < 0).any():
+            raise ValueError("index ids must be >= 0")
+        with self._lock:
+            fresh = np.fromiter((i not in self._ids for i in ids.tolist()), bool, len(ids))
+            _, first = np.unique(ids, return_index=True)
+            once = np.zeros(len(ids), bool)
+            once[first] = True
+            keep = fresh & once
+            if not keep.any():
+                return 0
+            ids, vectors = ids[keep], np.ascontiguousarray(vectors[keep])
+            faiss.normalize_L2(vectors)
+            if self._tombstones.intersection(ids.tolist()):
+                # The old vector of a re-added id still sits in the graph: compact it away first.
+                self._rebuild(self._kind)
+            if self._kind == FLAT and len(self._ids) + len(ids) > self.settings.exact_max:
+                log.info("index grows past %d vectors: switching from exact to HNSW",
+                         self.settings.exact_max)
+                self._rebuild(HNSW)
+            self._index.add_with_ids(vectors, ids)
+            self._ids.update(ids.tolist())
+            return len(ids)
+
+    def remove(self, ids: Iterable[int] | np.ndarray) -> int:
+        """Remove ids (unknown ones are ignored). Returns how many were removed."""
+        ids = [int(i) for i in np.asarray(ids, dtype=np.int64).reshape(-1)]
+        with self._lock:
+            gone = [i for i in dict.fromkeys(ids) if i in self._ids]
+            if not gone:
+                return 0
+            self._ids.difference_update(gone)
+            if self._kind == FLAT:
+                self._index.remove_ids(np.asarray(gone, dtype=np.int64))
+            else:
+                self._tombstones.update(gone)
+                if len(self._tombstones) > self.settings.tombstone_ratio * self._index.ntotal:
+                    self._rebuild(HNSW if len(self._ids) > self.settings.exact_max // 2
+                                  else FLAT)
+            return len(gone)
+
+    # -- queries -----------------------------------------------------------------------------------
+
+    def _params(self) -> faiss.SearchParameters | None:
+        if self._kind == FLAT:
+            return None
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = self.settings.ef_search
+        if self._tombstones:
+            # Kept referenced on `params` so the selectors outlive the search call.
+            params.batch = faiss.IDSelectorBatch(np.fromiter(self._tombstones, np.int64))
+            params.sel = faiss.IDSelectorNot(params.batch)
+        return params
+
+    def _queries(self, queries: np.ndarray) -> np.ndarray:
+        q = np.array(queries, dtype=np.float32, copy=True).reshape(-1, self.dim)
+        faiss.normalize_L2(q)
+        return q
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest by cosine for each query row: (scores (n, k) float32 descending, ids (n, k)
+        int64). Missing results (fewer than k vectors) are id -1, score -inf."""
+        q = self._queries(queries)
+        if k <= 0:
+            raise ValueError("k must be positive")
+        with self._lock:
+            if not self._ids:
+                return (np.full((len(q), k), -np.inf, np.float32),
+                        np.full((len(q), k), -1, np.int64))
+            scores, ids = self._index.search(q, k, params=self._params())
+        scores[ids < 0] = -np.inf
+        return scores, ids
+
+    def range_search(self, query: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray]:
+        """All vectors with cosine >= `min_score` to one query: (scores, ids), best first."""
+        q = self._queries(query)[:1]
+        with self._lock:
+            if not self._ids:
+                return np.zeros(0, np.float32), np.zeros(0, np.int64)
+            # FAISS range search for inner product returns scores strictly above the radius.
+            radius = np.nextafter(np.float32(min_score), np.float32(-np.inf))
+            _, scores, ids = self._index.range_search(q, float(radius), params=self._params())
+        order = np.argsort(-scores, kind="stable")
+        return scores[order], ids[order].astype(np.int64)
+
+    def __contains__(self, fingerprint_id: int) -> bool:
+        with self._lock:
+            return int(fingerprint_id) in self._ids
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._ids)
+
+    def ids(self) -> np.ndarray:
+        """Live ids, sorted."""
+        with self._lock:
+            return np.sort(np.fromiter(self._ids, np.int64, len(self._ids)))
+
+    @property
+    def kind(self) -> str:
+        return self._kind
+
+    def info(self) -> IndexInfo:
+        with self._lock:
+            return IndexInfo(self._kind, len(self._ids), self.model_version, self.dim,
+                             self.covered_seq, len(self._tombstones))
+
+    # -- catalog ------------------------------------------------------------------------------------
+
+    def catch_up(self, catalog: Catalog) -> int:
+        """Apply the catalog's fingerprint changes after covered_seq, in order. Returns the number
+        of changes applied."""
+        applied = 0
+        pending_ids: list[int] = []
+        pending_vecs: list[np.ndarray] = []
+
+        def flush() -> None:
+            if pending_ids:
+                self.add(pending_ids, np.stack(pending_vecs))
+                pending_ids.clear()
+                pending_vecs.clear()
+
+        with self._lock:
+            # Read first: every change up to it is committed and will be seen below. Changes of
+            # other model versions advance the sequence too, and are covered by doing nothing.
+            target = catalog.sequence()
+            last = self.covered_seq
+            for change in catalog.changes_since(self.model_version, self.covered_seq):
+                if change.op == "add" and change.vector is not None:
+                    pending_ids.append(change.fingerprint_id)
+                    pending_vecs.append(change.vector)
+                elif change.op == "remove":
+                    flush()
+                    self.remove([change.fingerprint_id])
+                last = change.seq
+                applied += 1
+            flush()
+            self.covered_seq = max(target, last, self.covered_seq)
+        return applied
+
+    @classmethod
+    def from_catalog(cls, catalog: Catalog, model_version: str, dim: int = VECTOR_DIM,
+                     settings: IndexSettings = IndexSettings()) -> VectorIndex:
+        """Build from the vectors stored in the catalog (one read snapshot), covering it."""
+        started = time.monotonic()
+        expected = catalog.model_versions().get(model_version, 0)
+        index = cls(model_version, dim, settings, expected=expected)
+        seq, batches = catalog.snapshot_vectors(model_version)
+        for ids, vectors in batches:
+            index.add(ids, vectors)
+        index.covered_seq = seq
+        log.info("index for model %s built from catalog: %d vectors (%s) in %.1f s",
+                 model_version, len(index), index.kind, time.monotonic() - started)
+        return index
+
+    # -- persistence --------------------------------------------------------------------------------
+
+    def save(self, path: Path | str) -> None:
+        """Write atomically: header (model version, dim, kind, covered sequence, payload length
+        and BLAKE3) + FAISS payload + tombstones. A crash leaves the previous file intact."""
+        with self._lock, atomic_writer(path) as f:
+            f.write(b"\0" * HEADER_SIZE)
+            hasher = blake3.blake3()
+            length = 0
+
+            def sink(chunk: bytes) -> int:
+                nonlocal length
+                f.write(chunk)
+                hasher.update(chunk)
+                length += len(chunk)
+                return len(chunk)
+
+            writer = faiss.PyCallbackIOWriter(sink)
+            faiss.write_index(self._index, writer)
+            del writer  # flushes its buffer
+            faiss_len = length
+            sink(np.fromiter(self._tombstones, np.int64, len(self._tombstones)).astype("<i8")
+                 .tobytes())
+            header = {
+                "format": FORMAT, "model_version": self.model_version, "dim": self.dim,
+                "kind": self._kind, "covered_seq": self.covered_seq, "count": len(self._ids),
+                "faiss_len": faiss_len, "payload_len": length,
+                "payload_blake3": hasher.hexdigest(),
+            }
+            blob = json.dumps(header).encode("utf-8")
+            if len(blob) + len(MAGIC) + 4 > HEADER_SIZE:
+                raise ValueError("index header too large (model version name too long?)")
+            f.seek(0)
+            f.write(MAGIC + struct.pack("<I", len(blob)) + blob)
+
+    @classmethod
+    def load(cls, path: Path | str, model_version: str, dim: int = VECTOR_DIM,
+             settings: IndexSettings = IndexSettings()) -> VectorIndex:
+        """Load and verify a saved index. Raises IndexLoadError saying why it cannot be used
+        (missing, truncated, garbage, checksum, other model version or dimension)."""
+        path = Path(path)
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError as e:
+            raise IndexLoadError(f"{path}: missing") from e
+        except OSError as e:
+            raise IndexLoadError(f"{path}: {e.strerror}") from e
+        with f:
+            header = _read_header(f, path)
+            if header["model_version"] != model_version:
+                raise IndexLoadError(f"{path}: made for model {header['model_version']!r}, "
+                                     f"not {model_version!r}")
+            if header["dim"] != dim:
+                raise IndexLoadError(f"{path}: dimension {header['dim']}, expected {dim}")
+            size = os.fstat(f.fileno()).st_size
+            if size != HEADER_SIZE + header["payload_len"]:
+                raise IndexLoadError(f"{path}: truncated or padded ({size} bytes, expected "
+                                     f"{HEADER_SIZE + header['payload_len']})")
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                view = memoryview(mm)
+                try:
+                    digest = blake3.blake3(max_threads=blake3.blake3.AUTO)
+                    digest.update(view[HEADER_SIZE:])
+                    if digest.hexdigest() != header["payload_blake3"]:
+                        raise IndexLoadError(f"{path}: checksum mismatch (corrupt file)")
+                    faiss_end = HEADER_SIZE + header["faiss_len"]
+                    tomb = np.frombuffer(view[faiss_end:], dtype="<i8").astype(np.int64)
+                finally:
+                    view.release()
+            f.seek(HEADER_SIZE)
+            try:
+                reader = faiss.PyCallbackIOReader(f.read)
+                raw = faiss.read_index(reader)
+                del reader
+            except RuntimeError as e:
+                raise IndexLoadError(f"{path}: FAISS cannot read it: {e}") from e
+        # read_index returns the concrete, owning wrapper; downcasting it again would create a
+        # non-owning one and let the original free the index under it.
+        if not isinstance(raw, faiss.IndexIDMap2) or raw.d != dim:
+            raise IndexLoadError(f"{path}: unexpected FAISS index {type(raw).__name__}")
+        index = cls(model_version, dim, settings)
+        index._index = raw
+        index._kind = header["kind"]
+        inner = faiss.downcast_index(raw.index)
+        if isinstance(inner, faiss.IndexHNSWFlat):
+            inner.hnsw.efSearch = settings.ef_search
+        ids = faiss.vector_to_array(raw.id_map).astype(np.int64)
+        index._tombstones = set(tomb.tolist())
+        index._ids = set(ids.tolist()) - index._tombstones
+        if len(index._ids) != header["count"]:
+            raise IndexLoadError(f"{path}: holds {len(index._ids)} vectors, header says "
+                                 f"{header['count']}")
+        index.covered_seq = int(header["covered_seq"])
+        return index
+
+
+def _read_header(f, path: Path) -> dict:
+    head = f.read(HEADER_SIZE)
+    if len(head) < HEADER_SIZE or not head.startswith(MAGIC):
+        raise IndexLoadError(f"{path}: not a vfpd index file (bad magic or too short)")
+    (n,) = struct.unpack("<I", head[len(MAGIC):len(MAGIC) + 4])
+    try:
+        header = json.loads(head[len(MAGIC) + 4:len(MAGIC) + 4 + n])
+        if header.get("format") != FORMAT:
+            raise IndexLoadError(f"{path}: index format {header.get('format')}, need {FORMAT}")
+        for key in ("model_version", "dim", "kind", "covered_seq", "count", "faiss_len",
+                    "payload_len", "payload_blake3"):
+            header[key]  # noqa: B018 - presence check
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise IndexLoadError(f"{path}: unreadable header ({e})") from e
+    return header
+
+
+def open_index(catalog: Catalog, model_version: str, path: Path | str,
+               dim: int = VECTOR_DIM, settings: IndexSettings = IndexSettings(),
+               save_rebuilt: bool = True) -> VectorIndex:
+    """The index for `model_version`: loaded from `path` and caught up with the catalog, or, when
+    the file is missing / corrupt / of another model or dimension / ahead of the catalog, rebuilt
+    from the catalog's stored vectors (logged as a warning) and saved."""
+    try:
+        index = VectorIndex.load(path, model_version, dim, settings)
+        if index.covered_seq > catalog.sequence():
+            raise IndexLoadError(f"{path}: covers catalog sequence {index.covered_seq}, but the "
+                                 f"catalog is at {catalog.sequence()} (catalog restored?)")
+    except IndexLoadError as e:
+        log.warning("rebuilding index from catalog: %s", e)
+        index = VectorIndex.from_catalog(catalog, model_version, dim, settings)
+        if save_rebuilt:
+            index.save(path)
+        return index
+    applied = index.catch_up(catalog)
+    if applied:
+        log.info("index caught up with %d catalog changes", applied)
+    return index
+
