@@ -1,0 +1,441 @@
+"""The control commands: argument checking and what each command does to a ServiceContext.
+
+Each command is a plain function of (context, validated args, request); the server (control.py)
+does the framing. Commands that read files accept only paths inside the watched roots, or an open
+file descriptor passed by the client (SCM_RIGHTS), whose access the kernel already checked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import sqlite3
+import stat
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import vfpd
+from vfpd.catalog import JOB_FAILED, Catalog
+from vfpd.client import E_BAD_ARGS, E_NOT_FOUND, E_OUTSIDE_ROOTS, E_UNREADABLE
+from vfpd.matching import Pair, group_components
+from vfpd.service.context import ServiceContext
+
+MAX_QUERY_K = 1000
+"""A person reads ten neighbours, a script maybe a few hundred; past that the answer is the index."""
+
+DEFAULT_QUERY_K = 10
+
+MAX_PATH_CHARS = 4096
+"""PATH_MAX on Linux: no real path is longer."""
+
+KINDS = ("exact", "near", "partial")
+
+
+class CommandError(Exception):
+    """A request the daemon will not carry out; `code` is one of the protocol's error codes."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Request:
+    """What came with a request besides its arguments."""
+
+    fd: int | None = None  # a descriptor passed with SCM_RIGHTS (query of a file by handle)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One argument: JSON type(s) it must have, whether it is required, its default, a check."""
+
+    name: str
+    types: tuple[type, ...]
+    required: bool = False
+    default: Any = None
+    check: Callable[[Any], Any] | None = None  # returns the normalised value or raises ValueError
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    run: Callable[[ServiceContext, dict[str, Any], Request], Any]
+    params: tuple[Param, ...] = ()
+    streams: bool = False  # result is an iterator of items, sent as a stream
+    summary: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+               type(None): "null"}
+
+
+def validate_args(command: Command, raw: Any) -> dict[str, Any]:
+    """Check a request's `args` against the command's parameters; CommandError(bad-args) if not."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise CommandError(E_BAD_ARGS, "args must be a JSON object")
+    known = {p.name for p in command.params}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        names = ", ".join(sorted(known)) or "none"
+        raise CommandError(E_BAD_ARGS, f"{command.name}: unknown argument {unknown[0][:80]!r} "
+                                       f"(takes: {names})")
+    args: dict[str, Any] = {}
+    for p in command.params:
+        if p.name not in raw or raw[p.name] is None:
+            if p.required:
+                raise CommandError(E_BAD_ARGS, f"{command.name}: argument {p.name!r} is required")
+            args[p.name] = p.default
+            continue
+        value = raw[p.name]
+        # bool is an int in Python but not in the protocol; an int is fine where a float is asked.
+        ok = any(isinstance(value, t) and not (isinstance(value, bool) and t is not bool)
+                 for t in p.types)
+        if not ok:
+            wanted = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in p.types)
+            raise CommandError(E_BAD_ARGS, f"{command.name}: argument {p.name!r} must be {wanted}, "
+                                           f"got {type(value).__name__}")
+        if p.check is not None:
+            try:
+                value = p.check(value)
+            except ValueError as exc:
+                raise CommandError(E_BAD_ARGS, f"{command.name}: argument {p.name!r}: {exc}") from None
+        args[p.name] = value
+    return args
+
+
+# -- argument checks ------------------------------------------------------------------------------
+
+def _absolute_path(value: str) -> str:
+    if not value or len(value) > MAX_PATH_CHARS or "\0" in value:
+        raise ValueError("must be a non-empty path without NUL bytes, at most 4096 characters")
+    if not os.path.isabs(value):
+        raise ValueError(f"must be an absolute path (the daemon has no working directory of "
+                         f"yours), got {value[:200]!r}")
+    return value
+
+
+def _score(value: float) -> float:
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"must be between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def _k(value: int) -> int:
+    if not 1 <= value <= MAX_QUERY_K:
+        raise ValueError(f"must be between 1 and {MAX_QUERY_K}, got {value}")
+    return value
+
+
+def _kind(value: str) -> str:
+    if value not in KINDS:
+        raise ValueError(f"must be one of {', '.join(KINDS)}, got {value[:40]!r}")
+    return value
+
+
+def parse_time(value: str | int | float) -> float:
+    """Seconds since the epoch from a number or an ISO 8601 date/time (local time when no zone)."""
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"must be a time after 1970, got {value!r}")
+        return float(value)
+    try:
+        when = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"must be seconds since the epoch or an ISO date such as 2026-01-31 or "
+                         f"2026-01-31T08:00, got {value[:40]!r}") from None
+    if when.tzinfo is None:
+        when = when.astimezone()
+    return when.timestamp()
+
+
+# -- paths and roots ------------------------------------------------------------------------------
+
+def watched_roots(context: ServiceContext) -> list[Path]:
+    return [Path(os.path.realpath(p)) for p in context.config.watch.paths]
+
+
+def inside_roots(context: ServiceContext, raw: str) -> Path:
+    """The resolved path, when it lies inside a watched root; CommandError(outside-roots) if not.
+
+    Resolving first means `..` and symlinks cannot lead out of a root.
+    """
+    resolved = Path(os.path.realpath(raw))
+    roots = watched_roots(context)
+    if not any(resolved == r or resolved.is_relative_to(r) for r in roots):
+        shown = ", ".join(str(r) for r in roots) or "none configured"
+        raise CommandError(E_OUTSIDE_ROOTS, f"{resolved} is not inside a watched folder "
+                                            f"(watched: {shown})")
+    return resolved
+
+
+def _descriptor_path(fd: int) -> Path:
+    """A path the daemon can open to read the file behind a client's descriptor."""
+    try:
+        st = os.fstat(fd)
+    except OSError as exc:
+        raise CommandError(E_UNREADABLE, f"the passed descriptor is not usable: {exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise CommandError(E_BAD_ARGS, "the passed descriptor is not a regular file")
+    # /proc/self/fd/N reopens the very file the client opened, whatever mount namespace or
+    # path the daemon sees; the kernel still checks the daemon may read the inode.
+    return Path(f"/proc/self/fd/{fd}")
+
+
+# -- duplicate groups -----------------------------------------------------------------------------
+
+SQL_CHUNK = 500
+"""Hashes per IN (...) list: under SQLite's default limit of 999 bound parameters."""
+
+
+def _read_connection(catalog: Catalog) -> sqlite3.Connection:
+    # Aggregates the Catalog API does not offer (sizes and path counts of many contents at once)
+    # run on a connection of our own, read-only, so they can never write or block the writer.
+    conn = sqlite3.connect(f"file:{catalog.path}?mode=ro", uri=True, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+def _chunks(items: list[str]) -> Iterator[list[str]]:
+    for i in range(0, len(items), SQL_CHUNK):
+        yield items[i:i + SQL_CHUNK]
+
+
+def duplicate_groups(catalog: Catalog, *, since: float | None = None, kind: str | None = None,
+                     min_score: float | None = None, path_prefix: str | None = None
+                     ) -> Iterator[dict[str, Any]]:
+    """Groups of duplicate files, largest waste first, one dict per group, built lazily.
+
+    Only the pair list and one (size, path count) per content are held in memory while grouping;
+    each group's members (paths, durations, resolutions) are read when the group is sent.
+    A content stored at several paths is an exact duplicate of itself even without a pair row.
+    Waste is what deleting all but the largest copy would free.
+    """
+    pairs = [Pair(d.hash_a, d.hash_b, d.score, d.kind) for d in catalog.duplicates(
+        since=since, kind=kind, min_score=min_score, path_prefix=path_prefix)]
+    groups = [list(g) for g in group_components(pairs)]
+    best: dict[tuple[str, str], Pair] = {}
+    for p in pairs:
+        best[(p.a, p.b)] = p
+    conn = _read_connection(catalog)
+    try:
+        grouped = {h for g in groups for h in g}
+        if kind in (None, "exact") and (min_score is None or min_score <= 1.0):
+            groups += [[h] for h in _aliased_contents(conn, since, path_prefix) if h not in grouped]
+        stats: dict[str, tuple[int, int]] = {}
+        wanted = sorted({h for g in groups for h in g})
+        for chunk in _chunks(wanted):
+            marks = ",".join("?" * len(chunk))
+            stats.update((h, (size, n)) for h, size, n in conn.execute(
+                f"SELECT c.hash, c.size, (SELECT COUNT(*) FROM files f WHERE f.hash = c.hash) "
+                f"FROM contents c WHERE c.hash IN ({marks})", chunk))
+    finally:
+        conn.close()
+
+    def waste(group: list[str]) -> int:
+        sizes = [stats.get(h, (0, 0)) for h in group]
+        total = sum(size * max(n, 1) for size, n in sizes)
+        return total - max((size for size, _ in sizes), default=0)
+
+    ranked = sorted(((waste(g), g) for g in groups), key=lambda wg: (-wg[0], wg[1]))
+    del groups, stats
+    for group_waste, group in ranked:
+        item = _group_item(catalog, group, best)
+        if item is not None:
+            item["waste"] = group_waste
+            yield item
+
+
+def _aliased_contents(conn: sqlite3.Connection, since: float | None,
+                      path_prefix: str | None) -> list[str]:
+    sql = ("SELECT hash FROM files WHERE hash IS NOT NULL GROUP BY hash HAVING COUNT(*) > 1")
+    having: list[str] = []
+    args: list[Any] = []
+    if since is not None:
+        having.append("MAX(first_seen) >= ?")
+        args.append(since)
+    if path_prefix is not None:
+        base = path_prefix.rstrip("/") or "/"
+        inside = base if base.endswith("/") else base + "/"
+        having.append("SUM(path = ? OR (path >= ? AND path < ?)) > 0")
+        args += [base, inside, inside[:-1] + "0"]
+    if having:
+        sql += " AND " + " AND ".join(having)
+    return [r[0] for r in conn.execute(sql, args)]
+
+
+def _group_item(catalog: Catalog, group: list[str], best: dict[tuple[str, str], Pair]
+                ) -> dict[str, Any] | None:
+    members: list[dict[str, Any]] = []
+    kinds: set[str] = set()
+    scores: list[float] = []
+    first_seen: float | None = None
+    for h in group:
+        content = catalog.content(h)
+        paths = catalog.paths_for_hash(h)
+        links = [p for other in group if other != h
+                 for p in [best.get((h, other) if h < other else (other, h))] if p is not None]
+        score = max((p.score for p in links), default=1.0)
+        kind = max(links, key=lambda p: p.score).kind if links else "exact"
+        kinds.update(p.kind for p in links)
+        scores += [p.score for p in links]
+        if len(paths) > 1:
+            kinds.add("exact")
+            scores.append(1.0)
+        for path in paths or [None]:
+            members.append({
+                "path": path, "hash": h,
+                "size": content.size if content else None,
+                "duration": content.duration if content else None,
+                "width": content.width if content else None,
+                "height": content.height if content else None,
+                "score": score if (links or len(paths) < 2) else 1.0,
+                "kind": kind,
+            })
+        if content is not None:
+            first_seen = max(first_seen or 0.0, content.first_seen)
+    if sum(1 for m in members if m["path"] is not None) < 2:
+        return None  # files deleted since: nothing left to show as a group
+    members.sort(key=lambda m: (-(m["size"] or 0), m["path"] or ""))
+    return {
+        "kind": next(k for k in ("partial", "near", "exact") if k in kinds) if kinds else "exact",
+        "min_score": min(scores, default=1.0),
+        "first_seen": first_seen,
+        "members": members,
+    }
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+def cmd_status(context: ServiceContext, args: dict[str, Any], request: Request) -> dict[str, Any]:
+    counts = context.catalog.counts()
+    index = dict(context.index_info())
+    return {
+        "version": vfpd.__version__,
+        "pid": os.getpid(),
+        "started_at": context.started_at,
+        "uptime_s": round(max(0.0, time.time() - context.started_at), 3),
+        "paused": context.paused(),
+        "roots": [{"path": r.path, "mode": r.mode, "reason": r.reason} for r in context.roots()],
+        "queue": context.queue_length(),
+        "files": counts.files,
+        "hashes": counts.contents,
+        "fingerprints": sum(counts.fingerprints.values()),
+        "fingerprints_by_model": counts.fingerprints,
+        "duplicates": counts.duplicates,
+        "failed": counts.jobs_failed,
+        "notify_backlog": counts.outbox_pending,
+        "index": index,
+        "model_version": index.get("model_version"),
+        "last_retrain": context.last_retrain(),
+    }
+
+
+def cmd_duplicates(context: ServiceContext, args: dict[str, Any], request: Request
+                   ) -> Iterator[dict[str, Any]]:
+    prefix = args["path"]
+    if prefix is not None:
+        prefix = os.path.realpath(prefix)
+    return duplicate_groups(context.catalog, since=args["since"], kind=args["kind"],
+                            min_score=args["min_score"], path_prefix=prefix)
+
+
+def cmd_query(context: ServiceContext, args: dict[str, Any], request: Request) -> dict[str, Any]:
+    if request.fd is not None:
+        if args["path"] is not None:
+            raise CommandError(E_BAD_ARGS, "query: give a path or pass a descriptor, not both")
+        target = _descriptor_path(request.fd)
+        shown = args["name"] or "(passed file)"
+    elif args["path"] is not None:
+        target = inside_roots(context, args["path"])
+        shown = str(target)
+        if not target.is_file():
+            raise CommandError(E_NOT_FOUND, f"{target} is not a file")
+    else:
+        raise CommandError(E_BAD_ARGS, "query: give a path inside a watched folder, or pass the "
+                                       "open file with SCM_RIGHTS (vfpctl does)")
+    try:
+        matches = context.query(target, args["k"])
+    except (OSError, ValueError) as exc:
+        raise CommandError(E_UNREADABLE, f"cannot fingerprint {shown}: {exc}") from None
+    return {"file": shown, "k": args["k"], "matches": matches}
+
+
+def cmd_rescan(context: ServiceContext, args: dict[str, Any], request: Request) -> dict[str, Any]:
+    path = inside_roots(context, args["path"]) if args["path"] is not None else None
+    return {"path": str(path) if path else None, "queued": context.rescan(path)}
+
+
+def cmd_pause(context: ServiceContext, args: dict[str, Any], request: Request) -> dict[str, Any]:
+    context.pause()
+    return {"paused": context.paused()}
+
+
+def cmd_resume(context: ServiceContext, args: dict[str, Any], request: Request) -> dict[str, Any]:
+    context.resume()
+    return {"paused": context.paused()}
+
+
+def cmd_failures(context: ServiceContext, args: dict[str, Any], request: Request
+                 ) -> Iterator[dict[str, Any]]:
+    return ({"path": j.path, "reason": j.last_error, "attempts": j.attempts, "job": j.reason}
+            for j in context.catalog.iter_jobs(JOB_FAILED))
+
+
+def cmd_retry(context: ServiceContext, args: dict[str, Any], request: Request) -> dict[str, Any]:
+    path = inside_roots(context, args["path"])
+    if not context.retry(path):
+        raise CommandError(E_NOT_FOUND, f"{path} is not a failed file (see vfpctl failures)")
+    return {"path": str(path), "queued": True}
+
+
+def _verdict(verdict: str) -> Callable[[ServiceContext, dict[str, Any], Request], Any]:
+    def run(context: ServiceContext, args: dict[str, Any], request: Request) -> dict[str, Any]:
+        a = inside_roots(context, args["a"])
+        b = inside_roots(context, args["b"])
+        if a == b:
+            raise CommandError(E_BAD_ARGS, "a verdict needs two different files")
+        try:
+            return context.set_verdict(a, b, verdict)
+        except KeyError as exc:
+            raise CommandError(E_NOT_FOUND, f"not in the catalog: {exc.args[0]}") from None
+        except ValueError as exc:
+            raise CommandError(E_BAD_ARGS, str(exc)) from None
+    return run
+
+
+def _path(name: str, required: bool = False) -> Param:
+    return Param(name, (str,), required=required, check=_absolute_path)
+
+
+COMMANDS: dict[str, Command] = {c.name: c for c in (
+    Command("status", cmd_status, summary="what the daemon is doing and knows"),
+    Command("duplicates", cmd_duplicates, streams=True, params=(
+        Param("since", (str, int, float), check=parse_time),
+        Param("kind", (str,), check=_kind),
+        Param("min_score", (int, float), check=_score),
+        _path("path"),
+    ), summary="duplicate groups, largest waste first"),
+    Command("query", cmd_query, params=(
+        _path("path"),
+        Param("name", (str,), check=lambda v: v[:MAX_PATH_CHARS]),
+        Param("k", (int,), default=DEFAULT_QUERY_K, check=_k),
+    ), summary="nearest videos to a file"),
+    Command("rescan", cmd_rescan, params=(_path("path"),), summary="reconcile a folder or all"),
+    Command("pause", cmd_pause, summary="stop taking new jobs"),
+    Command("resume", cmd_resume, summary="take jobs again"),
+    Command("failures", cmd_failures, streams=True, summary="files that could not be read"),
+    Command("retry", cmd_retry, params=(_path("path", True),), summary="queue a failed file"),
+    Command("ignore", _verdict("not-a-duplicate"), params=(_path("a", True), _path("b", True)),
+            summary="mark a pair as not a duplicate"),
+    Command("confirm", _verdict("confirmed"), params=(_path("a", True), _path("b", True)),
+            summary="mark a pair as a duplicate"),
+)}

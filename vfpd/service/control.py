@@ -1,0 +1,512 @@
+"""The control socket server: one JSON request per line in, one JSON reply per line out.
+
+Each connection is served by a thread from a bounded pool (threads are reused, so the catalog's
+per-thread read connections stay bounded too); every read and write has a deadline, so a slow,
+silent or hostile client costs one thread for a few seconds and never the pipeline.
+"""
+
+from __future__ import annotations
+
+import array
+import grp
+import json
+import logging
+import os
+import pwd
+import selectors
+import socket
+import stat
+import struct
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vfpd.client import (
+    E_BAD_JSON,
+    E_BAD_REQUEST,
+    E_BUSY,
+    E_FORBIDDEN,
+    E_INTERNAL,
+    E_TIMEOUT,
+    E_TOO_LARGE,
+    E_UNKNOWN_COMMAND,
+    E_VERSION,
+    MAX_LINE_BYTES,
+    PROTOCOL_VERSION,
+    encode,
+)
+from vfpd.service.commands import COMMANDS, Command, CommandError, Request, validate_args
+from vfpd.service.context import ServiceContext
+
+log = logging.getLogger(__name__)
+
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
+"""Linux >= 4.13: the peer's supplementary groups. Python does not export it; 59 is its value on
+every Linux architecture."""
+
+MAX_FDS_PER_MESSAGE = 4
+"""A request carries at most one descriptor (query of a file); a little slack, the rest dropped."""
+
+SUN_PATH_MAX = 107
+"""sockaddr_un.sun_path is 108 bytes including the terminating NUL."""
+
+RECV_CHUNK = 65536
+
+
+class ControlSocketError(Exception):
+    """The control socket cannot be set up (path in use by a live daemon, not a socket, too long)."""
+
+
+@dataclass(frozen=True)
+class ControlLimits:
+    """What one client may cost the daemon."""
+
+    max_request_bytes: int = MAX_LINE_BYTES
+    # Threads are cheap but not free; 64 concurrent scripts is far past any real use, and further
+    # clients get a "busy" reply at once instead of queueing.
+    max_connections: int = 64
+    # A connected client that sends nothing for this long is closed: vfpctl sends at once.
+    idle_timeout_s: float = 30.0
+    # From a request's first byte to its newline: a real client needs microseconds; this bounds
+    # trickling "slowloris" clients.
+    request_timeout_s: float = 10.0
+    # A client that stops reading a reply is dropped after this long (per reply line).
+    write_timeout_s: float = 10.0
+    # How long stop() waits for connection threads (a running query may take longer: it is
+    # abandoned to finish on its own, its socket already shut).
+    stop_join_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class PeerPolicy:
+    """Who may talk to the daemon: its own uid, root, and members of `group` when one is set."""
+
+    uid: int
+    gid: int | None = None
+
+    def allows(self, uid: int, gid: int, groups: list[int]) -> bool:
+        if uid in (self.uid, 0):
+            return True
+        return self.gid is not None and (gid == self.gid or self.gid in groups)
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int, list[int]]:
+    """(pid, uid, gid, supplementary groups) of the process at the other end, from the kernel."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    groups: list[int] = []
+    try:
+        raw_groups = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4096)
+        groups = list(array.array("I", raw_groups[: len(raw_groups) // 4 * 4]))
+    except OSError:
+        # Older kernels: fall back to the group database for the peer's user.
+        try:
+            name = pwd.getpwuid(uid).pw_name
+            groups = [g.gr_gid for g in grp.getgrall() if name in g.gr_mem]
+        except KeyError:
+            groups = []
+    return pid, uid, gid, groups
+
+
+def resolve_group(group: str | int | None) -> int | None:
+    if group is None or isinstance(group, int):
+        return group
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ControlSocketError(f"control socket group {group!r} does not exist") from None
+
+
+def _someone_listens(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(os.fsencode(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError:
+        # Permission denied or a timeout: something is there and alive enough to matter.
+        return True
+    else:
+        return True
+    finally:
+        probe.close()
+
+
+def bind_socket_atomically(path: Path, mode: int, gid: int | None) -> tuple[socket.socket, int]:
+    """Bind, chmod/chown and listen on a temp name, then rename over `path`.
+
+    Returns the listening socket and the inode of the file, so stop() removes only its own file.
+    A client can never connect while the permissions are still the umask's: connect() to a socket
+    that is bound but not listening is refused, and listen() happens after chmod.
+    """
+    if len(os.fsencode(path)) > SUN_PATH_MAX - 16:
+        raise ControlSocketError(
+            f"control socket path {path} is too long for a Unix socket "
+            f"(max {SUN_PATH_MAX - 16} bytes, leaving room for the temporary name)"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if not stat.S_ISSOCK(st.st_mode):
+            raise ControlSocketError(f"{path} exists and is not a socket; not replacing it")
+        if _someone_listens(path):
+            raise ControlSocketError(f"another vfpd is already answering on {path}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident() % 100000}.tmp")
+    tmp.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.bind(os.fsencode(tmp))
+        os.chmod(tmp, mode)
+        if gid is not None:
+            os.chown(tmp, -1, gid)
+        sock.listen(128)
+        os.rename(tmp, path)
+        inode = os.lstat(path).st_ino
+    except BaseException:
+        sock.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    return sock, inode
+
+
+@dataclass(eq=False)
+class _Connection:
+    sock: socket.socket
+    future: Future[None] | None = None
+    fds: list[int] = field(default_factory=list)
+
+
+class ControlServer:
+    """Serve the control protocol for one daemon.
+
+    The daemon builds it with the socket path from its config and itself as the ServiceContext,
+    calls start() once watching runs, and stop() on shutdown. start() returns at once; accepting
+    and serving happen on threads of their own.
+    """
+
+    def __init__(
+        self,
+        socket_path: Path,
+        context: ServiceContext,
+        mode: int = 0o600,
+        group: str | int | None = None,
+        limits: ControlLimits = ControlLimits(),
+        commands: Mapping[str, Command] = COMMANDS,
+    ) -> None:
+        self.socket_path = Path(socket_path)
+        self.context = context
+        self.mode = mode
+        self.gid = resolve_group(group)
+        self.limits = limits
+        self.commands = commands
+        self.policy = PeerPolicy(uid=os.getuid(), gid=self.gid)
+        self._listener: socket.socket | None = None
+        self._inode: int | None = None
+        self._wake_r, self._wake_w = -1, -1
+        self._acceptor: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._connections: set[_Connection] = set()
+        self._stopping = threading.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._listener is not None:
+            raise RuntimeError("control server already started")
+        self._listener, self._inode = bind_socket_atomically(self.socket_path, self.mode, self.gid)
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._stopping.clear()
+        self._pool = ThreadPoolExecutor(max_workers=self.limits.max_connections,
+                                        thread_name_prefix="vfpd-control")
+        self._acceptor = threading.Thread(target=self._accept_loop, name="vfpd-control-accept",
+                                          daemon=True)
+        self._acceptor.start()
+        log.info("control socket listening on %s (mode %o)", self.socket_path, self.mode)
+
+    def stop(self) -> None:
+        if self._listener is None:
+            return
+        self._stopping.set()
+        os.write(self._wake_w, b"x")
+        assert self._acceptor is not None
+        self._acceptor.join()
+        self._listener.close()
+        self._listener = None
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        self._remove_socket_file()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        assert self._pool is not None
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        wait([c.future for c in connections if c.future is not None],
+             timeout=self.limits.stop_join_s)
+        for conn in connections:
+            if conn.future is not None and conn.future.cancelled():
+                conn.sock.close()
+        self._pool = None
+
+    def __enter__(self) -> ControlServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def active_connections(self) -> int:
+        with self._lock:
+            return len(self._connections)
+
+    def _remove_socket_file(self) -> None:
+        # Only our own file: a newer daemon may already have replaced it.
+        try:
+            if os.lstat(self.socket_path).st_ino == self._inode:
+                self.socket_path.unlink()
+        except FileNotFoundError:
+            pass
+
+    # -- accepting -------------------------------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._listener, selectors.EVENT_READ)
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                for key, _ in sel.select():
+                    if key.fileobj == self._wake_r:
+                        return
+                    try:
+                        sock, _addr = self._listener.accept()
+                    except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                        continue
+                    except OSError as exc:
+                        # EMFILE and friends: back off instead of spinning on a full fd table.
+                        log.warning("control socket accept failed: %s", exc)
+                        time.sleep(0.1)
+                        continue
+                    try:
+                        self._admit(sock)
+                    except Exception:
+                        # The acceptor must outlive any one connection's trouble.
+                        log.exception("control socket: could not admit a connection")
+                        sock.close()
+
+    def _admit(self, sock: socket.socket) -> None:
+        conn = _Connection(sock)
+        with self._lock:
+            full = len(self._connections) >= self.limits.max_connections
+            if not full:
+                self._connections.add(conn)
+        if full:
+            self._refuse(sock, E_BUSY, "too many control connections; try again shortly")
+            return
+        assert self._pool is not None
+        conn.future = self._pool.submit(self._serve, conn)
+
+    def _refuse(self, sock: socket.socket, code: str, message: str) -> None:
+        try:
+            sock.settimeout(0.5)
+            sock.sendall(encode({"id": None, "ok": False,
+                                 "error": {"code": code, "message": message}}))
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+
+    # -- one connection --------------------------------------------------------------------------
+
+    def _serve(self, conn: _Connection) -> None:
+        try:
+            _pid, uid, gid, groups = peer_credentials(conn.sock)
+            if not self.policy.allows(uid, gid, groups):
+                log.warning("control socket: refused peer uid %d gid %d", uid, gid)
+                self._write_safely(conn, {"id": None, "ok": False, "error": {
+                    "code": E_FORBIDDEN, "message": f"uid {uid} may not use this daemon"}})
+                return
+            self._serve_requests(conn)
+        except Exception:
+            log.exception("control connection failed")
+        finally:
+            for fd in conn.fds:
+                os.close(fd)
+            conn.fds.clear()
+            try:
+                conn.sock.close()
+            finally:
+                with self._lock:
+                    self._connections.discard(conn)
+
+    def _serve_requests(self, conn: _Connection) -> None:
+        buf = bytearray()
+        while not self._stopping.is_set():
+            line = self._read_line(conn, buf)
+            if line is None:
+                return
+            fds, conn.fds = conn.fds, []
+            try:
+                keep_going = self._handle_line(conn, line, fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            if not keep_going:
+                return
+
+    def _read_line(self, conn: _Connection, buf: bytearray) -> bytes | None:
+        """The next request line (without newline), or None when the connection should end."""
+        limits = self.limits
+        deadline = time.monotonic() + limits.idle_timeout_s
+        started = bool(buf)
+        if started:
+            deadline = min(deadline, time.monotonic() + limits.request_timeout_s)
+        while True:
+            newline = buf.find(b"\n")
+            if newline >= 0:
+                if newline > limits.max_request_bytes:
+                    break
+                line = bytes(buf[:newline])
+                del buf[: newline + 1]
+                return line
+            if len(buf) > limits.max_request_bytes:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._write_safely(conn, {"id": None, "ok": False, "error": {
+                    "code": E_TIMEOUT,
+                    "message": "request not completed in time" if started else "idle too long"}})
+                return None
+            conn.sock.settimeout(remaining)
+            try:
+                data, ancdata, _flags, _addr = conn.sock.recvmsg(
+                    RECV_CHUNK, socket.CMSG_SPACE(MAX_FDS_PER_MESSAGE * 4))
+            except TimeoutError:
+                continue
+            except OSError:
+                return None
+            self._take_fds(conn, ancdata)
+            if not data:
+                return None
+            buf += data
+            if not started:
+                started = True
+                deadline = min(deadline, time.monotonic() + limits.request_timeout_s)
+        self._write_safely(conn, {"id": None, "ok": False, "error": {
+            "code": E_TOO_LARGE,
+            "message": f"request longer than {limits.max_request_bytes} bytes"}})
+        return None
+
+    @staticmethod
+    def _take_fds(conn: _Connection, ancdata: list[tuple[int, int, bytes]]) -> None:
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+                conn.fds.extend(fds)
+        # Descriptors beyond what a request may use are closed at once, not hoarded.
+        while len(conn.fds) > 1:
+            os.close(conn.fds.pop())
+
+    def _handle_line(self, conn: _Connection, line: bytes, fds: list[int]) -> bool:
+        """Answer one request line; False when the connection should close."""
+        request_id: Any = None
+        try:
+            message = json.loads(line.decode("utf-8"), parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            return self._write_safely(conn, _error(None, E_BAD_JSON, f"invalid JSON: {exc}"))
+        if not isinstance(message, dict):
+            return self._write_safely(conn, _error(None, E_BAD_REQUEST,
+                                                   "a request is a JSON object"))
+        request_id = message.get("id")
+        if request_id is not None and (not isinstance(request_id, (str, int))
+                                       or isinstance(request_id, bool)):
+            return self._write_safely(conn, _error(None, E_BAD_REQUEST,
+                                                   "id must be a string, an integer or null"))
+        if message.get("v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
+            return self._write_safely(conn, _error(
+                request_id, E_VERSION, f"this daemon speaks protocol v{PROTOCOL_VERSION}"))
+        cmd = message.get("cmd")
+        if not isinstance(cmd, str):
+            return self._write_safely(conn, _error(request_id, E_BAD_REQUEST,
+                                                   "cmd must be a string"))
+        command = self.commands.get(cmd)
+        if command is None:
+            return self._write_safely(conn, _error(
+                request_id, E_UNKNOWN_COMMAND,
+                f"unknown command {cmd[:80]!r}; known: {', '.join(sorted(self.commands))}"))
+        try:
+            args = validate_args(command, message.get("args", {}))
+            result = command.run(self.context, args, Request(fd=fds[0] if fds else None))
+        except CommandError as exc:
+            return self._write_safely(conn, _error(request_id, exc.code, exc.message))
+        except Exception as exc:
+            log.exception("control command %s failed", cmd)
+            return self._write_safely(conn, _error(request_id, E_INTERNAL,
+                                                   f"{type(exc).__name__}: {exc}"))
+        if command.streams:
+            return self._write_stream(conn, request_id, result)
+        return self._write_safely(conn, {"id": request_id, "ok": True, "result": result})
+
+    def _write_stream(self, conn: _Connection, request_id: Any, items: Iterator[Any]) -> bool:
+        if not self._write_safely(conn, {"id": request_id, "ok": True, "stream": "begin"}):
+            return False
+        count = 0
+        try:
+            for item in items:
+                if not self._write_safely(conn, {"id": request_id, "item": item}):
+                    return False
+                count += 1
+        except CommandError as exc:
+            return self._write_safely(conn, {"id": request_id, "end": True, "ok": False,
+                                             "error": {"code": exc.code, "message": exc.message}})
+        except Exception as exc:
+            log.exception("control stream failed")
+            return self._write_safely(conn, {"id": request_id, "end": True, "ok": False, "error": {
+                "code": E_INTERNAL, "message": f"{type(exc).__name__}: {exc}"}})
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        return self._write_safely(conn, {"id": request_id, "end": True, "ok": True,
+                                         "count": count})
+
+    def _write_safely(self, conn: _Connection, message: dict[str, Any]) -> bool:
+        """Send one reply line; False when the client is gone or too slow to take it."""
+        try:
+            data = encode(message)
+        except (TypeError, ValueError) as exc:
+            log.error("control reply not serialisable: %s", exc)
+            data = encode(_error(message.get("id"), E_INTERNAL, "reply not serialisable"))
+        try:
+            conn.sock.settimeout(self.limits.write_timeout_s)
+            conn.sock.sendall(data)
+        except OSError:
+            return False
+        return not message.get("error") or message["error"]["code"] not in _FATAL_CODES
+
+
+_FATAL_CODES = frozenset({E_TOO_LARGE, E_FORBIDDEN, E_TIMEOUT})
+"""After these the connection is closed: the stream can no longer be trusted to be in sync."""
+
+
+def _error(request_id: Any, code: str, message: str) -> dict[str, Any]:
+    return {"id": request_id, "ok": False, "error": {"code": code, "message": message}}
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
