@@ -1,0 +1,172 @@
+"""Notification sinks from a real catalog outbox: log line, webhook (real HTTP server), exec hook
+(a real script), desktop (a fake notify-send on PATH: the only stand-in, for the session bus)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vfpd.catalog import Catalog, RetryPolicy
+from vfpd.config import NotifyConfig, WebhookConfig
+from vfpd.service.notify import (
+    SINK_DESKTOP,
+    SINK_EXEC,
+    SINK_LOG,
+    SINK_WEBHOOK,
+    Notifier,
+    enabled_sinks,
+    log_line,
+)
+
+EVENT = {
+    "event": "duplicate", "kind": "near", "score": 0.912,
+    "new": {"path": "/v/new copy.mp4", "hash": "b" * 64},
+    "existing": [{"path": "/v/orig.mp4", "hash": "a" * 64}],
+}
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    received: list[dict] = []
+    fail_first = 0
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        data = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        cls = type(self)
+        if cls.fail_first > 0:
+            cls.fail_first -= 1
+            self.send_response(503)
+        else:
+            cls.received.append(data)
+            self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hook() -> Iterator[tuple[str, type[Hook]]]:
+    handler = type("H", (Hook,), {"received": [], "fail_first": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook", handler
+    server.shutdown()
+    server.server_close()
+    t.join()
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Iterator[Catalog]:
+    cat = Catalog(tmp_path / "catalog.db",
+                  deliveries=RetryPolicy(max_attempts=3, backoff_s=0.2, backoff_max_s=1.0))
+    yield cat
+    cat.close()
+
+
+def wait_for(cond, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not met in time")
+        time.sleep(0.05)
+
+
+def test_log_line_format() -> None:
+    assert log_line({"id": 3, **EVENT}) == (
+        'duplicate kind=near score=0.912 new="/v/new copy.mp4" existing="/v/orig.mp4"')
+
+
+def test_enabled_sinks_need_a_session_bus_for_desktop(tmp_path: Path) -> None:
+    cfg = NotifyConfig(desktop=True, exec=("true",))
+    assert enabled_sinks(cfg, {"PATH": str(tmp_path)}) == [SINK_LOG, SINK_EXEC]
+    (tmp_path / "notify-send").write_text("#!/bin/sh\n")
+    (tmp_path / "notify-send").chmod(0o755)
+    env = {"PATH": str(tmp_path), "DBUS_SESSION_BUS_ADDRESS": "unix:path=/nonexistent"}
+    assert enabled_sinks(cfg, env) == [SINK_LOG, SINK_DESKTOP, SINK_EXEC]
+
+
+def test_every_sink_delivers_once(catalog, hook, tmp_path, caplog) -> None:
+    url, handler = hook
+    handler.fail_first = 1  # the first POST fails: retried with back-off
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "notify-send").write_text(
+        f"#!/bin/sh\nprintf '%s|' \"$@\" >> {tmp_path}/desktop.txt\necho >> {tmp_path}/desktop.txt\n")
+    (bindir / "notify-send").chmod(0o755)
+    script = tmp_path / "hook.sh"
+    script.write_text(f"#!/bin/sh\necho \"$VFPD_KIND $VFPD_SCORE $VFPD_NEW_PATH|$VFPD_EXISTING_PATH"
+                      f"|$1\" >> {tmp_path}/exec.txt\n")
+    script.chmod(0o755)
+    env = {"PATH": f"{bindir}:{os.environ['PATH']}", "DBUS_SESSION_BUS_ADDRESS": "unix:abstract=x"}
+    cfg = NotifyConfig(desktop=True, webhook=WebhookConfig(url=url, timeout=5),
+                       exec=(str(script), "arg with space; $(not a shell)"))
+    notifier = Notifier(catalog, cfg, env)
+    oid = catalog.outbox_enqueue(EVENT, notifier.sinks())
+    caplog.set_level(logging.INFO, logger="vfpd.duplicate")
+    notifier.start()
+    notifier.wake()
+    try:
+        wait_for(lambda: handler.received and (tmp_path / "exec.txt").exists()
+                 and (tmp_path / "desktop.txt").exists())
+        wait_for(lambda: catalog.counts().outbox_pending == 0)
+    finally:
+        notifier.stop()
+    assert handler.received == [{"version": 1, "id": oid, **EVENT}]
+    assert (tmp_path / "exec.txt").read_text() == (
+        "near 0.9120 /v/new copy.mp4|/v/orig.mp4|arg with space; $(not a shell)\n")
+    assert "new copy.mp4 duplicates orig.mp4: near, 91%" in (tmp_path / "desktop.txt").read_text()
+    lines = [r.getMessage() for r in caplog.records if r.name == "vfpd.duplicate"]
+    assert lines == [log_line(EVENT)]
+
+    # A second notifier over the same catalog (a restart) announces nothing again.
+    caplog.clear()
+    again = Notifier(catalog, cfg, env)
+    again.start()
+    again.wake()
+    time.sleep(0.5)
+    again.stop()
+    assert len(handler.received) == 1
+    assert not [r for r in caplog.records if r.name == "vfpd.duplicate"]
+
+
+def test_unreachable_webhook_gives_up_and_others_go_on(catalog, tmp_path, caplog) -> None:
+    cfg = NotifyConfig(desktop=False, webhook=WebhookConfig(url="http://127.0.0.1:9/", timeout=1))
+    notifier = Notifier(catalog, cfg, {})
+    caplog.set_level(logging.INFO)
+    catalog.outbox_enqueue(EVENT, notifier.sinks())
+    notifier.start()
+    notifier.wake()
+    try:
+        wait_for(lambda: catalog.counts().outbox_pending == 0)
+    finally:
+        notifier.stop()
+    messages = [r.getMessage() for r in caplog.records]
+    assert log_line(EVENT) in messages
+    assert any("giving up announcing event" in m and "webhook" in m for m in messages)
+
+
+def test_failing_exec_hook_is_retried_then_given_up(catalog, tmp_path, caplog) -> None:
+    counter = tmp_path / "count"
+    script = tmp_path / "fail.sh"
+    script.write_text(f"#!/bin/sh\necho x >> {counter}\necho broken >&2\nexit 3\n")
+    script.chmod(0o755)
+    notifier = Notifier(catalog, NotifyConfig(log=False, desktop=False, exec=(str(script),)), {})
+    catalog.outbox_enqueue(EVENT, notifier.sinks())
+    caplog.set_level(logging.WARNING)
+    notifier.start()
+    notifier.wake()
+    try:
+        wait_for(lambda: catalog.counts().outbox_pending == 0)
+    finally:
+        notifier.stop()
+    assert counter.read_text().count("x") == 3  # max_attempts of the delivery policy
+    assert any("exited with 3: broken" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,276 @@
+"""Announce duplicates from the persisted outbox: log line, desktop, webhook, exec hook.
+
+The pipeline writes each event into the catalog's outbox in the same transaction as the duplicate
+itself; one thread per sink delivers it and acks it in the catalog, so an event survives a crash
+and, once acked, is never announced again. The log sink acks before it writes (at most once: the
+duplicate stays in the catalog either way); the other sinks deliver then ack, and their payload
+carries the event id so a receiver can drop the rare repeat after a crash between the two.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+import vfpd
+from vfpd.catalog import Catalog, OutboxItem
+from vfpd.config import NotifyConfig
+
+log = logging.getLogger("vfpd.notify")
+duplicates_log = logging.getLogger("vfpd.duplicate")
+
+SINK_LOG = "log"
+SINK_DESKTOP = "desktop"
+SINK_WEBHOOK = "webhook"
+SINK_EXEC = "exec"
+PAYLOAD_VERSION = 1
+# Events fetched from the outbox per round: a burst of hundreds is delivered in a few rounds.
+CLAIM_BATCH = 50
+# notify-send returns in milliseconds; a stuck session bus must not hold the sink for long.
+DESKTOP_TIMEOUT = 10.0
+# "Any time from now on" when asking the outbox whether retries are waiting at all.
+FAR_FUTURE = 100 * 365 * 86400.0
+# Output of an exec hook kept for the log: enough for an error message, not a flood.
+EXEC_OUTPUT_CHARS = 500
+
+
+class DeliveryError(Exception):
+    """A sink could not deliver an event; it is retried with back-off."""
+
+
+def enabled_sinks(config: NotifyConfig, env: Mapping[str, str]) -> list[str]:
+    """The sinks an event is queued for with this config and environment."""
+    sinks = []
+    if config.log:
+        sinks.append(SINK_LOG)
+    if config.desktop and env.get("DBUS_SESSION_BUS_ADDRESS") and shutil.which(
+            "notify-send", path=env.get("PATH")):
+        sinks.append(SINK_DESKTOP)
+    if config.webhook is not None:
+        sinks.append(SINK_WEBHOOK)
+    if config.exec:
+        sinks.append(SINK_EXEC)
+    return sinks
+
+
+def body(item: OutboxItem) -> dict[str, Any]:
+    """What a sink receives: the stored payload plus the event id (docs/webhook.md)."""
+    return {"version": PAYLOAD_VERSION, "id": item.id, **item.payload}
+
+
+def log_line(event: Mapping[str, Any]) -> str:
+    """One grep-able line: paths JSON-quoted so spaces and odd characters stay unambiguous."""
+    existing = ",".join(json.dumps(e["path"]) for e in event.get("existing", []))
+    return (f"duplicate kind={event.get('kind')} score={float(event.get('score', 0)):.3f} "
+            f"new={json.dumps(event['new']['path'])} existing={existing}")
+
+
+def deliver_webhook(url: str, event: Mapping[str, Any], timeout: float,
+                    headers: tuple[tuple[str, str], ...] = ()) -> None:
+    data = json.dumps(event, sort_keys=True).encode("utf-8")
+    req = urllib.request.Request(url, data=data, method="POST", headers={
+        "Content-Type": "application/json", "User-Agent": f"vfpd/{vfpd.__version__}",
+        "X-Vfpd-Event": str(event.get("event", "duplicate")), **dict(headers)})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            resp.read(1 << 16)
+            status = resp.status
+    except urllib.error.HTTPError as e:
+        raise DeliveryError(f"HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise DeliveryError(f"cannot reach {url}: {reason}") from None
+    if not 200 <= status < 300:
+        raise DeliveryError(f"HTTP {status}")
+
+
+def exec_env(event: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, str]:
+    """The hook's environment: ours plus VFPD_* variables describing the event (docs/webhook.md)."""
+    existing = event.get("existing", [])
+    env = dict(base)
+    env.update({
+        "VFPD_EVENT": str(event.get("event", "duplicate")),
+        "VFPD_ID": str(event.get("id", "")),
+        "VFPD_KIND": str(event.get("kind", "")),
+        "VFPD_SCORE": f"{float(event.get('score', 0)):.4f}",
+        "VFPD_NEW_PATH": str(event["new"]["path"]),
+        "VFPD_NEW_HASH": str(event["new"].get("hash", "")),
+        "VFPD_EXISTING_PATH": str(existing[0]["path"]) if existing else "",
+        "VFPD_EXISTING_PATHS": "\n".join(str(e["path"]) for e in existing),
+        "VFPD_EXISTING_HASH": str(existing[0].get("hash", "")) if existing else "",
+        "VFPD_JSON": json.dumps(event, sort_keys=True),
+    })
+    return env
+
+
+def deliver_exec(argv: tuple[str, ...], event: Mapping[str, Any], timeout: float,
+                 base_env: Mapping[str, str]) -> None:
+    try:
+        done = subprocess.run(list(argv), env=exec_env(event, base_env), stdin=subprocess.DEVNULL,
+                              capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise DeliveryError(f"{argv[0]} did not finish within {timeout:.0f} s") from None
+    except OSError as e:
+        raise DeliveryError(f"cannot run {argv[0]}: {e.strerror or e}") from None
+    if done.returncode != 0:
+        out = (done.stderr or done.stdout).decode("utf-8", "replace").strip()
+        raise DeliveryError(f"{argv[0]} exited with {done.returncode}: "
+                            f"{out[:EXEC_OUTPUT_CHARS]}")
+
+
+def deliver_desktop(event: Mapping[str, Any], env: Mapping[str, str]) -> None:
+    existing = event.get("existing", [])
+    new = os.path.basename(event["new"]["path"])
+    other = os.path.basename(existing[0]["path"]) if existing else "?"
+    more = f" (+{len(existing) - 1} more)" if len(existing) > 1 else ""
+    text = (f"{new} duplicates {other}{more}: {event.get('kind')}, "
+            f"{100 * float(event.get('score', 0)):.0f}%")
+    argv = ["notify-send", "--app-name=vfpd", "--icon=video-x-generic", "Duplicate video", text]
+    try:
+        done = subprocess.run(argv, env=dict(env), stdin=subprocess.DEVNULL, capture_output=True,
+                              timeout=DESKTOP_TIMEOUT, check=False)
+    except (subprocess.TimeoutExpired, OSError) as e:
+        raise DeliveryError(f"notify-send failed: {e}") from None
+    if done.returncode != 0:
+        raise DeliveryError(f"notify-send exited with {done.returncode}: "
+                            f"{done.stderr.decode('utf-8', 'replace').strip()[:200]}")
+
+
+class Notifier:
+    """One delivery thread per enabled sink, woken when the pipeline commits an event."""
+
+    def __init__(self, catalog: Catalog, config: NotifyConfig,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.catalog = catalog
+        self.env = dict(os.environ if env is None else env)
+        self._config = config
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._wakeups = 0
+        self._threads: dict[str, threading.Thread] = {}
+
+    def sinks(self) -> list[str]:
+        with self._cond:
+            return enabled_sinks(self._config, self.env)
+
+    def configure(self, config: NotifyConfig) -> None:
+        """A reloaded [notify]: new events go to the new set of sinks; threads start as needed."""
+        with self._cond:
+            self._config = config
+        self.start()
+
+    def start(self) -> None:
+        for sink in self.sinks():
+            if sink not in self._threads:
+                t = threading.Thread(target=self._run, args=(sink,), name=f"vfpd-notify-{sink}",
+                                     daemon=True)
+                self._threads[sink] = t
+                t.start()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._wakeups += 1
+            self._cond.notify_all()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in self._threads.values():
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def _deliver(self, sink: str, item: OutboxItem) -> None:
+        event = body(item)
+        with self._cond:
+            config = self._config
+        if sink == SINK_WEBHOOK:
+            if config.webhook is None:
+                raise DeliveryError("webhook no longer configured")
+            deliver_webhook(config.webhook.url, event, config.webhook.timeout,
+                            config.webhook.headers)
+        elif sink == SINK_EXEC:
+            if not config.exec:
+                raise DeliveryError("exec hook no longer configured")
+            deliver_exec(config.exec, event, config.exec_timeout, self.env)
+        elif sink == SINK_DESKTOP:
+            deliver_desktop(event, self.env)
+        else:
+            raise DeliveryError(f"unknown sink {sink!r}")
+
+    def _run(self, sink: str) -> None:
+        retry_at: dict[int, float] = {}
+        while True:
+            with self._cond:
+                if self._stopping:
+                    return
+                seen = self._wakeups
+            try:
+                items = self.catalog.outbox_claim(sink, CLAIM_BATCH)
+            except Exception:
+                log.exception("cannot read the outbox for %s", sink)
+                items = []
+            for item in items:
+                with self._cond:
+                    if self._stopping:
+                        return
+                retry_at.pop(item.id, None)
+                self._one(sink, item, retry_at)
+            with self._cond:
+                if self._stopping:
+                    return
+                if len(items) == CLAIM_BATCH or self._wakeups != seen:
+                    continue
+                now = time.time()
+                timeout = None
+                if retry_at:
+                    timeout = max(0.0, min(retry_at.values()) - now) + 0.01
+                elif self._has_later(sink):
+                    # Retries left by an earlier run, due at a time we do not know.
+                    timeout = self.catalog.delivery_policy.backoff_s
+                self._cond.wait(timeout)
+                now = time.time()
+                for oid in [o for o, t in retry_at.items() if t <= now]:
+                    del retry_at[oid]
+
+    def _has_later(self, sink: str) -> bool:
+        try:
+            return bool(self.catalog.outbox_claim(sink, 1, now=time.time() + FAR_FUTURE))
+        except Exception:
+            return False
+
+    def _one(self, sink: str, item: OutboxItem, retry_at: dict[int, float]) -> None:
+        cat = self.catalog
+        if sink == SINK_LOG:
+            cat.outbox_ack(item.id, sink)
+            duplicates_log.info("%s", log_line(body(item)))
+            return
+        try:
+            self._deliver(sink, item)
+        except DeliveryError as e:
+            gave_up = cat.outbox_fail(item.id, sink, str(e))
+            if gave_up:
+                log.error("giving up announcing event %d to %s after %d tries: %s", item.id,
+                          sink, item.attempts + 1, e)
+            else:
+                delay = cat.delivery_policy.delay(item.attempts + 1)
+                retry_at[item.id] = time.time() + delay
+                log.warning("event %d to %s failed (%s); retrying in %.0f s", item.id, sink, e,
+                            delay)
+            return
+        except Exception as e:  # a bug in a sink must not kill its thread
+            log.exception("event %d to %s", item.id, sink)
+            cat.outbox_fail(item.id, sink, f"internal error: {e}")
+            return
+        cat.outbox_ack(item.id, sink)
+        log.debug("event %d delivered to %s", item.id, sink)
+
