@@ -47,6 +47,18 @@ def atomic_writer(path: Path | str, mode: int = 0o644) -> Iterator[BinaryIO]:
     fsync_dir(directory)
 
 
+def remove_stale_temps(path: Path | str) -> int:
+    """Delete temporary files that an interrupted atomic_writer(path) left behind (the process
+    was killed between creating and renaming them). Call before the first write of `path`, from
+    its only writer. Returns how many were removed."""
+    path = Path(path)
+    removed = 0
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
 def write_bytes(path: Path | str, data: bytes, mode: int = 0o644) -> None:
     """Replace `path` with `data` atomically and durably."""
     with atomic_writer(path, mode) as f:

@@ -23,7 +23,7 @@ import blake3
 import faiss
 import numpy as np
 
-from vfpd.atomic import atomic_writer
+from vfpd.atomic import atomic_writer, remove_stale_temps
 from vfpd.fingerprint import VECTOR_DIM
 
 if TYPE_CHECKING:
@@ -424,6 +424,8 @@ def open_index(catalog: Catalog, model_version: str, path: Path | str,
     """The index for `model_version`: loaded from `path` and caught up with the catalog, or, when
     the file is missing / corrupt / of another model or dimension / ahead of the catalog, rebuilt
     from the catalog's stored vectors (logged as a warning) and saved."""
+    if remove_stale_temps(path):
+        log.info("removed temporary index files left by an interrupted save")
     try:
         index = VectorIndex.load(path, model_version, dim, settings)
         if index.covered_seq > catalog.sequence():

@@ -1,0 +1,253 @@
+"""The FAISS index: agreement with brute force, persistence, catch-up and rebuilds."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vfpd.catalog import Catalog
+from vfpd.fingerprint import FRAME_DIM, VECTOR_DIM, Fingerprint
+from vfpd.hashing import FileStat, hash_bytes
+from vfpd.index import FLAT, HEADER_SIZE, HNSW, IndexLoadError, IndexSettings, VectorIndex, open_index
+
+MODEL = "base-1"
+DIM = 16  # small vectors keep the property tests fast; the code path is the same as 256-d
+
+
+def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def brute_topk(ids: list[int], vecs: np.ndarray, q: np.ndarray, k: int) -> tuple[list, np.ndarray]:
+    scores = vecs @ q
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [ids[i] for i in order], scores[order]
+
+
+# Operations: ("add", count) or ("remove", fraction of the live ids), replayed on both sides.
+ops = st.lists(st.one_of(st.tuples(st.just("add"), st.integers(1, 60)),
+                         st.tuples(st.just("remove"), st.floats(0.0, 0.6))),
+               min_size=1, max_size=8)
+
+
+@pytest.mark.parametrize("exact_max", [10_000, 40], ids=[FLAT, HNSW])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=ops, seed=st.integers(0, 2**32 - 1), k=st.integers(1, 12))
+def test_topk_agrees_with_numpy_brute_force(exact_max: int, ops, seed: int, k: int) -> None:
+    rng = np.random.default_rng(seed)
+    # ef_search above the index size makes HNSW's search exhaustive on these small graphs, so
+    # any disagreement is a bookkeeping bug (ids, tombstones, rebuilds), not approximation.
+    index = VectorIndex(MODEL, DIM, IndexSettings(exact_max=exact_max, ef_search=512))
+    live: dict[int, np.ndarray] = {}
+    next_id = 0
+    for op, arg in ops:
+        if op == "add":
+            vecs = unit(rng, arg)
+            ids = list(range(next_id, next_id + arg))
+            next_id += arg
+            assert index.add(ids, vecs) == arg
+            live.update(zip(ids, vecs))
+        else:
+            gone = [i for i in live if rng.random() < arg]
+            assert index.remove(gone) == len(gone)
+            for i in gone:
+                del live[i]
+    assert len(index) == len(live)
+    assert index.ids().tolist() == sorted(live)
+    if exact_max < len(live):
+        assert index.kind == HNSW
+    queries = unit(rng, 3)
+    scores, got = index.search(queries, k)
+    ids = list(live)
+    vecs = np.stack([live[i] for i in ids]) if ids else np.zeros((0, DIM), np.float32)
+    for q, row_ids, row_scores in zip(queries, got, scores):
+        want_ids, want_scores = brute_topk(ids, vecs, q, k)
+        n = len(want_ids)
+        assert (row_ids[n:] == -1).all()
+        np.testing.assert_allclose(row_scores[:n], want_scores, atol=1e-5)
+        assert set(row_ids[:n].tolist()) == set(want_ids) or np.allclose(
+            np.sort(row_scores[:n]), np.sort(want_scores), atol=1e-5)  # ties may swap ids
+
+
+@pytest.mark.parametrize("exact_max", [10_000, 50], ids=[FLAT, HNSW])
+def test_range_search_returns_everything_above_the_threshold(exact_max: int) -> None:
+    rng = np.random.default_rng(3)
+    vecs = unit(rng, 300)
+    index = VectorIndex(MODEL, DIM, IndexSettings(exact_max=exact_max, ef_search=512))
+    index.add(np.arange(300) + 1000, vecs)
+    index.remove([1000 + 7])
+    q = vecs[7] * 0.9 + vecs[8] * 0.1
+    scores, ids = index.range_search(q, 0.3)
+    qn = q / np.linalg.norm(q)
+    expected = {1000 + i for i in np.flatnonzero(vecs @ qn >= 0.3) if i != 7}
+    assert set(ids.tolist()) == expected
+    assert (np.diff(scores) <= 0).all() and (scores >= 0.3 - 1e-6).all()
+    assert 1007 not in ids
+
+
+def test_adding_an_id_twice_keeps_one_copy() -> None:
+    rng = np.random.default_rng(0)
+    index = VectorIndex(MODEL, DIM)
+    v = unit(rng, 3)
+    assert index.add([1, 2, 2], v) == 2
+    assert index.add([1], v[:1]) == 0
+    assert len(index) == 2
+    with pytest.raises(ValueError, match="ids for"):
+        index.add([5, 6], v)
+    with pytest.raises(ValueError, match=">= 0"):
+        index.add([-3], v[:1])
+
+
+def test_switches_to_hnsw_past_exact_max_and_back_after_removals() -> None:
+    rng = np.random.default_rng(1)
+    index = VectorIndex(MODEL, DIM, IndexSettings(exact_max=100, tombstone_ratio=0.1))
+    index.add(range(100), unit(rng, 100))
+    assert index.info().kind == FLAT
+    index.add([100], unit(rng, 1))
+    assert index.info().kind == HNSW
+    index.remove(range(0, 80))
+    info = index.info()
+    assert info.kind == FLAT and info.size == 21 and info.tombstones == 0
+
+
+def test_search_on_empty_index() -> None:
+    scores, ids = VectorIndex(MODEL, DIM).search(np.ones(DIM), 3)
+    assert (ids == -1).all() and np.isneginf(scores).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# Persistence, catch-up and rebuild from the catalog.
+
+def fp(rng: np.random.Generator, model: str = MODEL) -> Fingerprint:
+    return Fingerprint(unit(rng, 1, VECTOR_DIM)[0], np.zeros((1, FRAME_DIM), np.float32),
+                       np.zeros(1), np.ones(1, bool), 1.0, model)
+
+
+def fill(cat: Catalog, start: int, n: int, model: str = MODEL) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(start)
+    out = {}
+    for i in range(start, start + n):
+        f = fp(rng, model)
+        fid = cat.store_result(f"/v/{i}.mp4", FileStat(1, i, i, 1), hash_bytes(str(i).encode()),
+                               fingerprint=f)
+        out[fid] = f.vector
+    return out
+
+
+def assert_matches_catalog(index: VectorIndex, cat: Catalog, model: str = MODEL) -> None:
+    stored = {int(i): v for ids, vs in cat.iter_vectors(model) for i, v in zip(ids, vs)}
+    assert index.ids().tolist() == sorted(stored)
+    for fid, vec in list(stored.items())[:5]:
+        _, ids = index.search(vec, 1)
+        assert ids[0, 0] == fid
+
+
+@pytest.fixture
+def cat(tmp_path: Path):
+    with Catalog(tmp_path / "catalog.db") as c:
+        yield c
+
+
+def test_save_load_round_trip_and_catch_up_exactly_once(cat: Catalog, tmp_path: Path,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "index.faiss"
+    fill(cat, 0, 30)
+    index = open_index(cat, MODEL, path)
+    assert index.covered_seq == cat.sequence()
+    index.save(path)
+    fill(cat, 30, 10)
+    fill(cat, 100, 5, model="other-model")
+    cat.remove_file("/v/3.mp4")
+    cat.purge_orphans()  # removes a fingerprint: the change log says so
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="vfpd.index"):
+        again = open_index(cat, MODEL, path)
+    assert "rebuilding" not in caplog.text
+    assert again.covered_seq == cat.sequence()
+    assert len(again) == 39
+    assert_matches_catalog(again, cat)
+    assert again.catch_up(cat) == 0, "nothing newer: catching up twice changes nothing"
+    assert len(again) == 39
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "garbage", "flipped_byte",
+                                    "other_model", "other_dim", "ahead_of_catalog"])
+def test_unusable_index_file_is_rebuilt_from_catalog(cat: Catalog, tmp_path: Path, damage: str,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "index.faiss"
+    fill(cat, 0, 40)
+    open_index(cat, MODEL, path).save(path)
+    if damage == "missing":
+        path.unlink()
+    elif damage == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: HEADER_SIZE + (len(data) - HEADER_SIZE) // 2])
+    elif damage == "garbage":
+        path.write_bytes(np.random.default_rng(0).bytes(50_000))
+    elif damage == "flipped_byte":
+        data = bytearray(path.read_bytes())
+        data[HEADER_SIZE + 5000] ^= 0xFF
+        path.write_bytes(bytes(data))
+    elif damage == "other_model":
+        VectorIndex("older-model").save(path)
+    elif damage == "other_dim":
+        VectorIndex(MODEL, dim=128).save(path)
+    elif damage == "ahead_of_catalog":
+        ahead = VectorIndex(MODEL)
+        ahead.covered_seq = cat.sequence() + 100
+        ahead.save(path)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vfpd.index"):
+        index = open_index(cat, MODEL, path)
+    assert "rebuilding index from catalog" in caplog.text
+    assert_matches_catalog(index, cat)
+    assert index.covered_seq == cat.sequence()
+    # The rebuilt index was saved and is accepted next time without another rebuild.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vfpd.index"):
+        assert len(open_index(cat, MODEL, path)) == 40
+    assert "rebuilding" not in caplog.text
+
+
+def test_load_reports_why(tmp_path: Path) -> None:
+    path = tmp_path / "i.faiss"
+    with pytest.raises(IndexLoadError, match="missing"):
+        VectorIndex.load(path, MODEL)
+    VectorIndex("m2").save(path)
+    with pytest.raises(IndexLoadError, match="made for model 'm2'"):
+        VectorIndex.load(path, MODEL)
+    path.write_bytes(b"short")
+    with pytest.raises(IndexLoadError, match="not a vfpd index"):
+        VectorIndex.load(path, MODEL)
+
+
+def test_hnsw_index_with_tombstones_survives_save_and_load(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    s = IndexSettings(exact_max=50, tombstone_ratio=0.5)
+    index = VectorIndex(MODEL, DIM, s)
+    vecs = unit(rng, 200)
+    index.add(range(200), vecs)
+    index.remove(range(0, 200, 10))
+    assert index.info().tombstones == 20
+    index.save(tmp_path / "h.faiss")
+    loaded = VectorIndex.load(tmp_path / "h.faiss", MODEL, DIM, s)
+    assert loaded.info() == index.info()
+    _, ids = loaded.search(vecs[:30], 1)
+    assert all(i % 10 != 0 for i in ids[:, 0]), "removed ids stay removed after a reload"
+    assert ids[1, 0] == 1
+
+
+def test_interrupted_save_leaves_old_file_and_temp_is_cleaned(cat: Catalog, tmp_path: Path) -> None:
+    path = tmp_path / "index.faiss"
+    fill(cat, 0, 5)
+    open_index(cat, MODEL, path).save(path)
+    stale = tmp_path / ".index.faiss.abc123.tmp"
+    stale.write_bytes(b"half written")
+    assert len(open_index(cat, MODEL, path)) == 5
+    assert not stale.exists()
