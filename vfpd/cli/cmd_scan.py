@@ -1,0 +1,292 @@
+"""`vfpctl scan DIR...`: find every copy of the same footage in folders, optionally act on it.
+
+Exit codes (docs/scan.md): 0 the scan ran and every file was read (and every planned action
+done); 1 it ran but some files could not be used or some actions failed (see "errors");
+2 bad usage; 3 the scan could not run at all (model, cache or output problem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from vfpd import actions, matching
+from vfpd.scan import (
+    CLUSTER_METHODS,
+    DEFAULT_EXTENSIONS,
+    ScanResult,
+    ScanSettings,
+    default_cache_dir,
+    pool_decoder,
+    scan,
+)
+
+EXIT_OK = 0
+EXIT_FILE_ERRORS = 1
+EXIT_USAGE = 2
+EXIT_FAILED = 3
+JSON_FORMAT_VERSION = 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "scan", help="find duplicate videos in folders (no daemon needed)",
+        description="Find every copy of the same footage in the given folders: byte-identical, "
+                    "re-encoded, resized, cropped, trimmed, or a clip cut from a longer video.")
+    p.add_argument("roots", nargs="+", metavar="DIR", help="folders (or files) to scan")
+    p.add_argument("--threshold", type=float, default=matching.DEFAULT_THRESHOLD,
+                   help="report pairs scoring at least this, 0..1 "
+                        f"(default {matching.DEFAULT_THRESHOLD}: the share of the overlapping "
+                        "footage that must match)")
+    p.add_argument("--output", metavar="FILE", help="also write the JSON result to FILE")
+    p.add_argument("--json", action="store_true", help="print the JSON result instead of text")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the model runs (default: CUDA when present)")
+    p.add_argument("--extensions", nargs="+", metavar="EXT", default=list(DEFAULT_EXTENSIONS),
+                   help="file name endings to scan (default: common video containers)")
+    p.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1),
+                   help="decoding processes (default: one per CPU)")
+    p.add_argument("--cluster", choices=CLUSTER_METHODS, default="components",
+                   help="grouping: guarded connected components (default) or DBSCAN "
+                        "(needs the 'cluster' extra: scikit-learn)")
+    p.add_argument("--action", default="report", metavar="ACTION",
+                   help="what to do with the copies: report (default), trash, delete, hardlink, "
+                        "symlink or move:DIR. A dry run unless --apply")
+    p.add_argument("--keep", choices=actions.KEEP_POLICIES, default="oldest",
+                   help="which file of a group is kept (default: oldest)")
+    p.add_argument("--apply", action="store_true", help="really carry out --action")
+    p.add_argument("--journal", metavar="FILE",
+                   help="journal of the changes for `vfpctl undo` (default: in the user state "
+                        "dir)")
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument("--cache", metavar="DIR",
+                       help=f"where hashes and fingerprints are kept (default {default_cache_dir()})")
+    cache.add_argument("--no-cache", action="store_true", help="do not read or write a cache")
+    p.set_defaults(func=run)
+
+
+def shown(path: str) -> str:
+    """A path as printable text, undecodable bytes escaped (names need not be UTF-8)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _usage_error(message: str) -> int:
+    print(f"vfpctl scan: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+class _Bars:
+    """tqdm progress bars on stderr, one per stage; silent when stderr is not a terminal."""
+
+    def __init__(self) -> None:
+        self._bars: list[object] = []
+
+    def __call__(self, stage: str, total: int) -> Callable[[int], None]:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=stage, unit="file", file=sys.stderr, disable=None,
+                   leave=False)
+        self._bars.append(bar)
+        return bar.update
+
+    def close(self) -> None:
+        for bar in self._bars:
+            bar.close()  # type: ignore[attr-defined]
+
+
+def _validate(args: argparse.Namespace) -> str | None:
+    if not 0.0 <= args.threshold <= 1.0:
+        return f"--threshold must be between 0 and 1, not {args.threshold}"
+    if args.workers < 1:
+        return "--workers must be at least 1"
+    for root in args.roots:
+        if not os.path.exists(root):
+            return f"{root}: no such file or folder"
+    try:
+        args.action_spec = actions.parse_action(args.action)
+    except ValueError as e:
+        return str(e)
+    if args.output:
+        parent = os.path.dirname(os.path.abspath(args.output))
+        if not os.path.isdir(parent):
+            return f"--output: the folder {parent} does not exist"
+    if args.cluster == "dbscan":
+        try:
+            import sklearn.cluster  # noqa: F401
+        except ImportError:
+            return "--cluster dbscan needs scikit-learn: pip install 'vfpd[cluster]'"
+    return None
+
+
+def result_json(result: ScanResult, action_report: dict[str, object] | None) -> dict[str, object]:
+    files = {f.path: f for f in result.files}
+    return {
+        "format": JSON_FORMAT_VERSION,
+        "threshold": result.settings.threshold,
+        "default_threshold": matching.DEFAULT_THRESHOLD,
+        "model_version": result.model_version,
+        "roots": [os.path.abspath(r) for r in result.settings.roots],
+        "groups": result.groups,
+        "pairs": [{"a": p.a, "b": p.b, "score": p.score, "kind": p.kind,
+                   "segments": [s.to_json() for s in p.segments]} for p in result.pairs],
+        "errors": [{"path": e.path, "reason": e.reason, "kind": e.kind} for e in result.errors],
+        "files": [{"path": f.path, "size": f.stat.size, "duration": f.duration,
+                   "width": f.width, "height": f.height, "codec": f.codec, "hash": f.hash,
+                   "hardlinks": f.aliases} for f in sorted(files.values(), key=lambda f: f.path)],
+        "summary": {
+            "files": len(result.files), "errors": len(result.errors),
+            "groups": len(result.groups),
+            "duplicate_files": sum(len(g) - 1 for g in result.groups),
+            "reclaimable_bytes": sum(_waste(g, result) for g in result.groups),
+            "fingerprinted": result.fingerprinted, "from_cache": result.cached,
+            "seconds": round(result.seconds, 3),
+        },
+        "actions": action_report,
+    }
+
+
+def _waste(group: Sequence[str], result: ScanResult) -> int:
+    sizes = {f.path: f.stat.size for f in result.files}
+    s = [sizes[p] for p in group]
+    return sum(s) - max(s)
+
+
+def print_text(result: ScanResult) -> None:
+    files = {f.path: f for f in result.files}
+    best: dict[tuple[str, str], matching.Pair] = {}
+    for p in result.pairs:
+        best.setdefault((p.a, p.b), p)
+        best.setdefault((p.b, p.a), p)
+    total = sum(_waste(g, result) for g in result.groups)
+    print(f"{len(result.groups)} group(s) of duplicates, {_size(total)} reclaimable, among "
+          f"{len(result.files)} file(s) scanned in {result.seconds:.1f} s"
+          + (f"; {len(result.errors)} file(s) could not be used" if result.errors else "") + ".")
+    for n, g in enumerate(result.groups, 1):
+        print(f"\nGroup {n}: {len(g)} files, {_size(_waste(g, result))} reclaimable")
+        ordered = sorted(g, key=lambda p: -files[p].stat.size)
+        for i, path in enumerate(ordered):
+            f = files[path]
+            res = f"{f.width}x{f.height}" if f.width else "?"
+            dur = f"{f.duration:.1f} s" if f.duration is not None else "?"
+            line = f"  {res:>10} {dur:>9} {_size(f.stat.size):>9}  {shown(path)}"
+            links = [best[(path, o)] for o in ordered[:i] if (path, o) in best]
+            if links:
+                p = max(links, key=lambda p: p.score)
+                line += f"   [{p.score:.2f} {p.kind}"
+                if p.kind == matching.PARTIAL and p.segments:
+                    s = p.segments[0]
+                    a_is_path = p.a == path
+                    lo, hi = (s.b_start, s.b_end) if a_is_path else (s.a_start, s.a_end)
+                    line += f", {lo:.0f}-{hi:.0f} s of the larger"
+                line += "]"
+            print(line)
+    if result.errors:
+        print("\nCould not use:")
+        for e in result.errors:
+            print(f"  {shown(e.path)}: {e.reason}")
+
+
+def _default_journal() -> Path:
+    import platformdirs
+
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    return Path(platformdirs.user_state_dir("vfpd")) / "journals" / f"scan-{stamp}.jsonl"
+
+
+def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object] | None, bool]:
+    """Plan (and with --apply carry out) the action; returns (report, all went well)."""
+    spec = args.action_spec
+    if spec.op == actions.REPORT:
+        return None, True
+    facts = [actions.FileFacts(f.path, f.stat.size, f.stat.mtime_ns, f.width, f.height, f.hash)
+             for f in result.files]
+    by_path = {f.path: f for f in facts}
+    groups = [[by_path[p] for p in g] for g in result.groups]
+    steps = actions.plan(groups, spec, args.keep)
+    report: dict[str, object] = {"action": args.action, "keep": args.keep, "applied": args.apply,
+                                 "journal": None}
+    if not args.apply:
+        report["steps"] = [{"op": s.op, "path": s.path, "keep": s.keep, "done": False,
+                            "detail": s.skip or "dry run"} for s in steps]
+        if not args.json:
+            print(f"\nDry run of --action {args.action} --keep {args.keep} "
+                  "(nothing changed; add --apply to do it):")
+            for s in steps:
+                what = f"skip {shown(s.path)}: {s.skip}" if s.skip else \
+                    f"would {s.op} {shown(s.path)}  (keeping {shown(s.keep)})"
+                print(f"  {what}")
+        return report, True
+    journal = Path(args.journal) if args.journal else _default_journal()
+    outcomes = actions.apply(steps, facts, spec, journal)
+    report["journal"] = str(journal)
+    report["steps"] = [{"op": o.step.op, "path": o.step.path, "keep": o.step.keep,
+                        "done": o.done, "detail": o.detail} for o in outcomes]
+    failed = [o for o in outcomes if not o.done and not o.step.skip]
+    if not args.json:
+        print(f"\n--action {args.action} --keep {args.keep}:")
+        for o in outcomes:
+            mark = "done" if o.done else "NOT done"
+            print(f"  {mark}: {o.step.op} {shown(o.step.path)}: {o.detail}")
+        print(f"Journal: {journal}\nUndo with: vfpctl undo {journal}")
+    return report, not failed
+
+
+def run(args: argparse.Namespace) -> int:
+    problem = _validate(args)
+    if problem:
+        return _usage_error(problem)
+    settings = ScanSettings(roots=tuple(args.roots), extensions=tuple(args.extensions),
+                            threshold=args.threshold, cluster=args.cluster, workers=args.workers)
+    catalog = None
+    if not args.no_cache:
+        from vfpd.catalog import Catalog, CatalogError
+
+        cache = Path(args.cache) if args.cache else default_cache_dir()
+        try:
+            catalog = Catalog(cache / "catalog.sqlite")
+        except (CatalogError, OSError) as e:
+            print(f"vfpctl scan: warning: cache not usable, scanning without it: {e}",
+                  file=sys.stderr)
+    bars = _Bars()
+    try:
+        from vfpd.model.embed import Embedder
+
+        embedder = Embedder(device=args.device)
+        result = scan(settings, embedder, pool_decoder(args.workers, settings.sampling),
+                      catalog, bars)
+    except (RuntimeError, OSError, ValueError) as e:
+        print(f"vfpctl scan: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        bars.close()
+        if catalog is not None:
+            catalog.close()
+    if not args.json:
+        print_text(result)
+    report, actions_ok = _act(args, result)
+    doc = result_json(result, report)
+    text = json.dumps(doc, indent=1, ensure_ascii=True)
+    if args.json:
+        print(text)
+    if args.output:
+        from vfpd.atomic import write_text
+
+        try:
+            write_text(args.output, text + "\n")
+        except OSError as e:
+            print(f"vfpctl scan: error: cannot write {args.output}: {e.strerror}", file=sys.stderr)
+            return EXIT_FAILED
+    return EXIT_OK if not result.errors and actions_ok else EXIT_FILE_ERRORS

@@ -1,0 +1,43 @@
+"""`vfpctl undo JOURNAL`: reverse what `vfpctl scan --action ... --apply` did, where reversible.
+
+Exit codes: 0 every change was reversed; 1 some could not be (deleted files, files changed since);
+2 the journal is missing or not a vfpd journal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from vfpd import actions
+from vfpd.cli.cmd_scan import EXIT_FILE_ERRORS, EXIT_OK, EXIT_USAGE, shown
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("undo", help="reverse the changes recorded in a scan journal",
+                              description="Reverse the changes a `vfpctl scan --apply` recorded "
+                                          "in its journal, newest first: trashed and moved files "
+                                          "come back, links become copies again. Deletions "
+                                          "cannot be reversed.")
+    p.add_argument("journal", metavar="JOURNAL", help="the journal file the scan printed")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        results = actions.undo(args.journal)
+    except actions.JournalError as e:
+        print(f"vfpctl undo: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps([{"seq": r.seq, "op": r.op, "path": r.path, "undone": r.undone,
+                           "detail": r.detail} for r in results], indent=1))
+    else:
+        if not results:
+            print("nothing to undo")
+        for r in results:
+            mark = "undone" if r.undone else "NOT undone"
+            print(f"{mark}: {r.op} {shown(r.path)}: {r.detail}")
+    return EXIT_OK if all(r.undone for r in results) else EXIT_FILE_ERRORS
