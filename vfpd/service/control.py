@@ -358,6 +358,8 @@ class ControlServer:
             line = self._read_line(conn, buf)
             if line is None:
                 return
+            if not line.strip():
+                continue  # blank lines (a person typing into socat) are not requests
             fds, conn.fds = conn.fds, []
             try:
                 keep_going = self._handle_line(conn, line, fds)
