@@ -248,6 +248,23 @@ class VectorIndex:
         with self._lock:
             return np.sort(np.fromiter(self._ids, np.int64, len(self._ids)))
 
+    def verify(self) -> list[str]:
+        """Internal consistency problems ([] when sound): every live id stored exactly once, no
+        tombstone alive, FAISS and the id set agree."""
+        with self._lock:
+            stored = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            problems = []
+            unique, counts = np.unique(stored, return_counts=True)
+            if (counts > 1).any():
+                problems.append(f"ids stored more than once: {unique[counts > 1][:10].tolist()}")
+            if set(unique.tolist()) - self._tombstones != self._ids:
+                problems.append("FAISS ids and live ids differ")
+            if self._tombstones & self._ids:
+                problems.append("ids both live and removed")
+            if self._index.ntotal != len(stored):
+                problems.append("id map and vectors differ in length")
+            return problems
+
     @property
     def kind(self) -> str:
         return self._kind
