@@ -52,8 +52,12 @@ class MatchSettings:
     # Only frame pairs at least this similar vote; below it they are noise that only flattens
     # the offset histogram.
     vote_min_sim: float = 0.5
-    # The best few offset hypotheses are each scored exactly; the best one wins. A small number,
-    # since every extra hypothesis is one more chance for two different videos to look alike.
+    # An alignment with a speed change must score this much better than the best one without:
+    # on static footage several speeds fit equally well, and "same speed" is the likelier story.
+    speed_change_margin: float = 0.02
+    # The best few offsets at the same speed (and the best one of each other speed) are each
+    # scored exactly; the best wins. A small number, since every extra hypothesis is one more
+    # chance for two different videos to look alike.
     hypotheses: int = 4
     # A frame looks for its counterpart within this many sampling steps of where the alignment
     # puts it: copies sampled on a shifted grid (trims) are at most half a step off.
@@ -149,7 +153,7 @@ def _offset_hypotheses(a: _Frames, b: _Frames, sim: np.ndarray,
     if len(rows) == 0:
         return []
     weight = vs * a.weights[rows]
-    scored: list[tuple[float, float, float]] = []
+    out: list[tuple[float, float]] = []
     for slope in s.slopes:
         offsets = b.times[cols] - slope * a.times[rows]
         width = max(b.step, slope * a.step)
@@ -158,14 +162,15 @@ def _offset_hypotheses(a: _Frames, b: _Frames, sim: np.ndarray,
         hist = np.bincount(bins - lo, weights=weight)
         # Neighbouring bins are pooled: a true offset can sit on a bin edge.
         pooled = hist + np.concatenate(([0.0], hist[:-1])) + np.concatenate((hist[1:], [0.0]))
-        for peak in np.argsort(-pooled)[: s.hypotheses]:
+        # Same speed is the common case and gets several offsets (repetitive footage can put a
+        # wrong offset first); each speed change gets its strongest one.
+        peaks = s.hypotheses if slope == 1.0 else 1
+        for peak in np.argsort(-pooled, kind="stable")[:peaks]:
             if pooled[peak] <= 0:
                 break
             near = np.abs(bins - lo - peak) <= 1
-            offset = float(np.average(offsets[near], weights=weight[near]))
-            scored.append((float(pooled[peak]), slope, offset))
-    scored.sort(key=lambda t: -t[0])
-    return [(slope, offset) for _, slope, offset in scored[: s.hypotheses]]
+            out.append((slope, float(np.average(offsets[near], weights=weight[near]))))
+    return out
 
 
 def _side(src: _Frames, dst: _Frames, sim: np.ndarray, pred: np.ndarray,
@@ -235,11 +240,12 @@ def verify(a: Fingerprint, b: Fingerprint, settings: MatchSettings = MatchSettin
     if len(fa.times) == 0 or len(fb.times) == 0:
         return NO_MATCH
     sim = fa.features @ fb.features.T
-    best = NO_MATCH
+    best, best_key = NO_MATCH, 0.0
     for slope, offset in _offset_hypotheses(fa, fb, sim, settings):
         m = _evaluate(fa, fb, sim, slope, offset, settings)
-        if m.score > best.score:
-            best = m
+        key = m.score - (settings.speed_change_margin if slope != 1.0 else 0.0)
+        if key > best_key:
+            best, best_key = m, key
     return best
 
 
