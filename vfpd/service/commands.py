@@ -185,9 +185,10 @@ def _descriptor_path(fd: int) -> Path:
         raise CommandError(E_UNREADABLE, f"the passed descriptor is not usable: {exc}") from None
     if not stat.S_ISREG(st.st_mode):
         raise CommandError(E_BAD_ARGS, "the passed descriptor is not a regular file")
-    # /proc/self/fd/N reopens the very file the client opened, whatever mount namespace or
-    # path the daemon sees; the kernel still checks the daemon may read the inode.
-    return Path(f"/proc/self/fd/{fd}")
+    # /proc/PID/fd/N reopens the very file the client opened, whatever mount namespace or path
+    # the daemon sees; the kernel still checks the daemon may read the inode. The daemon's pid,
+    # not "self", so that a decoding worker process can open it too.
+    return Path(f"/proc/{os.getpid()}/fd/{fd}")
 
 
 # -- duplicate groups -----------------------------------------------------------------------------
