@@ -1,0 +1,453 @@
+"""Accuracy benchmark: vfpd's own path vs vpdq, FFmpeg's MPEG-7 signature and a per-frame pHash on
+one set of originals, transformed copies and hard negatives; prints markdown tables for the README.
+
+    ./dev bench accuracy [--tiny] [--rebuild] [--methods ours,vpdq,signature,phash] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from bench import baselines, dataset
+from bench.baselines import MethodResult
+
+# --- pairs and their labels ---------------------------------------------------------------------
+
+NEG_SAME_FOOTAGE = "same footage, other segment"
+NEG_SHARED_INTRO = "shared 3 s intro"
+NEG_BLACK_LEADER = "both with black leader"
+NEG_DIFFERENT = "different videos"
+
+POS_COPY_COPY = "copy vs copy"
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Every unordered pair (i < j) of the set's files with its ground truth.
+
+    positive   the two files are copies of one footage
+    kind       positives: the copy's transformation for (original, copy), POS_COPY_COPY for two
+               copies; negatives: one of the NEG_* kinds
+    heldout    positives of a held-out original; negatives touching a held-out file
+    """
+
+    i: np.ndarray
+    j: np.ndarray
+    positive: np.ndarray
+    kind: np.ndarray
+    heldout: np.ndarray
+
+
+def label_pairs(items: Sequence[dataset.Item]) -> Pairs:
+    n = len(items)
+    ii, jj = np.triu_indices(n, k=1)
+    pos, kind, held = [], [], []
+    for i, j in zip(ii, jj):
+        a, b = items[i], items[j]
+        if a.group == b.group:
+            pos.append(True)
+            if a.transform == "original":
+                kind.append(b.transform)
+            elif b.transform == "original":
+                kind.append(a.transform)
+            else:
+                kind.append(POS_COPY_COPY)
+            held.append(not a.seen)
+            continue
+        pos.append(False)
+        if a.footage == b.footage:
+            kind.append(NEG_SAME_FOOTAGE)
+        elif a.intro and a.intro == b.intro:
+            kind.append(NEG_SHARED_INTRO)
+        elif a.leader and b.leader:
+            kind.append(NEG_BLACK_LEADER)
+        else:
+            kind.append(NEG_DIFFERENT)
+        held.append(not a.seen or not b.seen)
+    return Pairs(ii, jj, np.array(pos, bool), np.array(kind, object), np.array(held, bool))
+
+
+# --- metrics: pure functions of scores and labels ---------------------------------------------
+
+@dataclass(frozen=True)
+class Curve:
+    """Precision/recall at every distinct positive score; a pair with score 0 is never retrieved."""
+
+    thresholds: np.ndarray  # descending
+    precision: np.ndarray
+    recall: np.ndarray
+    positives: int
+
+
+def pr_curve(scores: np.ndarray, positive: np.ndarray) -> Curve:
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(positive, bool)
+    total = int(y.sum())
+    order = np.argsort(-s, kind="stable")
+    s, y = s[order], y[order]
+    keep = s > 0
+    s, y = s[keep], y[keep]
+    if len(s) == 0:
+        e = np.zeros(0)
+        return Curve(e, e, e, total)
+    tp, fp = np.cumsum(y), np.cumsum(~y)
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]
+    tp, fp = tp[last], fp[last]
+    return Curve(s[last], tp / (tp + fp), tp / max(total, 1), total)
+
+
+def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the step precision-recall curve (sum of precision at each recall gain); nan
+    without positives."""
+    c = pr_curve(scores, positive)
+    if c.positives == 0:
+        return float("nan")
+    gains = np.diff(np.r_[0.0, c.recall])
+    return float(np.sum(gains * c.precision))
+
+
+def best_f1(scores: np.ndarray, positive: np.ndarray) -> tuple[float, float]:
+    """(best F1, the threshold giving it)."""
+    c = pr_curve(scores, positive)
+    if len(c.thresholds) == 0:
+        return 0.0, float("nan")
+    f1 = 2 * c.precision * c.recall / np.maximum(c.precision + c.recall, 1e-12)
+    k = int(np.argmax(f1))
+    return float(f1[k]), float(c.thresholds[k])
+
+
+def recall_at_precision(scores: np.ndarray, positive: np.ndarray, precision: float = 0.99
+                        ) -> tuple[float, float]:
+    """(highest recall with precision >= `precision`, the lowest threshold reaching it); recall 0
+    and threshold nan when no threshold is that precise."""
+    c = pr_curve(scores, positive)
+    ok = np.flatnonzero(c.precision >= precision)
+    if len(ok) == 0:
+        return 0.0, float("nan")
+    k = ok[np.argmax(c.recall[ok])]
+    k = ok[c.recall[ok] == c.recall[k]].max()  # the lowest threshold with that recall
+    return float(c.recall[k]), float(c.thresholds[k])
+
+
+def count_at_or_above(scores: np.ndarray, mask: np.ndarray, threshold: float) -> int:
+    return int(np.sum((np.asarray(scores) >= threshold) & np.asarray(mask, bool)))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Where to put a threshold, measured: the highest-scoring negative, the lowest threshold with
+    precision 1.0 (and its recall), the best-F1 threshold, and a suggestion halfway between the
+    highest negative and the next positive above it."""
+
+    max_negative: float
+    precision1_threshold: float
+    precision1_recall: float
+    best_f1: float
+    best_f1_threshold: float
+    suggested: float
+    suggested_recall: float
+
+
+def calibrate(scores: np.ndarray, positive: np.ndarray) -> Calibration:
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(positive, bool)
+    max_neg = float(s[~y].max()) if (~y).any() else 0.0
+    r1, t1 = recall_at_precision(s, y, 1.0)
+    f1, tf1 = best_f1(s, y)
+    above = s[y & (s > max_neg)]
+    suggested = (max_neg + float(above.min())) / 2 if len(above) else float("nan")
+    rec = float(np.mean(s[y] >= suggested)) if len(above) else 0.0
+    return Calibration(max_neg, t1, r1, f1, tf1, suggested, rec)
+
+
+# --- running the methods --------------------------------------------------------------------
+
+def _scores_of(matrix: np.ndarray, pairs: Pairs) -> np.ndarray:
+    return matrix[pairs.i, pairs.j]
+
+
+def _sample_one(path: str) -> tuple[object | None, str]:
+    from vfpd import media  # noqa: PLC0415 - imported in the worker process
+
+    try:
+        return media.sample(Path(path)), ""
+    except media.MediaError as e:
+        return None, f"{e.kind}: {e.reason}"
+
+
+@dataclass(frozen=True)
+class OursExtra:
+    """What only our path has: candidate retrieval, timings split by stage, errors."""
+
+    candidate_pairs: set[tuple[int, int]]
+    k: int
+    video_knn_pairs: set[tuple[int, int]]
+    sample_s: float
+    embed_s: float
+    match_s: float
+    all_pairs_s: float
+    errors: dict[str, str]
+    model_version: str
+
+
+def run_ours(paths: Sequence[Path], workers: int, log: Callable[[str], None]
+             ) -> tuple[MethodResult, OursExtra]:
+    """The product's path: media.sample (decoding in worker processes) -> Embedder -> candidate
+    search + verify. Every pair is verified as well, for the AP; only the candidate part is timed
+    as the product's cost."""
+    from vfpd import matching  # noqa: PLC0415 - heavy imports only when this method runs
+    from vfpd.model.embed import Embedder  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        sampled = list(pool.map(_sample_one, [str(p) for p in paths]))
+    t1 = time.perf_counter()
+    errors = {str(p): err for p, (_, err) in zip(paths, sampled) if err}
+    good = [k for k, (sv, _) in enumerate(sampled) if sv is not None]
+    log(f"ours: sampled {len(paths)} files in {t1 - t0:.1f}s ({len(errors)} errors)")
+    embedder = Embedder()
+    fps = embedder.embed_many([sampled[k][0] for k in good])  # type: ignore[misc]
+    embedder.unload()
+    t2 = time.perf_counter()
+    log(f"ours: embedded in {t2 - t1:.1f}s")
+    cands = matching.find_candidates(fps)
+    for a, b in cands.pairs:
+        matching.verify(fps[a], fps[b], a_weights=cands.weights[a], b_weights=cands.weights[b])
+    t3 = time.perf_counter()
+    log(f"ours: {len(cands.pairs)} candidates verified in {t3 - t2:.1f}s")
+
+    n = len(paths)
+    scores = np.zeros((n, n))
+    for a in range(len(fps)):
+        for b in range(a + 1, len(fps)):
+            m = matching.verify(fps[a], fps[b], a_weights=cands.weights[a],
+                                b_weights=cands.weights[b])
+            scores[good[a], good[b]] = scores[good[b], good[a]] = m.score
+    t4 = time.perf_counter()
+    log(f"ours: all pairs verified in {t4 - t3:.1f}s")
+
+    import faiss  # noqa: PLC0415
+
+    vectors = np.ascontiguousarray(np.stack([f.vector for f in fps]), dtype=np.float32)
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    _, ids = index.search(vectors, min(len(fps), matching.VIDEO_NEIGHBOURS + 1))
+    knn = {(min(good[a], good[int(b)]), max(good[a], good[int(b)]))
+           for a in range(len(fps)) for b in ids[a] if b >= 0 and b != a}
+    cand = {(min(good[a], good[b]), max(good[a], good[b])) for a, b in cands.pairs}
+    version = fps[0].model_version if fps else "?"
+    result = MethodResult("vfpd (ours)", scores, matching.DEFAULT_THRESHOLD, t3 - t0,
+                          f"model {version}")
+    return result, OursExtra(cand, matching.VIDEO_NEIGHBOURS, knn, t1 - t0, t2 - t1, t3 - t2, t4 - t3, errors, version)
+
+
+# --- tables -----------------------------------------------------------------------------------
+
+def _f(x: float, digits: int = 3) -> str:
+    return "—" if x != x else f"{x:.{digits}f}"
+
+
+def summary_rows(results: Sequence[MethodResult], pairs: Pairs, subset: np.ndarray,
+                 video_seconds: float) -> list[str]:
+    head = ("| method | AP | best F1 (threshold) | recall @ precision ≥ 0.99 (threshold) | "
+            "negatives ≥ default threshold | default threshold | time | × realtime |")
+    rows = [head, "|" + "---|" * 8]
+    y = pairs.positive[subset]
+    n_neg = int((~y).sum())
+    for r in results:
+        s = _scores_of(r.scores, pairs)[subset]
+        f1, tf1 = best_f1(s, y)
+        rp, tp = recall_at_precision(s, y, 0.99)
+        fp = count_at_or_above(s, ~y, r.default_threshold)
+        speed = video_seconds / r.seconds if r.seconds > 0 else float("nan")
+        rows.append(f"| {r.name} | {_f(average_precision(s, y))} | {_f(f1)} ({_f(tf1, 2)}) | "
+                    f"{_f(rp)} ({_f(tp, 2)}) | {fp} of {n_neg} | {r.default_threshold:g} | "
+                    f"{r.seconds:.0f} s | {speed:.0f}× |")
+    return rows
+
+
+def per_kind_rows(results: Sequence[MethodResult], pairs: Pairs, subset: np.ndarray
+                  ) -> list[str]:
+    """AP of each kind of positive against all negatives, and recall at each method's own default
+    threshold (in brackets)."""
+    kinds = [k for k in dataset.ALL_TRANSFORMS + (POS_COPY_COPY,)
+             if np.any(pairs.positive & subset & (pairs.kind == k))]
+    rows = ["| transformation | positives | " + " | ".join(r.name for r in results) + " |",
+            "|" + "---|" * (2 + len(results))]
+    neg = ~pairs.positive & subset
+    for k in kinds:
+        pos = pairs.positive & subset & (pairs.kind == k)
+        sel = pos | neg
+        cells = []
+        for r in results:
+            s = _scores_of(r.scores, pairs)
+            ap = average_precision(s[sel], pos[sel])
+            rec = float(np.mean(s[pos] >= r.default_threshold))
+            cells.append(f"{_f(ap)} ({_f(rec, 2)})")
+        rows.append(f"| {k} | {int(pos.sum())} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def negative_rows(results: Sequence[MethodResult], pairs: Pairs) -> list[str]:
+    """Hard negatives: how many reach each method's default threshold, and the highest score."""
+    rows = ["| negatives | pairs | " + " | ".join(r.name for r in results) + " |",
+            "|" + "---|" * (2 + len(results))]
+    for k in (NEG_SAME_FOOTAGE, NEG_SHARED_INTRO, NEG_BLACK_LEADER, NEG_DIFFERENT):
+        m = ~pairs.positive & (pairs.kind == k)
+        if not m.any():
+            continue
+        cells = []
+        for r in results:
+            s = _scores_of(r.scores, pairs)[m]
+            cells.append(f"{int(np.sum(s >= r.default_threshold))} (max {s.max():.2f})")
+        rows.append(f"| {k} | {int(m.sum())} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def retrieval_rows(extra: OursExtra, pairs: Pairs, k: int) -> list[str]:
+    pos = [(int(a), int(b)) for a, b in zip(pairs.i[pairs.positive], pairs.j[pairs.positive])]
+    held = pairs.heldout[pairs.positive]
+    rows = ["| retrieval | positives found (all) | positives found (held-out) |", "|---|---|---|"]
+    for name, found in ((f"video k-NN (256-d, k={k})", extra.video_knn_pairs),
+                        ("candidates (video + frame k-NN)", extra.candidate_pairs)):
+        hit = np.array([p in found for p in pos])
+        rows.append(f"| {name} | {hit.mean():.3f} ({int(hit.sum())}/{len(hit)}) | "
+                    f"{hit[held].mean() if held.any() else float('nan'):.3f} |")
+    return rows
+
+
+# --- main -------------------------------------------------------------------------------------
+
+METHODS = ("ours", "vpdq", "signature", "phash")
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="./dev bench accuracy", description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true", help="a few-second set (smoke run)")
+    ap.add_argument("--rebuild", action="store_true", help="delete and rebuild the cached set")
+    ap.add_argument("--data", type=Path, help="where the set is built (default bench/data/...)")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
+    ap.add_argument("--workers", type=int, default=2, help="decoding/encoding processes")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out",
+                    help="where accuracy.md and accuracy.json are written")
+    args = ap.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        print(f"unknown method(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    spec = dataset.tiny_spec() if args.tiny else dataset.full_spec()
+    root = args.data or (dataset.DEFAULT_ROOT.with_name("accuracy-tiny") if args.tiny
+                         else dataset.DEFAULT_ROOT)
+    if args.rebuild:
+        dataset.clean(root)
+    t0 = time.perf_counter()
+    ds = dataset.build(spec, root, workers=args.workers, log=log)
+    log(f"dataset: {len(ds.items)} files, {sum(i.duration for i in ds.items):.0f} s of video, "
+        f"ready in {time.perf_counter() - t0:.0f} s ({root})")
+    paths = [ds.path(it) for it in ds.items]
+    pairs = label_pairs(ds.items)
+    video_seconds = sum(it.duration for it in ds.items)
+
+    results: list[MethodResult] = []
+    extra: OursExtra | None = None
+    failures: dict[str, str] = {}
+    runners: dict[str, Callable[[], MethodResult]] = {
+        "vpdq": lambda: baselines.run_vpdq(paths),
+        "signature": lambda: baselines.run_signature(paths),
+        "phash": lambda: baselines.run_phash(paths, workers=args.workers),
+    }
+    for m in methods:
+        log(f"running {m} ...")
+        try:
+            if m == "ours":
+                r, extra = run_ours(paths, args.workers, log)
+            else:
+                r = runners[m]()
+        except Exception as e:  # one broken tool must not hide the others' numbers
+            failures[m] = f"{type(e).__name__}: {e}"
+            log(f"{m} failed: {failures[m]}")
+            continue
+        log(f"{m}: {r.seconds:.0f} s")
+        results.append(r)
+
+    n_pos = int(pairs.positive.sum())
+    held = pairs.heldout
+    out: list[str] = [
+        f"Set: {len(ds.items)} files ({video_seconds / 60:.0f} min of video), "
+        f"{len(pairs.i)} pairs: {n_pos} positive, {len(pairs.i) - n_pos} negative "
+        f"({int(np.sum(~pairs.positive & (pairs.kind != NEG_DIFFERENT)))} hard). "
+        f"Held-out: {int(np.sum(pairs.positive & held))} positive, "
+        f"{int(np.sum(~pairs.positive & held))} negative pairs.", "",
+        "**All pairs**", "", *summary_rows(results, pairs, np.ones(len(pairs.i), bool),
+                                            video_seconds), "",
+        "**Held-out footage only** (originals never seen in training)", "",
+        *summary_rows(results, pairs, held, video_seconds), "",
+        "**Per transformation**: AP of (original, copy) pairs of that kind vs all negatives; "
+        "in brackets the recall at the method's default threshold", "",
+        *per_kind_rows(results, pairs, np.ones(len(pairs.i), bool)), "",
+        "**Per transformation, held-out only**", "",
+        *per_kind_rows(results, pairs, held), "",
+        "**Hard negatives**: pairs at or above each method's default threshold (highest score)", "",
+        *negative_rows(results, pairs), "",
+    ]
+    report: dict[str, object] = {"files": len(ds.items), "video_seconds": video_seconds,
+                                 "failures": failures, "methods": {}}
+    if extra is not None:
+        ours = next(r for r in results if r.name == "vfpd (ours)")
+        s = _scores_of(ours.scores, pairs)
+        cal = calibrate(s, pairs.positive)
+        out += ["**Our candidate retrieval** (does the k-NN lose positives before verification?)",
+                "", *retrieval_rows(extra, pairs, extra.k), "",
+                f"Our time: sampling {extra.sample_s:.0f} s, embedding {extra.embed_s:.0f} s, "
+                f"candidates + verification {extra.match_s:.0f} s "
+                f"(verifying all {len(pairs.i)} pairs for this table: {extra.all_pairs_s:.0f} s; "
+                f"not part of a scan). Decode errors: {len(extra.errors)}.", "",
+                "**Threshold calibration (ours, whole set)**", "",
+                f"- highest-scoring negative: {cal.max_negative:.3f}",
+                f"- lowest threshold with precision 1.0: {_f(cal.precision1_threshold)} "
+                f"(recall {cal.precision1_recall:.3f})",
+                f"- best F1 {cal.best_f1:.3f} at threshold {_f(cal.best_f1_threshold)}",
+                f"- suggested DEFAULT_THRESHOLD (halfway between the highest negative and the next "
+                f"positive): {_f(cal.suggested)} (recall {cal.suggested_recall:.3f}); "
+                f"current: {ours.default_threshold:g}", ""]
+        report["calibration"] = cal.__dict__
+        report["ours"] = {"sample_s": extra.sample_s, "embed_s": extra.embed_s,
+                          "match_s": extra.match_s, "errors": extra.errors,
+                          "model_version": extra.model_version}
+    for m, why in failures.items():
+        out.append(f"- {m}: not run ({why})")
+    for r in results:
+        s = _scores_of(r.scores, pairs)
+        report["methods"][r.name] = {  # type: ignore[index]
+            "ap": average_precision(s, pairs.positive),
+            "ap_heldout": average_precision(s[held], pairs.positive[held]),
+            "default_threshold": r.default_threshold, "seconds": r.seconds, "note": r.note}
+    text = "\n".join(out)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "accuracy.md").write_text(text + "\n")
+    (args.out / "accuracy.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    scores_file = args.out / "accuracy-scores.npz"
+    np.savez_compressed(scores_file, names=np.array([it.name for it in ds.items]),
+                        **{r.name: r.scores for r in results})
+    log(f"wrote {args.out / 'accuracy.md'}, accuracy.json, {scores_file.name}")
+    return 0 if not failures else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,141 @@
+"""The accuracy benchmark's metric functions, baselines' score reductions, and one tiny set build."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import accuracy, baselines, dataset
+from bench.accuracy import (average_precision, best_f1, calibrate, count_at_or_above, label_pairs,
+                            pr_curve, recall_at_precision)
+
+
+def test_perfect_ranking_has_ap_one_and_full_recall() -> None:
+    s = np.array([0.9, 0.8, 0.3, 0.1])
+    y = np.array([True, True, False, False])
+    assert average_precision(s, y) == 1.0
+    assert recall_at_precision(s, y, 0.99) == (1.0, 0.8)
+    f1, t = best_f1(s, y)
+    assert (f1, t) == (1.0, 0.8)
+
+
+def test_ap_by_hand_with_a_negative_in_between() -> None:
+    # ranks: P N P N -> precision 1 at recall .5, 2/3 at recall 1
+    s = np.array([0.9, 0.7, 0.5, 0.2])
+    y = np.array([True, False, True, False])
+    assert average_precision(s, y) == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
+    assert recall_at_precision(s, y, 0.99) == (0.5, 0.9)
+    assert count_at_or_above(s, ~y, 0.5) == 1
+
+
+def test_ties_count_as_one_threshold() -> None:
+    # a positive and a negative tied at the top: precision .5 there, never 1
+    s = np.array([0.8, 0.8, 0.1])
+    y = np.array([True, False, True])
+    c = pr_curve(s, y)
+    assert list(c.thresholds) == [0.8, 0.1]
+    assert average_precision(s, y) == pytest.approx(0.5 * 0.5 + 0.5 * 2 / 3)
+    assert recall_at_precision(s, y, 0.99)[0] == 0.0
+
+
+def test_unscored_pairs_are_missed_not_retrieved() -> None:
+    s = np.array([0.9, 0.0, 0.0])
+    y = np.array([True, True, False])
+    assert average_precision(s, y) == 0.5
+    assert math.isnan(average_precision(np.zeros(2), np.zeros(2, bool)))
+
+
+def test_calibration_finds_the_gap_above_the_highest_negative() -> None:
+    s = np.array([0.95, 0.9, 0.6, 0.55, 0.4, 0.2])
+    y = np.array([True, True, True, False, True, False])
+    cal = calibrate(s, y)
+    assert cal.max_negative == 0.55
+    assert cal.precision1_threshold == 0.6
+    assert cal.precision1_recall == 0.75
+    assert cal.suggested == pytest.approx(0.575)
+    assert cal.suggested_recall == 0.75
+
+
+def _item(name: str, group: str, transform: str, footage: str = "", seen: bool = True,
+          intro: str = "", leader: bool = False) -> dataset.Item:
+    return dataset.Item(name, name, group, footage or group, transform, seen, intro, leader)
+
+
+def test_pair_labels_positive_kinds_and_hard_negatives() -> None:
+    items = [_item("a", "a", "original"), _item("a.crop", "a", "crop"),
+             _item("a.flip", "a", "flip"), _item("a-other", "a-other", "sibling", footage="a"),
+             _item("h", "h", "original", seen=False),
+             _item("i1", "i1", "original", intro="logo"), _item("i2", "i2", "original", intro="logo"),
+             _item("l1", "l1", "original", leader=True), _item("l2", "l2", "original", leader=True)]
+    p = label_pairs(items)
+    kinds = {(items[i].name, items[j].name): (bool(pos), k, bool(h))
+             for i, j, pos, k, h in zip(p.i, p.j, p.positive, p.kind, p.heldout)}
+    assert kinds["a", "a.crop"] == (True, "crop", False)
+    assert kinds["a.crop", "a.flip"] == (True, accuracy.POS_COPY_COPY, False)
+    assert kinds["a", "a-other"] == (False, accuracy.NEG_SAME_FOOTAGE, False)
+    assert kinds["a", "h"] == (False, accuracy.NEG_DIFFERENT, True)
+    assert kinds["i1", "i2"] == (False, accuracy.NEG_SHARED_INTRO, False)
+    assert kinds["l1", "l2"] == (False, accuracy.NEG_BLACK_LEADER, False)
+    assert int(p.positive.sum()) == 3
+
+
+def test_signature_log_becomes_scores() -> None:
+    log = "\n".join([
+        "[Parsed_signature_0 @ 0x1] matching of video 0 at 3.48 and 1 at 3.48, 50 frames matching",
+        "[Parsed_signature_0 @ 0x1] no matching of video 0 and 2",
+        "[Parsed_signature_0 @ 0x1] matching of video 1 at 3.1 and 2 at 1.6, 76 frames matching",
+        "[Parsed_signature_0 @ 0x1] whole video matching",
+    ])
+    s = baselines.signature_scores(log, [100, 200, 80])
+    assert s[0, 1] == s[1, 0] == pytest.approx(0.75)
+    assert s[0, 2] == 0.0
+    assert s[1, 2] == 1.0
+
+
+def test_phash_matches_a_frame_to_its_noisy_self_not_to_another() -> None:
+    rng = np.random.default_rng(0)
+
+    def natural() -> np.ndarray:  # a 1/f random field, like a photograph's spectrum
+        spec = rng.normal(size=(32, 32)) + 1j * rng.normal(size=(32, 32))
+        f = np.hypot(*np.meshgrid(np.fft.fftfreq(32), np.fft.fftfreq(32)))
+        img = np.real(np.fft.ifft2(spec / np.maximum(f, 1 / 32)))
+        return np.clip(128 + 60 * img / img.std(), 0, 255).astype(np.uint8)
+
+    a, b = natural(), natural()
+    noisy = np.clip(a + rng.normal(0, 4, a.shape), 0, 255).astype(np.uint8)
+    h = baselines.phash_frames(np.stack([a, noisy, b]))
+    d = baselines.hamming_matrix(h, h)
+    assert d[0, 1] <= baselines.PHASH_DISTANCE < d[0, 2]
+    frac = baselines.match_fractions([h[:1], h[1:2], h[2:]], baselines.PHASH_DISTANCE)
+    scores = baselines.symmetric_best(frac)
+    assert scores[0, 1] == 1.0 and scores[0, 2] == 0.0 and scores[0, 0] == 0.0
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the benchmark builds with ffmpeg")
+def test_tiny_set_builds_real_files_and_is_cached(tmp_path: Path) -> None:
+    life = "life=s=64x36:seed=3:ratio=0.2:mold=5"
+    spec = dataset.Spec(96, 54, (
+        dataset.Original("o", (dataset.Shot("lavfi", life, 2.0),), 25, True, ("trim", "flip")),
+        dataset.Original("o-other", (dataset.Shot("lavfi", life, 1.0, start=5),), 25, True,
+                         sibling_of="o"),
+    ), copy_threads=1)
+    ds = dataset.build(spec, tmp_path / "set", workers=1, log=lambda _: None)
+    names = {it.name: it for it in ds.items}
+    assert set(names) == {"o", "o.trim", "o.flip", "o-other"}
+    for it in ds.items:
+        assert ds.path(it).stat().st_size > 0
+    assert names["o"].duration == pytest.approx(2.0, abs=0.1)
+    assert names["o.trim"].duration < names["o"].duration - 0.5
+    assert names["o-other"].group != names["o"].group == names["o.flip"].group
+    manifest = json.loads((tmp_path / "set" / "manifest.json").read_text())
+    assert manifest["spec"] == dataset.spec_hash(spec)
+    mtime = ds.path(names["o.flip"]).stat().st_mtime_ns
+    again = dataset.build(spec, tmp_path / "set", workers=1, log=lambda _: None)
+    assert again.items == ds.items
+    assert ds.path(names["o.flip"]).stat().st_mtime_ns == mtime
+    assert not list((tmp_path / "set").rglob(".tmp-*"))
