@@ -162,9 +162,11 @@ class SamplingSettings:
             raise ValueError("keyframes must be 'auto', 'keyframes' or 'all'")
 
 
-KEYFRAME_MAX_GAP = 2.0
+KEYFRAME_MAX_GAP = 1.1
 """In "auto" mode keyframes alone are used when no two consecutive keyframes are more than this
-many sample intervals apart: then every target has a keyframe within one interval."""
+many sample intervals apart. A keyframe then lies within half an interval of every target, which
+is no worse than the misalignment a trim by a fraction of an interval causes anyway; 10 % slack
+lets 1-second GOPs at 29.97 fps (1.001 s) through."""
 
 
 def grid_interval(duration: float | None, settings: SamplingSettings) -> float:
@@ -292,10 +294,25 @@ def _decoder_check(path: Path, stream: av.video.stream.VideoStream) -> None:
         raise UnsupportedCodec(path, "no decoder for this video codec in the bundled FFmpeg")
 
 
+def _bare(error: MediaError) -> MediaError:
+    """The error without its traceback and context: those hold the decoder (and its threads) alive
+    for as long as the caller keeps the exception."""
+    error.__traceback__ = None
+    error.__context__ = None
+    error.__cause__ = None
+    return error
+
+
 def probe(path: str | Path, settings: SamplingSettings | None = None) -> VideoInfo:
     """What the container says about the file's video stream; raises MediaError subclasses."""
-    settings = settings or SamplingSettings()
-    path = Path(path)
+    try:
+        return _probe(Path(path), settings or SamplingSettings())
+    except MediaError as e:
+        error = e
+    raise _bare(error)
+
+
+def _probe(path: Path, settings: SamplingSettings) -> VideoInfo:
     with _open(path, settings) as container:
         stream = _video_stream(path, container)
         _decoder_check(path, stream)
@@ -338,9 +355,52 @@ def _index_past_end(stream: av.video.stream.VideoStream, size: int) -> bool:
         return False
 
 
+def _ebml_vint(data: bytes, at: int, keep_marker: bool) -> tuple[int, int]:
+    """(value, length) of the EBML variable-length integer at `at`; value -1 means unknown size."""
+    first = data[at]
+    length = 9 - first.bit_length() if first else 9
+    if length > 8 or at + length > len(data):
+        raise ValueError("bad EBML number")
+    value = int.from_bytes(data[at:at + length], "big")
+    if keep_marker:
+        return value, length
+    value &= (1 << (7 * length)) - 1
+    return (-1 if value == (1 << (7 * length)) - 1 else value), length
+
+
+def _declared_size_exceeds(path: Path, size: int) -> bool:
+    """True when the container's own header declares more bytes than the file has: the signature
+    of a copy or download that stopped early (Matroska/WebM segment, AVI RIFF)."""
+    with open(path, "rb") as f:
+        head = f.read(64 * 1024)
+    try:
+        if head[:4] == b"RIFF":
+            return int.from_bytes(head[4:8], "little") + 8 > size
+        if head[:4] == b"\x1a\x45\xdf\xa3":
+            at = 4
+            hsize, n = _ebml_vint(head, at, False)
+            at += n + hsize
+            seg_id, n = _ebml_vint(head, at, True)
+            if seg_id != 0x18538067:
+                return False
+            at += n
+            seg_size, n = _ebml_vint(head, at, False)
+            return seg_size >= 0 and at + n + seg_size > size
+    except (ValueError, IndexError):
+        return False
+    return False
+
+
 def sample(path: str | Path, settings: SamplingSettings = SamplingSettings()) -> SampledVideo:
     """Frames at fixed times (see module doc); raises MediaError subclasses with a reason."""
-    path = Path(path)
+    try:
+        return _sample(Path(path), settings)
+    except MediaError as e:
+        error = e
+    raise _bare(error)
+
+
+def _sample(path: Path, settings: SamplingSettings) -> SampledVideo:
     with _open(path, settings) as container:
         stream = _video_stream(path, container)
         _decoder_check(path, stream)
@@ -370,7 +430,8 @@ def _sample_open(path: Path, container: av.container.InputContainer, stream: av.
         # from its grid time instead of at it.
         cc.skip_frame = "NONREF"
         cc.options = {"skip_loop_filter": "all"}
-    damaged = _index_past_end(stream, os.stat(path).st_size)
+    size = os.stat(path).st_size
+    damaged = _index_past_end(stream, size) or _declared_size_exceeds(path, size)
     tb = stream.time_base
 
     kept: list[np.ndarray] = []
@@ -419,24 +480,21 @@ def _sample_open(path: Path, container: av.container.InputContainer, stream: av.
                     continue  # repeated or out-of-order timestamp; keep the series ascending
                 last_t = t
                 end = max(end, t)
-                if t < target - step / 2:
-                    prev, prev_t = frame, t
-                    continue
-                if keyframes_only or t >= target:
-                    if prev is not None and target - prev_t < t - target:
-                        keep(prev, prev_t)  # the frame just before the target is nearer
-                        if t < target - step / 2:
-                            prev, prev_t = frame, t
-                            continue
-                    keep(frame, t)
-                    prev = None
-                else:
+                # Each target takes the frame nearest to it within half an interval; a target
+                # with no frame that near (a gap in a variable-frame-rate stream) takes none.
+                while t >= target + step / 2:
+                    if prev is not None:
+                        keep(prev, prev_t)
+                        prev = None
+                    else:
+                        target = math.floor(t / step + 0.5) * step
+                if t >= target - step / 2 and (prev is None or abs(t - target) < abs(prev_t - target)):
                     prev, prev_t = frame, t
     except av.error.FFmpegError:
         damaged = True
     except MemoryError:
         raise TooLarge(path, "decoding needs more memory than allowed") from None
-    if prev is not None and prev_t >= target - step / 2:
+    if prev is not None:
         keep(prev, prev_t)
     prev = None
 
