@@ -367,7 +367,29 @@ def cmd_query(context: ServiceContext, args: dict[str, Any], request: Request) -
         matches = context.query(target, args["k"])
     except (OSError, ValueError) as exc:
         raise CommandError(E_UNREADABLE, f"cannot fingerprint {shown}: {exc}") from None
+    own = _own_path(request.fd) if request.fd is not None else str(target)
+    matches = [m for m in (_without_path(m, own) for m in matches) if m is not None]
     return {"file": shown, "k": args["k"], "matches": matches}
+
+
+def _own_path(fd: int) -> str | None:
+    """Where the passed file lives as the daemon sees it (the magic link's target)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
+def _without_path(match: Any, own: str | None) -> Any:
+    """A queried file that is itself in the library is not its own neighbour."""
+    if own is None or not isinstance(match, dict) or not isinstance(match.get("paths"), list):
+        return match
+    paths = [p for p in match["paths"] if p != own]
+    if not paths:
+        return None
+    if len(paths) == len(match["paths"]):
+        return match
+    return {**match, "paths": paths, **({"path": paths[0]} if "path" in match else {})}
 
 
 def cmd_rescan(context: ServiceContext, args: dict[str, Any], request: Request) -> dict[str, Any]:
