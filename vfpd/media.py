@@ -216,6 +216,8 @@ def _open(path: Path, settings: SamplingSettings) -> av.container.InputContainer
         raise Unreadable(path, "permission denied") from None
     except FileNotFoundError:
         raise Unreadable(path, "the file vanished while being read") from None
+    except MemoryError:
+        raise  # the caller's memory limit, not a property of the file
     except av.error.InvalidDataError:
         if _looks_like_mp4(path):
             raise Truncated(path, "the MP4/MOV file is cut off: its index (moov box) is missing") from None
@@ -467,6 +469,8 @@ def _sample_open(path: Path, container: av.container.InputContainer, stream: av.
                     continue  # keyframes denser than the grid: this one would be thrown away
             try:
                 frames = packet.decode()
+            except av.error.MemoryError:
+                raise
             except av.error.InvalidDataError:
                 damaged = True
                 continue
@@ -490,10 +494,10 @@ def _sample_open(path: Path, container: av.container.InputContainer, stream: av.
                         target = math.floor(t / step + 0.5) * step
                 if t >= target - step / 2 and (prev is None or abs(t - target) < abs(prev_t - target)):
                     prev, prev_t = frame, t
+    except MemoryError:
+        raise  # the caller's memory limit (decode workers report it), not a property of the file
     except av.error.FFmpegError:
         damaged = True
-    except MemoryError:
-        raise TooLarge(path, "decoding needs more memory than allowed") from None
     if prev is not None:
         keep(prev, prev_t)
     prev = None

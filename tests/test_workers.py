@@ -1,0 +1,149 @@
+"""vfpd.workers: real child processes decoding real files; hangs, crashes and memory are real too."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from media_factory import make_video
+from vfpd import media
+from vfpd.workers import DecodePool, PoolSettings
+
+
+def _gone(pid: int) -> bool:
+    return not Path(f"/proc/{pid}").exists()
+
+
+def _assert_clean(pids: list[int], threads_before: int) -> None:
+    assert pids and all(_gone(p) for p in pids), "decode workers left behind"
+    assert multiprocessing.active_children() == []
+    assert threading.active_count() == threads_before
+
+
+def _vm_size(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmSize")
+
+
+def test_map_decodes_good_files_and_reports_bad_ones(tmp_path: Path, bikes: Path) -> None:
+    good = [make_video(tmp_path / f"g{i}.mp4", seconds=2.0, seed=i) for i in range(3)]
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n" * 10)
+    empty = tmp_path / "empty.mkv"
+    empty.touch()
+    threads = threading.active_count()
+    with DecodePool(PoolSettings(workers=2)) as pool:
+        results = list(pool.map([*good, text, bikes, empty]))
+        pids = pool.pids()
+    _assert_clean(pids, threads)
+    by_path = {r.path: r for r in results}
+    assert len(results) == 6 and set(by_path) == {str(p) for p in [*good, text, bikes, empty]}
+    for p in [*good, bikes]:
+        r = by_path[str(p)]
+        assert r.ok and r.sampled is not None and r.seconds > 0
+        direct = media.sample(p)
+        np.testing.assert_array_equal(r.sampled.frames, direct.frames)
+        np.testing.assert_array_equal(r.sampled.timestamps, direct.timestamps)
+    assert isinstance(by_path[str(text)].error, media.NotAVideo)
+    assert by_path[str(empty)].error.kind == "not-a-video" and "empty" in by_path[str(empty)].error.reason
+    assert by_path[str(text)].sampled is None
+
+
+def test_timeout_kills_the_worker_and_the_rest_goes_on(tmp_path: Path, bunny: Path) -> None:
+    """A real 720p decode under a limit far too small for it stands in for a hung decoder."""
+    small = make_video(tmp_path / "s.mp4", seconds=1.0)
+    threads = threading.active_count()
+    with DecodePool(PoolSettings(workers=1)) as pool:
+        assert pool.decode(small).ok  # the worker has started: the limit is spent on decoding
+        first = pool.pids()
+        r = pool.decode(bunny, timeout=0.02)
+        assert r.error is not None and r.error.kind == "timeout" and "0.02 s" in r.error.reason
+        assert all(_gone(p) for p in first), "the hung worker was not killed"
+        again = pool.decode(small)
+        assert again.ok, again.error
+        pids = pool.pids()
+        assert pids != first
+    _assert_clean(pids + first, threads)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV])
+def test_crashed_worker_gives_an_error_for_its_file_only(tmp_path: Path, bunny: Path, sig: int) -> None:
+    small = make_video(tmp_path / "s.mp4", seconds=1.0)
+    threads = threading.active_count()
+    settings = PoolSettings(workers=1, sampling=media.SamplingSettings(keyframes="all"))
+    with DecodePool(settings) as pool, ThreadPoolExecutor(1) as ex:
+        assert pool.decode(small).ok
+        [pid] = pool.pids()
+        busy = ex.submit(pool.decode, bunny)
+        time.sleep(0.05)
+        os.kill(pid, sig)
+        r = busy.result(timeout=30)
+        assert r.error is not None and r.error.kind == "crashed", r
+        assert signal.Signals(sig).name in r.error.reason
+        after = pool.decode(small)
+        assert after.ok and pool.pids() != [pid]
+        pids = pool.pids() + [pid]
+    _assert_clean(pids, threads)
+
+
+def test_memory_limit_gives_out_of_memory(tmp_path: Path) -> None:
+    """An 8K picture (50 MB per decoded frame) cannot be decoded in a worker allowed only 40 MB more
+    than its start-up size."""
+    big = tmp_path / "8k.mp4"
+    with av.open(str(big), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 7680, 4320, "yuv420p"
+        s.options = {"preset": "ultrafast"}
+        tile = np.random.default_rng(0).integers(0, 256, (540, 960, 3), dtype=np.uint8)
+        img = np.tile(tile, (8, 8, 1))
+        for _ in range(2):
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    small = make_video(tmp_path / "s.mp4", seconds=1.0)
+    with DecodePool(PoolSettings(workers=1)) as pool:
+        assert pool.decode(small).ok
+        baseline = _vm_size(pool.pids()[0])
+    threads = threading.active_count()
+    with DecodePool(PoolSettings(workers=1, memory_limit=baseline + (40 << 20))) as pool:
+        r = pool.decode(big)
+        assert r.error is not None and r.error.kind == "out-of-memory", r
+        assert "memory" in r.error.reason
+        ok = pool.decode(small)
+        assert ok.ok, ok.error
+        pids = pool.pids()
+    _assert_clean(pids, threads)
+
+
+def test_close_kills_a_busy_worker(bunny: Path) -> None:
+    threads = threading.active_count()
+    pool = DecodePool(PoolSettings(workers=1, sampling=media.SamplingSettings(keyframes="all")))
+    with ThreadPoolExecutor(1) as ex:
+        busy = ex.submit(pool.decode, bunny)
+        time.sleep(0.3)
+        pids = pool.pids()
+        pool.close()
+        r = busy.result(timeout=30)
+    assert r.ok or r.error.kind == "crashed"
+    _assert_clean(pids, threads)
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.decode(bunny)
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(ValueError):
+        PoolSettings(workers=0)
+    with pytest.raises(ValueError):
+        PoolSettings(timeout=0)

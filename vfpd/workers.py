@@ -1,0 +1,291 @@
+"""Decode untrusted videos in isolated child processes with a time limit and a memory limit.
+
+One file that hangs the decoder, crashes it or eats memory costs its worker, which is killed and
+replaced; the file gets an error record and every other file goes on. Workers are started with
+"spawn" (a clean interpreter) because the daemon that owns the pool runs threads, and forking a
+threaded process can deadlock the child.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from multiprocessing import get_context
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_ready
+from pathlib import Path
+from queue import SimpleQueue
+
+from vfpd import media
+from vfpd.media import MediaError, SampledVideo, SamplingSettings
+
+STOP_GRACE_SECONDS = 2.0
+"""How long close() lets an idle worker exit by itself before killing it."""
+
+
+class DecodeTimeout(MediaError):
+    kind = "timeout"
+
+
+class WorkerCrashed(MediaError):
+    kind = "crashed"
+
+
+class OutOfMemory(MediaError):
+    kind = "out-of-memory"
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """How many decode workers run and what each one may spend on one file."""
+
+    workers: int = 2
+    timeout: float = 600.0  # seconds for one file: a 2-hour 1080p film decodes in about 5 minutes
+    # Address space of a worker; a 4K decode with frame threads needs well under 1 GiB, the
+    # interpreter with numpy and PyAV reserves about 0.5 GiB of it.
+    memory_limit: int = 3 << 30
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
+        if not self.timeout > 0:
+            raise ValueError("timeout must be positive")
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    """What decoding one file gave: frames, or the error that says why not."""
+
+    path: str
+    sampled: SampledVideo | None
+    error: MediaError | None
+    seconds: float  # wall time spent on the file
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+FRAME_HEADROOM = 4
+"""A decoder holds at least this many pictures at once (reference, output, conversion)."""
+
+
+def _oom(path: str, memory_limit: int) -> OutOfMemory:
+    return OutOfMemory(path, f"decoding needed more than the worker's memory limit of {memory_limit >> 20} MiB")
+
+
+def _short_of_memory(path: str, sampling: SamplingSettings) -> bool:
+    """Whether this worker could not even hold a few pictures of the file's size: FFmpeg's
+    decoders drop a picture whose buffer cannot be allocated instead of failing, so a decode that
+    "found no picture" under the memory limit is checked here."""
+    try:
+        info = media.probe(path, sampling)
+    except MediaError:
+        return False
+    except MemoryError:
+        return True
+    try:
+        block = bytearray(info.width * info.height * 3 // 2 * FRAME_HEADROOM)
+    except MemoryError:
+        return True
+    del block
+    return False
+
+
+def _child_main(conn: Connection, memory_limit: int, sampling: SamplingSettings) -> None:
+    """A worker: decode each path it is sent, answer with (sampled, error), until told to stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which closes the pool
+    resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+    while True:
+        try:
+            path = conn.recv()
+        except (EOFError, OSError):
+            return
+        if path is None:
+            return
+        try:
+            reply: tuple[SampledVideo | None, MediaError | None] = (media.sample(path, sampling), None)
+        except MediaError as e:
+            reply = (None, e)
+            if e.kind in ("not-a-video", "truncated") and _short_of_memory(path, sampling):
+                reply = (None, _oom(path, memory_limit))
+        except MemoryError:
+            reply = (None, _oom(path, memory_limit))
+        except Exception as e:  # noqa: BLE001 - any decoder failure is this file's, not the pool's
+            reply = (None, WorkerCrashed(path, f"the decoder failed: {type(e).__name__}: {e}"))
+        try:
+            conn.send(reply)
+        except MemoryError:
+            conn.send((None, OutOfMemory(path, "the frames did not fit in the worker's memory limit")))
+
+
+class _Worker:
+    """One child process and the parent's end of its pipe."""
+
+    def __init__(self, settings: PoolSettings) -> None:
+        ctx = get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_child_main, args=(child, settings.memory_limit, settings.sampling),
+                                name="vfpd-decode", daemon=True)
+        self.proc.start()
+        child.close()
+        self._lock = threading.Lock()
+        self._gone = False
+
+    def run(self, path: str, timeout: float) -> tuple[SampledVideo | None, MediaError | None, bool]:
+        """Decode one file; the bool says whether this worker is still usable."""
+        try:
+            self.conn.send(path)
+        except (BrokenPipeError, OSError):
+            return None, self._death(path), False
+        ready = wait_ready([self.conn, self.proc.sentinel], timeout)
+        if self.conn in ready:
+            try:
+                sampled, error = self.conn.recv()
+                return sampled, error, True
+            except (EOFError, OSError):
+                pass
+        if not ready:
+            self.kill()
+            return None, DecodeTimeout(path, f"decoding took longer than {timeout:g} s and was stopped"), False
+        return None, self._death(path), False
+
+    def _death(self, path: str) -> MediaError:
+        self.proc.join(1.0)
+        code = self.proc.exitcode
+        self.kill()
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name
+            if -code == signal.SIGKILL:
+                return WorkerCrashed(path, f"the decoder was killed ({name}), possibly by the "
+                                           "system's out-of-memory killer")
+            return WorkerCrashed(path, f"the decoder crashed ({name})")
+        return WorkerCrashed(path, f"the decoder exited unexpectedly (exit code {code})")
+
+    def ask_to_stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+
+    def kill(self) -> None:
+        """Kill (if still running), reap and release; safe to call twice and from two threads."""
+        with self._lock:
+            if self._gone:
+                return
+            self._gone = True
+            if self.proc.is_alive():
+                self.proc.kill()
+            self.proc.join()
+            self.conn.close()
+            self.proc.close()
+
+
+class DecodePool:
+    """N decode workers. `decode(path)` is thread-safe and blocks for one file; `map(paths)` yields
+    results in completion order. Use as a context manager: close() leaves no process behind."""
+
+    def __init__(self, settings: PoolSettings = PoolSettings()) -> None:
+        if settings.sampling.decoder_threads == 0:
+            # Files run in parallel across workers, which uses the cores better than threads
+            # inside one decoder; the threads share what is left over.
+            per = max(1, (os.cpu_count() or 1) // settings.workers)
+            settings = replace(settings, sampling=replace(settings.sampling, decoder_threads=per))
+        self.settings = settings
+        self._idle: SimpleQueue[_Worker | None] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._all: set[_Worker] = set()
+        self._closed = False
+        for _ in range(settings.workers):
+            self._idle.put(self._spawn())
+
+    def _spawn(self) -> _Worker:
+        w = _Worker(self.settings)
+        with self._lock:
+            self._all.add(w)
+        return w
+
+    def _retire(self, w: _Worker) -> None:
+        with self._lock:
+            self._all.discard(w)
+
+    def decode(self, path: str | Path, timeout: float | None = None) -> DecodeResult:
+        """Sample one file in a worker; never raises for a bad file, only returns its error.
+        `timeout` overrides the pool's limit for this file (e.g. scaled by its size)."""
+        if self._closed:
+            raise RuntimeError("the decode pool is closed")
+        worker = self._idle.get()
+        if worker is None:
+            self._idle.put(None)  # wake the other waiters too
+            raise RuntimeError("the decode pool is closed")
+        start = time.monotonic()
+        try:
+            sampled, error, alive = worker.run(str(path), timeout or self.settings.timeout)
+        except (ValueError, OSError):  # close() killed this worker while it was busy
+            sampled, error, alive = None, WorkerCrashed(path, "the decode pool was closed"), False
+        if not alive:
+            self._retire(worker)
+            worker = self._spawn() if not self._closed else None
+        if worker is not None:
+            self._idle.put(worker)
+        return DecodeResult(str(path), sampled, error, time.monotonic() - start)
+
+    def map(self, paths: Iterable[str | Path]) -> Iterator[DecodeResult]:
+        """Decode every path, `workers` at a time; results come in completion order."""
+        it = iter(paths)
+        with ThreadPoolExecutor(self.settings.workers, thread_name_prefix="vfpd-decode") as ex:
+            pending: set[Future[DecodeResult]] = set()
+            for path in it:
+                pending.add(ex.submit(self.decode, path))
+                if len(pending) >= self.settings.workers:
+                    break
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield fut.result()
+                    for nxt in it:
+                        pending.add(ex.submit(self.decode, nxt))
+                        break
+
+    def pids(self) -> list[int]:
+        """Process ids of the live workers (for status and tests)."""
+        with self._lock:
+            return [w.proc.pid for w in self._all if w.proc.pid is not None]
+
+    def close(self) -> None:
+        """Stop every worker; a worker busy with a file is killed."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._lock:
+            workers = list(self._all)
+            self._all.clear()
+        idle = []
+        while not self._idle.empty():
+            w = self._idle.get()
+            if w is not None:
+                idle.append(w)
+        for w in idle:
+            w.ask_to_stop()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for w in idle:
+            try:
+                w.proc.join(max(0.0, deadline - time.monotonic()))
+            except ValueError:
+                pass
+        for w in workers + idle:
+            w.kill()
+        self._idle.put(None)
+
+    def __enter__(self) -> DecodePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
