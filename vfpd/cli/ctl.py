@@ -8,7 +8,7 @@ import sys
 
 # Each module has register(subparsers) which adds its sub-command(s) and sets `func`
 # (args -> exit code). Add a module here when it exists.
-COMMAND_MODULES: tuple[str, ...] = ("cmd_scan", "cmd_undo", "cmd_daemon")
+COMMAND_MODULES: tuple[str, ...] = ("cmd_scan", "cmd_undo", "cmd_daemon", "cmd_train", "cmd_fingerprint")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,559 @@
+"""Contrastive training of FingerprintNet on a folder of videos: decode once into a frame cache,
+then learn that transformed views of overlapping segments match and everything else does not."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from vfpd import media
+from vfpd.atomic import atomic_writer
+from vfpd.model.augment import AugmentConfig, TimeConfig, augment_views, time_view
+from vfpd.model.network import FingerprintNet, NetConfig, WeightsError, load_blob, save_weights
+
+VIDEO_SUFFIXES = frozenset(
+    ".mp4 .mkv .avi .mov .webm .m4v .mpg .mpeg .ts .wmv .flv .3gp .ogv .mts .m2ts".split())
+
+CACHE_INTERVAL = 0.25
+"""Seconds between cached frames: four times denser than the 1-s sampling of fingerprints, so a
+view can be sampled at any phase, speed or jitter from real decoded frames."""
+
+CACHE_MAX_FRAMES = 4096
+"""Cap on cached frames per video (17 min at CACHE_INTERVAL; 48 MB): longer videos are sampled
+more sparsely by media's interval doubling."""
+
+VIEW_INTERVAL = 1.0
+"""Seconds between a view's frames: what fingerprints use (media.SamplingSettings.interval)."""
+
+SEGMENT_SECONDS = (6.0, 20.0)
+"""Length of an anchor segment; views are 60-100 % of it, so two views always overlap."""
+
+VIEW_MIN_SHARE = 0.6
+"""Shortest view as a share of its anchor segment: two views then overlap by at least 20 %."""
+
+SEGMENT_GAP = 2.0
+"""Seconds between two anchor segments of one video, so they share no frame, even with jitter."""
+
+POSITIVE_SECONDS = 0.5
+"""Frames of two views count as the same moment when their source times are this close (media
+samples copies on a grid that may be shifted by up to half an interval)."""
+
+IGNORE_SECONDS = 1.0
+"""...and as neither positive nor negative up to this far apart: neighbouring frames may be
+legitimately alike."""
+
+STATIC_DIFF = 0.02
+"""Two source frames whose 8x8 gray thumbnails differ by less than this (mean absolute, 0-1) are
+the same picture, however far apart in time; they are never pushed apart."""
+
+VIDEO_TEMPERATURE = 0.07
+FRAME_TEMPERATURE = 0.1
+"""Softmax temperatures of the two InfoNCE losses (common values for unit-length embeddings)."""
+
+FRAME_LOSS_WEIGHT = 1.0
+"""Weight of the per-frame loss beside the video loss: verification relies on frames as much as
+retrieval relies on the video vector."""
+
+WARMUP_STEPS = 30
+"""Linear learning-rate warm-up, then cosine decay to MIN_LR_SHARE of the peak."""
+MIN_LR_SHARE = 0.05
+
+VAL_SEGMENT_SECONDS = 10.0
+"""Validation database: consecutive segments of this length from every held-out video."""
+
+VAL_QUERIES_PER_SEGMENT = 2
+VAL_SEED = 12345
+"""The validation queries are the same at every epoch: fixed seed."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Everything `vfpctl train` and scheduled retraining choose."""
+
+    data_dir: Path
+    checkpoint: Path
+    batch_size: int = 8  # videos per step (each gives up to two segments, each two views)
+    epochs: int = 50
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    num_workers: int = 4  # decoding processes, and batch-building processes during training
+    device: str = "auto"
+    amp: bool = True  # mixed precision on CUDA
+    val_fraction: float = 0.1
+    threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    seed: int = 0
+    cache_dir: Path | None = None  # default: <checkpoint>.cache/ beside the checkpoint
+    max_steps: int = 0  # 0: no cap; otherwise stop after this many optimiser steps in total
+    max_minutes: float = 0.0  # 0: no cap; otherwise stop (after the current epoch) past this time
+    net: NetConfig = field(default_factory=NetConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    time: TimeConfig = field(default_factory=TimeConfig)
+
+
+class TrainingError(Exception):
+    """A user-caused problem with training input (no videos, too few, unreadable checkpoint)."""
+
+
+@dataclass(frozen=True)
+class CachedVideo:
+    """Densely sampled frames of one training video."""
+
+    name: str
+    frames: np.ndarray  # (N, 64, 64, 3) uint8
+    times: np.ndarray  # (N,) seconds
+    thumbs: np.ndarray  # (N, 64) float32 8x8 gray thumbnails, for spotting identical pictures
+
+    @property
+    def duration(self) -> float:
+        return float(self.times[-1]) if len(self.times) else 0.0
+
+
+def list_videos(data_dir: Path) -> list[Path]:
+    if not data_dir.is_dir():
+        raise TrainingError(f"{data_dir}: not a directory")
+    return sorted(p for p in data_dir.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+
+
+def _cache_name(path: Path, data_dir: Path) -> str:
+    st = path.stat()
+    key = f"{path.relative_to(data_dir)}|{st.st_size}|{st.st_mtime_ns}|{CACHE_INTERVAL}"
+    return f"{path.stem[:40]}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz"
+
+
+def _thumbs(frames: np.ndarray) -> np.ndarray:
+    gray = frames.astype(np.float32).mean(axis=3) / 255.0
+    n, h, w = gray.shape
+    return gray.reshape(n, 8, h // 8, 8, w // 8).mean(axis=(2, 4)).reshape(n, 64)
+
+
+def _sample_dense(path: str) -> media.SampledVideo:
+    settings = media.SamplingSettings(interval=CACHE_INTERVAL, max_frames=CACHE_MAX_FRAMES, keyframes="all")
+    return media.sample(path, settings)
+
+
+def _decode_all(paths: list[Path], workers: int) -> Iterator[tuple[Path, media.SampledVideo | Exception]]:
+    """Decode in `workers` processes (a bad file fails alone), yielding results as they finish."""
+    if workers <= 1:
+        for p in paths:
+            try:
+                yield p, _sample_dense(str(p))
+            except media.MediaError as e:
+                yield p, e
+        return
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(_sample_dense, str(p)): p for p in paths}
+        for fut in as_completed(futures):
+            try:
+                yield futures[fut], fut.result()
+            except Exception as e:  # a crashed worker or a media error: report, keep going
+                yield futures[fut], e
+
+
+def build_cache(data_dir: Path, cache_dir: Path, workers: int,
+                log: Callable[[str], None] = print) -> list[CachedVideo]:
+    """Every video of `data_dir` as densely sampled frames, decoding only those not cached yet."""
+    paths = list_videos(data_dir)
+    if not paths:
+        raise TrainingError(f"{data_dir}: no video files found (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    names = {p: _cache_name(p, data_dir) for p in paths}
+    todo = [p for p in paths if not (cache_dir / names[p]).exists()]
+    if todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="decoding", unit="video")
+        for p, res in _decode_all(todo, workers):
+            bar.update(1)
+            if isinstance(res, Exception):
+                log(f"skipped {p}: {getattr(res, 'reason', res)}")
+                continue
+            with atomic_writer(cache_dir / names[p]) as f:
+                np.savez(f, frames=res.frames, times=res.timestamps.astype(np.float64))
+        bar.close()
+    videos = []
+    for p in paths:
+        f = cache_dir / names[p]
+        if not f.exists():
+            continue
+        with np.load(f) as z:
+            frames, times = z["frames"], z["times"]
+        if len(frames) >= 2:
+            videos.append(CachedVideo(str(p.relative_to(data_dir)), frames, times, _thumbs(frames)))
+    return videos
+
+
+def split_videos(videos: list[CachedVideo], val_fraction: float, seed: int) -> tuple[list[CachedVideo], list[CachedVideo]]:
+    """Held-out videos for validation: a fixed, seeded choice of whole videos."""
+    order = list(range(len(videos)))
+    random.Random(seed).shuffle(order)
+    n_val = min(len(videos) - 2, max(2, round(val_fraction * len(videos)))) if val_fraction > 0 else 0
+    if n_val < 2:
+        return videos, []
+    val = [videos[i] for i in sorted(order[:n_val])]
+    train = [videos[i] for i in sorted(order[n_val:])]
+    return train, val
+
+
+@dataclass
+class Batch:
+    frames: Tensor  # (S, T, 3, 64, 64) float in [0, 1], views padded to T
+    times: Tensor  # (S, T) copy timestamps
+    mask: Tensor  # (S, T) bool
+    anchor: Tensor  # (S,) anchor segment id: two views with one id are a positive pair
+    video: Tensor  # (S,) video id
+    src_time: Tensor  # (S, T) source time of each frame
+    thumbs: Tensor  # (S, T, 64) thumbnails of the source frames
+
+
+def _anchor_segments(v: CachedVideo, rng: np.random.Generator) -> list[tuple[float, float]]:
+    """One or two non-overlapping (start, length) segments of a video."""
+    dur = max(v.duration, VIEW_INTERVAL)
+    length = min(rng.uniform(*SEGMENT_SECONDS), dur)
+    first = rng.uniform(0, dur - length)
+    segs = [(first, length)]
+    room_after = dur - (first + length + SEGMENT_GAP)
+    room_before = first - SEGMENT_GAP
+    if max(room_after, room_before) >= SEGMENT_SECONDS[0]:
+        if room_after >= room_before:
+            l2 = min(length, room_after)
+            segs.append((first + length + SEGMENT_GAP + rng.uniform(0, room_after - l2), l2))
+        else:
+            l2 = min(length, room_before)
+            segs.append((rng.uniform(0, room_before - l2), l2))
+    return segs
+
+
+def make_views(videos: list[CachedVideo], ids: list[int], rng: np.random.Generator,
+               tcfg: TimeConfig) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """(anchor id, video id, frame indices, copy timestamps) for two views of each anchor segment."""
+    out = []
+    anchor = 0
+    for vid in ids:
+        v = videos[vid]
+        for start, length in _anchor_segments(v, rng):
+            for _ in range(2):
+                vl = length * rng.uniform(VIEW_MIN_SHARE, 1.0)
+                vs = start + rng.uniform(0, length - vl)
+                idx, ts = time_view(v.times, vs, vl, VIEW_INTERVAL, tcfg, rng)
+                out.append((anchor, vid, idx, ts))
+            anchor += 1
+    return out
+
+
+def collate(videos: list[CachedVideo], views: list[tuple[int, int, np.ndarray, np.ndarray]]) -> Batch:
+    s, t = len(views), max(len(idx) for _, _, idx, _ in views)
+    frames = np.zeros((s, t, 64, 64, 3), np.uint8)
+    times = np.zeros((s, t), np.float32)
+    src = np.zeros((s, t), np.float32)
+    thumbs = np.zeros((s, t, 64), np.float32)
+    mask = np.zeros((s, t), bool)
+    for i, (_, vid, idx, ts) in enumerate(views):
+        v, n = videos[vid], len(idx)
+        frames[i, :n] = v.frames[idx]
+        times[i, :n] = ts
+        src[i, :n] = v.times[idx]
+        thumbs[i, :n] = v.thumbs[idx]
+        mask[i, :n] = True
+    x = torch.from_numpy(frames).permute(0, 1, 4, 2, 3).float().div_(255.0)
+    return Batch(x, torch.from_numpy(times), torch.from_numpy(mask),
+                 torch.tensor([a for a, _, _, _ in views]), torch.tensor([v for _, v, _, _ in views]),
+                 torch.from_numpy(src), torch.from_numpy(thumbs))
+
+
+def make_batch(videos: list[CachedVideo], ids: list[int], rng: np.random.Generator, g: torch.Generator,
+               acfg: AugmentConfig, tcfg: TimeConfig) -> Batch:
+    b = collate(videos, make_views(videos, ids, rng, tcfg))
+    b.frames = augment_views(b.frames, acfg, g) * b.mask[:, :, None, None, None]
+    return b
+
+
+class BatchStream(torch.utils.data.IterableDataset):
+    """Endless training batches: each epoch a fresh permutation of the training videos."""
+
+    def __init__(self, videos: list[CachedVideo], batch_size: int, seed: int, acfg: AugmentConfig,
+                 tcfg: TimeConfig, start_epoch: int) -> None:
+        self.videos, self.batch_size, self.seed = videos, batch_size, seed
+        self.acfg, self.tcfg, self.start_epoch = acfg, tcfg, start_epoch
+
+    def batches_per_epoch(self) -> int:
+        return max(1, len(self.videos) // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = torch.utils.data.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        if info:
+            torch.set_num_threads(1)
+        epoch = self.start_epoch
+        while True:
+            rng = np.random.default_rng([self.seed, epoch])
+            order = rng.permutation(len(self.videos))
+            for k in range(self.batches_per_epoch()):
+                if k % nw != wid:
+                    continue
+                brng = np.random.default_rng([self.seed, epoch, k])
+                g = torch.Generator().manual_seed(int(brng.integers(2**62)))
+                ids = order[k * self.batch_size:(k + 1) * self.batch_size].tolist()
+                if len(ids) < 2:  # one video gives no "other video" negatives; pad from elsewhere
+                    ids = rng.choice(len(self.videos), size=min(2, len(self.videos)), replace=False).tolist()
+                yield make_batch(self.videos, ids, brng, g, self.acfg, self.tcfg)
+            epoch += 1
+
+
+def info_nce(z: Tensor, pos: Tensor, valid: Tensor, temperature: float) -> Tensor:
+    """Multi-positive InfoNCE over unit rows z: -log(sum over positives / sum over valid pairs),
+    averaged over rows with at least one positive."""
+    sim = (z @ z.T) / temperature
+    sim = sim.masked_fill(~valid, float("-inf"))
+    log_all = torch.logsumexp(sim, dim=1)
+    log_pos = torch.logsumexp(sim.masked_fill(~pos, float("-inf")), dim=1)
+    has = pos.any(dim=1)
+    if not has.any():
+        return z.sum() * 0.0
+    return (log_all[has] - log_pos[has]).mean()
+
+
+def losses(model: FingerprintNet, b: Batch) -> tuple[Tensor, Tensor]:
+    """(video loss, frame loss) of one batch."""
+    vec, feats = model(b.frames, b.times, b.mask)
+    s = len(b.anchor)
+    eye = torch.eye(s, dtype=torch.bool, device=vec.device)
+    anchor = b.anchor.to(vec.device)
+    # Positives: the other view of the same segment. Negatives: every other view, including
+    # views of the other segment of the same video.
+    vloss = info_nce(vec.float(), (anchor[:, None] == anchor[None, :]) & ~eye, ~eye, VIDEO_TEMPERATURE)
+
+    m = b.mask.flatten().to(vec.device)
+    f = feats.reshape(-1, feats.shape[-1])[m].float()
+    view = torch.arange(s, device=vec.device).repeat_interleave(b.mask.shape[1])[m]
+    video = b.video.to(vec.device).repeat_interleave(b.mask.shape[1])[m]
+    src = b.src_time.flatten().to(vec.device)[m]
+    th = b.thumbs.reshape(-1, 64).to(vec.device)[m]
+    same_video = video[:, None] == video[None, :]
+    dt = (src[:, None] - src[None, :]).abs()
+    other_view = view[:, None] != view[None, :]
+    pos = same_video & other_view & (dt <= POSITIVE_SECONDS)
+    same_picture = torch.cdist(th, th, p=1) / th.shape[1] < STATIC_DIFF
+    ignore = (same_video & (dt < IGNORE_SECONDS) & ~pos) | (same_picture & ~pos)
+    ignore |= torch.eye(len(f), dtype=torch.bool, device=f.device)
+    floss = info_nce(f, pos, ~ignore, FRAME_TEMPERATURE)
+    return vloss, floss
+
+
+def lr_at(step: int, total: int, peak: float) -> float:
+    if step < WARMUP_STEPS:
+        return peak * (step + 1) / WARMUP_STEPS
+    p = min(1.0, (step - WARMUP_STEPS) / max(1, total - WARMUP_STEPS))
+    return peak * (MIN_LR_SHARE + (1 - MIN_LR_SHARE) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+@dataclass(frozen=True)
+class ValSet:
+    """Fixed validation: database segments (untransformed) and transformed queries of them."""
+
+    db: Batch
+    queries: Batch
+    query_target: Tensor  # (Q,) index of the database segment each query was cut from
+
+
+def make_val_set(videos: list[CachedVideo], acfg: AugmentConfig, tcfg: TimeConfig) -> ValSet:
+    rng = np.random.default_rng(VAL_SEED)
+    g = torch.Generator().manual_seed(VAL_SEED)
+    db_views, q_views, target = [], [], []
+    plain = TimeConfig(p_speed=0.0, max_speed=0.0, max_jitter=0.0)
+    for vid, v in enumerate(videos):
+        n_seg = max(1, int(v.duration // VAL_SEGMENT_SECONDS))
+        seg = v.duration / n_seg if n_seg > 1 else max(v.duration, VIEW_INTERVAL)
+        for k in range(n_seg):
+            start = k * seg
+            idx, ts = time_view(v.times, start, seg, VIEW_INTERVAL, plain, np.random.default_rng(0))
+            db_views.append((len(db_views), vid, idx, ts))
+            for _ in range(VAL_QUERIES_PER_SEGMENT):
+                ql = seg * rng.uniform(VIEW_MIN_SHARE, 1.0)
+                qs = start + rng.uniform(0, seg - ql)
+                qi, qt = time_view(v.times, qs, ql, VIEW_INTERVAL, tcfg, rng)
+                q_views.append((len(q_views), vid, qi, qt))
+                target.append(len(db_views) - 1)
+    db = collate(videos, db_views)
+    q = collate(videos, q_views)
+    q.frames = augment_views(q.frames, acfg, g) * q.mask[:, :, None, None, None]
+    return ValSet(db, q, torch.tensor(target))
+
+
+@torch.inference_mode()
+def _embed_batch(model: FingerprintNet, b: Batch, device: torch.device, chunk: int = 32) -> tuple[Tensor, Tensor]:
+    vecs, feats = [], []
+    for i in range(0, len(b.mask), chunk):
+        v, f = model(b.frames[i:i + chunk].to(device), b.times[i:i + chunk].to(device), b.mask[i:i + chunk].to(device))
+        vecs.append(v.float().cpu())
+        feats.append(f.float().cpu())
+    t = b.mask.shape[1]
+    return torch.cat(vecs), torch.cat([F.pad(f, (0, 0, 0, t - f.shape[1])) for f in feats])
+
+
+def validate(model: FingerprintNet, val: ValSet, device: torch.device) -> dict[str, float]:
+    """Recall@1 of transformed queries against all segments (other segments of the same video
+    included), and the share of query frames whose nearest database frame is the same moment
+    (same video, within POSITIVE_SECONDS). score = their mean."""
+    was = model.training
+    model.eval()
+    dv, df = _embed_batch(model, val.db, device)
+    qv, qf = _embed_batch(model, val.queries, device)
+    model.train(was)
+    r1 = (qv @ dv.T).argmax(dim=1).eq(val.query_target).float().mean().item()
+
+    dm, qm = val.db.mask.flatten(), val.queries.mask.flatten()
+    d_feat, q_feat = df.reshape(-1, df.shape[-1])[dm], qf.reshape(-1, qf.shape[-1])[qm]
+    d_vid = val.db.video.repeat_interleave(val.db.mask.shape[1])[dm]
+    q_vid = val.queries.video.repeat_interleave(val.queries.mask.shape[1])[qm]
+    d_src, q_src = val.db.src_time.flatten()[dm], val.queries.src_time.flatten()[qm]
+    nn_idx = (q_feat @ d_feat.T).argmax(dim=1)
+    frame_hit = (d_vid[nn_idx] == q_vid) & ((d_src[nn_idx] - q_src).abs() <= POSITIVE_SECONDS + 1e-6)
+    fr = frame_hit.float().mean().item()
+    return {"recall_at_1": r1, "frame_top1": fr, "score": (r1 + fr) / 2}
+
+
+def _atomic_json(path: Path, obj: object) -> None:
+    with atomic_writer(path) as f:
+        f.write(json.dumps(obj, indent=2).encode())
+
+
+def best_path(checkpoint: Path) -> Path:
+    """Where the best weights (model only, ready for Embedder) are kept beside the checkpoint."""
+    return checkpoint.with_name(checkpoint.stem + ".best.pt")
+
+
+def train(s: TrainSettings, log: Callable[[str], None] = print) -> dict[str, object]:
+    """Train (or resume from s.checkpoint) and return a summary; the best weights end up in
+    best_path(s.checkpoint)."""
+    from vfpd.model.embed import resolve_device
+    from tqdm import tqdm
+
+    if s.batch_size < 2:
+        raise TrainingError("batch_size must be at least 2 (other videos are the negatives)")
+    if s.threads > 0:
+        torch.set_num_threads(s.threads)
+    device = resolve_device(s.device)
+    use_amp = s.amp and device.type == "cuda"
+    torch.manual_seed(s.seed)
+    cache_dir = s.cache_dir or s.checkpoint.with_name(s.checkpoint.name + ".cache")
+    t0 = time.monotonic()
+    videos = build_cache(s.data_dir, cache_dir, s.num_workers, log)
+    if len(videos) < 2:
+        raise TrainingError(f"{s.data_dir}: need at least 2 readable videos, found {len(videos)}")
+    train_v, val_v = split_videos(videos, s.val_fraction, s.seed)
+    log(f"{len(train_v)} training videos, {len(val_v)} validation videos, "
+        f"{sum(len(v.frames) for v in videos)} cached frames ({time.monotonic() - t0:.0f} s)")
+
+    model = FingerprintNet(s.net).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    epoch, step, best, history, minutes_before = 0, 0, -1.0, [], 0.0
+    if s.checkpoint.exists():
+        try:
+            blob = load_blob(s.checkpoint, device)
+        except WeightsError as e:
+            raise TrainingError(f"cannot resume: {e}") from None
+        if NetConfig.from_dict(blob["config"]) != s.net:
+            raise TrainingError(f"{s.checkpoint}: checkpoint was made with another network configuration")
+        model.load_state_dict(blob["model"])
+        if "optimizer" in blob:
+            opt.load_state_dict(blob["optimizer"])
+        epoch, step = int(blob.get("epoch", 0)), int(blob.get("step", 0))
+        best, history = float(blob.get("best_score", -1.0)), list(blob.get("history", []))
+        minutes_before = float(blob.get("minutes", 0.0))
+        log(f"resumed from {s.checkpoint} at epoch {epoch}, step {step}, best score {best:.4f}")
+
+    val = make_val_set(val_v, s.augment, s.time) if val_v else None
+    if val is not None and best < 0 and not history:
+        first = validate(model, val, device)
+        history.append({"epoch": 0, "step": 0, **first})
+        log(f"untrained: {first}")
+    stream = BatchStream(train_v, s.batch_size, s.seed, s.augment, s.time, epoch)
+    per_epoch = stream.batches_per_epoch()
+    total_steps = per_epoch * s.epochs
+    if s.max_steps:
+        total_steps = min(total_steps, s.max_steps)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=max(0, s.num_workers),
+                                         persistent_workers=False, collate_fn=lambda b: b)
+    started = time.monotonic()
+    it = iter(loader)
+    summary: dict[str, object] = {}
+    try:
+        while epoch < s.epochs and step < total_steps:
+            model.train()
+            bar = tqdm(range(per_epoch), desc=f"epoch {epoch + 1}/{s.epochs}", unit="step", leave=False)
+            sums = np.zeros(2)
+            done = 0
+            for _ in bar:
+                if step >= total_steps:
+                    break
+                b = next(it)
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, total_steps, s.lr)
+                b.frames = b.frames.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    vloss, floss = losses(model, b)
+                    loss = vloss + FRAME_LOSS_WEIGHT * floss
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"loss became {loss.item()} at step {step}; lower --lr")
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                scaler.step(opt)
+                scaler.update()
+                step += 1
+                done += 1
+                sums += (vloss.item(), floss.item())
+                bar.set_postfix(video=f"{vloss.item():.3f}", frame=f"{floss.item():.3f}")
+            bar.close()
+            epoch += 1
+            minutes = minutes_before + (time.monotonic() - started) / 60
+            rec: dict[str, float] = {"epoch": epoch, "step": step, "minutes": round(minutes, 2),
+                                     "video_loss": float(sums[0] / max(1, done)),
+                                     "frame_loss": float(sums[1] / max(1, done))}
+            if val is not None:
+                rec.update(validate(model, val, device))
+            else:
+                rec["score"] = -rec["video_loss"] - rec["frame_loss"]
+            history.append(rec)
+            improved = rec["score"] > best
+            if improved:
+                best = rec["score"]
+                save_weights(best_path(s.checkpoint), model,
+                             meta={"epoch": epoch, "step": step, "minutes": round(minutes, 2),
+                                   "validation": {k: v for k, v in rec.items()},
+                                   "train_videos": len(train_v), "val_videos": len(val_v)})
+            save_weights(s.checkpoint, model, meta={"epoch": epoch},
+                         extra={"optimizer": opt.state_dict(), "epoch": epoch, "step": step,
+                                "best_score": best, "history": history, "minutes": minutes,
+                                "settings": _settings_dict(s)})
+            log(f"epoch {epoch}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                                for k, v in rec.items()) + (" (best)" if improved else ""))
+            if s.max_minutes and (time.monotonic() - started) / 60 >= s.max_minutes:
+                log(f"stopping: --max_minutes {s.max_minutes} reached")
+                break
+    finally:
+        del it, loader
+    summary = {"epochs": epoch, "steps": step, "best_score": best, "history": history,
+               "best_weights": str(best_path(s.checkpoint))}
+    _atomic_json(s.checkpoint.with_name(s.checkpoint.stem + ".history.json"), history)
+    return summary
+
+
+def _settings_dict(s: TrainSettings) -> dict[str, object]:
+    d = asdict(s)
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
