@@ -105,19 +105,21 @@ def test_memory_limit_gives_out_of_memory(tmp_path: Path) -> None:
         s = c.add_stream("libx264", rate=25)
         s.width, s.height, s.pix_fmt = 7680, 4320, "yuv420p"
         s.options = {"preset": "ultrafast"}
-        tile = np.random.default_rng(0).integers(0, 256, (540, 960, 3), dtype=np.uint8)
-        img = np.tile(tile, (8, 8, 1))
+        img = np.zeros((4320, 7680, 3), np.uint8)
+        img[::16] = 200  # a plain picture: cheap to encode, as costly to hold as any
         for _ in range(2):
             for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
-    small = make_video(tmp_path / "s.mp4", seconds=1.0)
-    with DecodePool(PoolSettings(workers=1)) as pool:
-        assert pool.decode(small).ok
+    small = make_video(tmp_path / "s.mp4", seconds=1.0, width=160, height=120)
+    one_thread = media.SamplingSettings(decoder_threads=1)  # no per-thread malloc arenas
+    with DecodePool(PoolSettings(workers=1, sampling=one_thread)) as pool:
+        # An answer for a missing file means the worker is up, and has decoded nothing yet.
+        assert pool.decode(tmp_path / "missing.mp4").error.kind == "unreadable"
         baseline = _vm_size(pool.pids()[0])
     threads = threading.active_count()
-    with DecodePool(PoolSettings(workers=1, memory_limit=baseline + (40 << 20))) as pool:
+    with DecodePool(PoolSettings(workers=1, memory_limit=baseline + (40 << 20), sampling=one_thread)) as pool:
         r = pool.decode(big)
         assert r.error is not None and r.error.kind == "out-of-memory", r
         assert "memory" in r.error.reason

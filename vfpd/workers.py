@@ -103,6 +103,7 @@ def _child_main(conn: Connection, memory_limit: int, sampling: SamplingSettings)
     """A worker: decode each path it is sent, answer with (sampled, error), until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which closes the pool
     resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash on untrusted media leaves no core file
     while True:
         try:
             path = conn.recv()
@@ -149,7 +150,8 @@ class _Worker:
         if self.conn in ready:
             try:
                 sampled, error = self.conn.recv()
-                return sampled, error, True
+                # After running out of memory the worker's heap is in an unknown state: replace it.
+                return sampled, error, not isinstance(error, OutOfMemory)
             except (EOFError, OSError):
                 pass
         if not ready:
