@@ -354,26 +354,17 @@ def default_cache_dir() -> Path:
 
 
 def pool_decoder(workers: int, settings: SamplingSettings) -> Decoder:
-    """Decode with media.sample in a pool of worker processes (forkserver: no torch state is
-    inherited by the children)."""
-    import concurrent.futures
-    import multiprocessing
-
-    from vfpd import media
+    """Decode in vfpd.workers' isolated processes: a file that hangs or crashes its decoder gets
+    an error record after the pool's time limit, and every other file goes on."""
+    from vfpd.workers import DecodePool, PoolSettings
 
     def decode(paths: Sequence[str]) -> Iterator[tuple[str, SampledVideo | MediaError]]:
         if not paths:
             return
-        ctx = multiprocessing.get_context("forkserver")
-        with concurrent.futures.ProcessPoolExecutor(min(workers, len(paths)), mp_context=ctx) as ex:
-            futures = {ex.submit(media.sample, p, settings): p for p in paths}
-            for fut in concurrent.futures.as_completed(futures):
-                path = futures[fut]
-                try:
-                    yield path, fut.result()
-                except MediaError as e:
-                    yield path, e
-                except Exception as e:  # a crashed worker: the file is at fault, not the scan
-                    yield path, MediaError(path, f"the decoder failed: {e}")
+        pool_settings = PoolSettings(workers=min(workers, len(paths)), sampling=settings)
+        with DecodePool(pool_settings) as pool:
+            for r in pool.map(paths):
+                assert r.sampled is not None or r.error is not None
+                yield r.path, r.sampled if r.error is None else r.error
 
     return decode
