@@ -200,8 +200,8 @@ class OursExtra:
     model_version: str
 
 
-def run_ours(paths: Sequence[Path], workers: int, log: Callable[[str], None]
-             ) -> tuple[MethodResult, OursExtra]:
+def run_ours(paths: Sequence[Path], workers: int, log: Callable[[str], None],
+             weights: Path | None = None) -> tuple[MethodResult, OursExtra]:
     """The product's path: media.sample (decoding in worker processes) -> Embedder -> candidate
     search + verify. Every pair is verified as well, for the AP; only the candidate part is timed
     as the product's cost."""
@@ -215,7 +215,7 @@ def run_ours(paths: Sequence[Path], workers: int, log: Callable[[str], None]
     errors = {str(p): err for p, (_, err) in zip(paths, sampled) if err}
     good = [k for k, (sv, _) in enumerate(sampled) if sv is not None]
     log(f"ours: sampled {len(paths)} files in {t1 - t0:.1f}s ({len(errors)} errors)")
-    embedder = Embedder()
+    embedder = Embedder(weights=weights)
     fps = embedder.embed_many([sampled[k][0] for k in good])  # type: ignore[misc]
     embedder.unload()
     t2 = time.perf_counter()
@@ -337,6 +337,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rebuild", action="store_true", help="delete and rebuild the cached set")
     ap.add_argument("--data", type=Path, help="where the set is built (default bench/data/...)")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
+    ap.add_argument("--weights", type=Path, help="model weights (default: the shipped base.pt)")
     ap.add_argument("--workers", type=int, default=2, help="decoding/encoding processes")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out",
                     help="where accuracy.md and accuracy.json are written")
@@ -375,7 +376,7 @@ def main(argv: list[str]) -> int:
         log(f"running {m} ...")
         try:
             if m == "ours":
-                r, extra = run_ours(paths, args.workers, log)
+                r, extra = run_ours(paths, args.workers, log, args.weights)
             else:
                 r = runners[m]()
         except Exception as e:  # one broken tool must not hide the others' numbers

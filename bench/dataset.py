@@ -425,13 +425,13 @@ def _copy_args(kind: str, orig: Original, src: Path, duration: float, w: int, h:
         dist, suffix = WATERMARK_LOGO
         logo = _package_file(dist, suffix)
         lw = _even(w * 0.25)
+        # A still logo: overlay repeats its only frame until the video ends (eof_action).
         graph = (f"[1]scale={lw}:-2,format=rgba,colorchannelmixer=aa=0.75[logo];"
-                 "[0][logo]overlay=W-w-8:8")
+                 "[0][logo]overlay=W-w-8:8:eof_action=repeat")
         if FONT.exists():
             graph += (f",drawtext=fontfile={FONT}:text='vfpd bench {orig.name}':x=10:y=h-th-10:"
                       f"fontsize={max(10, h // 15)}:fontcolor=white@0.85:box=1:boxcolor=black@0.4")
-        return [*i, "-loop", "1", "-i", str(logo), "-filter_complex", graph, "-shortest",
-                *_x264(COPY_CRF, fps)], ".mp4"
+        return [*i, "-i", str(logo), "-filter_complex", graph, *_x264(COPY_CRF, fps)], ".mp4"
     raise ValueError(f"unknown transformation {kind!r}")
 
 
