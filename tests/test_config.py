@@ -57,6 +57,7 @@ workers = 2
 timeout_seconds = 30
 memory_mb = 512
 max_attempts = 2
+retry_seconds = 1
 
 [log]
 level = "DEBUG"
@@ -89,7 +90,7 @@ def test_every_key(tmp_path: Path) -> None:
     assert cfg.notify.webhook == config.WebhookConfig("https://example.org/hook", 3.0, 2,
                                                       (("Authorization", "Bearer x"),))
     assert cfg.model == config.ModelConfig("cpu", None, 4, 60.0)
-    assert cfg.decode == config.DecodeConfig(2, 30.0, 512, 2)
+    assert cfg.decode == config.DecodeConfig(2, 30.0, 512, 2, 1.0)
     assert cfg.log.level == "debug"
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.watch.settle_seconds = 3  # type: ignore[misc]

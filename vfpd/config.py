@@ -41,10 +41,14 @@ DEFAULT_BATCH_SIZE = 8
 DEFAULT_IDLE_UNLOAD_SECONDS = 300.0
 # A 2-hour 1080p film samples in well under a minute on 2 cores; 10 minutes means it hangs.
 DEFAULT_DECODE_TIMEOUT = 600.0
-# Decoding 4K HEVC needs a few hundred MB; a GB leaves room and still stops a decoder bomb.
-DEFAULT_DECODE_MEMORY_MB = 1024
+# Address space of a decode worker: the interpreter with numpy and PyAV reserves ~0.5 GB of it and
+# a 4K decode with frame threads well under 1 GB more; 3 GB leaves room and stops a decoder bomb.
+DEFAULT_DECODE_MEMORY_MB = 3072
 # A crash can be a passing memory squeeze; three tries tell that from a file that always fails.
 DEFAULT_MAX_ATTEMPTS = 3
+# A failed try is repeated after this long, doubling each time: a crash under memory pressure
+# gets a calmer moment, a file that hangs does not occupy a decoder every few seconds.
+DEFAULT_RETRY_SECONDS = 30.0
 DEFAULT_WEBHOOK_TIMEOUT = 10.0
 # With exponential back-off from 1 s, 5 retries span ~30 s: a receiver restarting is covered.
 DEFAULT_WEBHOOK_RETRIES = 5
@@ -126,6 +130,7 @@ class DecodeConfig:
     timeout_seconds: float = DEFAULT_DECODE_TIMEOUT
     memory_mb: int = DEFAULT_DECODE_MEMORY_MB
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    retry_seconds: float = DEFAULT_RETRY_SECONDS
 
 
 @dataclass(frozen=True)
@@ -359,8 +364,9 @@ def parse(data: Mapping[str, Any], source: Path | None = None,
     decode = DecodeConfig(
         workers=s.integer("workers", 1, 1, 64),
         timeout_seconds=s.number("timeout_seconds", DEFAULT_DECODE_TIMEOUT, 0.0, strict_low=True),
-        memory_mb=s.integer("memory_mb", DEFAULT_DECODE_MEMORY_MB, 64),
+        memory_mb=s.integer("memory_mb", DEFAULT_DECODE_MEMORY_MB, 256),
         max_attempts=s.integer("max_attempts", DEFAULT_MAX_ATTEMPTS, 1, 100),
+        retry_seconds=s.number("retry_seconds", DEFAULT_RETRY_SECONDS, 0.0),
     )
     s.finish()
 

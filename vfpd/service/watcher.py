@@ -1,8 +1,11 @@
 """Watch the roots (inotify, or polling for network mounts) and turn raw events into settled facts.
 
-A file is reported only once it has settled: closed after writing (IN_CLOSE_WRITE) and left alone
-for a moment, or its size and mtime unchanged for `settle_seconds`. Moves, deletes and roots that
-appear later are reported as immutable events. With nothing pending the settle thread sleeps on a
+A file is reported only once it has settled. On an inotify root a file we saw being written is
+taken when it is closed after writing (IN_CLOSE_WRITE) and left alone for a moment: every writer's
+descriptor ends in that close, so a slow copy that stalls for minutes is still not taken half
+written. A file that arrives complete (moved in, found in a folder moved in) and every file on a
+polled root, which has no close events, is taken when its size and mtime stay unchanged for
+`settle_seconds`. Moves, deletes and roots that appear later are reported as immutable events. With nothing pending the settle thread sleeps on a
 condition variable, so an idle daemon spends no CPU here.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import logging
+import math
 import os
 import stat
 import threading
@@ -43,6 +47,10 @@ log = logging.getLogger("vfpd.watcher")
 # After IN_CLOSE_WRITE a writer that re-opens to append (some downloaders do) shows up within
 # milliseconds; a quarter second of quiet before taking the file costs nothing a person notices.
 CLOSE_GRACE_SECONDS = 0.25
+# A file moved in from outside the root is taken after this long: watchdog holds an unmatched
+# IN_MOVED_FROM for 0.5 s to pair it, and a move between two roots must show its departure first
+# so that the daemon records one move rather than a delete and a new file.
+ARRIVAL_GRACE_SECONDS = 0.75
 # A root that is missing (an unmounted NAS) is looked for again this often; only while missing.
 MISSING_ROOT_RETRY_SECONDS = 30.0
 # Only these reach us: opens and reads (our own hashing and decoding) would wake us for nothing.
@@ -165,7 +173,7 @@ def walk(root: Path, flt: Filter) -> Iterator[tuple[str, os.stat_result]]:
 
 @dataclass
 class _Pending:
-    deadline: float
+    deadline: float  # math.inf: waiting for IN_CLOSE_WRITE, no timer
     size: int
     mtime_ns: int
     closed: bool
@@ -274,7 +282,7 @@ class Watcher(FileSystemEventHandler):
                 self._polling.start()
             return self._polling
         if self._inotify is None:
-            self._inotify = InotifyObserver()
+            self._inotify = InotifyObserver(generate_full_events=True)
             self._inotify.name = "vfpd-inotify"
             self._inotify.start()
         return self._inotify
@@ -332,29 +340,32 @@ class Watcher(FileSystemEventHandler):
             log.exception("error handling %r", event)
 
     def _handle(self, event: FileSystemEvent) -> None:
+        # With full events an unmatched half of a move has "" on the other side: a move across
+        # the boundary of a watched tree (or between two roots).
         src = os.fsdecode(event.src_path)
+        dest = os.fsdecode(getattr(event, "dest_path", "") or "")
         flt = self.filter
-        if isinstance(event, DirDeletedEvent):
-            if src in flt.roots:
-                self._unschedule(src)
-                self._set_state(src, "missing", "folder was removed")
-                log.warning("watch root %s was removed; looking for it every %.0f s", src,
-                            MISSING_ROOT_RETRY_SECONDS)
-                with self._lock:
-                    self._lock.notify_all()
-            self._forget_under(src)
-            if flt.root_of(src) is not None:
-                self._sink(DirDeleted(src))
-            return
         if event.is_directory:
-            return  # contents arrive as their own events (watchdog emits sub-events)
+            if isinstance(event, DirDeletedEvent) or (isinstance(event, DirMovedEvent)
+                                                      and not dest):
+                self._dir_gone(src, flt)
+            elif isinstance(event, DirMovedEvent) and not src:
+                self._dir_arrived(dest, flt)
+            elif isinstance(event, DirCreatedEvent):
+                self._dir_arrived(src, flt)
+            # A folder moved inside the roots: its files come as their own move events.
+            return
         if isinstance(event, FileMovedEvent):
-            dest = os.fsdecode(event.dest_path)
+            if not src:
+                if flt.is_video(dest):
+                    self._mark(dest, closed=True, arrived=True)  # moved in: complete already
+                return
             was = self._forget(src)
-            src_video, dest_video = flt.is_video(src), flt.is_video(dest)
+            src_video, dest_video = flt.is_video(src), bool(dest) and flt.is_video(dest)
             if dest_video and (was is not None or not src_video):
-                # Still being written when renamed, or a temp name (.part) became a video.
-                self._mark(dest, closed=was.closed if was is not None else True)
+                # Renamed while still being written, or a temp name (.part) became a video.
+                self._mark(dest, closed=was.closed if was is not None else True,
+                           keep=was)
             elif src_video and dest_video:
                 self._sink(FileMoved(src, dest))
             elif src_video:
@@ -367,18 +378,63 @@ class Watcher(FileSystemEventHandler):
             self._sink(FileDeleted(src))
         elif isinstance(event, FileClosedEvent):
             self._mark(src, closed=True)
-        elif isinstance(event, FileCreatedEvent | FileModifiedEvent):
-            self._mark(src, closed=False)
+        elif isinstance(event, FileCreatedEvent):
+            with self._lock:
+                known = src in self._pending
+            if not known:  # (watchdog also sends these for the files of a folder moved in)
+                self._mark(src, closed=False, writing=self._has_close_events(src))
+        elif isinstance(event, FileModifiedEvent):
+            self._mark(src, closed=False, writing=self._has_close_events(src))
 
-    def _mark(self, path: str, closed: bool) -> None:
+    def _has_close_events(self, path: str) -> bool:
+        root = self.filter.root_of(path)
+        with self._lock:
+            state = self._states.get(root) if root else None
+        return state is not None and state.mode == "inotify"
+
+    def _dir_gone(self, path: str, flt: Filter) -> None:
+        if path in flt.roots:
+            self._unschedule(path)
+            self._set_state(path, "missing", "folder was removed")
+            log.warning("watch root %s was removed; looking for it every %.0f s", path,
+                        MISSING_ROOT_RETRY_SECONDS)
+            with self._lock:
+                self._lock.notify_all()
+        self._forget_under(path)
+        if flt.root_of(path) is not None:
+            self._sink(DirDeleted(path))
+
+    def _dir_arrived(self, path: str, flt: Filter) -> None:
+        """A folder appeared with files in it (moved in, or created and filled at once): each
+        file is taken once it is stable; one still being written sends its own events."""
+        if flt.root_of(path) is None or not os.path.isdir(path):
+            return
+        for file, _ in walk(Path(path), flt):
+            with self._lock:
+                if file in self._pending:
+                    continue
+            self._mark(file, closed=False)
+
+    def _mark(self, path: str, closed: bool, writing: bool = False,
+              keep: _Pending | None = None, arrived: bool = False) -> None:
+        """Note activity on `path`. closed: IN_CLOSE_WRITE (taken after a short grace);
+        writing: open for writing on an inotify root (wait for the close, no timer); neither:
+        taken when stable for settle_seconds."""
         key = _stat_key(path)
         if key is None:
             self._forget(path)
             return
         with self._lock:
-            wait = min(CLOSE_GRACE_SECONDS, self._config.settle_seconds) if closed else (
-                self._config.settle_seconds)
-            self._pending[path] = _Pending(time.monotonic() + wait, key[0], key[1], closed)
+            now = time.monotonic()
+            if arrived:
+                deadline = now + ARRIVAL_GRACE_SECONDS
+            elif closed:
+                deadline = now + min(CLOSE_GRACE_SECONDS, self._config.settle_seconds)
+            elif writing or (keep is not None and keep.deadline == math.inf):
+                deadline = math.inf
+            else:
+                deadline = now + self._config.settle_seconds
+            self._pending[path] = _Pending(deadline, key[0], key[1], closed)
             self._lock.notify_all()
 
     def _forget(self, path: str) -> _Pending | None:
@@ -403,7 +459,7 @@ class Watcher(FileSystemEventHandler):
                 now = time.monotonic()
                 for path, p in list(self._pending.items()):
                     if p.deadline > now:
-                        continue
+                        continue  # not yet, or waiting for its writer to close it
                     key = _stat_key(path)
                     if key is None:
                         del self._pending[path]  # gone before it settled; the delete event tells
@@ -416,8 +472,9 @@ class Watcher(FileSystemEventHandler):
                                                        key[1], False)
                 missing = [r for r, s in self._states.items() if s.mode == "missing"]
                 timeout: float | None = None
-                if self._pending:
-                    timeout = max(0.0, min(p.deadline for p in self._pending.values()) - now)
+                timers = [p.deadline for p in self._pending.values() if p.deadline != math.inf]
+                if timers:
+                    timeout = max(0.0, min(timers) - now)
                 if missing:
                     timeout = min(timeout if timeout is not None else MISSING_ROOT_RETRY_SECONDS,
                                   MISSING_ROOT_RETRY_SECONDS)

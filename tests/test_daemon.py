@@ -1,0 +1,473 @@
+"""The real daemon as a subprocess: real folders, real videos, a real webhook receiver, a real
+NOTIFY_SOCKET. One daemon serves the checks that can share it (they run in file order); the crash
+test starts its own. Every wait polls a condition against a deadline."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from media_factory import encode, make_video, read_frames, sample_clip
+from vfpd.catalog import JOB_FAILED, Catalog
+from vfpd.hashing import hash_file
+from vfpd.service.sdnotify import SystemdNotifier
+
+SETTLE = 1.0
+# Start-up imports torch and the model on a shared 2-core machine: slow, but bounded.
+START_TIMEOUT = 120.0
+# A deadline for "it happened", far above the few seconds it takes, so load never fails a test.
+EVENT_TIMEOUT = 60.0
+WEIGHTS = os.environ.get("VFPD_TEST_WEIGHTS")  # None: the shipped weights
+
+
+def wait_until(cond: Callable[[], Any], timeout: float = EVENT_TIMEOUT,
+               what: str | Callable[[], str] = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what() if callable(what) else what or cond}")
+        time.sleep(0.1)
+
+
+class NotifyListener:
+    """A real AF_UNIX datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+        self._stop = False
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.messages.append(data.decode())
+
+    def fields(self) -> list[str]:
+        return [f for m in list(self.messages) for f in m.split("\n")]
+
+    def close(self) -> None:
+        self._stop = True
+        self._t.join()
+        self.sock.close()
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    events: list[dict]
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body["_received"] = time.time()
+        self.events.append(body)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class WebhookServer:
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+        handler = type("H", (Hook,), {"events": self.events})
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/dup"
+        self._t = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._t.start()
+
+    def for_path(self, path: Path) -> list[dict]:
+        return [e for e in list(self.events) if e["new"]["path"] == str(path)]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._t.join()
+
+
+@dataclass
+class Daemon:
+    home: Path
+    roots: list[Path]
+    hook: WebhookServer
+    notify: NotifyListener
+    extra: str = ""
+    proc: subprocess.Popen | None = None
+    log: Path = field(init=False)
+    config: Path = field(init=False)
+    state: Path = field(init=False)
+    starts: int = 0
+
+    def __post_init__(self) -> None:
+        self.state = self.home / "state"
+        self.config = self.home / "vfpd.toml"
+        self.write_config(self.roots)
+
+    def write_config(self, roots: list[Path], extra: str | None = None) -> None:
+        weights = f'weights = "{WEIGHTS}"\n' if WEIGHTS else ""
+        self.config.write_text(f"""
+[watch]
+paths = {json.dumps([str(r) for r in roots])}
+settle_seconds = {SETTLE}
+[storage]
+state_dir = "{self.state}"
+[control]
+socket = "{self.home}/ctl.sock"
+[notify]
+desktop = false
+[notify.webhook]
+url = "{self.hook.url}"
+timeout = 5
+[model]
+device = "cpu"
+{weights}
+[decode]
+workers = 1
+{extra if extra is not None else self.extra}
+""")
+
+    def start(self) -> None:
+        self.starts += 1
+        self.log = self.home / f"daemon{self.starts}.log"
+        env = {k: v for k, v in os.environ.items() if k not in ("JOURNAL_STREAM",
+                                                                "DBUS_SESSION_BUS_ADDRESS")}
+        env.update(NOTIFY_SOCKET=self.notify.path, WATCHDOG_USEC="2000000")
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "vfpd.cli.daemon", "--config",
+                                          str(self.config)], stdout=out, stderr=out, env=env)
+        n = self.notify.fields().count("READY=1")
+        wait_until(lambda: self.notify.fields().count("READY=1") > n or self.proc.poll() is not None,
+                   START_TIMEOUT, "READY=1")
+        assert self.proc.poll() is None, self.text()
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def lines(self, needle: str) -> list[str]:
+        return [ln for ln in self.text().splitlines() if needle in ln]
+
+    def wait_log(self, needle: str, count: int = 1, timeout: float = EVENT_TIMEOUT) -> None:
+        wait_until(lambda: len(self.lines(needle)) >= count or self.proc.poll() is not None,
+                   timeout, lambda: f"{needle!r} in the log, which ends:\n{self.text()[-4000:]}")
+        assert self.proc.poll() is None, self.text()[-3000:]
+
+    def catalog(self) -> Catalog:
+        return Catalog(self.state / "catalog.db", readonly=True)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+# -- media ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("media")
+    orig = d / "orig.mp4"
+    shutil.copy(sample_clip("carphone_pristine"), orig)
+    frames = [f for _, f in read_frames(orig)]
+    out = {
+        "orig": orig,
+        # Re-encoded at a much lower quality and with a small crop: a near duplicate.
+        "reencoded": encode(d / "re.mp4", (f[4:-4, 6:-6] for f in frames), fps=25,
+                            options={"crf": "36", "preset": "ultrafast"}),
+        "reencoded2": encode(d / "re2.mkv", frames, fps=30, codec="mpeg4"),
+        "different": make_video(d / "different.mp4", seconds=4, width=176, height=144, seed=7),
+        "slow": make_video(d / "slow.mp4", seconds=4, width=176, height=144, seed=8),
+        "replacement": make_video(d / "replacement.mp4", seconds=3, width=176, height=144,
+                                  seed=9),
+        "hup": make_video(d / "hup.mp4", seconds=3, width=176, height=144, seed=10),
+    }
+    # Decoding takes longer than the configured limit: stands in for a decoder that hangs.
+    out["long"] = encode(d / "long.mp4", ((i * 7 % 256) * __import__("numpy").ones(
+        (64, 64, 3), "uint8") for i in range(30000)), fps=250, options={"preset": "ultrafast"},
+        gop=100000)
+    data = orig.read_bytes()
+    out["truncated"] = d / "truncated.mp4"
+    out["truncated"].write_bytes(data[: len(data) * 6 // 10])
+    return out
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    # Socket paths must stay under 108 bytes: a short private folder in /tmp.
+    home = Path(tempfile.mkdtemp(prefix="vfpd-d-", dir="/tmp"))
+    roots = [home / "r1", home / "r2", home / "r3"]
+    for r in roots:
+        r.mkdir()
+    hook, notify = WebhookServer(), NotifyListener(str(home / "notify.sock"))
+    d = Daemon(home, roots[:2], hook, notify,
+               extra="timeout_seconds = 3\nmax_attempts = 2\nretry_seconds = 0.5")
+    d.start()
+    yield d
+    d.stop()
+    hook.close()
+    notify.close()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def copy_in(src: Path, dest: Path) -> float:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    return time.time()
+
+
+# -- the shared daemon, in order -----------------------------------------------------------------
+
+def test_ready_status_and_watchdog(daemon: Daemon) -> None:
+    wait_until(lambda: daemon.notify.fields().count("WATCHDOG=1") >= 2, 10, "watchdog pings")
+    fields = daemon.notify.fields()
+    assert "READY=1" in fields
+    assert any(re.fullmatch(r"STATUS=\d+ queued, \d+ fingerprints", f) for f in fields)
+    assert f"MAINPID={daemon.proc.pid}" in fields
+
+
+def test_copy_and_reencode_reported_different_not(daemon: Daemon, media) -> None:
+    r1 = daemon.roots[0]
+    copy_in(media["orig"], r1 / "orig.mp4")
+    daemon.wait_log(f"fingerprinted {r1 / 'orig.mp4'}")
+    written = {
+        "copy": copy_in(media["orig"], r1 / "copy.mp4"),
+        "re": copy_in(media["reencoded"], r1 / "sub" / "re.mp4"),
+        "other": copy_in(media["different"], r1 / "other.mp4"),
+    }
+    hook = daemon.hook
+    wait_until(lambda: hook.for_path(r1 / "copy.mp4") and hook.for_path(r1 / "sub" / "re.mp4"),
+               what="webhook events for the copy and the re-encode")
+    daemon.wait_log(f"fingerprinted {r1 / 'other.mp4'}")
+    (copy_ev,) = hook.for_path(r1 / "copy.mp4")
+    (re_ev,) = hook.for_path(r1 / "sub" / "re.mp4")
+    assert copy_ev["kind"] == "exact" and copy_ev["score"] == 1.0
+    assert re_ev["kind"] in ("near", "partial") and re_ev["score"] >= 0.7
+    assert [e["path"] for e in copy_ev["existing"]] == [str(r1 / "orig.mp4")]
+    for ev in (copy_ev, re_ev):
+        assert ev["version"] == 1 and ev["event"] == "duplicate"
+        assert str(r1 / "orig.mp4") in [e["path"] for e in ev["existing"]]
+        assert ev["new"]["hash"] == hash_file(ev["new"]["path"])
+    latency = {"copy": copy_ev["_received"] - written["copy"] - SETTLE,
+               "re": re_ev["_received"] - written["re"] - SETTLE}
+    print("seconds from settle to webhook:", latency)
+    assert not hook.for_path(r1 / "other.mp4")
+    assert not [ln for ln in daemon.lines("vfpd.duplicate") if "other.mp4" in ln]
+    logged = daemon.lines("vfpd.duplicate")
+    assert any(f'new="{r1 / "copy.mp4"}" existing="{r1 / "orig.mp4"}"' in ln
+               and "kind=exact score=1.000" in ln for ln in logged)
+    assert any(f'new="{r1 / "sub" / "re.mp4"}"' in ln for ln in logged)
+
+
+def test_slow_write_fingerprinted_once_after_it_completes(daemon: Daemon, media) -> None:
+    target = daemon.roots[0] / "slow.mp4"
+    data = media["slow"].read_bytes()
+    chunk = len(data) // 5 + 1
+    with open(target, "wb") as f:
+        for i in range(5):  # ~3.5 s in all, with a stall longer than the settle time
+            f.write(data[i * chunk:(i + 1) * chunk])
+            f.flush()
+            time.sleep(1.5 if i == 2 else 0.5)
+        assert not daemon.lines(str(target)), "taken while still being written"
+    daemon.wait_log(f"fingerprinted {target}")
+    time.sleep(SETTLE + 0.5)
+    assert len(daemon.lines(f"fingerprinted {target}")) == 1
+    assert not daemon.lines(f"failed: {target}")
+    with daemon.catalog() as cat:
+        assert cat.file_by_path(str(target)).hash == hash_file(media["slow"])
+
+
+def test_rename_move_delete_and_replace(daemon: Daemon, media) -> None:
+    r1, r2 = daemon.roots[:2]
+    orig_hash = hash_file(media["orig"])
+    os.rename(r1 / "copy.mp4", r1 / "renamed.mp4")
+    daemon.wait_log(f"moved {r1 / 'copy.mp4'} -> {r1 / 'renamed.mp4'}")
+    os.rename(r1 / "renamed.mp4", r1 / "sub" / "renamed.mp4")
+    daemon.wait_log(f"moved {r1 / 'renamed.mp4'} -> {r1 / 'sub' / 'renamed.mp4'}")
+    os.rename(r1 / "sub" / "renamed.mp4", r2 / "moved.mp4")  # to another root
+    daemon.wait_log(f"moved {r1 / 'sub' / 'renamed.mp4'} -> {r2 / 'moved.mp4'}")
+    with daemon.catalog() as cat:
+        assert cat.file_by_path(str(r2 / "moved.mp4")).hash == orig_hash
+        assert cat.file_by_path(str(r1 / "copy.mp4")) is None
+    for name in ("renamed.mp4", "moved.mp4"):
+        assert not [ln for ln in daemon.lines("known content") if name in ln]
+        assert not [ln for ln in daemon.lines("fingerprinted") if name in ln]
+    assert not daemon.hook.for_path(r2 / "moved.mp4"), "a move is not a new duplicate"
+
+    (r2 / "moved.mp4").unlink()
+    daemon.wait_log(f"deleted {r2 / 'moved.mp4'}")
+    with daemon.catalog() as cat:
+        assert cat.file_by_path(str(r2 / "moved.mp4")) is None
+        assert cat.content(orig_hash) is not None  # content kept as history
+
+    # Replace in place: same path, other footage -> fingerprinted again.
+    with open(r1 / "other.mp4", "wb") as f:
+        f.write(media["replacement"].read_bytes())
+    daemon.wait_log(f"fingerprinted {r1 / 'other.mp4'}", count=2)
+    with daemon.catalog() as cat:
+        assert cat.file_by_path(str(r1 / "other.mp4")).hash == hash_file(media["replacement"])
+
+
+def test_bad_files_fail_with_reasons_and_good_ones_still_match(daemon: Daemon, media) -> None:
+    r1 = daemon.roots[0]
+    copy_in(media["truncated"], r1 / "bad" / "truncated.mp4")
+    (r1 / "bad" / "text.mp4").write_text("this is not a video\n")
+    copy_in(media["long"], r1 / "bad" / "hangs.mp4")
+    for name in ("truncated", "text", "hangs"):
+        daemon.wait_log(f"failed: {r1 / 'bad' / name}.mp4")
+    with daemon.catalog() as cat:
+        failed = {Path(j.path).name: j for j in cat.iter_jobs(JOB_FAILED)}
+    assert failed["truncated.mp4"].last_error.startswith("truncated:")
+    assert failed["text.mp4"].last_error.startswith("not-a-video:")
+    assert failed["hangs.mp4"].last_error.startswith("timeout:")
+    assert failed["hangs.mp4"].attempts == 2  # retried once, then given up
+    assert failed["text.mp4"].attempts == 2  # no point retrying: failed at once
+    assert len(daemon.lines(f"will retry {r1 / 'bad' / 'text.mp4'}")) == 0
+    # The daemon still serves: a later near duplicate is still found.
+    copy_in(media["reencoded2"], r1 / "later.mkv")
+    wait_until(lambda: daemon.hook.for_path(r1 / "later.mkv"), what="later duplicate")
+
+
+def test_sighup_adds_and_removes_roots(daemon: Daemon, media) -> None:
+    r1, r2 = daemon.roots
+    r3 = daemon.home / "r3"
+    daemon.write_config([r1, r3])
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_log("config reloaded")
+    assert daemon.lines(f"stopped watching {r2}") and daemon.lines(f"watching {r3} (inotify)")
+    copy_in(media["hup"], r2 / "ignored.mp4")
+    copy_in(media["hup"], r3 / "seen.mp4")
+    daemon.wait_log(f"fingerprinted {r3 / 'seen.mp4'}")
+    time.sleep(SETTLE + 0.5)
+    assert not daemon.lines(str(r2 / "ignored.mp4"))
+    assert "RELOADING=1" in daemon.notify.fields()
+    # A broken config on reload is refused; the daemon keeps running with the old one.
+    daemon.config.write_text("[watch]\nsettle_seconds = 'x'\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_log("reload refused")
+    daemon.write_config([r1, r3])
+
+
+def test_sigterm_stops_cleanly(daemon: Daemon) -> None:
+    started = time.monotonic()
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 10
+    assert "STOPPING=1" in daemon.notify.fields()
+    assert (daemon.state / "index.faiss").exists()
+    assert not (daemon.home / "ctl.sock").exists()
+    # Nothing announced twice over the whole session.
+    ids = [e["id"] for e in daemon.hook.events]
+    assert len(ids) == len(set(ids))
+    pairs = [(e["new"]["path"], e["new"]["hash"], e["existing"][0]["hash"])
+             for e in daemon.hook.events]
+    assert len(pairs) == len(set(pairs))
+
+
+# -- crash: a daemon of its own ------------------------------------------------------------------
+
+def test_sigkill_during_a_batch_then_restart(tmp_path_factory, media) -> None:
+    home = Path(tempfile.mkdtemp(prefix="vfpd-k-", dir="/tmp"))
+    root = home / "lib"
+    root.mkdir()
+    src = tmp_path_factory.mktemp("kill")
+    distinct = [make_video(src / f"v{i}.mp4", seconds=2, width=160, height=120, seed=100 + i)
+                for i in range(8)]
+    for i, v in enumerate(distinct):
+        shutil.copyfile(v, root / f"v{i}.mp4")
+    for i in range(4):  # exact copies of v0..v3
+        shutil.copyfile(distinct[i], root / f"copy{i}.mp4")
+    for i in (4, 5):  # re-encodes of v4, v5
+        encode(root / f"re{i}.mp4", (f[4:-4] for _, f in read_frames(distinct[i])), fps=25,
+               options={"crf": "34", "preset": "ultrafast"})
+    hook, notify = WebhookServer(), NotifyListener(str(home / "notify.sock"))
+    d = Daemon(home, [root], hook, notify, extra="")
+    d.config.write_text(d.config.read_text().replace("[model]", "[model]\nbatch_size = 4"))
+    try:
+        d.start()
+        d.wait_log("fingerprinted")
+        d.stop(signal.SIGKILL)
+        with d.catalog() as cat:
+            committed = {r.path: r.hash for r in cat.iter_files()}
+            fps_before = sum(cat.counts().fingerprints.values())
+        first_log = d.text()
+        d.start()
+        wait_until(lambda: len(list(_files(d))) == 14 and _queue(d) == 0,
+                   what="every file in the catalog")
+        wait_until(lambda: len(hook.events) >= 6, what="six duplicate events")
+        time.sleep(1.0)
+        with d.catalog() as cat:
+            after = {r.path: r.hash for r in cat.iter_files()}
+            assert cat.integrity_check() == []
+            assert sum(cat.counts().fingerprints.values()) == 10
+            assert not list(cat.iter_jobs(JOB_FAILED))
+        assert all(after[p] == h for p, h in committed.items())  # nothing committed lost
+        assert fps_before <= 10
+        pairs = {(e["new"]["hash"], e["existing"][0]["hash"]) for e in hook.events}
+        assert len(hook.events) == 6 and len(pairs) == 6, hook.events
+        logged = [ln for ln in (first_log + d.text()).splitlines() if "vfpd.duplicate" in ln]
+        assert len(logged) == 6, logged
+        assert d.stop() == 0
+    finally:
+        if d.proc is not None and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+        hook.close()
+        notify.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _files(d: Daemon) -> list[str]:
+    with d.catalog() as cat:
+        return [r.path for r in cat.iter_files() if r.hash]
+
+
+def _queue(d: Daemon) -> int:
+    with d.catalog() as cat:
+        return cat.counts().jobs_queued
+
+
+# -- sd_notify on its own ------------------------------------------------------------------------
+
+def test_sdnotify_abstract_socket_and_watchdog_interval() -> None:
+    name = f"vfpd-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind("\0" + name)
+        s.settimeout(5)
+        n = SystemdNotifier({"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "3000000"})
+        assert n.watchdog_interval == 1.5
+        assert n.ready("ok")
+        assert s.recv(100).decode().split("\n")[:2] == ["READY=1", "STATUS=ok"]
+        assert n.watchdog() and s.recv(100) == b"WATCHDOG=1"
+    assert not SystemdNotifier({}).send("READY=1")
+    other = SystemdNotifier({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"})
+    assert other.watchdog_interval is None  # meant for another process
