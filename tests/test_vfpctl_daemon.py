@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from control_helpers import Library, make_library
+from media_factory import sample_clip
 
 from vfpd.cli import ctl
+from vfpd.client import Client, ControlError, DaemonNotRunning
 from vfpd.service.control import ControlServer
 
 VFPCTL = [sys.executable, "-m", "vfpd.cli.ctl"]
@@ -178,3 +184,153 @@ def test_vfpctl_process_against_live_server(sock: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads(proc.stdout)) == 3
+
+
+# -- against the real daemon: `vfpd` and `vfpctl` as processes ---------------------------------
+
+def _daemon_available() -> bool:
+    try:
+        import vfpd.service.daemon  # noqa: F401
+    except ImportError:
+        return False
+    return (Path(sys.executable).parent / "vfpd").exists()
+
+
+needs_daemon = pytest.mark.skipif(not _daemon_available(),
+                                  reason="the daemon (vfpd/service/daemon.py) is not built yet")
+
+
+@dataclass
+class LiveDaemon:
+    root: Path
+    sock: Path
+    outside: Path
+    proc: subprocess.Popen[str]
+
+    def vfpctl(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*VFPCTL, *argv, "--socket", str(self.sock)], capture_output=True,
+                              text=True, timeout=300)
+
+
+def _weights_line(work: Path) -> str:
+    """Until base weights ship, an untrained model of the real architecture stands in: these
+    tests are about the control path, and exact copies are found by hash alone."""
+    from vfpd.model.embed import DEFAULT_WEIGHTS
+    if DEFAULT_WEIGHTS.exists():
+        return ""
+    from vfpd.model.network import FingerprintNet, save_weights
+    path = work / "untrained.pt"
+    save_weights(path, FingerprintNet())
+    return f'[model]\nweights = "{path}"\n'
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveDaemon]:
+    work = tmp_path_factory.mktemp("live")
+    root = work / "videos"
+    root.mkdir()
+    shutil.copy(sample_clip("bikes"), root / "bikes.mp4")
+    shutil.copy(sample_clip("bikes"), root / "bikes copy.mp4")
+    shutil.copy(sample_clip("carphone_pristine"), root / "carphone.mp4")
+    (root / "notes.mp4").write_text("this is not a video\n")
+    outside = work / "elsewhere" / "bikes-again.mp4"
+    outside.parent.mkdir()
+    shutil.copy(sample_clip("bikes"), outside)
+    sock = work / "run" / "vfpd.sock"
+    config = work / "config.toml"
+    config.write_text(
+        f'[watch]\npaths = ["{root}"]\nsettle_seconds = 0.2\n'
+        f'[storage]\nstate_dir = "{work / "state"}"\ncache_dir = "{work / "cache"}"\n'
+        f'[control]\nsocket = "{sock}"\n[notify]\ndesktop = false\n' + _weights_line(work))
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "vfpd"), "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    live = LiveDaemon(root, sock, outside, proc)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, f"vfpd exited: {proc.stderr.read()[-3000:]}"  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "vfpd did not finish the start-up back-log"
+            try:
+                with Client(sock, timeout=30) as c:
+                    st = c.call("status")
+                if st["queue"] == 0 and st["files"] == 3 and st["failed"] == 1:
+                    break
+            except (DaemonNotRunning, ControlError):
+                pass
+            time.sleep(0.5)
+        yield live
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+@needs_daemon
+def test_live_status_and_duplicates(daemon: LiveDaemon) -> None:
+    p = daemon.vfpctl("status")
+    assert p.returncode == 0, p.stderr
+    assert "3 files, 2 distinct contents" in p.stdout and "failed files:   1" in p.stdout
+    assert f"{daemon.root}  [inotify" in p.stdout
+    st = json.loads(daemon.vfpctl("status", "--json").stdout)
+    assert st["index"]["size"] == 2 and st["queue"] == 0 and st["version"]
+
+    p = daemon.vfpctl("duplicates")
+    assert p.returncode == 0, p.stderr
+    # Which other pairs the model finds depends on its weights; the byte-identical copy is
+    # found by hash whatever they are.
+    assert "Group 1: " in p.stdout and "bikes copy.mp4" in p.stdout and "reclaimable" in p.stdout
+    groups = json.loads(daemon.vfpctl("duplicates", "--json", "--kind", "exact").stdout)
+    assert [sorted(Path(m["path"]).name for m in g["members"]) for g in groups] == [
+        ["bikes copy.mp4", "bikes.mp4"]]
+    assert groups[0]["members"][0]["width"] == 640 and groups[0]["waste"] > 0
+
+
+@pytest.mark.slow
+@needs_daemon
+def test_live_query_inside_and_outside_roots(daemon: LiveDaemon) -> None:
+    p = daemon.vfpctl("query", str(daemon.root / "bikes.mp4"), "--json")
+    assert p.returncode == 0, p.stderr
+    matches = json.loads(p.stdout)["matches"]
+    assert matches[0]["paths"] == [str(daemon.root / "bikes copy.mp4")]
+    assert matches[0]["score"] == 1.0 and matches[0]["kind"] == "exact"
+    assert all(str(daemon.root / "bikes.mp4") not in m["paths"] for m in matches)
+    p = daemon.vfpctl("query", str(daemon.outside), "-k", "1")
+    assert p.returncode == 0, p.stderr
+    assert f"Nearest to {daemon.outside}" in p.stdout and "bikes" in p.stdout
+
+
+@pytest.mark.slow
+@needs_daemon
+def test_live_control_commands(daemon: LiveDaemon) -> None:
+    assert daemon.vfpctl("pause").stdout.startswith("paused")
+    assert json.loads(daemon.vfpctl("status", "--json").stdout)["paused"] is True
+    assert daemon.vfpctl("resume").stdout == "resumed\n"
+    p = daemon.vfpctl("rescan", "--json")
+    assert p.returncode == 0 and "queued" in json.loads(p.stdout)
+    p = daemon.vfpctl("rescan", str(daemon.outside.parent))
+    assert p.returncode == 1 and "[outside-roots]" in p.stderr
+
+    p = daemon.vfpctl("failures")
+    assert p.returncode == 0 and "notes.mp4" in p.stdout
+    failures = json.loads(daemon.vfpctl("failures", "--json").stdout)
+    assert [Path(f["path"]).name for f in failures] == ["notes.mp4"] and failures[0]["reason"]
+    p = daemon.vfpctl("retry", str(daemon.root / "carphone.mp4"))
+    assert p.returncode == 1 and "not a failed file" in p.stderr
+    p = daemon.vfpctl("retry", str(daemon.root / "notes.mp4"))
+    assert p.returncode == 0, p.stderr
+
+    bikes, carphone = str(daemon.root / "bikes.mp4"), str(daemon.root / "carphone.mp4")
+    p = daemon.vfpctl("confirm", bikes, carphone)
+    assert p.returncode == 0 and "confirmed as duplicates" in p.stdout
+    assert any(len(g["members"]) == 3 or {Path(m["path"]).name for m in g["members"]} >= {
+        "carphone.mp4"} for g in json.loads(daemon.vfpctl("duplicates", "--json").stdout))
+    p = daemon.vfpctl("ignore", bikes, carphone, "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["verdict"] == "not-a-duplicate"
+    groups = json.loads(daemon.vfpctl("duplicates", "--json").stdout)
+    assert all("carphone.mp4" not in {Path(m["path"]).name for m in g["members"]}
+               for g in groups)
