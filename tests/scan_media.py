@@ -40,9 +40,9 @@ def crop(img: np.ndarray, keep: float = 0.75) -> np.ndarray:
 
 
 def pad(img: np.ndarray) -> np.ndarray:
-    """Letterbox into a 4:3 black frame, as a TV broadcast copy would be."""
+    """Letterbox: black bars above and below, each a fifth of the picture's height."""
     h, w = img.shape[:2]
-    out = np.zeros((w * 3 // 4 // 2 * 2, w, 3), np.uint8)
+    out = np.zeros((h * 7 // 5 // 2 * 2, w, 3), np.uint8)
     top = (out.shape[0] - h) // 2
     out[top:top + h] = img
     return out
