@@ -523,3 +523,17 @@ def _refusals(lib: Library, shared: Path) -> None:
     # A member of the socket's group is let in.
     with ControlServer(shared / "group.sock", lib.context, mode=0o660, group=NOBODY):
         assert _as_nobody(shared / "group.sock") == "ok"
+
+
+def test_undecodable_file_names_survive_the_round_trip(server: ControlServer,
+                                                       lib: Library) -> None:
+    weird = os.fsdecode(b"/elsewhere/caf\xe9.mp4")  # not UTF-8: a lone surrogate in Python
+    with raw(server.socket_path) as s:
+        s.sendall(encode({"v": 1, "id": 1, "cmd": "rescan", "args": {"path": weird}}))
+        data = b""
+        while not data.endswith(b"\n"):
+            data += s.recv(65536)
+    assert data.isascii()  # escaped, so the reply is valid UTF-8 whatever the name
+    reply = json.loads(data)
+    assert reply["error"]["code"] == "outside-roots"
+    assert os.fsencode(weird).decode("utf-8", "surrogateescape") in reply["error"]["message"]

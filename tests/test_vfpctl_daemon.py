@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -19,6 +20,7 @@ from media_factory import sample_clip
 
 from vfpd.cli import ctl
 from vfpd.client import Client, ControlError, DaemonNotRunning
+from vfpd.hashing import FileStat
 from vfpd.service.control import ControlServer
 
 VFPCTL = [sys.executable, "-m", "vfpd.cli.ctl"]
@@ -334,3 +336,23 @@ def test_live_control_commands(daemon: LiveDaemon) -> None:
     groups = json.loads(daemon.vfpctl("duplicates", "--json").stdout)
     assert all("carphone.mp4" not in {Path(m["path"]).name for m in g["members"]}
                for g in groups)
+
+
+def test_non_ascii_file_names(lib: Library, tmp_path: Path) -> None:
+    # (Names that are not UTF-8 at all cannot be stored by the catalog yet: sqlite3 refuses
+    # surrogates. The client and server pass them through; see docs/protocol.md.)
+    name = lib.root / "café ☕ 日本.mp4"
+    name.write_bytes(lib.files[5].read_bytes())
+    original = lib.catalog.file_by_path(str(lib.files[5]))
+    assert original is not None and original.hash is not None
+    lib.catalog.store_result(str(name), FileStat.of(name), original.hash)
+    with ControlServer(tmp_path / "u.sock", lib.context) as srv:
+        proc = subprocess.run([*VFPCTL, "duplicates", "--kind", "exact", "--json", "--socket",
+                               str(srv.socket_path)], capture_output=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        paths = [m["path"] for g in json.loads(proc.stdout) for m in g["members"]]
+        assert os.fsencode(str(name)) in [os.fsencode(p) for p in paths]
+        proc = subprocess.run([*VFPCTL, "duplicates", "--socket", str(srv.socket_path)],
+                              capture_output=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "café ☕ 日本.mp4".encode() in proc.stdout

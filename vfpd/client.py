@@ -73,7 +73,7 @@ class DaemonNotRunning(ControlError):
 
 @dataclass(frozen=True)
 class Stream:
-    """A streamed reply: iterate `items`; `count` is set once the iterator is exhausted."""
+    """A streamed reply: iterate `items` (read from the socket as they are consumed)."""
 
     items: Iterator[Any]
 

@@ -62,6 +62,9 @@ def not_running_hint(path: Path) -> str:
 def run(args: argparse.Namespace, cmd: str, request: dict[str, Any],
         show: Callable[[Any, argparse.Namespace, TextIO], None],
         fds: list[int] | None = None) -> int:
+    # File names need not be UTF-8: print their bytes as they are (the JSON form escapes them).
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
     out = sys.stdout
     try:
         path = socket_path(args)
@@ -83,8 +86,10 @@ def run(args: argparse.Namespace, cmd: str, request: dict[str, Any],
         print(f"vfpctl: {cmd}: {exc.message} [{exc.code}]", file=sys.stderr)
         return EXIT_REFUSED
     except BrokenPipeError:
-        # Output piped into `head`: stop quietly, like other Unix tools.
-        sys.stderr.close()
+        # Output piped into `head`: stop quietly, like other Unix tools; the rest goes nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return EXIT_OK
     return EXIT_OK
 
@@ -95,10 +100,10 @@ def _print_json(result: Any, out: TextIO) -> None:
         out.write("[")
         for i, item in enumerate(result.items):
             out.write(",\n" if i else "\n")
-            out.write(json.dumps(item, ensure_ascii=False))
+            out.write(json.dumps(item))
         out.write("\n]\n")
     else:
-        out.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+        out.write(json.dumps(result, indent=2) + "\n")
 
 
 # -- formatting ---------------------------------------------------------------------------------
