@@ -432,8 +432,12 @@ def test_sigkill_during_a_batch_then_restart(tmp_path_factory, media) -> None:
             assert not list(cat.iter_jobs(JOB_FAILED))
         assert all(after[p] == h for p, h in committed.items())  # nothing committed lost
         assert fps_before <= 10
-        pairs = {(e["new"]["hash"], e["existing"][0]["hash"]) for e in hook.events}
-        assert len(hook.events) == 6 and len(pairs) == 6, hook.events
+        pairs = [(e["new"]["path"], e["new"]["hash"], e["existing"][0]["hash"])
+                 for e in hook.events]
+        assert len(set(pairs)) == len(pairs), "announced twice"
+        assert len({e["id"] for e in hook.events}) == len(hook.events)
+        # 4 exact copies + 2 re-encodes, and no two different videos taken for one.
+        assert len(hook.events) == 6, [(e["new"]["path"], e["existing"]) for e in hook.events]
         logged = [ln for ln in (first_log + d.text()).splitlines() if "vfpd.duplicate" in ln]
         assert len(logged) == 6, logged
         assert d.stop() == 0

@@ -27,14 +27,14 @@ from vfpd.catalog import (
     FileRecord,
     RetryPolicy,
 )
-from vfpd.config import Config, ConfigError
+from vfpd.config import DEFAULT_WEBHOOK_RETRIES, Config, ConfigError
 from vfpd.hashing import FileStat
 from vfpd.index import VectorIndex, open_index
 from vfpd.matching import DEFAULT_THRESHOLD, NEAR, verify
 from vfpd.media import MediaError, SampledVideo
 from vfpd.service import logging as vlog
 from vfpd.service.context import RootState
-from vfpd.service.notify import Notifier
+from vfpd.service.notify import Notifier, delivery_policy
 from vfpd.service.pipeline import Decoder, Embedder, Pipeline, PipelineSettings, reconcile
 from vfpd.service.sdnotify import SystemdNotifier
 from vfpd.service.watcher import (
@@ -52,7 +52,8 @@ log = logging.getLogger("vfpd.daemon")
 
 CATALOG_NAME = "catalog.db"
 INDEX_NAME = "index.faiss"
-# Webhook back-off starts at 2 s and doubles: 5 retries reach ~1 minute, a receiver restart.
+# Webhook back-off: 2 s before the first retry, then x4 each time (2, 8, 32, 128, 512 s): a
+# receiver restarting is covered by the first tries, a day-long outage is not waited out.
 WEBHOOK_BACKOFF_SECONDS = 2.0
 WEBHOOK_BACKOFF_MAX_SECONDS = 600.0
 # How often STATUS= is refreshed while there is work; with none, not at all (idle is idle).
@@ -186,9 +187,8 @@ class Daemon:
                 state / CATALOG_NAME,
                 jobs=RetryPolicy(max_attempts=cfg.decode.max_attempts,
                                  backoff_s=cfg.decode.retry_seconds),
-                deliveries=RetryPolicy(max_attempts=(hook.retries + 1) if hook else 1,
-                                       backoff_s=WEBHOOK_BACKOFF_SECONDS,
-                                       backoff_max_s=WEBHOOK_BACKOFF_MAX_SECONDS))
+                deliveries=delivery_policy(hook.retries if hook else DEFAULT_WEBHOOK_RETRIES,
+                                           WEBHOOK_BACKOFF_SECONDS, WEBHOOK_BACKOFF_MAX_SECONDS))
         except CatalogError as e:
             raise StartupError(str(e)) from e
         if self._parts is None:

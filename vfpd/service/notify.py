@@ -1,10 +1,10 @@
 """Announce duplicates from the persisted outbox: log line, desktop, webhook, exec hook.
 
 The pipeline writes each event into the catalog's outbox in the same transaction as the duplicate
-itself; one thread per sink delivers it and acks it in the catalog, so an event survives a crash
-and, once acked, is never announced again. The log sink acks before it writes (at most once: the
-duplicate stays in the catalog either way); the other sinks deliver then ack, and their payload
-carries the event id so a receiver can drop the rare repeat after a crash between the two.
+itself; one thread per sink takes it from there. Every sink marks an event delivered *before* it
+announces it, and puts it back for a retry when the announcement fails: so no event is ever
+announced twice, even across kill -9. The price is that a kill in the milliseconds between the
+two loses that one announcement; the duplicate itself stays in the catalog (`vfpctl duplicates`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import vfpd
-from vfpd.catalog import Catalog, OutboxItem
+from vfpd.catalog import Catalog, OutboxItem, RetryPolicy
 from vfpd.config import NotifyConfig
 
 log = logging.getLogger("vfpd.notify")
@@ -37,6 +37,9 @@ PAYLOAD_VERSION = 1
 CLAIM_BATCH = 50
 # notify-send returns in milliseconds; a stuck session bus must not hold the sink for long.
 DESKTOP_TIMEOUT = 10.0
+# The catalog counts one attempt when an event is marked delivered and one more when a failure
+# puts it back, so each failed try of a sink counts twice against the retry policy.
+ATTEMPTS_PER_TRY = 2
 # "Any time from now on" when asking the outbox whether retries are waiting at all.
 FAR_FUTURE = 100 * 365 * 86400.0
 # Output of an exec hook kept for the log: enough for an error message, not a flood.
@@ -45,6 +48,13 @@ EXEC_OUTPUT_CHARS = 500
 
 class DeliveryError(Exception):
     """A sink could not deliver an event; it is retried with back-off."""
+
+
+def delivery_policy(retries: int, backoff_s: float, backoff_max_s: float) -> RetryPolicy:
+    """The catalog's retry policy that gives each sink `retries` further tries after a failure,
+    the n-th after about backoff_s * 4**(n-1) seconds (see ATTEMPTS_PER_TRY)."""
+    return RetryPolicy(max_attempts=ATTEMPTS_PER_TRY * (retries + 1), backoff_s=backoff_s / 2,
+                       backoff_max_s=backoff_max_s)
 
 
 def enabled_sinks(config: NotifyConfig, env: Mapping[str, str]) -> list[str]:
@@ -250,27 +260,23 @@ class Notifier:
 
     def _one(self, sink: str, item: OutboxItem, retry_at: dict[int, float]) -> None:
         cat = self.catalog
+        cat.outbox_ack(item.id, sink)  # first: whatever happens next, never announced twice
         if sink == SINK_LOG:
-            cat.outbox_ack(item.id, sink)
             duplicates_log.info("%s", log_line(body(item)))
             return
         try:
             self._deliver(sink, item)
-        except DeliveryError as e:
-            gave_up = cat.outbox_fail(item.id, sink, str(e))
-            if gave_up:
+        except Exception as e:
+            if not isinstance(e, DeliveryError):  # a bug in a sink must not kill its thread
+                log.exception("event %d to %s", item.id, sink)
+            tries = (item.attempts + 1) // ATTEMPTS_PER_TRY + 1
+            if cat.outbox_fail(item.id, sink, str(e)):
                 log.error("giving up announcing event %d to %s after %d tries: %s", item.id,
-                          sink, item.attempts + 1, e)
+                          sink, tries, e)
             else:
-                delay = cat.delivery_policy.delay(item.attempts + 1)
+                delay = cat.delivery_policy.delay(item.attempts + ATTEMPTS_PER_TRY)
                 retry_at[item.id] = time.time() + delay
                 log.warning("event %d to %s failed (%s); retrying in %.0f s", item.id, sink, e,
                             delay)
             return
-        except Exception as e:  # a bug in a sink must not kill its thread
-            log.exception("event %d to %s", item.id, sink)
-            cat.outbox_fail(item.id, sink, f"internal error: {e}")
-            return
-        cat.outbox_ack(item.id, sink)
         log.debug("event %d delivered to %s", item.id, sink)
-
