@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -251,3 +253,24 @@ def test_interrupted_save_leaves_old_file_and_temp_is_cleaned(cat: Catalog, tmp_
     stale.write_bytes(b"half written")
     assert len(open_index(cat, MODEL, path)) == 5
     assert not stale.exists()
+
+
+def test_searches_and_changes_go_on_during_a_rebuild() -> None:
+    rng = np.random.default_rng(11)
+    vecs = unit(rng, 6000)
+    index = VectorIndex(MODEL, DIM, IndexSettings(exact_max=5000, ef_search=512))
+    index.add(range(5000), vecs[:5000])
+    converting = threading.Thread(target=index.add, args=([5000], vecs[5000:5001]))
+    converting.start()
+    deadline = time.monotonic() + 30
+    while index._journal is None and converting.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    index.add(range(5001, 6000), vecs[5001:])  # during the build: journaled, then replayed
+    index.remove(range(0, 100))
+    _, ids = index.search(vecs[200], 1)
+    assert ids[0, 0] == 200, "searches are answered while the new index is built"
+    converting.join()
+    assert index.kind == HNSW and index.verify() == []
+    assert index.ids().tolist() == list(range(100, 6000))
+    _, ids = index.search(vecs[[5500, 150, 50]], 1)
+    assert ids[:2, 0].tolist() == [5500, 150] and ids[2, 0] != 50

@@ -7,6 +7,7 @@ caught up, or rebuilt from the vectors stored in the catalog (never by decoding 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import mmap
@@ -14,7 +15,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,26 +35,33 @@ log = logging.getLogger(__name__)
 FLAT = "flat"
 HNSW = "hnsw"
 
-EXACT_MAX = 100_000
-"""Largest index kept exact (IndexFlatIP). Measured with `./dev bench index` on this 2-core
-machine: a k=10 query over 100k vectors takes ~3-4 ms (p99 under 10 ms) with perfect recall and
-no build cost, while at 1M it takes ~40 ms. Above 100k HNSW answers in well under 1 ms at
-recall@10 >= 0.95, which is worth its slower inserts and ~10% extra memory."""
+EXACT_MAX = 50_000
+"""Largest index kept exact (IndexFlatIP). Measured with `./dev bench index` on the shared
+2-core machine (load ~15): single k=10 queries over 10k/25k/50k/100k/200k vectors took
+0.15/0.9/6/16/26 ms p50; HNSW took under 1 ms at 100k. Up to 50k exact search stays within a few
+ms with perfect recall and instant inserts; beyond it latency grows linearly, so HNSW (slower
+inserts, ~35% more memory, approximate) pays off."""
 
 HNSW_M = 32
 """Graph degree. 32 is the usual choice for 256-d data: recall@10 >= 0.95 at modest efSearch;
 16 loses recall on high-dimensional vectors, 64 doubles the graph memory (~0.5 GB at 1M)."""
 
-HNSW_EF_CONSTRUCTION = 64
-"""Build-time beam. Higher builds a better graph but slower inserts; 64 reached the recall target
-in the bench while keeping 1M inserts to a few minutes on 2 cores."""
+HNSW_EF_CONSTRUCTION = 40
+"""Build-time beam (FAISS's default). Inserts are the HNSW bottleneck (~600-3000/s on this busy
+2-core machine); 40 keeps recall@10 at 1.0 on clustered (duplicate-like) vectors in the bench,
+and a larger beam buys little on random vectors, where no affordable setting reaches 0.95."""
 
 HNSW_EF_SEARCH = 128
-"""Query-time beam: recall@10 ~0.97+ on random 256-d vectors at 1M, under 2 ms per query."""
+"""Query-time beam: ~1 ms per query at 100k-1M; recall is limited by the data (see bench)."""
 
 TOMBSTONE_REBUILD_RATIO = 0.10
 """HNSW cannot delete: removed ids are filtered out at search and the graph is rebuilt once they
 are 10% of it, which bounds both wasted memory and the search slow-down of filtering."""
+
+SINGLE_THREAD_QUERIES = 16
+"""Searches of up to 16 queries run on one thread. Measured on this shared 2-core machine (20k
+vectors, load ~14): one thread gave flat p99 8.6 ms vs 17 ms with two; OpenMP's fan-out and
+spin-waits cost more than they save for a single query when the cores are busy."""
 
 HEADER_SIZE = 4096
 """Fixed space for the JSON header at the start of the file, patched after the payload is
@@ -104,6 +112,8 @@ class VectorIndex:
         self._lock = threading.RLock()
         self._ids: set[int] = set()
         self._tombstones: set[int] = set()
+        self._journal: list[tuple[str, np.ndarray, np.ndarray | None]] | None = None
+        """Changes made while a rebuild runs unlocked; replayed onto the new index."""
         self._kind = HNSW if expected > settings.exact_max else FLAT
         self._index = self._empty(self._kind)
 
@@ -127,17 +137,38 @@ class VectorIndex:
         return ids, vectors
 
     def _rebuild(self, kind: str) -> None:
-        """Re-create the FAISS index as `kind` from the live vectors (drops tombstones)."""
-        started = time.monotonic()
-        ids, vectors = self._all()
-        if self._tombstones:
-            keep = ~np.isin(ids, np.fromiter(self._tombstones, np.int64))
-            ids, vectors = ids[keep], vectors[keep]
-        index = self._empty(kind)
-        if len(ids):
-            index.add_with_ids(np.ascontiguousarray(vectors), ids)
-        self._index, self._kind = index, kind
-        self._tombstones.clear()
+        """Re-create the FAISS index as `kind` from the live vectors, dropping tombstones. Call
+        WITHOUT holding the lock: the slow build runs unlocked, so searches keep being answered
+        by the old index; adds and removes made meanwhile go to both (through the journal)."""
+        with self._lock:
+            if self._journal is not None:
+                return  # another thread is already rebuilding
+            started = time.monotonic()
+            ids, vectors = self._all()
+            if self._tombstones:
+                keep = ~np.isin(ids, np.fromiter(self._tombstones, np.int64))
+                ids, vectors = ids[keep], vectors[keep]
+            self._journal = []
+        try:
+            index = self._empty(kind)
+            if len(ids):
+                index.add_with_ids(np.ascontiguousarray(vectors), ids)
+        except BaseException:
+            with self._lock:
+                self._journal = None
+            raise
+        with self._lock:
+            tombstones: set[int] = set()
+            for op, j_ids, j_vectors in self._journal:
+                if op == "add":
+                    index.add_with_ids(j_vectors, j_ids)
+                    tombstones.difference_update(j_ids.tolist())
+                elif kind == FLAT:
+                    index.remove_ids(j_ids)
+                else:
+                    tombstones.update(j_ids.tolist())
+            self._index, self._kind, self._tombstones = index, kind, tombstones
+            self._journal = None
         log.info("index rebuilt as %s with %d vectors in %.1f s", kind, len(ids),
                  time.monotonic() - started)
 
@@ -146,13 +177,20 @@ class VectorIndex:
     def add(self, ids: Iterable[int] | np.ndarray, vectors: np.ndarray) -> int:
         """Add vectors under catalog ids; ids already present are skipped (so replaying the
         catalog's change log twice cannot duplicate anything). Vectors are L2-normalised here.
-        Returns how many were added."""
+        Returns how many were added. Growing past exact_max converts to HNSW (slow, logged;
+        searches are answered meanwhile)."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         vectors = np.array(vectors, dtype=np.float32, copy=True).reshape(-1, self.dim)
         if len(ids) != len(vectors):
             raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
         if len(ids) and (ids < 0).any():
             raise ValueError("index ids must be >= 0")
+        faiss.normalize_L2(vectors)
+        with self._lock:
+            stale = bool(self._tombstones.intersection(ids.tolist()))
+        if stale:
+            # The old vector of a re-added id still sits in the graph: compact it away first.
+            self._rebuild(self._kind)
         with self._lock:
             fresh = np.fromiter((i not in self._ids for i in ids.tolist()), bool, len(ids))
             _, first = np.unique(ids, return_index=True)
@@ -162,34 +200,40 @@ class VectorIndex:
             if not keep.any():
                 return 0
             ids, vectors = ids[keep], np.ascontiguousarray(vectors[keep])
-            faiss.normalize_L2(vectors)
-            if self._tombstones.intersection(ids.tolist()):
-                # The old vector of a re-added id still sits in the graph: compact it away first.
-                self._rebuild(self._kind)
-            if self._kind == FLAT and len(self._ids) + len(ids) > self.settings.exact_max:
-                log.info("index grows past %d vectors: switching from exact to HNSW",
-                         self.settings.exact_max)
-                self._rebuild(HNSW)
             self._index.add_with_ids(vectors, ids)
+            if self._journal is not None:
+                self._journal.append(("add", ids, vectors))
             self._ids.update(ids.tolist())
-            return len(ids)
+            convert = (self._kind == FLAT and len(self._ids) > self.settings.exact_max
+                       and self._journal is None)
+        if convert:
+            log.info("index grows past %d vectors: switching from exact to HNSW",
+                     self.settings.exact_max)
+            self._rebuild(HNSW)
+        return len(ids)
 
     def remove(self, ids: Iterable[int] | np.ndarray) -> int:
         """Remove ids (unknown ones are ignored). Returns how many were removed."""
         ids = [int(i) for i in np.asarray(ids, dtype=np.int64).reshape(-1)]
+        rebuild = None
         with self._lock:
             gone = [i for i in dict.fromkeys(ids) if i in self._ids]
             if not gone:
                 return 0
+            gone_arr = np.asarray(gone, dtype=np.int64)
             self._ids.difference_update(gone)
+            if self._journal is not None:
+                self._journal.append(("remove", gone_arr, None))
             if self._kind == FLAT:
-                self._index.remove_ids(np.asarray(gone, dtype=np.int64))
+                self._index.remove_ids(gone_arr)
             else:
                 self._tombstones.update(gone)
-                if len(self._tombstones) > self.settings.tombstone_ratio * self._index.ntotal:
-                    self._rebuild(HNSW if len(self._ids) > self.settings.exact_max // 2
-                                  else FLAT)
-            return len(gone)
+                if (len(self._tombstones) > self.settings.tombstone_ratio * self._index.ntotal
+                        and self._journal is None):
+                    rebuild = HNSW if len(self._ids) > self.settings.exact_max // 2 else FLAT
+        if rebuild is not None:
+            self._rebuild(rebuild)
+        return len(gone)
 
     # -- queries -----------------------------------------------------------------------------------
 
@@ -219,7 +263,8 @@ class VectorIndex:
             if not self._ids:
                 return (np.full((len(q), k), -np.inf, np.float32),
                         np.full((len(q), k), -1, np.int64))
-            scores, ids = self._index.search(q, k, params=self._params())
+            with _threads(len(q)):
+                scores, ids = self._index.search(q, k, params=self._params())
         scores[ids < 0] = -np.inf
         return scores, ids
 
@@ -231,7 +276,9 @@ class VectorIndex:
                 return np.zeros(0, np.float32), np.zeros(0, np.int64)
             # FAISS range search for inner product returns scores strictly above the radius.
             radius = np.nextafter(np.float32(min_score), np.float32(-np.inf))
-            _, scores, ids = self._index.range_search(q, float(radius), params=self._params())
+            with _threads(1):
+                _, scores, ids = self._index.range_search(q, float(radius),
+                                                          params=self._params())
         order = np.argsort(-scores, kind="stable")
         return scores[order], ids[order].astype(np.int64)
 
@@ -289,21 +336,23 @@ class VectorIndex:
                 pending_ids.clear()
                 pending_vecs.clear()
 
+        # Not under the lock: add() may rebuild, which must run unlocked. Two concurrent
+        # catch-ups are harmless (adds skip known ids, removes of absent ids do nothing).
+        # Read the sequence first: every change up to it is committed and will be seen below;
+        # changes of other model versions advance it too and are covered by doing nothing.
+        target = catalog.sequence()
+        last = self.covered_seq
+        for change in catalog.changes_since(self.model_version, self.covered_seq):
+            if change.op == "add" and change.vector is not None:
+                pending_ids.append(change.fingerprint_id)
+                pending_vecs.append(change.vector)
+            elif change.op == "remove":
+                flush()
+                self.remove([change.fingerprint_id])
+            last = change.seq
+            applied += 1
+        flush()
         with self._lock:
-            # Read first: every change up to it is committed and will be seen below. Changes of
-            # other model versions advance the sequence too, and are covered by doing nothing.
-            target = catalog.sequence()
-            last = self.covered_seq
-            for change in catalog.changes_since(self.model_version, self.covered_seq):
-                if change.op == "add" and change.vector is not None:
-                    pending_ids.append(change.fingerprint_id)
-                    pending_vecs.append(change.vector)
-                elif change.op == "remove":
-                    flush()
-                    self.remove([change.fingerprint_id])
-                last = change.seq
-                applied += 1
-            flush()
             self.covered_seq = max(target, last, self.covered_seq)
         return applied
 
@@ -416,6 +465,20 @@ class VectorIndex:
                                  f"{header['count']}")
         index.covered_seq = int(header["covered_seq"])
         return index
+
+
+@contextlib.contextmanager
+def _threads(queries: int) -> Iterator[None]:
+    """OpenMP threads for a search of `queries` vectors (the setting is per calling thread)."""
+    if queries > SINGLE_THREAD_QUERIES:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _read_header(f, path: Path) -> dict:
