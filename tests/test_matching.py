@@ -19,6 +19,7 @@ from vfpd.matching import (
     MatchSettings,
     Pair,
     find_candidates,
+    frame_center,
     group_components,
     match_all,
     recurring_weights,
@@ -171,12 +172,12 @@ def test_different_model_versions_refuse_to_compare(scene: Footage) -> None:
 
 def test_shared_intro_is_down_weighted_across_many_videos() -> None:
     intro = Footage(30, 8)
-    videos = [fingerprint([(intro, 0, 8), (Footage(31 + i, 3), 0, 3)], noise=0.1, seed=i)
-              for i in range(8)]
+    videos = [fingerprint([(intro, 0, 8), (Footage(31 + i, 4), 0, 4)], noise=0.1, seed=i)
+              for i in range(12)]
     plain = verify(videos[0], videos[1]).score
     cands = find_candidates(videos)
     w = cands.weights
-    # The intro frames are shared with the 7 other videos; the rest with none.
+    # The intro frames are shared with the 11 other videos; the rest with none.
     assert w[0][:8].max() < 0.5 and w[0][8:].min() == 1.0
     weighted = verify(videos[0], videos[1], a_weights=w[0], b_weights=w[1]).score
     assert plain >= DEFAULT_THRESHOLD > weighted
@@ -226,3 +227,23 @@ def test_grouping_does_not_chain_unrelated_videos_through_a_path() -> None:
 def test_long_video_groups_its_clips_even_if_they_do_not_match_each_other() -> None:
     pairs = [Pair("long", "clip1", 0.9, PARTIAL), Pair("long", "clip2", 0.9, PARTIAL)]
     assert group_components(pairs) == [["clip1", "clip2", "long"]]
+
+
+def test_a_component_shared_by_all_frames_does_not_make_a_match(scene: Footage) -> None:
+    """Real frame features share a large common direction (cosine ~0.98 between any two videos);
+    verification measures similarity after removing the background."""
+    common = _unit(np.random.default_rng(99).standard_normal(FRAME_DIM))
+
+    def with_common(fp: Fingerprint) -> Fingerprint:
+        ff = _unit(4.0 * common + fp.frame_features)
+        return Fingerprint(fp.vector, ff, fp.timestamps, fp.informative, fp.duration, "test")
+
+    a = with_common(fingerprint([(scene, 0, 15)]))
+    copy = with_common(fingerprint([(scene, 0, 15)], noise=0.2, seed=3, grid_shift=0.3))
+    other = with_common(fingerprint([(Footage(50, 15), 0, 15)]))
+    assert float(np.mean(a.frame_features @ other.frame_features.T)) > 0.9
+    assert verify(a, other).score < 0.1
+    assert verify(a, copy).score >= DEFAULT_THRESHOLD
+    center = frame_center([a, copy, other])
+    assert verify(a, other, center=center).score < 0.1
+    assert verify(a, copy, center=center).score >= DEFAULT_THRESHOLD

@@ -21,9 +21,11 @@ import numpy as np
 
 from vfpd.fingerprint import Fingerprint
 
-DEFAULT_THRESHOLD = 0.7
-"""Pairs scoring at least this are reported. Chosen from measured score distributions of copies
-vs. different videos and other segments of the same footage (docs/scan.md)."""
+DEFAULT_THRESHOLD = 0.5
+"""Pairs scoring at least this are reported: at least half of the common footage matches frame
+by frame. Measured with the shipped model (docs/scan.md): different videos and other segments of
+one scene score at most 0.14, copies under re-encode, scale, pad, flip, colour, fps and watermark
+at least 0.69; 0.5 sits between with room on both sides."""
 
 EXACT = "exact"
 NEAR = "near"
@@ -35,12 +37,13 @@ NONE = "none"
 class MatchSettings:
     """Knobs of the temporal verification. The defaults were measured with the shipped model."""
 
-    # Per-frame cosine similarity mapped linearly to a match value in [0, 1]: at or below
-    # frame_sim_floor a frame pair counts as "different picture", at or above frame_sim_ceil as
-    # "same picture". Measured: frames of transformed copies sit well above the ceiling,
-    # other moments of the same scene mostly below the floor.
-    frame_sim_floor: float = 0.75
-    frame_sim_ceil: float = 0.9
+    # Per-frame cosine similarity (of centred features, see frame_center) mapped linearly to a
+    # match value in [0, 1]: at or below frame_sim_floor a frame pair counts as "different
+    # picture", at or above frame_sim_ceil as "same picture". Measured with the shipped model:
+    # aligned frames of re-encoded/scaled/padded/colour-shifted copies average 0.84-0.97,
+    # frames of different videos -0.6-0.3, the same scene one second later about 0.1.
+    frame_sim_floor: float = 0.3
+    frame_sim_ceil: float = 0.8
     # Speeds tried for the alignment (copy time = slope * original time + offset). 1.0 covers
     # re-encodes, trims and frame-rate changes (sampling is by time); the others cover sped-up or
     # slowed-down copies, which are common for clips re-posted to fit a time limit.
@@ -51,7 +54,7 @@ class MatchSettings:
     votes_per_frame: int = 3
     # Only frame pairs at least this similar vote; below it they are noise that only flattens
     # the offset histogram.
-    vote_min_sim: float = 0.5
+    vote_min_sim: float = 0.2
     # An alignment with a speed change must score this much better than the best one without:
     # on static footage several speeds fit equally well, and "same speed" is the likelier story.
     speed_change_margin: float = 0.02
@@ -122,12 +125,30 @@ def _sampling_step(times: np.ndarray) -> float:
     return float(max(np.median(np.diff(times)), 1e-3))
 
 
-def _frames(fp: Fingerprint, weights: np.ndarray | None) -> _Frames:
+def frame_center(fps: Sequence[Fingerprint]) -> np.ndarray | None:
+    """The background of frame features: the mean informative frame feature, each video counted
+    once. Subtracting it leaves what is particular to a moment; without it, frame features of any
+    two videos are very similar (they share a large common component) and cosine similarity
+    cannot tell a copy from another video. None when no video has an informative frame."""
+    means = [f.frame_features[f.informative].mean(axis=0) for f in fps if f.informative.any()]
+    return np.mean(means, axis=0).astype(np.float32) if means else None
+
+
+def centred(features: np.ndarray, center: np.ndarray | None) -> np.ndarray:
+    """Rows minus the background, L2-normalised again (float32, contiguous)."""
+    x = np.asarray(features, np.float32)
+    if center is not None:
+        x = x - center
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.maximum(norms, 1e-6), dtype=np.float32)
+
+
+def _frames(fp: Fingerprint, weights: np.ndarray | None, center: np.ndarray | None) -> _Frames:
     keep = np.asarray(fp.informative, dtype=bool)
     w = np.ones(len(keep), np.float64) if weights is None else np.asarray(weights, np.float64)
     times = np.asarray(fp.timestamps, np.float64)
     return _Frames(
-        features=np.ascontiguousarray(fp.frame_features[keep], dtype=np.float32),
+        features=centred(fp.frame_features[keep], center),
         times=times[keep],
         weights=w[keep],
         step=_sampling_step(times),
@@ -173,6 +194,23 @@ def _offset_hypotheses(a: _Frames, b: _Frames, sim: np.ndarray,
     return out
 
 
+def _interpolated_sim(dst: _Frames, sim: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Similarity of each src frame to dst's feature interpolated at `pred`, between the two
+    samples around it. A copy trimmed by half a sampling step is sampled half-way between the
+    original's samples; on fast footage neither neighbour alone looks like it, their blend does."""
+    right = np.clip(np.searchsorted(dst.times, pred), 1, len(dst.times) - 1)
+    left = right - 1
+    gap = dst.times[right] - dst.times[left]
+    w = np.clip((pred - dst.times[left]) / np.maximum(gap, 1e-9), 0.0, 1.0)
+    adjacent = np.sum(dst.features[left] * dst.features[right], axis=1)
+    norm = np.sqrt(np.maximum((1 - w) ** 2 + w ** 2 + 2 * w * (1 - w) * adjacent, 1e-12))
+    rows = np.arange(len(pred))
+    s = ((1 - w) * sim[rows, left] + w * sim[rows, right]) / norm
+    # Only between neighbouring samples: across a gap of dropped (non-informative) frames the
+    # footage may have changed completely.
+    return np.where(gap <= 1.5 * dst.step, s, -np.inf)
+
+
 def _side(src: _Frames, dst: _Frames, sim: np.ndarray, pred: np.ndarray,
           s: MatchSettings) -> tuple[np.ndarray, np.ndarray]:
     """For each frame of src mapped to `pred` in dst's time: (valid, match value).
@@ -183,6 +221,8 @@ def _side(src: _Frames, dst: _Frames, sim: np.ndarray, pred: np.ndarray,
     inside = (pred >= dst.start - tol) & (pred <= dst.end + tol)
     near = np.abs(dst.times[None, :] - pred[:, None]) <= tol
     best = np.where(near, sim, -np.inf).max(axis=1, initial=-np.inf)
+    if len(dst.times) > 1:
+        best = np.maximum(best, _interpolated_sim(dst, sim, pred))
     valid = inside & np.isfinite(best)
     return valid, np.where(valid, _frame_match(best, s), 0.0)
 
@@ -227,16 +267,22 @@ def _evaluate(a: _Frames, b: _Frames, sim: np.ndarray, slope: float, offset: flo
 
 
 def verify(a: Fingerprint, b: Fingerprint, settings: MatchSettings = MatchSettings(),
-           a_weights: np.ndarray | None = None, b_weights: np.ndarray | None = None) -> Match:
+           a_weights: np.ndarray | None = None, b_weights: np.ndarray | None = None,
+           center: np.ndarray | None = None) -> Match:
     """Align the frame features of a and b in time and say how much of their overlap matches.
 
     a_weights/b_weights: optional per-frame weights (all frames, informative or not) in (0, 1],
-    lower for recurring content; see recurring_weights()."""
+    lower for recurring content; see recurring_weights().
+    center: the background frame feature of the collection a and b come from (frame_center());
+    when not given, the two videos' own mean is used, which works for a pair of videos with
+    motion but is less sure than a collection's."""
     if a.model_version != b.model_version:
         raise ValueError(
             f"fingerprints of different model versions ({a.model_version!r}, {b.model_version!r})"
             " cannot be compared")
-    fa, fb = _frames(a, a_weights), _frames(b, b_weights)
+    if center is None:
+        center = frame_center([a, b])
+    fa, fb = _frames(a, a_weights, center), _frames(b, b_weights, center)
     if len(fa.times) == 0 or len(fb.times) == 0:
         return NO_MATCH
     sim = fa.features @ fb.features.T
@@ -264,15 +310,16 @@ VIDEO_NEIGHBOURS = 10
 """Video-level neighbours retrieved per video. Copies of one video are few in a normal library;
 more than this many near copies still end up grouped through the frame-level candidates."""
 
-VIDEO_MIN_SIM = 0.3
-"""Video-embedding similarity below which a neighbour is not even a candidate: far below what any
-transformed copy scores, so it only skips pointless verifications."""
+VIDEO_MIN_SIM = -1.0
+"""Video-embedding similarity (centred) below which a neighbour is not a candidate. Off: the
+shipped model's video vectors do not yet separate copies from other videos reliably enough to
+discard any of the k nearest."""
 
 FRAME_NEIGHBOURS = 24
 """Frame-level neighbours retrieved per informative frame. Enough to see past a video's own
 neighbouring frames (static shots) to other videos' frames."""
 
-FRAME_MIN_SIM_FOR_CANDIDATE = 0.8
+FRAME_MIN_SIM_FOR_CANDIDATE = 0.6
 """A frame pair at least this similar makes the two videos a candidate (finds clips inside long
 videos, whose whole-video embeddings can differ); also the level at which a frame counts as shared
 with another video for the recurring-content weights."""
@@ -286,17 +333,19 @@ class Candidates:
     weights: list[np.ndarray] = field(default_factory=list)
 
 
-def find_candidates(fps: Sequence[Fingerprint], settings: MatchSettings = MatchSettings()
-                    ) -> Candidates:
+def find_candidates(fps: Sequence[Fingerprint], settings: MatchSettings = MatchSettings(),
+                    center: np.ndarray | None = None) -> Candidates:
     """Candidate pairs from a video-level k-NN on the 256-d vectors plus a frame-level k-NN on the
-    informative frame features; the frame-level hits also count, per frame, how many other videos
-    share it (recurring content)."""
+    informative frame features (minus `center`, see frame_center()); the frame-level hits also
+    count, per frame, how many other videos share it (recurring content)."""
     n = len(fps)
     pairs: set[tuple[int, int]] = set()
     if n < 2:
         return Candidates([], [recurring_weights(np.zeros(len(f.timestamps)), settings)
                                for f in fps])
-    vectors = np.ascontiguousarray(np.stack([f.vector for f in fps]), dtype=np.float32)
+    stacked = np.stack([f.vector for f in fps]).astype(np.float32)
+    # Centred like the frames: video vectors share a common component too.
+    vectors = centred(stacked, stacked.mean(axis=0))
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
     sims, ids = index.search(vectors, min(n, VIDEO_NEIGHBOURS + 1))
@@ -310,7 +359,7 @@ def find_candidates(fps: Sequence[Fingerprint], settings: MatchSettings = MatchS
         rows = np.flatnonzero(f.informative)
         owner_parts.append(np.full(len(rows), v, np.int64))
         row_parts.append(rows)
-        feat_parts.append(f.frame_features[rows])
+        feat_parts.append(centred(f.frame_features[rows], center))
     owner = np.concatenate(owner_parts)
     row = np.concatenate(row_parts)
     shared: list[list[set[int]]] = [[set() for _ in range(len(f.timestamps))] for f in fps]
@@ -333,10 +382,12 @@ def find_candidates(fps: Sequence[Fingerprint], settings: MatchSettings = MatchS
 def match_all(fps: Sequence[Fingerprint], settings: MatchSettings = MatchSettings()
               ) -> list[tuple[int, int, Match]]:
     """Every candidate pair among fps, verified (including those below any threshold)."""
-    cands = find_candidates(fps, settings)
+    center = frame_center(fps)
+    cands = find_candidates(fps, settings, center)
     out = []
     for i, j in cands.pairs:
-        out.append((i, j, verify(fps[i], fps[j], settings, cands.weights[i], cands.weights[j])))
+        out.append((i, j, verify(fps[i], fps[j], settings, cands.weights[i], cands.weights[j],
+                                 center)))
     return out
 
 
