@@ -220,18 +220,20 @@ def run_ours(paths: Sequence[Path], workers: int, log: Callable[[str], None],
     embedder.unload()
     t2 = time.perf_counter()
     log(f"ours: embedded in {t2 - t1:.1f}s")
-    cands = matching.find_candidates(fps)
-    for a, b in cands.pairs:
-        matching.verify(fps[a], fps[b], a_weights=cands.weights[a], b_weights=cands.weights[b])
+    verified = matching.match_all(fps)  # the product's candidate search + verification
     t3 = time.perf_counter()
-    log(f"ours: {len(cands.pairs)} candidates verified in {t3 - t2:.1f}s")
+    log(f"ours: {len(verified)} candidates verified in {t3 - t2:.1f}s")
 
+    # Every pair, verified in the same context as match_all gives its candidates (the collection's
+    # frame background and recurring-content weights), so the scores are the product's.
+    center = matching.frame_center(fps)
+    cands = matching.find_candidates(fps, center=center)
     n = len(paths)
     scores = np.zeros((n, n))
     for a in range(len(fps)):
         for b in range(a + 1, len(fps)):
             m = matching.verify(fps[a], fps[b], a_weights=cands.weights[a],
-                                b_weights=cands.weights[b])
+                                b_weights=cands.weights[b], center=center)
             scores[good[a], good[b]] = scores[good[b], good[a]] = m.score
     t4 = time.perf_counter()
     log(f"ours: all pairs verified in {t4 - t3:.1f}s")
@@ -244,7 +246,7 @@ def run_ours(paths: Sequence[Path], workers: int, log: Callable[[str], None],
     _, ids = index.search(vectors, min(len(fps), matching.VIDEO_NEIGHBOURS + 1))
     knn = {(min(good[a], good[int(b)]), max(good[a], good[int(b)]))
            for a in range(len(fps)) for b in ids[a] if b >= 0 and b != a}
-    cand = {(min(good[a], good[b]), max(good[a], good[b])) for a, b in cands.pairs}
+    cand = {(min(good[a], good[b]), max(good[a], good[b])) for a, b, _ in verified}
     version = fps[0].model_version if fps else "?"
     result = MethodResult("vfpd (ours)", scores, matching.DEFAULT_THRESHOLD, t3 - t0,
                           f"model {version}")
