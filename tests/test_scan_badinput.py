@@ -237,3 +237,13 @@ def _identify_as_nobody(d: Path) -> list[list[str]]:
         data = f.read()
     os.waitpid(pid, 0)
     return json.loads(data)
+
+
+def test_cuda_asked_without_cuda_exits_three(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert ctl.main(["scan", str(tmp_path), "--device", "cuda", "--no-cache"]) == 3
+    assert "cuda" in capsys.readouterr().err

@@ -261,13 +261,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"vfpctl scan: warning: cache not usable, scanning without it: {e}",
                   file=sys.stderr)
     bars = _Bars()
-    try:
-        from vfpd.model.embed import Embedder
+    from vfpd.model.embed import Embedder
+    from vfpd.model.network import WeightsError
 
+    try:
         embedder = Embedder(device=args.device)
         result = scan(settings, embedder, pool_decoder(args.workers, settings.sampling),
                       catalog, bars)
-    except (RuntimeError, OSError, ValueError) as e:
+    except (RuntimeError, OSError, ValueError, WeightsError) as e:
         print(f"vfpctl scan: error: {e}", file=sys.stderr)
         return EXIT_FAILED
     finally:
