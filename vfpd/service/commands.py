@@ -216,8 +216,8 @@ def duplicate_groups(catalog: Catalog, *, since: float | None = None, kind: str 
     """Groups of duplicate files, largest waste first, one dict per group, built lazily.
 
     Only the pair list and one (size, path count) per content are held in memory while grouping;
-    each group's members (paths, durations, resolutions) are read when the group is sent.
-    A content stored at several paths is an exact duplicate of itself even without a pair row.
+    members' paths, durations and resolutions are read GROUP_BATCH groups at a time as they are
+    sent. A content stored at several paths is an exact duplicate of itself even without a pair.
     Waste is what deleting all but the largest copy would free.
     """
     pairs = [Pair(d.hash_a, d.hash_b, d.score, d.kind) for d in catalog.duplicates(
@@ -226,33 +226,58 @@ def duplicate_groups(catalog: Catalog, *, since: float | None = None, kind: str 
     best: dict[tuple[str, str], Pair] = {}
     for p in pairs:
         best[(p.a, p.b)] = p
+    del pairs
     conn = _read_connection(catalog)
     try:
         grouped = {h for g in groups for h in g}
         if kind in (None, "exact") and (min_score is None or min_score <= 1.0):
             groups += [[h] for h in _aliased_contents(conn, since, path_prefix) if h not in grouped]
+        del grouped
         stats: dict[str, tuple[int, int]] = {}
-        wanted = sorted({h for g in groups for h in g})
-        for chunk in _chunks(wanted):
+        for chunk in _chunks(sorted({h for g in groups for h in g})):
             marks = ",".join("?" * len(chunk))
             stats.update((h, (size, n)) for h, size, n in conn.execute(
                 f"SELECT c.hash, c.size, (SELECT COUNT(*) FROM files f WHERE f.hash = c.hash) "
                 f"FROM contents c WHERE c.hash IN ({marks})", chunk))
+
+        def waste(group: list[str]) -> int:
+            sizes = [stats.get(h, (0, 0)) for h in group]
+            total = sum(size * max(n, 1) for size, n in sizes)
+            return total - max((size for size, _ in sizes), default=0)
+
+        ranked = sorted(((waste(g), g) for g in groups), key=lambda wg: (-wg[0], wg[1]))
+        del groups, stats
+        for i in range(0, len(ranked), GROUP_BATCH):
+            batch = ranked[i:i + GROUP_BATCH]
+            contents, paths = _members(conn, [h for _, g in batch for h in g])
+            for group_waste, group in batch:
+                item = _group_item(group, best, contents, paths)
+                if item is not None:
+                    item["waste"] = group_waste
+                    yield item
     finally:
         conn.close()
 
-    def waste(group: list[str]) -> int:
-        sizes = [stats.get(h, (0, 0)) for h in group]
-        total = sum(size * max(n, 1) for size, n in sizes)
-        return total - max((size for size, _ in sizes), default=0)
 
-    ranked = sorted(((waste(g), g) for g in groups), key=lambda wg: (-wg[0], wg[1]))
-    del groups, stats
-    for group_waste, group in ranked:
-        item = _group_item(catalog, group, best)
-        if item is not None:
-            item["waste"] = group_waste
-            yield item
+GROUP_BATCH = 256
+"""Groups whose members are read with one query: few round trips, bounded memory."""
+
+
+def _members(conn: sqlite3.Connection, hashes: list[str]
+             ) -> tuple[dict[str, tuple[Any, ...]], dict[str, list[str]]]:
+    """(size, duration, width, height, first_seen) and sorted paths of each content."""
+    contents: dict[str, tuple[Any, ...]] = {}
+    paths: dict[str, list[str]] = {}
+    for chunk in _chunks(hashes):
+        marks = ",".join("?" * len(chunk))
+        for h, *rest in conn.execute(
+                f"SELECT hash, size, duration, width, height, first_seen FROM contents "
+                f"WHERE hash IN ({marks})", chunk):
+            contents[h] = tuple(rest)
+        for h, path in conn.execute(
+                f"SELECT hash, path FROM files WHERE hash IN ({marks}) ORDER BY path", chunk):
+            paths.setdefault(h, []).append(path)
+    return contents, paths
 
 
 def _aliased_contents(conn: sqlite3.Connection, since: float | None,
@@ -273,15 +298,16 @@ def _aliased_contents(conn: sqlite3.Connection, since: float | None,
     return [r[0] for r in conn.execute(sql, args)]
 
 
-def _group_item(catalog: Catalog, group: list[str], best: dict[tuple[str, str], Pair]
+def _group_item(group: list[str], best: dict[tuple[str, str], Pair],
+                contents: dict[str, tuple[Any, ...]], all_paths: dict[str, list[str]]
                 ) -> dict[str, Any] | None:
     members: list[dict[str, Any]] = []
     kinds: set[str] = set()
     scores: list[float] = []
     first_seen: float | None = None
     for h in group:
-        content = catalog.content(h)
-        paths = catalog.paths_for_hash(h)
+        size, duration, width, height, seen = contents.get(h, (None,) * 5)
+        paths = all_paths.get(h, [])
         links = [p for other in group if other != h
                  for p in [best.get((h, other) if h < other else (other, h))] if p is not None]
         score = max((p.score for p in links), default=1.0)
@@ -291,21 +317,14 @@ def _group_item(catalog: Catalog, group: list[str], best: dict[tuple[str, str], 
         if len(paths) > 1:
             kinds.add("exact")
             scores.append(1.0)
-        for path in paths or [None]:
-            members.append({
-                "path": path, "hash": h,
-                "size": content.size if content else None,
-                "duration": content.duration if content else None,
-                "width": content.width if content else None,
-                "height": content.height if content else None,
-                "score": score if (links or len(paths) < 2) else 1.0,
-                "kind": kind,
-            })
-        if content is not None:
-            first_seen = max(first_seen or 0.0, content.first_seen)
-    if sum(1 for m in members if m["path"] is not None) < 2:
+        for path in paths:
+            members.append({"path": path, "hash": h, "size": size, "duration": duration,
+                            "width": width, "height": height, "score": score, "kind": kind})
+        if seen is not None:
+            first_seen = max(first_seen or 0.0, seen)
+    if len(members) < 2:
         return None  # files deleted since: nothing left to show as a group
-    members.sort(key=lambda m: (-(m["size"] or 0), m["path"] or ""))
+    members.sort(key=lambda m: (-(m["size"] or 0), m["path"]))
     return {
         "kind": next(k for k in ("partial", "near", "exact") if k in kinds) if kinds else "exact",
         "min_score": min(scores, default=1.0),
@@ -326,7 +345,9 @@ def cmd_status(context: ServiceContext, args: dict[str, Any], request: Request) 
         "uptime_s": round(max(0.0, time.time() - context.started_at), 3),
         "paused": context.paused(),
         "roots": [{"path": r.path, "mode": r.mode, "reason": r.reason} for r in context.roots()],
-        "queue": context.queue_length(),
+        # The catalog's queued jobs include those in flight (a job leaves the queue only with
+        # its result), so this is the queue length without asking the daemon a second time.
+        "queue": counts.jobs_queued,
         "files": counts.files,
         "hashes": counts.contents,
         "fingerprints": sum(counts.fingerprints.values()),
