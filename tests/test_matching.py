@@ -247,3 +247,15 @@ def test_a_component_shared_by_all_frames_does_not_make_a_match(scene: Footage) 
     center = frame_center([a, copy, other])
     assert verify(a, other, center=center).score < 0.1
     assert verify(a, copy, center=center).score >= DEFAULT_THRESHOLD
+
+
+def test_large_collections_switch_to_an_approximate_frame_index(
+        scene: Footage, monkeypatch: pytest.MonkeyPatch) -> None:
+    import vfpd.matching as m
+
+    fps = [fingerprint([(scene, 0, 20)]), fingerprint([(scene, 2, 20)], noise=0.2, seed=1),
+           fingerprint([(Footage(70, 20), 0, 20)])]
+    exact = m.find_candidates(fps).pairs
+    monkeypatch.setattr(m, "FRAME_EXACT_MAX", 10)
+    assert isinstance(m._frame_index(FRAME_DIM, 11), m.faiss.IndexHNSWFlat)
+    assert (0, 1) in m.find_candidates(fps).pairs and (0, 1) in exact
