@@ -53,8 +53,10 @@ DEFAULT_WEBHOOK_TIMEOUT = 10.0
 # With exponential back-off from 1 s, 5 retries span ~30 s: a receiver restarting is covered.
 DEFAULT_WEBHOOK_RETRIES = 5
 DEFAULT_EXEC_TIMEOUT = 60.0
-# Neighbours fetched from the index per new file before frame-level verification.
-DEFAULT_CANDIDATES = 10
+# Neighbours fetched from the index per new file and verified frame by frame. The shipped model's
+# video vectors rank copies high but not always first (matching.VIDEO_MIN_SIM is off for that
+# reason); 50 verifications cost ~50 ms per new file and keep copies from being missed.
+DEFAULT_CANDIDATES = 50
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 

@@ -43,6 +43,11 @@ log = logging.getLogger("vfpd.pipeline")
 # machine so loaded that the time limit ran out): retried with back-off. Every other MediaError says something about
 # the file itself (not a video, truncated, ...) and trying again would give the same answer.
 TRANSIENT_KINDS = frozenset({"timeout", "crashed", "out-of-memory"})
+# The matcher compares frames after removing the library's "background" frame feature (the mean
+# over videos of each video's mean informative frame, matching.frame_center). At start it is
+# estimated from this many stored fingerprints (enough for a stable mean, quick to read) and then
+# kept up to date with every new fingerprint.
+CENTER_SAMPLE = 2000
 # The index is saved after this many added fingerprints even while busy, so a crash in a long
 # back-log replays at most this many catalog changes at the next start.
 CHECKPOINT_EVERY = 200
@@ -109,6 +114,39 @@ class Pipeline:
         self._model_used_at: float | None = None
         self._thread = threading.Thread(target=self._run, name="vfpd-pipeline", daemon=True)
         self.processed = 0
+        self._center_sum: np.ndarray | None = None
+        self._center_n = 0
+        for i, stored in enumerate(catalog.iter_fingerprints(embedder.model_version)):
+            if i >= CENTER_SAMPLE:
+                break
+            self._add_to_center(stored.fingerprint)
+
+    # -- the library's background frame feature -----------------------------------------------
+
+    @staticmethod
+    def _video_mean(fp: Fingerprint) -> np.ndarray | None:
+        informative = np.asarray(fp.informative, bool)
+        if not informative.any():
+            return None
+        return np.asarray(fp.frame_features, np.float64)[informative].mean(axis=0)
+
+    def _add_to_center(self, fp: Fingerprint) -> None:
+        m = self._video_mean(fp)
+        if m is None:
+            return
+        with self._cond:
+            self._center_sum = m if self._center_sum is None else self._center_sum + m
+            self._center_n += 1
+
+    def _center(self, extra: Fingerprint | None = None) -> np.ndarray | None:
+        """The background to remove before comparing frames, counting `extra` (a new video not
+        yet in the library) as one more video."""
+        m = self._video_mean(extra) if extra is not None else None
+        with self._cond:
+            total, n = self._center_sum, self._center_n
+        if m is not None:
+            total, n = (m if total is None else total + m), n + 1
+        return None if total is None else (total / n).astype(np.float32)
 
     # -- control ---------------------------------------------------------------------------------
 
@@ -443,6 +481,7 @@ class Pipeline:
                                                    _segments(m)), sinks)
                     announced += 1
         self.index.catch_up(cat)
+        self._add_to_center(fp)
         with self._cond:
             self._unsaved += 1
         self.processed += 1
@@ -465,6 +504,8 @@ class Pipeline:
         keep = [(int(i), float(s)) for s, i in zip(sims[0], ids[0])
                 if i >= 0 and s >= VIDEO_MIN_SIM]
         stored = self.catalog.fingerprints_by_ids(i for i, _ in keep)
+        known = self.catalog.has_fingerprint(exclude_hash, fp.model_version) if exclude_hash else False
+        center = self._center(None if known else fp)
         out = []
         for i, sim in keep:
             sf = stored.get(i)
@@ -472,7 +513,7 @@ class Pipeline:
                 continue
             if sf.fingerprint.model_version != fp.model_version:
                 continue
-            out.append((sf.hash, verify(fp, sf.fingerprint), sim))
+            out.append((sf.hash, verify(fp, sf.fingerprint, center=center), sim))
         out.sort(key=lambda t: -t[1].score)
         return out[:k]
 
