@@ -39,7 +39,9 @@ def test_units_verify_clean_and_system_unit_exposure_at_most_2() -> None:
     proc = run_check(UNITS)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("verify clean") == 3
-    exposure = float(re.search(r"security exposure ([0-9.]+)", proc.stdout).group(1))  # type: ignore[union-attr]
+    found = re.search(r"security exposure ([0-9.]+)", proc.stdout)
+    assert found is not None, proc.stdout
+    exposure = float(found.group(1))
     assert exposure <= MAX_EXPOSURE
 
 
@@ -158,8 +160,9 @@ class NotifyListener:
                 data = self.sock.recv(65536)
             except TimeoutError:
                 if proc is not None and proc.poll() is not None:
+                    err = proc.stderr.read()[-3000:] if proc.stderr else ""
                     raise AssertionError(f"vfpd exited with {proc.returncode} before {key}: "
-                                         f"{proc.stderr.read()[-3000:]}") from None  # type: ignore[union-attr]
+                                         f"{err}") from None
                 continue
             m = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
             self.messages.append(m)

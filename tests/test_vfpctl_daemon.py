@@ -250,7 +250,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveDaemon]:
     try:
         deadline = time.monotonic() + 300
         while True:
-            assert proc.poll() is None, f"vfpd exited: {proc.stderr.read()[-3000:]}"  # type: ignore[union-attr]
+            if proc.poll() is not None:
+                err = proc.stderr.read()[-3000:] if proc.stderr else ""
+                pytest.fail(f"vfpd exited: {err}")
             assert time.monotonic() < deadline, "vfpd did not finish the start-up back-log"
             try:
                 with Client(sock, timeout=30) as c:

@@ -67,7 +67,8 @@ class DaemonNotRunning(ControlError):
     """Nothing listens on the socket."""
 
     def __init__(self, socket_path: Path, reason: str) -> None:
-        super().__init__("not-running", f"vfpd is not running (no daemon at {socket_path}: {reason})")
+        super().__init__("not-running",
+                         f"vfpd is not running (no daemon at {socket_path}: {reason})")
         self.socket_path = socket_path
 
 
@@ -94,7 +95,8 @@ class Client:
             raise DaemonNotRunning(self.socket_path, "no socket file") from None
         except ConnectionRefusedError:
             sock.close()
-            raise DaemonNotRunning(self.socket_path, "stale socket file, nobody listening") from None
+            raise DaemonNotRunning(self.socket_path,
+                                   "stale socket file, nobody listening") from None
         except PermissionError:
             sock.close()
             raise ControlError(
@@ -132,7 +134,8 @@ class Client:
             else:
                 self._sock.sendall(line)
         except (BrokenPipeError, ConnectionResetError) as exc:
-            raise ControlError("disconnected", f"the daemon closed the connection ({exc})") from None
+            raise ControlError("disconnected",
+                               f"the daemon closed the connection ({exc})") from None
         return request_id
 
     def _read(self) -> dict[str, Any]:
@@ -141,7 +144,8 @@ class Client:
         except TimeoutError:
             raise ControlError(E_TIMEOUT, f"no reply within {self._timeout:g} s") from None
         except ConnectionResetError as exc:
-            raise ControlError("disconnected", f"the daemon closed the connection ({exc})") from None
+            raise ControlError("disconnected",
+                               f"the daemon closed the connection ({exc})") from None
         if not line:
             raise ControlError("disconnected", "the daemon closed the connection")
         if not line.endswith(b"\n"):

@@ -344,7 +344,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="the daemon's config file, to find its socket")
     common.add_argument("--json", action="store_true", help="print JSON instead of a table")
     common.add_argument("--timeout", type=float, default=DEFAULT_REPLY_TIMEOUT_S, metavar="S",
-                        help=f"seconds to wait for the answer (default {DEFAULT_REPLY_TIMEOUT_S:g})")
+                        help="seconds to wait for the answer "
+                             f"(default {DEFAULT_REPLY_TIMEOUT_S:g})")
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str
             ) -> argparse.ArgumentParser:

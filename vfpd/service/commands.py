@@ -25,7 +25,7 @@ from vfpd.matching import Pair, group_components
 from vfpd.service.context import ServiceContext
 
 MAX_QUERY_K = 1000
-"""A person reads ten neighbours, a script maybe a few hundred; past that the answer is the index."""
+"""A person reads ten neighbours, a script a few hundred; past that, read the index itself."""
 
 DEFAULT_QUERY_K = 10
 
@@ -107,7 +107,8 @@ def validate_args(command: Command, raw: Any) -> dict[str, Any]:
             try:
                 value = p.check(value)
             except ValueError as exc:
-                raise CommandError(E_BAD_ARGS, f"{command.name}: argument {p.name!r}: {exc}") from None
+                raise CommandError(E_BAD_ARGS,
+                                   f"{command.name}: argument {p.name!r}: {exc}") from None
         args[p.name] = value
     return args
 

@@ -58,7 +58,7 @@ RECV_CHUNK = 65536
 
 
 class ControlSocketError(Exception):
-    """The control socket cannot be set up (path in use by a live daemon, not a socket, too long)."""
+    """The control socket cannot be set up (a live daemon on the path, not a socket, too long)."""
 
 
 @dataclass(frozen=True)
