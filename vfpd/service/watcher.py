@@ -145,6 +145,31 @@ class Filter:
         return not self.excluded(rel)
 
 
+def inotify_watch_count() -> int:
+    """inotify watches this process holds now, from the kernel's fdinfo of its inotify fds."""
+    count = 0
+    try:
+        fds = os.listdir("/proc/self/fdinfo")
+    except OSError:
+        return -1
+    for fd in fds:
+        try:
+            with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+                count += sum(1 for line in f if line.startswith(b"inotify wd:"))
+        except OSError:
+            continue  # closed meanwhile
+    return count
+
+
+def count_dirs(root: str) -> int:
+    """Folders a recursive inotify watch of `root` needs (root included, links not followed)."""
+    n = 1
+    for dirpath, dirnames, _ in os.walk(root, followlinks=False):
+        dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
+        n += len(dirnames)
+    return n
+
+
 def walk(root: Path, flt: Filter) -> Iterator[tuple[str, os.stat_result]]:
     """Every watched regular video file under `root` with its stat; symlinks are not followed
     (a link is not a copy, and linked folders can loop). Unreadable folders are skipped, logged."""
@@ -297,7 +322,14 @@ class Watcher(FileSystemEventHandler):
         if not want_poll:
             try:
                 obs = self._observer(False)
+                before = inotify_watch_count()
                 watch = obs.schedule(self, root, recursive=recursive, event_filter=EVENT_FILTER)
+                # watchdog skips sub-folders it cannot watch without a word; the kernel's count
+                # of our watches tells whether every folder got one.
+                if recursive and before >= 0 and (
+                        inotify_watch_count() - before < count_dirs(root)):
+                    obs.unschedule(watch)
+                    raise OSError(errno.ENOSPC, "inotify watch limit reached")
                 self._watches[root] = (obs, watch)
                 self._set_state(root, "inotify", "local filesystem")
                 log.info("watching %s (inotify)", root)
