@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,8 @@ NEG_BLACK_LEADER = "both with black leader"
 NEG_DIFFERENT = "different videos"
 
 POS_COPY_COPY = "copy vs copy"
+
+OURS = "vfpd (ours)"
 
 
 @dataclass(frozen=True)
@@ -248,7 +251,7 @@ def run_ours(paths: Sequence[Path], workers: int, log: Callable[[str], None],
            for a in range(len(fps)) for b in ids[a] if b >= 0 and b != a}
     cand = {(min(good[a], good[b]), max(good[a], good[b])) for a, b, _ in verified}
     version = fps[0].model_version if fps else "?"
-    result = MethodResult("vfpd (ours)", scores, matching.DEFAULT_THRESHOLD, t3 - t0,
+    result = MethodResult(OURS, scores, matching.DEFAULT_THRESHOLD, t3 - t0,
                           f"model {version}")
     return result, OursExtra(cand, matching.VIDEO_NEIGHBOURS, knn, t1 - t0, t2 - t1, t3 - t2, t4 - t3, errors, version)
 
@@ -259,11 +262,19 @@ def _f(x: float, digits: int = 3) -> str:
     return "—" if x != x else f"{x:.{digits}f}"
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children: unlike wall time, it does not depend on
+    what else the machine is doing."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def summary_rows(results: Sequence[MethodResult], pairs: Pairs, subset: np.ndarray,
-                 video_seconds: float) -> list[str]:
+                 video_seconds: float, cpu: dict[str, float]) -> list[str]:
     head = ("| method | AP | best F1 (threshold) | recall @ precision ≥ 0.99 (threshold) | "
-            "negatives ≥ default threshold | default threshold | time | × realtime |")
-    rows = [head, "|" + "---|" * 8]
+            "negatives ≥ default threshold | default threshold | wall time | × realtime | "
+            "CPU time | × realtime per core |")
+    rows = [head, "|" + "---|" * 10]
     y = pairs.positive[subset]
     n_neg = int((~y).sum())
     for r in results:
@@ -272,9 +283,10 @@ def summary_rows(results: Sequence[MethodResult], pairs: Pairs, subset: np.ndarr
         rp, tp = recall_at_precision(s, y, 0.99)
         fp = count_at_or_above(s, ~y, r.default_threshold)
         speed = video_seconds / r.seconds if r.seconds > 0 else float("nan")
+        c = cpu.get(r.name, float("nan"))
         rows.append(f"| {r.name} | {_f(average_precision(s, y))} | {_f(f1)} ({_f(tf1, 2)}) | "
                     f"{_f(rp)} ({_f(tp, 2)}) | {fp} of {n_neg} | {r.default_threshold:g} | "
-                    f"{r.seconds:.0f} s | {speed:.0f}× |")
+                    f"{r.seconds:.0f} s | {speed:.0f}× | {c:.0f} s | {video_seconds / c:.0f}× |")
     return rows
 
 
@@ -316,6 +328,16 @@ def negative_rows(results: Sequence[MethodResult], pairs: Pairs) -> list[str]:
     return rows
 
 
+def hardest_rows(s: np.ndarray, pairs: Pairs, names: Sequence[str], n: int = 6) -> list[str]:
+    rows = ["| pair | truth | kind | score |", "|---|---|---|---|"]
+    neg, pos = np.flatnonzero(~pairs.positive), np.flatnonzero(pairs.positive)
+    for k in [*neg[np.argsort(-s[neg], kind="stable")[:n]], *pos[np.argsort(s[pos], kind="stable")[:n]]]:
+        truth = "copy" if pairs.positive[k] else "different"
+        rows.append(f"| {names[pairs.i[k]]} / {names[pairs.j[k]]} | {truth} | {pairs.kind[k]} | "
+                    f"{s[k]:.3f} |")
+    return rows
+
+
 def retrieval_rows(extra: OursExtra, pairs: Pairs, k: int) -> list[str]:
     pos = [(int(a), int(b)) for a, b in zip(pairs.i[pairs.positive], pairs.j[pairs.positive])]
     held = pairs.heldout[pairs.positive]
@@ -326,6 +348,30 @@ def retrieval_rows(extra: OursExtra, pairs: Pairs, k: int) -> list[str]:
         rows.append(f"| {name} | {hit.mean():.3f} ({int(hit.sum())}/{len(hit)}) | "
                     f"{hit[held].mean() if held.any() else float('nan'):.3f} |")
     return rows
+
+
+# --- method results kept between runs ----------------------------------------------------------
+
+def save_result(path: Path, r: MethodResult, cpu: float, names: Sequence[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{path.name}")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, scores=r.scores, names=np.array(names), meta=np.array(json.dumps(
+            {"name": r.name, "default_threshold": r.default_threshold, "seconds": r.seconds,
+             "note": r.note, "cpu": cpu})))
+    tmp.replace(path)
+
+
+def load_result(path: Path, names: Sequence[str]) -> tuple[MethodResult, float]:
+    """A result saved by an earlier run on the same files (--cached), for re-running only some
+    methods; refused when the set's files differ."""
+    with np.load(path) as z:
+        if list(z["names"]) != list(names):
+            raise ValueError(f"{path} was computed on another set of files; run it again")
+        meta = json.loads(str(z["meta"]))
+        r = MethodResult(meta["name"], z["scores"], meta["default_threshold"], meta["seconds"],
+                         meta["note"] + " (cached result of an earlier run)")
+    return r, meta["cpu"]
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -339,13 +385,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rebuild", action="store_true", help="delete and rebuild the cached set")
     ap.add_argument("--data", type=Path, help="where the set is built (default bench/data/...)")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"subset of {','.join(METHODS)}")
+    ap.add_argument("--cached", default="", help="methods whose result of an earlier run on the "
+                    "same files is reused (e.g. vpdq,signature,phash while tuning ours)")
     ap.add_argument("--weights", type=Path, help="model weights (default: the shipped base.pt)")
     ap.add_argument("--workers", type=int, default=2, help="decoding/encoding processes")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out",
                     help="where accuracy.md and accuracy.json are written")
     args = ap.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = set(methods) - set(METHODS)
+    unknown = (set(methods) | {m.strip() for m in args.cached.split(",") if m.strip()}) - set(METHODS)
     if unknown:
         print(f"unknown method(s): {', '.join(sorted(unknown))}", file=sys.stderr)
         return 2
@@ -363,6 +411,8 @@ def main(argv: list[str]) -> int:
     log(f"dataset: {len(ds.items)} files, {sum(i.duration for i in ds.items):.0f} s of video, "
         f"ready in {time.perf_counter() - t0:.0f} s ({root})")
     paths = [ds.path(it) for it in ds.items]
+    names = [it.name for it in ds.items]
+    cached = {m.strip() for m in args.cached.split(",") if m.strip()}
     pairs = label_pairs(ds.items)
     video_seconds = sum(it.duration for it in ds.items)
 
@@ -374,8 +424,16 @@ def main(argv: list[str]) -> int:
         "signature": lambda: baselines.run_signature(paths),
         "phash": lambda: baselines.run_phash(paths, workers=args.workers),
     }
+    cpu: dict[str, float] = {}
     for m in methods:
         log(f"running {m} ...")
+        c0 = cpu_seconds()
+        saved = root / "results" / f"{m}.npz"
+        if m in cached:
+            r, cpu_s = load_result(saved, names)
+            cpu[r.name] = cpu_s
+            results.append(r)
+            continue
         try:
             if m == "ours":
                 r, extra = run_ours(paths, args.workers, log, args.weights)
@@ -385,7 +443,9 @@ def main(argv: list[str]) -> int:
             failures[m] = f"{type(e).__name__}: {e}"
             log(f"{m} failed: {failures[m]}")
             continue
-        log(f"{m}: {r.seconds:.0f} s")
+        cpu[r.name] = cpu_seconds() - c0
+        save_result(saved, r, cpu[r.name], names)
+        log(f"{m}: {r.seconds:.0f} s wall, {cpu[r.name]:.0f} s CPU")
         results.append(r)
 
     n_pos = int(pairs.positive.sum())
@@ -397,9 +457,9 @@ def main(argv: list[str]) -> int:
         f"Held-out: {int(np.sum(pairs.positive & held))} positive, "
         f"{int(np.sum(~pairs.positive & held))} negative pairs.", "",
         "**All pairs**", "", *summary_rows(results, pairs, np.ones(len(pairs.i), bool),
-                                            video_seconds), "",
+                                            video_seconds, cpu), "",
         "**Held-out footage only** (originals never seen in training)", "",
-        *summary_rows(results, pairs, held, video_seconds), "",
+        *summary_rows(results, pairs, held, video_seconds, cpu), "",
         "**Per transformation**: AP of (original, copy) pairs of that kind vs all negatives; "
         "in brackets the recall at the method's default threshold", "",
         *per_kind_rows(results, pairs, np.ones(len(pairs.i), bool)), "",
@@ -411,27 +471,36 @@ def main(argv: list[str]) -> int:
     report: dict[str, object] = {"files": len(ds.items), "video_seconds": video_seconds,
                                  "failures": failures, "methods": {}}
     if extra is not None:
-        ours = next(r for r in results if r.name == "vfpd (ours)")
-        s = _scores_of(ours.scores, pairs)
-        cal = calibrate(s, pairs.positive)
         out += ["**Our candidate retrieval** (does the k-NN lose positives before verification?)",
                 "", *retrieval_rows(extra, pairs, extra.k), "",
                 f"Our time: sampling {extra.sample_s:.0f} s, embedding {extra.embed_s:.0f} s, "
                 f"candidates + verification {extra.match_s:.0f} s "
                 f"(verifying all {len(pairs.i)} pairs for this table: {extra.all_pairs_s:.0f} s; "
-                f"not part of a scan). Decode errors: {len(extra.errors)}.", "",
-                "**Threshold calibration (ours, whole set)**", "",
-                f"- highest-scoring negative: {cal.max_negative:.3f}",
+                f"not part of a scan). Decode errors: {len(extra.errors)}.", ""]
+        report["ours"] = {"sample_s": extra.sample_s, "embed_s": extra.embed_s,
+                          "match_s": extra.match_s, "errors": extra.errors,
+                          "model_version": extra.model_version}
+    ours = next((r for r in results if r.name == OURS), None)
+    if ours is not None:
+        s = _scores_of(ours.scores, pairs)
+        cal = calibrate(s, pairs.positive)
+        cal_held = calibrate(s[held], pairs.positive[held])
+        at_default = s >= ours.default_threshold
+        out += ["**Threshold calibration (ours)**", "",
+                f"- highest-scoring negative: {cal.max_negative:.3f} "
+                f"(held-out: {cal_held.max_negative:.3f})",
                 f"- lowest threshold with precision 1.0: {_f(cal.precision1_threshold)} "
                 f"(recall {cal.precision1_recall:.3f})",
                 f"- best F1 {cal.best_f1:.3f} at threshold {_f(cal.best_f1_threshold)}",
                 f"- suggested DEFAULT_THRESHOLD (halfway between the highest negative and the next "
-                f"positive): {_f(cal.suggested)} (recall {cal.suggested_recall:.3f}); "
-                f"current: {ours.default_threshold:g}", ""]
+                f"positive): {_f(cal.suggested)} (recall {cal.suggested_recall:.3f})",
+                f"- current DEFAULT_THRESHOLD {ours.default_threshold:g}: recall "
+                f"{np.mean(at_default[pairs.positive]):.3f}, "
+                f"{int(np.sum(at_default & ~pairs.positive))} negatives at or above it", "",
+                "Hardest pairs for ours (highest negatives, lowest positives):", "",
+                *hardest_rows(s, pairs, names), ""]
         report["calibration"] = cal.__dict__
-        report["ours"] = {"sample_s": extra.sample_s, "embed_s": extra.embed_s,
-                          "match_s": extra.match_s, "errors": extra.errors,
-                          "model_version": extra.model_version}
+        report["calibration_heldout"] = cal_held.__dict__
     for m, why in failures.items():
         out.append(f"- {m}: not run ({why})")
     for r in results:
