@@ -33,6 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="stop after the epoch during which this much training time has passed")
     p.add_argument("--max_steps", type=int, default=0, help="stop after this many steps in total")
     p.add_argument("--cache_dir", type=Path, default=None, help="frame cache (default: CHECKPOINT.cache/)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from these weights (e.g. the shipped base weights) instead of random")
     p.set_defaults(func=run)
 
 
@@ -50,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, checkpoint=args.checkpoint, batch_size=args.batch_size,
         epochs=args.epochs, lr=args.lr, num_workers=args.num_workers, device=args.device,
         amp=not args.no_amp, val_fraction=args.val_fraction, threads=args.threads, seed=args.seed,
-        cache_dir=args.cache_dir, max_steps=args.max_steps, max_minutes=args.max_minutes)
+        cache_dir=args.cache_dir, max_steps=args.max_steps, max_minutes=args.max_minutes,
+        init=args.init)
     try:
         summary = train(settings, log=lambda m: print(m, file=sys.stderr, flush=True))
     except (TrainingError, ValueError) as e:

@@ -36,8 +36,9 @@ more sparsely by media's interval doubling."""
 VIEW_INTERVAL = 1.0
 """Seconds between a view's frames: what fingerprints use (media.SamplingSettings.interval)."""
 
-SEGMENT_SECONDS = (6.0, 20.0)
-"""Length of an anchor segment; views are 60-100 % of it, so two views always overlap."""
+SEGMENT_SECONDS = (5.0, 14.0)
+"""Length of an anchor segment; views are 60-100 % of it, so two views always overlap. Short:
+on a CPU the frames per step are the cost, and more short segments give more negatives."""
 
 VIEW_MIN_SHARE = 0.6
 """Shortest view as a share of its anchor segment: two views then overlap by at least 20 %."""
@@ -49,9 +50,14 @@ POSITIVE_SECONDS = 0.5
 """Frames of two views count as the same moment when their source times are this close (media
 samples copies on a grid that may be shifted by up to half an interval)."""
 
-IGNORE_SECONDS = 1.0
-"""...and as neither positive nor negative up to this far apart: neighbouring frames may be
-legitimately alike."""
+IGNORE_SECONDS = 3.0
+"""...and as neither positive nor negative up to this far apart: within a shot, frames a second
+or two apart differ less than a crop changes one frame, so pushing them apart would fight the
+crop invariance; telling those apart is the temporal alignment's job."""
+
+VAL_FRAME_SECONDS = 1.5
+"""Validation counts a query frame as found when its nearest database frame is of the same video
+and within this many seconds of the same moment."""
 
 STATIC_DIFF = 0.02
 """Two source frames whose 8x8 gray thumbnails differ by less than this (mean absolute, 0-1) are
@@ -94,6 +100,7 @@ class TrainSettings:
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
     seed: int = 0
     cache_dir: Path | None = None  # default: <checkpoint>.cache/ beside the checkpoint
+    init: Path | None = None  # start from these weights (e.g. the shipped ones) when not resuming
     max_steps: int = 0  # 0: no cap; otherwise stop after this many optimiser steps in total
     max_minutes: float = 0.0  # 0: no cap; otherwise stop (after the current epoch) past this time
     net: NetConfig = field(default_factory=NetConfig)
@@ -137,29 +144,24 @@ def _thumbs(frames: np.ndarray) -> np.ndarray:
     return gray.reshape(n, 8, h // 8, 8, w // 8).mean(axis=(2, 4)).reshape(n, 64)
 
 
-def _sample_dense(path: str) -> media.SampledVideo:
-    settings = media.SamplingSettings(interval=CACHE_INTERVAL, max_frames=CACHE_MAX_FRAMES, keyframes="all")
-    return media.sample(path, settings)
+DENSE_SAMPLING = media.SamplingSettings(interval=CACHE_INTERVAL, max_frames=CACHE_MAX_FRAMES, keyframes="all")
 
 
 def _decode_all(paths: list[Path], workers: int) -> Iterator[tuple[Path, media.SampledVideo | Exception]]:
-    """Decode in `workers` processes (a bad file fails alone), yielding results as they finish."""
-    if workers <= 1:
+    """Decode in `workers` isolated processes (vfpd.workers: a file that hangs or crashes fails
+    alone), or in this process when workers is 0; yields results as they finish."""
+    if workers <= 0:
         for p in paths:
             try:
-                yield p, _sample_dense(str(p))
+                yield p, media.sample(p, DENSE_SAMPLING)
             except media.MediaError as e:
                 yield p, e
         return
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from vfpd.workers import DecodePool, PoolSettings
 
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(_sample_dense, str(p)): p for p in paths}
-        for fut in as_completed(futures):
-            try:
-                yield futures[fut], fut.result()
-            except Exception as e:  # a crashed worker or a media error: report, keep going
-                yield futures[fut], e
+    with DecodePool(PoolSettings(workers=workers, sampling=DENSE_SAMPLING)) as pool:
+        for r in pool.map(paths):
+            yield Path(r.path), (r.sampled if r.sampled is not None else r.error or ValueError("no result"))
 
 
 def build_cache(data_dir: Path, cache_dir: Path, workers: int,
@@ -352,10 +354,11 @@ def losses(model: FingerprintNet, b: Batch) -> tuple[Tensor, Tensor]:
     return vloss, floss
 
 
-def lr_at(step: int, total: int, peak: float) -> float:
+def lr_at(step: int, progress: float, peak: float) -> float:
+    """Linear warm-up over the first steps, then cosine decay over `progress` (0..1 of the run)."""
     if step < WARMUP_STEPS:
         return peak * (step + 1) / WARMUP_STEPS
-    p = min(1.0, (step - WARMUP_STEPS) / max(1, total - WARMUP_STEPS))
+    p = min(1.0, max(0.0, progress))
     return peak * (MIN_LR_SHARE + (1 - MIN_LR_SHARE) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
@@ -406,7 +409,7 @@ def _embed_batch(model: FingerprintNet, b: Batch, device: torch.device, chunk: i
 def validate(model: FingerprintNet, val: ValSet, device: torch.device) -> dict[str, float]:
     """Recall@1 of transformed queries against all segments (other segments of the same video
     included), and the share of query frames whose nearest database frame is the same moment
-    (same video, within POSITIVE_SECONDS). score = their mean."""
+    (same video, within VAL_FRAME_SECONDS). score = their mean."""
     was = model.training
     model.eval()
     dv, df = _embed_batch(model, val.db, device)
@@ -420,7 +423,7 @@ def validate(model: FingerprintNet, val: ValSet, device: torch.device) -> dict[s
     q_vid = val.queries.video.repeat_interleave(val.queries.mask.shape[1])[qm]
     d_src, q_src = val.db.src_time.flatten()[dm], val.queries.src_time.flatten()[qm]
     nn_idx = (q_feat @ d_feat.T).argmax(dim=1)
-    frame_hit = (d_vid[nn_idx] == q_vid) & ((d_src[nn_idx] - q_src).abs() <= POSITIVE_SECONDS + 1e-6)
+    frame_hit = (d_vid[nn_idx] == q_vid) & ((d_src[nn_idx] - q_src).abs() <= VAL_FRAME_SECONDS)
     fr = frame_hit.float().mean().item()
     return {"recall_at_1": r1, "frame_top1": fr, "score": (r1 + fr) / 2}
 
@@ -460,7 +463,7 @@ def train(s: TrainSettings, log: Callable[[str], None] = print) -> dict[str, obj
     model = FingerprintNet(s.net).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    epoch, step, best, history, minutes_before = 0, 0, -1.0, [], 0.0
+    epoch, step, best, history, minutes_before = 0, 0, float("-inf"), [], 0.0
     if s.checkpoint.exists():
         try:
             blob = load_blob(s.checkpoint, device)
@@ -472,12 +475,21 @@ def train(s: TrainSettings, log: Callable[[str], None] = print) -> dict[str, obj
         if "optimizer" in blob:
             opt.load_state_dict(blob["optimizer"])
         epoch, step = int(blob.get("epoch", 0)), int(blob.get("step", 0))
-        best, history = float(blob.get("best_score", -1.0)), list(blob.get("history", []))
+        best, history = float(blob.get("best_score", float("-inf"))), list(blob.get("history", []))
         minutes_before = float(blob.get("minutes", 0.0))
         log(f"resumed from {s.checkpoint} at epoch {epoch}, step {step}, best score {best:.4f}")
+    elif s.init is not None:
+        try:
+            blob = load_blob(s.init, device)
+        except WeightsError as e:
+            raise TrainingError(f"cannot start from --init: {e}") from None
+        if NetConfig.from_dict(blob["config"]) != s.net:
+            raise TrainingError(f"{s.init}: --init weights have another network configuration")
+        model.load_state_dict(blob["model"])
+        log(f"starting from the weights in {s.init}")
 
     val = make_val_set(val_v, s.augment, s.time) if val_v else None
-    if val is not None and best < 0 and not history:
+    if val is not None and not history:
         first = validate(model, val, device)
         history.append({"epoch": 0, "step": 0, **first})
         log(f"untrained: {first}")
@@ -501,8 +513,13 @@ def train(s: TrainSettings, log: Callable[[str], None] = print) -> dict[str, obj
                 if step >= total_steps:
                     break
                 b = next(it)
+                # With a time budget the schedule follows the clock, so the rate has decayed
+                # when the budget ends, however fast the steps turn out to be.
+                progress = step / total_steps
+                if s.max_minutes:
+                    progress = max(progress, (time.monotonic() - started) / 60 / s.max_minutes)
                 for group in opt.param_groups:
-                    group["lr"] = lr_at(step, total_steps, s.lr)
+                    group["lr"] = lr_at(step, progress, s.lr)
                 b.frames = b.frames.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                     vloss, floss = losses(model, b)
