@@ -42,13 +42,16 @@ def test_map_decodes_good_files_and_reports_bad_ones(tmp_path: Path, bikes: Path
     text.write_text("not a video\n" * 10)
     empty = tmp_path / "empty.mkv"
     empty.touch()
+    fifo = tmp_path / "never-written.mp4"  # opening it for reading would block forever
+    os.mkfifo(fifo)
     threads = threading.active_count()
     with DecodePool(PoolSettings(workers=2)) as pool:
-        results = list(pool.map([*good, text, bikes, empty]))
+        results = list(pool.map([*good, text, bikes, empty, fifo]))
         pids = pool.pids()
     _assert_clean(pids, threads)
     by_path = {r.path: r for r in results}
-    assert len(results) == 6 and set(by_path) == {str(p) for p in [*good, text, bikes, empty]}
+    assert len(results) == 7 and set(by_path) == {str(p) for p in [*good, text, bikes, empty, fifo]}
+    assert by_path[str(fifo)].error.kind == "unreadable" and "pipe" in by_path[str(fifo)].error.reason
     for p in [*good, bikes]:
         r = by_path[str(p)]
         assert r.ok and r.sampled is not None and r.seconds > 0

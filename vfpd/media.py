@@ -19,7 +19,28 @@ conversion to RGB is a large share of the cost), straight to a small intermediat
 DETECT_SIZE x DETECT_SIZE by swscale. Letterbox/pillarbox bars are found on those intermediates
 over all informative frames, cropped, and the crop is resized to FRAME_SIZE.
 
-Decoding policy (measured; see DECODE POLICY below and bench/speed.py)
+Decoding policy (measured with bench/speed.py and by hand; 2 shared cores, 61.7 s of 720p H.264
+from x264's defaults: keyint 250 = 10 s GOPs, 3 B-frames; numbers are decode wall time)
+------------------------------------------------------------------------------------------------
+    every frame, FFmpeg threads          3.4 s   18x realtime   (1 thread: the same, cores busy)
+    every frame + RGB of every frame     6.0 s   10x            -> convert only the kept frames
+    no deblocking (skip_loop_filter)     2.9 s   22x
+    skip non-reference frames (NONREF)   1.8 s   34x
+    NONREF + no deblocking               1.45 s  43x            64x64 samples differ by 0.6/255
+    skip B-frames (BIDIR)                1.2 s   50x            REJECTED: B-pyramid refs; 11/255
+    keyframes only (NONKEY)              0.14 s  450x           20 frames in 62 s, 10 s apart
+    seek per sample                      -                      each seek decodes from the previous
+                                                                keyframe: more than decoding it all
+Keyframes alone are the only way past ~50x, but with 10 s GOPs they give a frame every 10 s at
+moments set by the encoder, not by the footage: a re-encode of the same film gets other moments
+(raw-frame chamfer similarity original vs re-encoded trimmed copy: p10 0.90 keyframes-only vs
+0.999 on the time grid). So, per file ("auto"):
+  * keyframes only, when the container index shows no keyframe gap above KEYFRAME_MAX_GAP
+    intervals (phone and camera recordings with 1 s GOPs, intra-only codecs such as MJPEG, and
+    long files where the grid has coarsened to the GOP); keyframes denser than the grid are not
+    even decoded;
+  * otherwise every reference frame, without deblocking, converting only the frames kept.
+`SamplingSettings(keyframes="keyframes")` forces the fast path for users who prefer speed.
 """
 
 from __future__ import annotations
