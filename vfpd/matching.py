@@ -20,12 +20,14 @@ import faiss
 import numpy as np
 
 from vfpd.fingerprint import Fingerprint
+from vfpd.index import VectorIndex
 
-DEFAULT_THRESHOLD = 0.5
-"""Pairs scoring at least this are reported: at least half of the common footage matches frame
-by frame. Measured with the shipped model (docs/scan.md): different videos and other segments of
-one scene score at most 0.14, copies under re-encode, scale, pad, flip, colour, fps and watermark
-at least 0.69; 0.5 sits between with room on both sides."""
+DEFAULT_THRESHOLD = 0.6
+"""Pairs scoring at least this are reported: at least 60 % of the common footage matches frame
+by frame. Measured on tests/test_scan.py's library with the preliminary shipped models
+(docs/scan.md): different videos and other segments of one scene scored at most 0.52 (two
+procedural videos of one generator), copies under re-encode, scale, pad, flip, colour, fps and
+watermark at least 0.8; 0.6 keeps every pair of different videos out with a margin."""
 
 EXACT = "exact"
 NEAR = "near"
@@ -39,11 +41,12 @@ class MatchSettings:
 
     # Per-frame cosine similarity (of centred features, see frame_center) mapped linearly to a
     # match value in [0, 1]: at or below frame_sim_floor a frame pair counts as "different
-    # picture", at or above frame_sim_ceil as "same picture". Measured with the shipped model:
-    # aligned frames of re-encoded/scaled/padded/colour-shifted copies average 0.84-0.97,
-    # frames of different videos -0.6-0.3, the same scene one second later about 0.1.
-    frame_sim_floor: float = 0.3
-    frame_sim_ceil: float = 0.8
+    # picture", at or above frame_sim_ceil as "same picture". Measured with the preliminary
+    # shipped models on tests/test_scan.py's library: aligned frames of re-encoded, scaled,
+    # padded, colour-shifted copies average 0.84-0.97; frames of different videos -0.6-0.3 on
+    # average, with single frames up to ~0.6; the same scene one second later about 0.1.
+    frame_sim_floor: float = 0.5
+    frame_sim_ceil: float = 0.9
     # Speeds tried for the alignment (copy time = slope * original time + offset). 1.0 covers
     # re-encodes, trims and frame-rate changes (sampling is by time); the others cover sped-up or
     # slowed-down copies, which are common for clips re-posted to fit a time limit.
@@ -363,8 +366,8 @@ def find_candidates(fps: Sequence[Fingerprint], settings: MatchSettings = MatchS
     stacked = np.stack([f.vector for f in fps]).astype(np.float32)
     # Centred like the frames: video vectors share a common component too.
     vectors = centred(stacked, stacked.mean(axis=0))
-    index = faiss.IndexFlatIP(vectors.shape[1])
-    index.add(vectors)
+    index = VectorIndex(fps[0].model_version, dim=vectors.shape[1], expected=n)
+    index.add(np.arange(n), vectors)
     sims, ids = index.search(vectors, min(n, VIDEO_NEIGHBOURS + 1))
     for i in range(n):
         for sim, j in zip(sims[i], ids[i]):
