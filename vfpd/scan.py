@@ -260,10 +260,23 @@ def fingerprint_contents(entries: Sequence[FileEntry], embedder: Embedder, decod
     advance = progress("fingerprinting", len(todo))
     batch: list[tuple[str, SampledVideo]] = []
 
+    def embed(batch: list[tuple[str, SampledVideo]]) -> list[tuple[str, SampledVideo, Fingerprint]]:
+        try:
+            return [(p, v, fp) for (p, v), fp in
+                    zip(batch, embedder.embed_many([v for _, v in batch]))]
+        except ValueError:
+            if len(batch) == 1:
+                path = batch[0][0]
+                errors.append(ScanError(path, "no frame of it could be fingerprinted",
+                                        "not-a-video"))
+                return []
+            # One video the model refuses spoils its batch: retry one by one to find it.
+            return [r for item in batch for r in embed([item])]
+
     def flush() -> None:
         if not batch:
             return
-        for (path, video), fp in zip(batch, embedder.embed_many([v for _, v in batch])):
+        for path, video, fp in embed(batch):
             h = todo[path]
             fps[h] = fp
             info = video.info

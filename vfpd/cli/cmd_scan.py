@@ -188,9 +188,11 @@ def print_text(result: ScanResult) -> None:
                 line += f"   [{p.score:.2f} {p.kind}"
                 if p.kind == matching.PARTIAL and p.segments:
                     s = p.segments[0]
-                    a_is_path = p.a == path
-                    lo, hi = (s.b_start, s.b_end) if a_is_path else (s.a_start, s.a_end)
-                    line += f", {lo:.0f}-{hi:.0f} s of the larger"
+                    mine, other = ((s.a_start, s.a_end), p.b) if p.a == path else \
+                        ((s.b_start, s.b_end), p.a)
+                    theirs = (s.b_start, s.b_end) if p.a == path else (s.a_start, s.a_end)
+                    line += (f": {mine[0]:.1f}-{mine[1]:.1f} s here = {theirs[0]:.1f}-"
+                             f"{theirs[1]:.1f} s of {shown(os.path.basename(other))}")
                 line += "]"
             print(line)
     if result.errors:
