@@ -85,7 +85,9 @@ class Embedder:
 
     def _get_model(self) -> FingerprintNet:
         if self._model is None:
-            self._model, _ = load_model(self.weights, self.device)
+            model, _ = load_model(self.weights, self.device)
+            model.frames.fuse_for_inference()
+            self._model = model
         return self._model
 
     def unload(self) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from vfpd.atomic import atomic_writer
 from vfpd.fingerprint import FRAME_DIM, VECTOR_DIM
@@ -85,6 +86,13 @@ class FrameEncoder(nn.Module):
         pooled = c[3] * (2 + 4)  # global mean + global max + 2x2 regional means
         self.head = nn.Sequential(nn.Linear(pooled, 2 * cfg.frame_dim), nn.ReLU(inplace=True),
                                   nn.Linear(2 * cfg.frame_dim, cfg.frame_dim))
+
+    def fuse_for_inference(self) -> None:
+        """Fold each batch norm into its convolution (eval only: the statistics freeze)."""
+        for block in self.cnn:
+            if isinstance(block[1], nn.BatchNorm2d):
+                block[0] = fuse_conv_bn_eval(block[0].eval(), block[1].eval())
+                block[1] = nn.Identity()
 
     def _pool(self, m: Tensor) -> Tensor:
         return torch.cat([m.mean(dim=(2, 3)), m.amax(dim=(2, 3)),

@@ -492,7 +492,7 @@ def train(s: TrainSettings, log: Callable[[str], None] = print) -> dict[str, obj
     if val is not None and not history:
         first = validate(model, val, device)
         history.append({"epoch": 0, "step": 0, **first})
-        log(f"untrained: {first}")
+        log(f"before training: {first}")
     stream = BatchStream(train_v, s.batch_size, s.seed, s.augment, s.time, epoch)
     per_epoch = stream.batches_per_epoch()
     total_steps = per_epoch * s.epochs
