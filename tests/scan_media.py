@@ -96,3 +96,17 @@ def segment(frames: Frames, start: float, end: float, path: Path) -> Path:
 
 def procedural(path: Path, seed: int, seconds: float = 6.0) -> Path:
     return make_video(path, seconds=seconds, width=192, height=144, seed=seed)
+
+
+def photo_pan(path: Path, photo: str, seconds: float = 6.0, fps: float = 25.0) -> Path:
+    """A camera pan across a real photograph: real-looking footage unrelated to any clip."""
+    from media_factory import sample_photo
+
+    with av.open(str(sample_photo(photo))) as c:
+        img = next(c.decode(video=0)).to_ndarray(format="rgb24")
+    h, w = img.shape[:2]
+    win_h, win_w = h // 2 // 2 * 2, w // 2 // 2 * 2
+    n = int(seconds * fps)
+    frames = (resize(img[int((h - win_h) * i / n):][:win_h, int((w - win_w) * i / n):][:, :win_w],
+                     192, 144) for i in range(n))
+    return encode(path, frames, fps=fps)
