@@ -247,3 +247,14 @@ def test_cuda_asked_without_cuda_exits_three(tmp_path: Path,
         pytest.skip("this machine has CUDA")
     assert ctl.main(["scan", str(tmp_path), "--device", "cuda", "--no-cache"]) == 3
     assert "cuda" in capsys.readouterr().err
+
+
+def test_symlinks_and_hardlinks_to_one_file_are_one_file(tmp_path: Path) -> None:
+    encode(tmp_path / "z-real.mp4", _frames(4)[:25], fps=FPS)
+    os.symlink("z-real.mp4", tmp_path / "a-link.mp4")
+    os.link(tmp_path / "z-real.mp4", tmp_path / "m-hard.mp4")
+    entries, errors = identify(walk([str(tmp_path)], [".mp4"])[0], None)
+    assert errors == []
+    (entry,) = entries
+    assert os.path.basename(entry.path) == "m-hard.mp4"  # a real name, first in walk order
+    assert sorted(os.path.basename(a) for a in entry.aliases) == ["a-link.mp4", "z-real.mp4"]

@@ -205,7 +205,14 @@ def identify(paths: Iterable[str], catalog: Catalog | None, progress: Progress =
             continue
         key = (st.st_dev, st.st_ino)
         if key in by_inode:
-            by_inode[key].aliases.append(path)
+            entry = by_inode[key]
+            # A file's own name represents it rather than a symbolic link to it: actions only
+            # ever touch regular files.
+            if os.path.islink(entry.path) and not os.path.islink(path):
+                entry.aliases.append(entry.path)
+                entry.path = path
+            else:
+                entry.aliases.append(path)
             continue
         by_inode[key] = FileEntry(path, FileStat.from_stat_result(st))
     entries = list(by_inode.values())
