@@ -252,6 +252,7 @@ def fingerprint_contents(entries: Sequence[FileEntry], embedder: Embedder, decod
     fps: dict[str, Fingerprint] = {}
     errors: list[ScanError] = []
     todo: dict[str, str] = {}  # representative path -> hash
+    seen: list[FileEntry] = []  # files whose fingerprint the cache has: their stat is refreshed
     for h, group in by_hash.items():
         stored = catalog.fingerprint(h, embedder.model_version) if catalog is not None else None
         content = catalog.content(h) if stored is not None and catalog is not None else None
@@ -260,9 +261,14 @@ def fingerprint_contents(entries: Sequence[FileEntry], embedder: Embedder, decod
             for e in group:
                 e.duration, e.width, e.height, e.codec = (
                     stored.fingerprint.duration, content.width, content.height, content.codec)
-                catalog.store_result(e.path, e.stat, h)  # type: ignore[union-attr]
+            seen += group
         else:
             todo[group[0].path] = h
+    if catalog is not None and seen:
+        with catalog.transaction():  # one commit (one fsync) for the whole cached part
+            for e in seen:
+                assert e.hash is not None
+                catalog.store_result(e.path, e.stat, e.hash)
     cached = len(fps)
     advance = progress("fingerprinting", len(todo))
     batch: list[tuple[str, SampledVideo]] = []
