@@ -258,3 +258,14 @@ def test_symlinks_and_hardlinks_to_one_file_are_one_file(tmp_path: Path) -> None
     (entry,) = entries
     assert os.path.basename(entry.path) == "m-hard.mp4"  # a real name, first in walk order
     assert sorted(os.path.basename(a) for a in entry.aliases) == ["a-link.mp4", "z-real.mp4"]
+
+
+def test_dbscan_without_scikit_learn_is_a_clear_usage_error(tmp_path: Path) -> None:
+    """scikit-learn is an optional extra: a Python where it cannot be imported gets exit 2 and the
+    install command (the import is blocked the way a missing package fails)."""
+    code = ("import sys; sys.modules['sklearn'] = None; from vfpd.cli import ctl; "
+            f"sys.exit(ctl.main(['scan', {str(tmp_path)!r}, '--cluster', 'dbscan']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert "pip install 'vfpd[cluster]'" in proc.stderr
