@@ -39,7 +39,14 @@ from vfpd.client import (
     PROTOCOL_VERSION,
     encode,
 )
-from vfpd.service.commands import COMMANDS, Command, CommandError, Request, validate_args
+from vfpd.service.commands import (
+    COMMANDS,
+    Command,
+    CommandError,
+    Request,
+    StatusReader,
+    validate_args,
+)
 from vfpd.service.context import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -216,6 +223,7 @@ class ControlServer:
         self._lock = threading.Lock()
         self._connections: set[_Connection] = set()
         self._stopping = threading.Event()
+        self._status = StatusReader()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -258,6 +266,7 @@ class ControlServer:
         for conn in connections:
             if conn.future is not None and conn.future.cancelled():
                 conn.sock.close()
+        self._status.close()
         self._pool = None
 
     def __enter__(self) -> ControlServer:
@@ -452,7 +461,8 @@ class ControlServer:
                 f"unknown command {cmd[:80]!r}; known: {', '.join(sorted(self.commands))}"))
         try:
             args = validate_args(command, message.get("args", {}))
-            result = command.run(self.context, args, Request(fd=fds[0] if fds else None))
+            result = command.run(self.context, args,
+                                 Request(fd=fds[0] if fds else None, status=self._status))
         except CommandError as exc:
             return self._write_safely(conn, _error(request_id, exc.code, exc.message))
         except Exception as exc:
