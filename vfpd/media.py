@@ -41,6 +41,9 @@ moments set by the encoder, not by the footage: a re-encode of the same film get
     even decoded;
   * otherwise every reference frame, without deblocking, converting only the frames kept.
 `SamplingSettings(keyframes="keyframes")` forces the fast path for users who prefer speed.
+`./dev bench speed --policies` (load average 9-18 on the 2 cores while it ran) measured, for 60 s
+of 720p from x264's defaults: auto 17x realtime (keyframe ceiling 191x, forced keyframes 128x,
+vpdq 4x); for the same footage with 1 s GOPs auto takes the keyframe path at 48x (ceiling 37x).
 """
 
 from __future__ import annotations
