@@ -220,19 +220,24 @@ def test_black_flat_and_faded_frames_are_not_informative(tmp_path: Path) -> None
     assert sampled.informative.tolist() == [False] * 3 + [True] * 3 + [False] * 3
 
 
-def test_trimmed_copy_samples_line_up(tmp_path: Path) -> None:
-    """A copy trimmed by 3.0 s, re-encoded with other keyframes and at another frame rate: its
-    sample times are the original's minus 3 s, with the same pictures."""
+@pytest.mark.parametrize("fps,gop,keyframes_only,tolerance", [
+    (30, 250, False, 0.045),  # sparse keyframes: every reference frame decoded, within one frame
+    (25, 7, True, 0.15),  # keyframes every 0.28 s: keyframes alone, within half a GOP
+], ids=["all-frames", "keyframes-only"])
+def test_trimmed_copy_samples_line_up(tmp_path: Path, fps: int, gop: int, keyframes_only: bool,
+                                      tolerance: float) -> None:
+    """A copy trimmed by 3.0 s, re-encoded with other keyframes (and frame rate): its sample
+    times are the original's minus 3 s, with the same pictures."""
     fn = moving_scene(192, 144, seed=7)
     orig = media.sample(encode(tmp_path / "o.mp4", (fn(0, i / 25) for i in range(12 * 25))))
-    copy = media.sample(encode(tmp_path / "c.mkv", (fn(0, 3.0 + i / 30) for i in range(9 * 30)),
-                               fps=30, gop=17))
+    copy = media.sample(encode(tmp_path / "c.mkv", (fn(0, 3.0 + i / fps) for i in range(9 * fps)),
+                               fps=fps, gop=gop))
+    assert copy.keyframes_only is keyframes_only and not orig.keyframes_only
     later = orig.timestamps >= 3.0 - 1e-6
     shifted = orig.timestamps[later] - 3.0
     n = min(len(shifted), len(copy.timestamps))
     assert n >= 8
-    # Within one source frame: skipping non-reference frames may take a neighbour of the target.
-    np.testing.assert_allclose(copy.timestamps[:n], shifted[:n], atol=0.045)
+    np.testing.assert_allclose(copy.timestamps[:n], shifted[:n], atol=tolerance)
     a = copy.frames[:n].astype(float)
     b = orig.frames[later][:n].astype(float)
     aligned = np.abs(a - b).mean()

@@ -52,6 +52,7 @@ import math
 import os
 import stat
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -351,21 +352,51 @@ def _probe(path: Path, settings: SamplingSettings) -> VideoInfo:
         return _with_rotation(info, _rotation(stream, first))
 
 
-def _keyframe_gap(stream: av.video.stream.VideoStream) -> float | None:
-    """Largest gap in seconds between consecutive keyframes per the container index, or None."""
+KEYFRAME_PROBE_SECONDS = 10.0
+"""Without a complete index (Matroska/WebM cues name one keyframe per cluster; MPEG-TS/PS have
+none) the keyframe spacing is read from this much of the stream's packet headers: it spans a
+whole GOP of x264's default (250 frames at 25 fps) and costs no decoding."""
+
+
+def _keyframe_gap(path: Path, stream: av.video.stream.VideoStream) -> float | None:
+    """Largest gap in seconds between consecutive keyframes, from a complete container index
+    (every packet listed: MP4/MOV, AVI) or else from the first packets; None when unknown."""
+    tb = stream.time_base
+    if not tb:
+        return None
     try:
         entries = stream.index_entries
         n = len(entries)
+        complete = n > 1 and any(not entries[i].is_keyframe for i in range(min(n, 1000)))
+        if complete:
+            keys = [entries[i].timestamp for i in range(n) if entries[i].is_keyframe]
+            ticks = np.diff(np.asarray(keys + [entries[n - 1].timestamp], dtype=np.float64))
+            return float(ticks.max() * tb) if ticks.size else None
     except Exception:  # noqa: BLE001 - not every demuxer has an index
+        pass
+    return _keyframe_gap_by_demux(path, stream.index, tb)
+
+
+def _keyframe_gap_by_demux(path: Path, index: int, tb: Fraction) -> float | None:
+    keys: list[int] = []
+    last: int | None = None
+    try:
+        with av.open(str(path), "r", metadata_errors="ignore") as c:
+            s = c.streams[index]
+            for packet in c.demux(s):
+                if packet.pts is None:
+                    continue
+                last = packet.pts if last is None else max(last, packet.pts)
+                if packet.is_keyframe:
+                    keys.append(packet.pts)
+                if keys and (last - keys[0]) * tb > KEYFRAME_PROBE_SECONDS:
+                    break
+    except (av.error.FFmpegError, OSError):
         return None
-    if n < 2 or not stream.time_base:
+    if not keys or last is None:
         return None
-    keys = [e.timestamp for e in entries if e.is_keyframe]
-    last = entries[n - 1].timestamp
-    if len(keys) < 1:
-        return None
-    ticks = np.diff(np.asarray(keys + [last], dtype=np.float64))
-    return float(ticks.max() * stream.time_base) if ticks.size else None
+    ticks = np.diff(np.asarray(sorted(keys) + [last], dtype=np.float64))
+    return float(ticks.max() * tb) if ticks.size else None
 
 
 def _index_past_end(stream: av.video.stream.VideoStream, size: int) -> bool:
@@ -434,17 +465,18 @@ def _sample(path: Path, settings: SamplingSettings) -> SampledVideo:
         return _sample_open(path, container, stream, info, settings)
 
 
-def _choose_keyframes(stream: av.video.stream.VideoStream, step: float, settings: SamplingSettings) -> bool:
+def _choose_keyframes(path: Path, stream: av.video.stream.VideoStream, step: float,
+                      settings: SamplingSettings) -> bool:
     if settings.keyframes != "auto":
         return settings.keyframes == "keyframes"
-    gap = _keyframe_gap(stream)
+    gap = _keyframe_gap(path, stream)
     return gap is not None and gap <= KEYFRAME_MAX_GAP * step
 
 
 def _sample_open(path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
                  info: VideoInfo, settings: SamplingSettings) -> SampledVideo:
     step = grid_interval(info.duration, settings)
-    keyframes_only = _choose_keyframes(stream, step, settings)
+    keyframes_only = _choose_keyframes(path, stream, step, settings)
     cc = stream.codec_context
     cc.thread_type = "AUTO"
     cc.thread_count = settings.decoder_threads
@@ -462,7 +494,10 @@ def _sample_open(path: Path, container: av.container.InputContainer, stream: av.
 
     kept: list[np.ndarray] = []
     times: list[float] = []
-    t0: float | None = None
+    # Time zero is the stream's start, not the first frame decoded: in a copy cut without
+    # re-encoding, the frames before the cut's first keyframe are decoded but never shown, and
+    # with keyframes only the first frame out would be the next keyframe, seconds later.
+    t0: float | None = float(stream.start_time * tb) if stream.start_time is not None and tb else None
     end = 0.0  # latest presentation end seen in the packets, seconds from t0
     last_t = -1.0
     target = 0.0
@@ -479,7 +514,7 @@ def _sample_open(path: Path, container: av.container.InputContainer, stream: av.
         if rotation:
             img = np.rot90(img, k=-rotation // 90)  # np.rot90 turns counter-clockwise
         kept.append(np.ascontiguousarray(img))
-        times.append(t)
+        times.append(max(t, 0.0))  # a frame a hair before the start stands for time zero
         target = (math.floor(t / step + 0.5) + 1) * step
 
     try:
@@ -504,8 +539,8 @@ def _sample_open(path: Path, container: av.container.InputContainer, stream: av.
                 if t0 is None:
                     t0 = float(frame.time)
                 t = float(frame.time) - t0
-                if t <= last_t:
-                    continue  # repeated or out-of-order timestamp; keep the series ascending
+                if t <= last_t or t < -step / 2:
+                    continue  # repeated, out-of-order or before the start; keep the series ascending
                 last_t = t
                 end = max(end, t)
                 # Each target takes the frame nearest to it within half an interval; a target
