@@ -98,7 +98,7 @@ def procedural(path: Path, seed: int, seconds: float = 6.0) -> Path:
     return make_video(path, seconds=seconds, width=192, height=144, seed=seed)
 
 
-def photo_pan(path: Path, photo: str, seconds: float = 6.0, fps: float = 25.0) -> Path:
+def pan_frames(photo: str, seconds: float = 6.0, fps: float = 25.0) -> list[np.ndarray]:
     """A camera pan across a real photograph: real-looking footage unrelated to any clip."""
     from media_factory import sample_photo
 
@@ -107,6 +107,9 @@ def photo_pan(path: Path, photo: str, seconds: float = 6.0, fps: float = 25.0) -
     h, w = img.shape[:2]
     win_h, win_w = h // 2 // 2 * 2, w // 2 // 2 * 2
     n = int(seconds * fps)
-    frames = (resize(img[int((h - win_h) * i / n):][:win_h, int((w - win_w) * i / n):][:, :win_w],
-                     192, 144) for i in range(n))
-    return encode(path, frames, fps=fps)
+    return [resize(img[int((h - win_h) * i / n):][:win_h, int((w - win_w) * i / n):][:, :win_w],
+                   192, 144) for i in range(n)]
+
+
+def photo_pan(path: Path, photo: str, seconds: float = 6.0, fps: float = 25.0) -> Path:
+    return encode(path, pan_frames(photo, seconds, fps), fps=fps)

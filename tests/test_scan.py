@@ -7,10 +7,21 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from media_factory import sample_clip
-from scan_media import TRANSFORMS, load, make_copy, photo_pan, procedural, segment
+from media_factory import encode
+from scan_media import (
+    TRANSFORMS,
+    load,
+    make_copy,
+    pan_frames,
+    photo_pan,
+    procedural,
+    resize,
+    segment,
+)
 from vfpd import hashing
 from vfpd.catalog import Catalog
 from vfpd.cli import ctl
@@ -246,3 +257,31 @@ def test_cli_json_dry_run_then_trash_and_undo(tmp_path: Path, library: Path,
     assert ctl.main(["undo", str(journal)]) == 0
     assert sorted(p.name for p in d.iterdir()) == before
     assert "undone" in capsys.readouterr().out
+
+
+INTRO_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "hubble_deep_field",
+                "retina", "horse")
+
+
+def test_an_intro_shared_by_many_videos_does_not_make_them_duplicates(tmp_path: Path,
+                                                                        embedder) -> None:
+    """Eight different videos that all open with the same 6 s (real footage) and end with 2 s of
+    their own: without down-weighting the intro, three quarters of their common footage matches.
+    (The shipped model still finds some of the 2 s pans over different photographs alike, so
+    single pairs can stay high: the test looks at the typical pair.)"""
+    from vfpd import matching, media
+
+    intro = [resize(img, 192, 144) for t, img in load("bikes") if t < 6.0]
+    paths = []
+    for photo in INTRO_PHOTOS:
+        p = tmp_path / f"{photo}.mp4"
+        paths.append(encode(p, intro + pan_frames(photo, seconds=2.0), fps=25.0))
+    fps = [embedder.embed(media.sample(p)) for p in paths]
+    center = matching.frame_center(fps)
+    plain = [matching.verify(fps[0], fps[k], center=center).score for k in range(1, len(fps))]
+    cands = matching.find_candidates(fps, center=center)
+    intro_frames = [f.timestamps < 5.5 for f in fps]
+    assert all(w[i].max() < 0.5 for w, i in zip(cands.weights, intro_frames))
+    weighted = [m.score for i, j, m in matching.match_all(fps) if i == 0]
+    assert np.median(plain) >= DEFAULT_THRESHOLD > np.median(weighted), (plain, weighted)
+    assert sum(w < p for w, p in zip(weighted, plain)) >= len(plain) - 1
