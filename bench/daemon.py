@@ -145,6 +145,7 @@ def _prepare(work: Path, backlog: int) -> tuple[Path, list[Path], list[Path]]:
         _ffmpeg("-i", str(clip), "-vf", f"crop=iw-{16 * (i + 1)}:ih-{8 * (i + 1)}", "-c:v",
                 "libx264", "-preset", "veryfast", "-crf", str(crf), str(out))
         copies.append(out)
+    (work / "backlog").mkdir()
     files = [make_video(work / "backlog" / f"b{i:04d}.mp4", seconds=BACKLOG_SECONDS, width=320,
                         height=240, seed=1000 + i)
              for i in range(backlog)] if backlog else []
@@ -176,7 +177,8 @@ def _latency(work: Path, clip: Path, copies: list[Path], workers: int) -> dict[s
             latencies.append(ev[0] - settled)
             if i == 0:
                 cold = ev[0] - settled
-        scores = [e["score"] for _, e in events]
+        scores = [e["score"] for _, e in events
+                  if str(root / clip.name) in [x["path"] for x in e["existing"]]]
         return {"startup": startup, "latencies": latencies, "scores": scores, "cold": cold}
     finally:
         d.stop()
@@ -257,7 +259,7 @@ def main(argv: list[str]) -> int:
           f"{lat['cold']:.2f} s |")
     print(f"| settle -> webhook, {CLIP_SECONDS} s 720p near copy, model warm (median of "
           f"{len(warm)}) | {statistics.median(warm):.2f} s |")
-    print(f"| scores of the near copies (crop + CRF 30/34/38) | "
+    print(f"| scores of the near copies against the original (crop + CRF 30/34/38) | "
           f"{', '.join(f'{s:.2f}' for s in lat['scores'])} |")
     if bl is not None and scan is not None:
         secs = n * BACKLOG_SECONDS

@@ -167,6 +167,13 @@ workers = 1
                    START_TIMEOUT, "READY=1")
         assert self.proc.poll() is None, self.text()
 
+    def stacks(self) -> str:
+        """The log's end with every thread's stack (SIGUSR1), to see why something never came."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
+        return self.text()[-12000:]
+
     def text(self) -> str:
         return self.log.read_text(errors="replace")
 
@@ -175,7 +182,7 @@ workers = 1
 
     def wait_log(self, needle: str, count: int = 1, timeout: float = EVENT_TIMEOUT) -> None:
         wait_until(lambda: len(self.lines(needle)) >= count or self.proc.poll() is not None,
-                   timeout, lambda: f"{needle!r} in the log, which ends:\n{self.text()[-4000:]}")
+                   timeout, lambda: f"{needle!r} in the log, which ends:\n{self.stacks()}")
         assert self.proc.poll() is None, self.text()[-3000:]
 
     def catalog(self) -> Catalog:
@@ -384,6 +391,26 @@ def test_sighup_adds_and_removes_roots(daemon: Daemon, media) -> None:
     daemon.proc.send_signal(signal.SIGHUP)
     daemon.wait_log("reload refused")
     daemon.write_config([r1, r3])
+
+
+def test_second_daemon_on_the_same_state_is_refused(daemon: Daemon) -> None:
+    done = subprocess.run([sys.executable, "-m", "vfpd.cli.daemon", "--config",
+                           str(daemon.config)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert f"another vfpd (pid {daemon.proc.pid}) is running" in done.stderr
+
+
+def test_unreadable_weights_stop_start_up(tmp_path: Path) -> None:
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"not a weights file")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[storage]\nstate_dir = "{tmp_path}/s"\n[control]\nsocket = "{tmp_path}/c.sock"'
+                   f'\n[model]\nweights = "{weights}"\n')
+    done = subprocess.run([sys.executable, "-m", "vfpd.cli.daemon", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "cannot start: cannot set up the model" in done.stderr
+    assert str(weights) in done.stderr
 
 
 def test_sigterm_stops_cleanly(daemon: Daemon) -> None:

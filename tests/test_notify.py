@@ -20,7 +20,6 @@ from vfpd.service.notify import (
     SINK_DESKTOP,
     SINK_EXEC,
     SINK_LOG,
-    SINK_WEBHOOK,
     Notifier,
     delivery_policy,
     enabled_sinks,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -47,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     from vfpd.service.daemon import Daemon
 
     vlog.setup(args.log_level or cfg.log.level)
-    return Daemon(cfg, os.environ).run()
+    # `kill -USR1` writes every thread's stack to the log: how to see where a stuck daemon is.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    return Daemon(cfg, os.environ, log_level=args.log_level).run()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ pipeline thread, deliveries on the notifier threads, requests on the control ser
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import queue
@@ -42,7 +43,6 @@ from vfpd.service.watcher import (
     FileDeleted,
     FileMoved,
     FileSettled,
-    Filter,
     RootAppeared,
     Watcher,
     WatchEvent,
@@ -51,6 +51,7 @@ from vfpd.service.watcher import (
 log = logging.getLogger("vfpd.daemon")
 
 CATALOG_NAME = "catalog.db"
+LOCK_NAME = "vfpd.lock"
 INDEX_NAME = "index.faiss"
 # Webhook back-off: 2 s before the first retry, then x4 each time (2, 8, 32, 128, 512 s): a
 # receiver restarting is covered by the first tries, a day-long outage is not waited out.
@@ -87,9 +88,14 @@ class Parts:
 def build_parts(cfg: Config) -> Parts:
     from vfpd.model.embed import Embedder as ModelEmbedder
 
+    from vfpd.model.network import load_blob
+
     # [model] batch_size counts videos per batch (the pipeline's); the embedder's own batch is
     # frames per forward pass, which it sizes itself.
     embedder = ModelEmbedder(weights=cfg.model.weights, device=cfg.model.device)
+    # The model itself loads when work arrives; a weights file that cannot be read must stop
+    # start-up now, not fail every file later.
+    load_blob(embedder.weights)
     decoder, close = _decode_pool(cfg)
     return Parts(embedder, decoder, close)
 
@@ -153,8 +159,9 @@ class Daemon:
     """One running vfpd. Implements vfpd.service.context.ServiceContext for the control socket."""
 
     def __init__(self, cfg: Config, env: Mapping[str, str] | None = None,
-                 parts: Parts | None = None) -> None:
+                 parts: Parts | None = None, log_level: str | None = None) -> None:
         self.config = cfg
+        self._log_level = log_level  # --log-level: wins over [log] level, also after reloads
         self.env = dict(os.environ if env is None else env)
         self.started_at = time.time()
         self._parts = parts
@@ -162,6 +169,7 @@ class Daemon:
         self._events: queue.SimpleQueue[WatchEvent | str] = queue.SimpleQueue()
         self._sd = SystemdNotifier(self.env)
         self._last_status = ""
+        self._queued = 0
         self._reconciling = threading.Event()
         self._threads: list[threading.Thread] = []
         self._gone: dict[tuple[int, int], tuple[FileRecord, float]] = {}
@@ -171,6 +179,7 @@ class Daemon:
         self.notifier: Notifier
         self.watcher: Watcher
         self.control: Any = None
+        self._lock_fd: int | None = None
 
     # -- start and stop --------------------------------------------------------------------------
 
@@ -181,6 +190,7 @@ class Daemon:
             state.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as e:
             raise StartupError(f"cannot create the state directory {state}: {e.strerror}") from e
+        self._lock_state(state)
         hook = cfg.notify.webhook
         try:
             self.catalog = Catalog(
@@ -192,7 +202,10 @@ class Daemon:
         except CatalogError as e:
             raise StartupError(str(e)) from e
         if self._parts is None:
-            self._parts = build_parts(cfg)
+            try:
+                self._parts = build_parts(cfg)
+            except Exception as e:  # weights unreadable, CUDA asked for but absent, ...
+                raise StartupError(f"cannot set up the model or decoders: {e}") from e
         mv = self._parts.embedder.model_version
         self.index = open_index(self.catalog, mv, state / INDEX_NAME)
         log.info("catalog %s: index of model %s holds %d fingerprints (%s)",
@@ -202,6 +215,24 @@ class Daemon:
                                  self._parts.embedder, self._parts.decoder,
                                  pipeline_settings(cfg), self.notifier.sinks, self.notifier.wake)
         self.watcher = Watcher(cfg.watch, self._events.put)
+
+    def _lock_state(self, state: Path) -> None:
+        """One daemon per state directory: a second one would be a second catalog writer."""
+        path = state / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise StartupError(f"cannot open {path}: {e.strerror}") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise StartupError(f"another vfpd (pid {other}) is running with state directory "
+                               f"{state}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd  # held (and the lock with it) until the process exits
 
     def _start_control(self) -> None:
         try:
@@ -225,10 +256,10 @@ class Daemon:
         try:
             try:
                 self._open()
+                self._start_control()
                 self.notifier.start()
                 self.pipeline.start()
                 self.watcher.start()
-                self._start_control()
             except StartupError as e:
                 log.error("cannot start: %s", e)
                 return 1
@@ -282,6 +313,9 @@ class Daemon:
             except Exception:
                 log.exception("catalog checkpoint")
             self.catalog.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         log.info("stopped")
 
     def _background(self, fn: Callable[[], None], name: str) -> None:
@@ -294,12 +328,13 @@ class Daemon:
     def _loop(self) -> None:
         ping = self._sd.watchdog_interval
         next_ping = time.monotonic() + ping if ping else None
+        next_status = 0.0
         while True:
-            busy = self.pipeline.busy or self._reconciling.is_set() or self.queue_length() > 0
-            deadlines = [d for d in (next_ping,) if d is not None]
-            if busy:
-                deadlines.append(time.monotonic() + STATUS_INTERVAL)
-            timeout = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            now = time.monotonic()
+            deadlines = [next_ping] if next_ping is not None else []
+            if self._queued or self.pipeline.busy or self._reconciling.is_set():
+                deadlines.append(next_status)
+            timeout = max(0.0, min(deadlines) - now) if deadlines else None
             try:
                 item = self._events.get(timeout=timeout)
             except queue.Empty:
@@ -308,23 +343,28 @@ class Daemon:
                 return
             if item == RELOAD:
                 self.reload()
-            elif item is not None:
+            elif item:
                 self._on_watch_event(item)  # type: ignore[arg-type]
             now = time.monotonic()
             if next_ping is not None and now >= next_ping:
                 self._sd.watchdog()
                 next_ping = now + ping  # type: ignore[operator]
-            self._update_status()
+            # Counting the queue reads the catalog: at most every STATUS_INTERVAL, and only
+            # while there is work (or when asked with an empty item).
+            if now >= next_status or item == "":
+                self._update_status()
+                next_status = now + STATUS_INTERVAL
 
-    def _status(self) -> str:
-        queued = self.queue_length()
+    def _status(self, queued: int | None = None) -> str:
+        queued = self.queue_length() if queued is None else queued
         paused = " (paused)" if self.pipeline.paused else ""
         return f"{queued} queued, {len(self.index)} fingerprints{paused}"
 
     def _update_status(self) -> None:
+        self._queued = self.queue_length()
         if not self._sd.enabled:
             return
-        status = self._status()
+        status = self._status(self._queued)
         if status != self._last_status:
             self._sd.status(status)
             self._last_status = status
@@ -423,7 +463,7 @@ class Daemon:
             if getattr(old, section) != getattr(new, section):
                 log.warning("[%s] changed: takes effect at the next restart", section)
         self.config = new
-        vlog.set_level(new.log.level)
+        vlog.set_level(self._log_level or new.log.level)
         self.notifier.configure(new.notify)
         self.pipeline.update(pipeline_settings(new))
         added, removed = self.watcher.configure(new.watch)

@@ -227,10 +227,20 @@ class Pipeline:
                     self._busy = True
                 try:
                     self._process(jobs)
-                except Exception:
-                    log.exception("pipeline error; the batch is given back to the queue")
+                except Exception as e:
+                    if self._should_stop():  # (the decoders were closed under us)
+                        for job in jobs:
+                            self._release(job)
+                        return
+                    # Counted as a failed try: an error that follows a file is bounded by the
+                    # retry policy instead of looping on it.
+                    log.exception("pipeline error; the batch is tried again later")
                     for job in jobs:
-                        self._release(job)
+                        try:
+                            if self._job_still_ours(job):  # (not the ones already done)
+                                self._fail(job, f"internal error: {e}", None, permanent=False)
+                        except Exception:
+                            self._release(job)
                     time.sleep(1.0)  # a persistent error (disk full) must not spin
                 finally:
                     with self._cond:
