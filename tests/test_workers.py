@@ -67,7 +67,7 @@ def test_timeout_kills_the_worker_and_the_rest_goes_on(tmp_path: Path, bunny: Pa
     """A real 720p decode under a limit far too small for it stands in for a hung decoder."""
     small = make_video(tmp_path / "s.mp4", seconds=1.0)
     threads = threading.active_count()
-    with DecodePool(PoolSettings(workers=1)) as pool:
+    with DecodePool(PoolSettings(workers=1, per_video_second=0)) as pool:
         assert pool.decode(small).ok  # the worker has started: the limit is spent on decoding
         first = pool.pids()
         r = pool.decode(bunny, timeout=0.02)
@@ -147,8 +147,19 @@ def test_close_kills_a_busy_worker(bunny: Path) -> None:
         pool.decode(bunny)
 
 
+def test_long_files_get_more_time(tmp_path: Path, bunny: Path) -> None:
+    """The limit grows with the length the worker reports (5.3 s of video at 10 s per second of
+    video); the base limit only has to cover opening the file."""
+    with DecodePool(PoolSettings(workers=1, timeout=30, per_video_second=10)) as pool:
+        assert pool.decode(tmp_path / "missing.mp4").error.kind == "unreadable"  # worker is up
+        r = pool.decode(bunny, timeout=0.5)
+        assert r.ok, r.error
+
+
 def test_settings_are_validated() -> None:
     with pytest.raises(ValueError):
         PoolSettings(workers=0)
     with pytest.raises(ValueError):
         PoolSettings(timeout=0)
+    with pytest.raises(ValueError):
+        PoolSettings(per_video_second=-1)

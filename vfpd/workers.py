@@ -29,6 +29,10 @@ STOP_GRACE_SECONDS = 2.0
 """How long close() lets an idle worker exit by itself before killing it."""
 
 
+MAX_COUNTED_LENGTH = 6 * 3600.0
+"""Seconds of declared length that earn extra time at most: a header can lie about the length."""
+
+
 class DecodeTimeout(MediaError):
     kind = "timeout"
 
@@ -46,7 +50,10 @@ class PoolSettings:
     """How many decode workers run and what each one may spend on one file."""
 
     workers: int = 2
-    timeout: float = 600.0  # seconds for one file: a 2-hour 1080p film decodes in about 5 minutes
+    timeout: float = 300.0  # seconds for one file, plus per_video_second for each second it lasts
+    # The slowest path (every reference frame of 1080p H.264) runs at about 4x realtime on one
+    # busy core, so a long film gets a quarter second per second of its declared length.
+    per_video_second: float = 0.25
     # Address space of a worker; a 4K decode with frame threads needs well under 1 GiB, the
     # interpreter with numpy and PyAV reserves about 0.5 GiB of it.
     memory_limit: int = 3 << 30
@@ -57,6 +64,8 @@ class PoolSettings:
             raise ValueError("workers must be at least 1")
         if not self.timeout > 0:
             raise ValueError("timeout must be positive")
+        if self.per_video_second < 0:
+            raise ValueError("per_video_second must not be negative")
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,14 @@ def _short_of_memory(path: str, sampling: SamplingSettings) -> bool:
     return False
 
 
+def _length(path: str, sampling: SamplingSettings) -> float | None:
+    """The file's declared duration, sent ahead so that the parent can give a long film more time."""
+    try:
+        return media.probe(path, sampling).duration
+    except MediaError:
+        return None  # sample() will say why
+
+
 def _child_main(conn: Connection, memory_limit: int, sampling: SamplingSettings) -> None:
     """A worker: decode each path it is sent, answer with (sampled, error), until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which closes the pool
@@ -112,6 +129,7 @@ def _child_main(conn: Connection, memory_limit: int, sampling: SamplingSettings)
         if path is None:
             return
         try:
+            conn.send(("length", _length(path, sampling)))
             reply: tuple[SampledVideo | None, MediaError | None] = (media.sample(path, sampling), None)
         except MediaError as e:
             reply = (None, e)
@@ -122,9 +140,9 @@ def _child_main(conn: Connection, memory_limit: int, sampling: SamplingSettings)
         except Exception as e:  # noqa: BLE001 - any decoder failure is this file's, not the pool's
             reply = (None, WorkerCrashed(path, f"the decoder failed: {type(e).__name__}: {e}"))
         try:
-            conn.send(reply)
+            conn.send(("done", *reply))
         except MemoryError:
-            conn.send((None, OutOfMemory(path, "the frames did not fit in the worker's memory limit")))
+            conn.send(("done", None, OutOfMemory(path, "the frames did not fit in the worker's memory limit")))
 
 
 class _Worker:
@@ -140,24 +158,34 @@ class _Worker:
         self._lock = threading.Lock()
         self._gone = False
 
-    def run(self, path: str, timeout: float) -> tuple[SampledVideo | None, MediaError | None, bool]:
+    def run(self, path: str, timeout: float, per_video_second: float
+            ) -> tuple[SampledVideo | None, MediaError | None, bool]:
         """Decode one file; the bool says whether this worker is still usable."""
         try:
             self.conn.send(path)
         except (BrokenPipeError, OSError):
             return None, self._death(path), False
-        ready = wait_ready([self.conn, self.proc.sentinel], timeout)
-        if self.conn in ready:
+        start = time.monotonic()
+        deadline = start + timeout
+        while True:
+            ready = wait_ready([self.conn, self.proc.sentinel], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                self.kill()
+                return None, DecodeTimeout(path, f"decoding took longer than {deadline - start:g} s "
+                                                 "and was stopped"), False
+            if self.conn not in ready:
+                return None, self._death(path), False
             try:
-                sampled, error = self.conn.recv()
-                # After running out of memory the worker's heap is in an unknown state: replace it.
-                return sampled, error, not isinstance(error, OutOfMemory)
+                message = self.conn.recv()
             except (EOFError, OSError):
-                pass
-        if not ready:
-            self.kill()
-            return None, DecodeTimeout(path, f"decoding took longer than {timeout:g} s and was stopped"), False
-        return None, self._death(path), False
+                return None, self._death(path), False
+            if message[0] == "length":
+                if message[1]:
+                    deadline = start + timeout + min(message[1], MAX_COUNTED_LENGTH) * per_video_second
+                continue
+            _, sampled, error = message
+            # After running out of memory the worker's heap is in an unknown state: replace it.
+            return sampled, error, not isinstance(error, OutOfMemory)
 
     def _death(self, path: str) -> MediaError:
         self.proc.join(1.0)
@@ -229,7 +257,8 @@ class DecodePool:
             raise RuntimeError("the decode pool is closed")
         start = time.monotonic()
         try:
-            sampled, error, alive = worker.run(str(path), timeout or self.settings.timeout)
+            sampled, error, alive = worker.run(str(path), timeout or self.settings.timeout,
+                                             self.settings.per_video_second)
         except (ValueError, OSError):  # close() killed this worker while it was busy
             sampled, error, alive = None, WorkerCrashed(path, "the decode pool was closed"), False
         if not alive:
