@@ -234,13 +234,16 @@ class DecodePool:
         self._all: set[_Worker] = set()
         self._closed = False
         for _ in range(settings.workers):
-            self._idle.put(self._spawn())
+            self._idle.put(self._spawn())  # never None: the pool is not closed yet
 
-    def _spawn(self) -> _Worker:
+    def _spawn(self) -> _Worker | None:
         w = _Worker(self.settings)
         with self._lock:
-            self._all.add(w)
-        return w
+            if not self._closed:
+                self._all.add(w)
+                return w
+        w.kill()  # close() ran while this replacement was starting
+        return None
 
     def _retire(self, w: _Worker) -> None:
         with self._lock:
@@ -265,7 +268,10 @@ class DecodePool:
             self._retire(worker)
             worker = self._spawn() if not self._closed else None
         if worker is not None:
-            self._idle.put(worker)
+            with self._lock:
+                back = not self._closed
+            if back:
+                self._idle.put(worker)
         return DecodeResult(str(path), sampled, error, time.monotonic() - start)
 
     def map(self, paths: Iterable[str | Path]) -> Iterator[DecodeResult]:
@@ -292,10 +298,10 @@ class DecodePool:
 
     def close(self) -> None:
         """Stop every worker; a worker busy with a file is killed."""
-        if self._closed:
-            return
-        self._closed = True
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             workers = list(self._all)
             self._all.clear()
         idle = []
