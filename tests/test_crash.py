@@ -7,6 +7,7 @@ Run as a script, this file is the writer: python test_crash.py DB INDEX ROUND.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -81,7 +82,8 @@ def run_round(db: Path, index: Path, round_no: int, rng: random.Random) -> list[
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> None:
+def test_sigkill_at_random_points_loses_and_doubles_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     from vfpd.catalog import Catalog
     from vfpd.index import open_index
 
@@ -112,12 +114,32 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(tmp_path: Path) -> N
                     f"round {round_no}: queued job {path} vanished without its result"
             assert waiting.isdisjoint(stored), "a job outlived its stored result"
             assert cat.counts().outbox_pending >= len(dups)
-            index = open_index(cat, MODEL, index_path)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="vfpd.index"):
+                index = open_index(cat, MODEL, index_path)
+            if round_no:
+                # The file exists since round 0's check; atomic saves never leave it torn.
+                assert "rebuilding" not in caplog.text, f"round {round_no}: {caplog.text}"
             assert index.verify() == [], f"round {round_no}"
             in_catalog = sorted(int(i) for ids, _ in cat.iter_vectors(MODEL) for i in ids)
             assert index.ids().tolist() == in_catalog, f"round {round_no}: index != catalog"
     assert len(stored) > ROUNDS, "the writer got work done between kills"
     assert not list(tmp_path.glob(".*.tmp")), "no temporary files left after the last open"
+
+
+def test_atomic_writer_keeps_old_file_on_error_and_leaves_no_temp(tmp_path: Path) -> None:
+    from vfpd.atomic import atomic_writer, write_text
+
+    target = tmp_path / "state.json"
+    write_text(target, "old")
+    with pytest.raises(RuntimeError):
+        with atomic_writer(target) as f:
+            f.write(b"half of the new")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+    write_text(target, "new", mode=0o600)
+    assert target.read_text() == "new" and target.stat().st_mode & 0o777 == 0o600
 
 
 if __name__ == "__main__":

@@ -504,6 +504,7 @@ def open_index(catalog: Catalog, model_version: str, path: Path | str,
     """The index for `model_version`: loaded from `path` and caught up with the catalog, or, when
     the file is missing / corrupt / of another model or dimension / ahead of the catalog, rebuilt
     from the catalog's stored vectors (logged as a warning) and saved."""
+    started = time.monotonic()
     if remove_stale_temps(path):
         log.info("removed temporary index files left by an interrupted save")
     try:
@@ -517,8 +518,10 @@ def open_index(catalog: Catalog, model_version: str, path: Path | str,
         if save_rebuilt:
             index.save(path)
         return index
+    loaded = time.monotonic()
     applied = index.catch_up(catalog)
-    if applied:
-        log.info("index caught up with %d catalog changes", applied)
+    log.info("index for model %s loaded (%d vectors, %s) in %.1f s, caught up %d catalog "
+             "changes in %.1f s", model_version, len(index), index.kind, loaded - started,
+             applied, time.monotonic() - loaded)
     return index
 
