@@ -358,3 +358,28 @@ def test_non_ascii_file_names(lib: Library, tmp_path: Path) -> None:
                               capture_output=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert "café ☕ 日本.mp4".encode() in proc.stdout
+
+
+@pytest.mark.slow
+@needs_daemon
+def test_live_stuck_clients_do_not_hold_up_the_pipeline(daemon: LiveDaemon) -> None:
+    stuck = []
+    try:
+        for _ in range(10):  # half-written requests, never finished
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(daemon.sock))
+            s.sendall(b'{"v": 1, "id": 1, "cmd": "sta')
+            stuck.append(s)
+        shutil.copy(daemon.root / "bikes.mp4", daemon.root / "bikes third.mp4")
+        deadline = time.monotonic() + 60
+        while True:
+            with Client(daemon.sock, timeout=30) as c:
+                if c.call("status")["files"] == 4:
+                    break
+            assert time.monotonic() < deadline, "the new file was not taken in"
+            time.sleep(0.2)
+    finally:
+        for s in stuck:
+            s.close()
+    groups = json.loads(daemon.vfpctl("duplicates", "--json", "--kind", "exact").stdout)
+    assert any(len(g["members"]) == 3 for g in groups)
