@@ -63,6 +63,7 @@ def bad_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "empty.mp4").write_bytes(b"")
     data = (d / "other.mp4").read_bytes()
     (d / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    (d / "truncated-copy.mp4").write_bytes(data[: len(data) // 3])
     (d / "text.mp4").write_text("this is a shopping list, not a video\n" * 50)
     _audio_only(d / "audio-only.mp4")
     os.symlink(d / "missing-target.mp4", d / "broken-link.mp4")
@@ -78,6 +79,7 @@ def bad_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 EXPECTED_ERRORS = {
     "empty.mp4": "empty",
     "truncated.mp4": "",
+    "truncated-copy.mp4": "",
     "text.mp4": "",
     "audio-only.mp4": "no video",
     "broken-link.mp4": "broken symbolic link",

@@ -279,12 +279,15 @@ def fingerprint_contents(entries: Sequence[FileEntry], embedder: Embedder, decod
                     zip(batch, embedder.embed_many([v for _, v in batch]))]
         except ValueError:
             if len(batch) == 1:
-                path = batch[0][0]
-                errors.append(ScanError(path, "no frame of it could be fingerprinted",
-                                        "not-a-video"))
+                fail(batch[0][0], "no frame of it could be fingerprinted", "not-a-video")
                 return []
             # One video the model refuses spoils its batch: retry one by one to find it.
             return [r for item in batch for r in embed([item])]
+
+    def fail(path: str, reason: str, kind: str) -> None:
+        # Every byte-identical copy of a failed file fails the same way; each is listed.
+        for e in by_hash[todo[path]]:
+            errors.append(ScanError(e.path, reason, kind))
 
     def flush() -> None:
         if not batch:
@@ -307,15 +310,27 @@ def fingerprint_contents(entries: Sequence[FileEntry], embedder: Embedder, decod
         advance(len(batch))
         batch.clear()
 
-    for path, result in decode(list(todo)):
-        if isinstance(result, MediaError):
-            errors.append(ScanError(path, result.reason, result.kind))
-            # Hard links of a failed file fail too, but are one file: reported once.
+    pending = list(todo)
+    while pending:
+        retry = []
+        for path, result in decode(pending):
+            if not isinstance(result, MediaError):
+                batch.append((path, result))
+                if len(batch) >= EMBED_BATCH_FILES:
+                    flush()
+                continue
+            h = todo[path]
+            group = by_hash[h]
+            if result.kind == "unreadable" and len(group) > 1:
+                # This copy is gone or unreadable, not the content: try the next copy.
+                errors.append(ScanError(path, result.reason, result.kind))
+                group[:] = [e for e in group if e.path != path]
+                todo[group[0].path] = h
+                retry.append(group[0].path)
+                continue
+            fail(path, result.reason, result.kind)
             advance(1)
-            continue
-        batch.append((path, result))
-        if len(batch) >= EMBED_BATCH_FILES:
-            flush()
+        pending = retry
     flush()
     return fps, errors, cached
 
@@ -364,7 +379,8 @@ def scan(settings: ScanSettings, embedder: Embedder, decode: Decoder,
     entries, id_errors = identify(paths, catalog, progress)
     fps, fp_errors, cached = fingerprint_contents(entries, embedder, decode, catalog, progress)
     errors += id_errors + fp_errors
-    good = [e for e in entries if e.hash in fps]
+    failed = {e.path for e in fp_errors}
+    good = [e for e in entries if e.hash in fps and e.path not in failed]
     pairs = find_pairs(good, fps, settings)
     by_path = {e.path: e for e in good}
     groups = sorted(group(pairs, settings), key=lambda g: (-waste(g, by_path), g))
