@@ -3,8 +3,10 @@ pair: vpdq (Meta's video PDQ), FFmpeg's MPEG-7 `signature` filter, and a per-fra
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -183,6 +185,36 @@ def frame_count(path: Path) -> int:
     return int(r.stdout.strip().split(",")[0])
 
 
+SIGNATURE_FRAME = "128:72"
+"""Inputs are scaled (area average) to this size before the filter. The filter reduces each frame
+to the luma means of a 32x32 grid, which an area downscale keeps; full-size frames of hundreds of
+inputs waiting in the filter graph's queues would need tens of GB."""
+
+SIGNATURE_MAX_RSS = 6 << 30
+"""Resident-memory cap for the one ffmpeg process, checked while it runs: it is stopped with a
+clear error instead of pushing a shared machine into swap if frames pile up anyway."""
+
+
+def _run_watched(cmd: Sequence[str], max_rss: int) -> tuple[int, str]:
+    """Run `cmd`, stopping it when its resident memory passes `max_rss`; (exit code, stderr)."""
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}  # hundreds of decoder threads, few arenas
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True, env=env)
+        page = os.sysconf("SC_PAGE_SIZE")
+        while proc.poll() is None:
+            try:
+                rss = int(Path(f"/proc/{proc.pid}/statm").read_text().split()[1]) * page
+            except (OSError, IndexError, ValueError):
+                rss = 0
+            if rss > max_rss:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError(f"ffmpeg passed {max_rss >> 30} GiB of memory; stopped")
+            time.sleep(0.5)
+        err.seek(0)
+        return proc.returncode, err.read()
+
+
 def run_signature(paths: Sequence[Path]) -> MethodResult:
     """One ffmpeg run with every file as an input of one `signature` filter in detectmode=full:
     the filter compares every pair of its inputs itself, so each file is decoded once."""
@@ -190,15 +222,20 @@ def run_signature(paths: Sequence[Path]) -> MethodResult:
     args: list[str] = []
     for p in paths:
         args += ["-threads", "1", "-i", str(p)]
-    graph = "".join(f"[{i}:v]" for i in range(len(paths)))
+    graph = "".join(f"[{i}:v]scale={SIGNATURE_FRAME}:flags=area,format=gray[v{i}];"
+                    for i in range(len(paths)))
+    graph += "".join(f"[v{i}]" for i in range(len(paths)))
     graph += f"signature=nb_inputs={len(paths)}:detectmode=full"
-    r = subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info",
-                        *args, "-filter_complex", graph, "-f", "null", "-"],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"ffmpeg signature failed: {r.stderr.strip()[-500:]}")
+    code, log = _run_watched(["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel",
+                              "info", *args, "-filter_complex", graph, "-an", "-f", "null", "-"],
+                             SIGNATURE_MAX_RSS)
+    if code != 0:
+        errors = [ln for ln in log.splitlines() if "rror" in ln or "failed" in ln.lower()]
+        raise RuntimeError(f"ffmpeg signature failed ({code}): "
+                           f"{' | '.join(errors[-5:]) or log.strip()[-300:]}")
     frames = [frame_count(p) for p in paths]
-    scores = signature_scores(r.stderr, frames)
+    scores = signature_scores(log, frames)
     return MethodResult("MPEG-7 signature (FFmpeg)", scores, SIGNATURE_MATCH,
                         time.perf_counter() - t0,
-                        "detectmode=full over all inputs; 0.5 + 0.5 * matched share if matched")
+                        f"detectmode=full over all inputs (scaled to {SIGNATURE_FRAME} gray); "
+                        "0.5 + 0.5 * matched share if matched")
