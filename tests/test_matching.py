@@ -259,3 +259,11 @@ def test_large_collections_switch_to_an_approximate_frame_index(
     monkeypatch.setattr(m, "FRAME_EXACT_MAX", 10)
     assert isinstance(m._frame_index(FRAME_DIM, 11), m.faiss.IndexHNSWFlat)
     assert (0, 1) in m.find_candidates(fps).pairs and (0, 1) in exact
+
+
+def test_segments_never_end_after_the_video(scene: Footage) -> None:
+    a = fingerprint([(scene, 0, 20)])
+    b = fingerprint([(scene, 0, 20)], noise=0.2, seed=8)
+    for seg in verify(a, b).segments:
+        assert 0.0 <= seg.a_start < seg.a_end <= a.duration
+        assert 0.0 <= seg.b_start < seg.b_end <= b.duration

@@ -121,6 +121,7 @@ class _Frames:
     step: float  # typical sampling interval, seconds
     start: float  # time range of all sampled frames, informative or not
     end: float
+    duration: float  # of the video: segments never end after it
 
 
 def _sampling_step(times: np.ndarray) -> float:
@@ -159,6 +160,7 @@ def _frames(fp: Fingerprint, weights: np.ndarray | None, center: np.ndarray | No
         step=_sampling_step(times),
         start=float(times[0]) if len(times) else 0.0,
         end=float(times[-1]) if len(times) else 0.0,
+        duration=float(fp.duration) if fp.duration > 0 else float("inf"),
     )
 
 
@@ -241,9 +243,10 @@ def _segments(a: _Frames, valid: np.ndarray, m: np.ndarray, slope: float, offset
     breaks = np.flatnonzero(np.diff(times) > s.segment_gap_steps * a.step)
     out = []
     for run in np.split(np.arange(len(times)), breaks + 1):
-        a0, a1 = float(times[run[0]]), float(times[run[-1]]) + a.step
-        b0 = min(max(slope * a0 + offset, b.start), b.end + b.step)
-        b1 = min(max(slope * a1 + offset, b.start), b.end + b.step)
+        a0, a1 = float(times[run[0]]), min(float(times[run[-1]]) + a.step, a.duration)
+        b_last = min(b.end + b.step, b.duration)
+        b0 = min(max(slope * a0 + offset, b.start), b_last)
+        b1 = min(max(slope * a1 + offset, b.start), b_last)
         out.append(Segment(a0, a1, b0, b1))
     return tuple(out)
 
