@@ -55,6 +55,7 @@ idle_unload_seconds = 60
 [decode]
 workers = 2
 timeout_seconds = 30
+timeout_per_video_second = 0.1
 memory_mb = 512
 max_attempts = 2
 retry_seconds = 1
@@ -90,7 +91,7 @@ def test_every_key(tmp_path: Path) -> None:
     assert cfg.notify.webhook == config.WebhookConfig("https://example.org/hook", 3.0, 2,
                                                       (("Authorization", "Bearer x"),))
     assert cfg.model == config.ModelConfig("cpu", None, 4, 60.0)
-    assert cfg.decode == config.DecodeConfig(2, 30.0, 512, 2, 1.0)
+    assert cfg.decode == config.DecodeConfig(2, 30.0, 0.1, 512, 2, 1.0)
     assert cfg.log.level == "debug"
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.watch.settle_seconds = 3  # type: ignore[misc]

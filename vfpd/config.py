@@ -39,11 +39,15 @@ DEFAULT_POLL_INTERVAL = 60.0
 DEFAULT_BATCH_SIZE = 8
 # The model takes ~100 MB; five quiet minutes covers a burst of copies without a reload each time.
 DEFAULT_IDLE_UNLOAD_SECONDS = 300.0
-# A 2-hour 1080p film samples in well under a minute on 2 cores; 10 minutes means it hangs.
-DEFAULT_DECODE_TIMEOUT = 600.0
+# The base time limit of one decode (worker start-up included); long files get more, below.
+# Five minutes on top of the per-second share means the decoder hangs.
+DEFAULT_DECODE_TIMEOUT = 300.0
 # Address space of a decode worker: the interpreter with numpy and PyAV reserves ~0.5 GB of it and
 # a 4K decode with frame threads well under 1 GB more; 3 GB leaves room and stops a decoder bomb.
 DEFAULT_DECODE_MEMORY_MB = 3072
+# On top of timeout_seconds, a file gets this much per second of its declared length: the slowest
+# decode path (every reference frame of 1080p H.264) runs at ~4x realtime on one busy core.
+DEFAULT_TIMEOUT_PER_VIDEO_SECOND = 0.25
 # A crash can be a passing memory squeeze; three tries tell that from a file that always fails.
 DEFAULT_MAX_ATTEMPTS = 3
 # A failed try is repeated after this long, doubling each time: a crash under memory pressure
@@ -130,6 +134,7 @@ class ModelConfig:
 class DecodeConfig:
     workers: int = 1
     timeout_seconds: float = DEFAULT_DECODE_TIMEOUT
+    timeout_per_video_second: float = DEFAULT_TIMEOUT_PER_VIDEO_SECOND
     memory_mb: int = DEFAULT_DECODE_MEMORY_MB
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     retry_seconds: float = DEFAULT_RETRY_SECONDS
@@ -366,6 +371,8 @@ def parse(data: Mapping[str, Any], source: Path | None = None,
     decode = DecodeConfig(
         workers=s.integer("workers", 1, 1, 64),
         timeout_seconds=s.number("timeout_seconds", DEFAULT_DECODE_TIMEOUT, 0.0, strict_low=True),
+        timeout_per_video_second=s.number("timeout_per_video_second",
+                                          DEFAULT_TIMEOUT_PER_VIDEO_SECOND, 0.0),
         memory_mb=s.integer("memory_mb", DEFAULT_DECODE_MEMORY_MB, 256),
         max_attempts=s.integer("max_attempts", DEFAULT_MAX_ATTEMPTS, 1, 100),
         retry_seconds=s.number("retry_seconds", DEFAULT_RETRY_SECONDS, 0.0),

@@ -141,6 +141,7 @@ def _decode_pool(cfg: Config) -> tuple[Decoder, Callable[[], None]]:
 
     decoder = PoolDecoder(PoolSettings(workers=cfg.decode.workers,
                                        timeout=cfg.decode.timeout_seconds,
+                                       per_video_second=cfg.decode.timeout_per_video_second,
                                        memory_limit=cfg.decode.memory_mb << 20))
     return decoder, decoder.close
 
