@@ -12,6 +12,7 @@ search; clustered vectors (groups of near-copies, like a library with duplicates
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import logging
 import os
@@ -132,7 +133,8 @@ def numpy_row(size: int, kind: str, base: np.ndarray, queries: np.ndarray,
 
 
 def index_row(size: int, kind: str, base: np.ndarray, queries: np.ndarray, truth: np.ndarray,
-              settings: IndexSettings, label: str, workdir: Path, startup: bool) -> Row:
+              settings: IndexSettings, label: str, workdir: Path, startup: bool,
+              ef_values: tuple[int, ...] = ()) -> Row:
     gc.collect()
     before = rss_mb()
     index = VectorIndex("bench", VECTOR_DIM, settings, expected=size)
@@ -145,6 +147,14 @@ def index_row(size: int, kind: str, base: np.ndarray, queries: np.ndarray, truth
     def search(q: np.ndarray) -> np.ndarray:
         return index.search(q, K)[1][0] - ID_BASE
     p50, p99, found = latencies(search, queries)
+    if index.kind == "hnsw":
+        # Other query beams on the same graph: the recall/latency trade-off behind ef_search.
+        for ef in ef_values:
+            index.settings = dataclasses.replace(settings, ef_search=ef)
+            e50, e99, efound = latencies(search, queries)
+            print_row(Row(size, kind, f"vfpd hnsw ef_search={ef}", None, e50, e99,
+                          recall(efound, truth), float("nan"), None))
+        index.settings = settings
     startup_s = load_s = catch_up_s = None
     method = f"vfpd {index.kind}{label}"
     if startup:
@@ -219,6 +229,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clustered-max", type=int, default=1_000_000,
                         help="largest size also run with clustered vectors (1M doubles the time)")
     parser.add_argument("--data", default="random,clustered")
+    parser.add_argument("--ef", default="",
+                        help="extra HNSW ef_search values to measure on the same graph, e.g. 256,512")
     parser.add_argument("--no-compare", action="store_true",
                         help="skip the other index kind at each size (its build is the slow part)")
     parser.add_argument("--sweep", default="10000,25000,50000,100000,200000",
@@ -226,6 +238,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    ef_values = tuple(int(e) for e in args.ef.split(",") if e)
     rng = np.random.default_rng(2026)
     started = time.monotonic()
     # Rows are printed as they are measured, so a long 1M run shows its progress.
@@ -246,7 +259,7 @@ def main(argv: list[str]) -> int:
                 print_row(numpy_row(size, kind, base, queries, truth))
                 auto = IndexSettings()
                 print_row(index_row(size, kind, base, queries, truth, auto, " (auto)", workdir,
-                                    startup=True))
+                                    startup=True, ef_values=ef_values))
                 if args.no_compare:
                     continue
                 # The other index kind at this size: why the automatic choice is what it is.
