@@ -140,7 +140,10 @@ def test_near_copy_found_and_verdict_keeps_a_pair_silent(env: Env, clips) -> Non
     env.queue(dest)
     env.drain()
     assert cat.fingerprint(near_hash, env.pipeline.embedder.model_version) is not None
-    assert env.outbox() == []
+    orig_hash = hash_file(clips["orig"])
+    assert not [e for e in env.outbox() if {e["new"]["hash"], e["existing"][0]["hash"]}
+                == {orig_hash, near_hash}]
+    assert cat.duplicate(orig_hash, near_hash).verdict == "not_duplicate"
     # Without a verdict the same footage is reported.
     env.add(clips["near2"], "near2.mkv")
     env.drain()
