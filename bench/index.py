@@ -229,6 +229,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--clustered-max", type=int, default=1_000_000,
                         help="largest size also run with clustered vectors (1M doubles the time)")
     parser.add_argument("--data", default="random,clustered")
+    parser.add_argument("--ef-construction", type=int, default=0,
+                        help="HNSW build beam to try instead of vfpd's default")
     parser.add_argument("--ef", default="",
                         help="extra HNSW ef_search values to measure on the same graph, e.g. 256,512")
     parser.add_argument("--no-compare", action="store_true",
@@ -257,7 +259,8 @@ def main(argv: list[str]) -> int:
                 base, queries = make_data(kind, size, args.queries, rng)
                 truth = exact_topk(base, queries)
                 print_row(numpy_row(size, kind, base, queries, truth))
-                auto = IndexSettings()
+                auto = IndexSettings(**({"ef_construction": args.ef_construction}
+                                         if args.ef_construction else {}))
                 print_row(index_row(size, kind, base, queries, truth, auto, " (auto)", workdir,
                                     startup=True, ef_values=ef_values))
                 if args.no_compare:
