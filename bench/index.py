@@ -212,7 +212,8 @@ def fmt(x: float | None, spec: str) -> str:
 
 def print_row(r: Row) -> None:
     print(f"| {r.size:,} | {r.data} | {r.method} | {fmt(r.add_rate, ',.0f')} | "
-          f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.recall:.3f} | {r.memory_mb:,.0f} | "
+          f"{r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.recall:.3f} | "
+          f"{fmt(None if np.isnan(r.memory_mb) else r.memory_mb, ',.0f')} | "
           f"{startup(r)} |", flush=True)
 
 
