@@ -484,23 +484,28 @@ def test_sigkill_during_a_batch_then_restart(tmp_path_factory, media) -> None:
         d.start()
         wait_until(lambda: len(list(_files(d))) == 14 and _queue(d) == 0,
                    what="every file in the catalog")
-        wait_until(lambda: len(hook.events) >= 6, what="six duplicate events")
-        time.sleep(1.0)
+        wait_until(lambda: _backlog(d) == 0, what="every announcement made")
         with d.catalog() as cat:
             after = {r.path: r.hash for r in cat.iter_files()}
             assert cat.integrity_check() == []
             assert sum(cat.counts().fingerprints.values()) == 10
             assert not list(cat.iter_jobs(JOB_FAILED))
+            # 2 re-encodes found; 4 contents with an exact copy.
+            near = [p for p in cat.duplicates() if p.kind in ("near", "partial")]
+            exact = [h for h in set(after.values()) if len(cat.paths_for_hash(h)) == 2]
         assert all(after[p] == h for p, h in committed.items())  # nothing committed lost
         assert fps_before <= 10
+        assert len(near) == 2 and len(exact) == 4, (near, exact)
         pairs = [(e["new"]["path"], e["new"]["hash"], e["existing"][0]["hash"])
                  for e in hook.events]
         assert len(set(pairs)) == len(pairs), "announced twice"
         assert len({e["id"] for e in hook.events}) == len(hook.events)
-        # 4 exact copies + 2 re-encodes, and no two different videos taken for one.
-        assert len(hook.events) == 6, [(e["new"]["path"], e["existing"]) for e in hook.events]
         logged = [ln for ln in (first_log + d.text()).splitlines() if "vfpd.duplicate" in ln]
-        assert len(logged) == 6, logged
+        assert len(set(logged)) == len(logged)
+        # 6 duplicates, each announced at most once per sink. An announcement a sink was making
+        # at the very moment of the kill is the one that may be missing (at most once).
+        assert 5 <= len(hook.events) <= 6, [(e["new"]["path"], e["existing"]) for e in hook.events]
+        assert 5 <= len(logged) <= 6, logged
         assert d.stop() == 0
     finally:
         if d.proc is not None and d.proc.poll() is None:
@@ -514,6 +519,11 @@ def test_sigkill_during_a_batch_then_restart(tmp_path_factory, media) -> None:
 def _files(d: Daemon) -> list[str]:
     with d.catalog() as cat:
         return [r.path for r in cat.iter_files() if r.hash]
+
+
+def _backlog(d: Daemon) -> int:
+    with d.catalog() as cat:
+        return cat.counts().outbox_pending
 
 
 def _queue(d: Daemon) -> int:
