@@ -328,6 +328,25 @@ def negative_rows(results: Sequence[MethodResult], pairs: Pairs) -> list[str]:
     return rows
 
 
+SWEEP = (0.5, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99)
+"""Thresholds shown in the calibration sweep: the range a DEFAULT_THRESHOLD is picked from."""
+
+
+def sweep_rows(s: np.ndarray, pairs: Pairs) -> list[str]:
+    """Precision, recall and false positives at a few thresholds, overall and held-out."""
+    rows = ["| threshold | precision | recall | negatives ≥ | precision (held-out) | "
+            "recall (held-out) | negatives ≥ (held-out) |", "|" + "---|" * 7]
+    y, h = pairs.positive, pairs.heldout
+    for t in SWEEP:
+        cells = []
+        for m in (np.ones_like(h), h):
+            hit = (s >= t) & m
+            tp, fp = int(np.sum(hit & y)), int(np.sum(hit & ~y))
+            cells += [_f(tp / max(tp + fp, 1)), _f(tp / max(int(np.sum(y & m)), 1)), str(fp)]
+        rows.append(f"| {t:g} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def hardest_rows(s: np.ndarray, pairs: Pairs, names: Sequence[str], n: int = 6) -> list[str]:
     rows = ["| pair | truth | kind | score |", "|---|---|---|---|"]
     neg, pos = np.flatnonzero(~pairs.positive), np.flatnonzero(pairs.positive)
@@ -497,6 +516,7 @@ def main(argv: list[str]) -> int:
                 f"- current DEFAULT_THRESHOLD {ours.default_threshold:g}: recall "
                 f"{np.mean(at_default[pairs.positive]):.3f}, "
                 f"{int(np.sum(at_default & ~pairs.positive))} negatives at or above it", "",
+                *sweep_rows(s, pairs), "",
                 "Hardest pairs for ours (highest negatives, lowest positives):", "",
                 *hardest_rows(s, pairs, names), ""]
         report["calibration"] = cal.__dict__
