@@ -66,6 +66,9 @@ def copy_of(src: Frames, path: Path, edits: Iterable[Edit] = (), fps: float = 25
                 f = e(f)
             yield f
 
+    if kw.get("codec", "libx264") == "libx264":
+        # The fastest preset: these copies test the model, not the encoder's care.
+        kw["options"] = {"preset": "ultrafast", **kw.get("options", {})}  # type: ignore[dict-item]
     return encode(path, gen(), fps=fps, **kw)  # type: ignore[arg-type]
 
 
