@@ -1,6 +1,7 @@
 """Index benchmark: vfpd's FAISS index vs brute-force numpy on 256-d vectors.
 
-./dev bench index [--sizes 10000,100000,1000000] [--queries 300] [--clustered-max 100000]
+./dev bench index [--sizes 10000,100000,1000000] [--queries 300] [--data random,clustered]
+    [--no-compare] [--ef 128,512] [--ef-construction N] [--sweep SIZES]
 
 For each size: add rate, single-query latency p50/p99 (k=10), resident memory of the index,
 start-up (load the saved index + catch up 1000 newer catalog fingerprints; warm page cache) and
