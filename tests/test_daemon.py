@@ -222,9 +222,9 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
     # Decoding it takes several times the configured limit: stands in for a decoder that hangs.
     base = encode(d / "base.mp4", (np.full((64, 64, 3), i * 7 % 256, np.uint8)
-                                   for i in range(3000)), fps=250,
+                                   for i in range(12000)), fps=250,
                   options={"preset": "ultrafast"}, gop=100000)
-    out["long"] = looped(base, d / "long.mp4", 20)
+    out["long"] = looped(base, d / "long.mp4", 20)  # 16 minutes, one keyframe in 48 s
     data = orig.read_bytes()
     out["truncated"] = d / "truncated.mp4"
     out["truncated"].write_bytes(data[: len(data) * 6 // 10])
