@@ -58,7 +58,7 @@ class Env:
         self.catalog = Catalog(state / "catalog.db",
                                jobs=RetryPolicy(max_attempts=max_attempts, backoff_s=0.1))
         self.index = VectorIndex(embedder.model_version)
-        self.decoder = PoolDecoder(PoolSettings(workers=1, timeout=timeout))
+        self.decoder = PoolDecoder(PoolSettings(workers=1, timeout=timeout, per_video_second=0))
         self.events = 0
         self.pipeline = Pipeline(
             self.catalog, self.index, state / "index.faiss", embedder, self.decoder,
@@ -182,8 +182,8 @@ def test_bad_files_fail_once_with_their_reason(env: Env, clips) -> None:
 def test_decode_timeout_is_retried_then_failed(tmp_path: Path, embedder, clips) -> None:
     root = tmp_path / "root"
     root.mkdir()
-    # A limit no decode can meet (the worker's start-up alone takes longer): every try times out.
-    e = Env(root, tmp_path, embedder, timeout=0.05, max_attempts=2)
+    # A limit no decode can meet (opening a file alone takes longer): every try times out.
+    e = Env(root, tmp_path, embedder, timeout=0.01, max_attempts=2)
     try:
         path = e.add(clips["orig"], "slow.mp4")
         deadline = time.monotonic() + 60
