@@ -172,7 +172,7 @@ def test_different_model_versions_refuse_to_compare(scene: Footage) -> None:
 
 def test_shared_intro_is_down_weighted_across_many_videos() -> None:
     intro = Footage(30, 8)
-    videos = [fingerprint([(intro, 0, 8), (Footage(31 + i, 4), 0, 4)], noise=0.1, seed=i)
+    videos = [fingerprint([(intro, 0, 8), (Footage(31 + i, 2), 0, 2)], noise=0.05, seed=i)
               for i in range(12)]
     plain = verify(videos[0], videos[1]).score
     cands = find_candidates(videos)
