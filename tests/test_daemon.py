@@ -461,7 +461,7 @@ def test_sigkill_during_a_batch_then_restart(tmp_path_factory, media) -> None:
     root = home / "lib"
     root.mkdir()
     src = tmp_path_factory.mktemp("kill")
-    distinct = [make_video(src / f"v{i}.mp4", seconds=2, width=160, height=120, seed=100 + i)
+    distinct = [make_video(src / f"v{i}.mp4", seconds=4, width=160, height=120, seed=100 + i)
                 for i in range(8)]
     for i, v in enumerate(distinct):
         shutil.copyfile(v, root / f"v{i}.mp4")

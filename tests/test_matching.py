@@ -160,7 +160,16 @@ def test_all_frames_uninformative_is_no_match(scene: Footage) -> None:
 
 def test_two_frames_are_too_little_evidence_for_a_full_score(scene: Footage) -> None:
     a = fingerprint([(scene, 0, 2)])
-    assert verify(a, a).score == pytest.approx(2 / MatchSettings().min_evidence_frames)
+    assert verify(a, a).score == pytest.approx(2 / MatchSettings().min_evidence_floor)
+
+
+def test_a_short_video_needs_all_its_frames_a_long_one_more(scene: Footage) -> None:
+    """A 4 s clip matched whole is full evidence; 4 s in common between two long videos is not."""
+    short = fingerprint([(scene, 0, 4)])
+    assert verify(short, short).score == pytest.approx(1.0)
+    long_a = fingerprint([(scene, 0, 4), (Footage(77, 30), 0, 30)], seed=1)
+    long_b = fingerprint([(scene, 0, 4), (Footage(78, 30), 0, 30)], seed=2)
+    assert verify(long_a, long_b).score < 4 / MatchSettings().min_evidence_frames + 1e-9
 
 
 def test_different_model_versions_refuse_to_compare(scene: Footage) -> None:

@@ -79,8 +79,11 @@ class MatchSettings:
     # Fewer informative frames than this in the overlap is too little evidence for a full score:
     # the score is scaled down proportionally (two matching frames prove little).
     # 6 rather than 3: on the accuracy benchmark, short chance alignments of 3-5 frames between
-    # different videos were the largest group of false matches; copies share far more.
+    # different videos were the largest group of false matches; copies share far more. A video
+    # shorter than that cannot offer 6 frames, so it needs all of its own, but never fewer than
+    # min_evidence_floor.
     min_evidence_frames: int = 6
+    min_evidence_floor: int = 3
     # Matched frames further apart than this many sampling steps start a new segment.
     segment_gap_steps: float = 3.0
     # A match covering at least this share of both videos' informative footage is "near", a
@@ -272,7 +275,9 @@ def _evaluate(a: _Frames, b: _Frames, sim: np.ndarray, slope: float, offset: flo
         return Match(0.0, NONE, (), offset, slope)
     score_a = float(np.sum(a.weights * m_a * valid_a) / np.sum(a.weights * valid_a))
     score_b = float(np.sum(b.weights * m_b * valid_b) / np.sum(b.weights * valid_b))
-    score = 0.5 * (score_a + score_b) * min(1.0, n / s.min_evidence_frames)
+    needed = min(s.min_evidence_frames,
+                 max(s.min_evidence_floor, min(len(a.times), len(b.times))))
+    score = 0.5 * (score_a + score_b) * min(1.0, n / needed)
     segments = _segments(a, valid_a, m_a, slope, offset, b, s)
     if not segments:
         return Match(score, NONE, (), offset, slope)
