@@ -32,8 +32,9 @@ BIKES_COPIES = tuple(TRANSFORMS)
 MODEL_LIMITED = ("crop", "trim")
 """Copies the shipped model does not yet recognise on this fast-moving footage: a 25% crop, and a
 trim that puts the copy's 1-per-second samples half-way between the original's (their frame
-features differ as much as those of different moments). Their tests are expected failures until
-the model improves; the matcher itself handles both on features that carry them (test_matching)."""
+features differ as much as those of different moments). They score below the default threshold
+with the shipped weights, so their tests check that they still rank above every unrelated video;
+the matcher itself handles both on features that carry them (test_matching)."""
 
 
 def _limited(name: str) -> bool:
@@ -112,13 +113,38 @@ def test_every_copy_is_grouped_with_its_original(result: ScanResult) -> None:
         assert {n for n in family if not _limited(n)} <= group, (family - group)
 
 
-@pytest.mark.parametrize("transform", [
-    pytest.param(t, marks=pytest.mark.xfail(reason="shipped model", strict=False))
-    if t in MODEL_LIMITED else t for t in BIKES_COPIES])
-def test_each_transformation_matches_the_original_directly(result: ScanResult,
+@pytest.fixture(scope="module")
+def loose(library: Path, embedder, cache_dir: Path, result: ScanResult) -> ScanResult:
+    """The same library at a low threshold (fingerprints from the cache): every verified pair
+    with its score, for ranking checks below the default threshold."""
+    with Catalog(cache_dir / "catalog.sqlite") as catalog:
+        return _scan(library, embedder, catalog, threshold=0.2)
+
+
+def _family(name: str) -> str:
+    return name.split("-")[0].split(".")[0].replace("scene", "bikes")
+
+
+def _best_unrelated(loose: ScanResult, name: str) -> float:
+    """The highest score `name` reaches with any video of another family."""
+    scores = [p.score for p in loose.pairs
+              if name in _names((p.a, p.b)) and len({_family(n) for n in _names((p.a, p.b))}) == 2]
+    return max(scores, default=0.0)
+
+
+@pytest.mark.parametrize("transform", BIKES_COPIES)
+def test_each_transformation_matches_the_original_directly(result: ScanResult, loose: ScanResult,
                                                            transform: str) -> None:
-    p = _pairs(result).get(frozenset(("bikes.mp4", f"bikes-{transform}.mp4")))
-    assert p is not None, f"bikes-{transform} not matched to bikes"
+    copy = f"bikes-{transform}.mp4"
+    if transform in MODEL_LIMITED:
+        # Below the default threshold with the shipped weights, but still ranked above every
+        # unrelated video: a lower --threshold finds it without false pairs.
+        p = _pairs(loose).get(frozenset(("bikes.mp4", copy)))
+        assert p is not None, f"{copy} not even a candidate of bikes"
+        assert p.score > _best_unrelated(loose, "bikes.mp4"), p.score
+        return
+    p = _pairs(result).get(frozenset(("bikes.mp4", copy)))
+    assert p is not None, f"{copy} not matched to bikes"
     assert p.score >= DEFAULT_THRESHOLD
     assert p.kind == ("partial" if transform == "trim" else "near")
 
@@ -137,19 +163,18 @@ def test_different_segments_of_one_scene_are_not_a_pair(result: ScanResult) -> N
     assert start == pytest.approx(0.0, abs=1.1) and end == pytest.approx(4.5, abs=1.1)
 
 
-@pytest.mark.xfail(reason="shipped model: samples half a step out of phase", strict=False)
-def test_a_clip_from_the_middle_is_found_at_its_place(result: ScanResult) -> None:
-    second = _pairs(result)[frozenset(("bikes.mp4", "scene-second-half.mp4"))]
+def test_a_clip_from_the_middle_is_found_at_its_place(loose: ScanResult) -> None:
+    # Its samples fall half a step out of phase with the original's, which keeps it below the
+    # default threshold with the shipped weights; where it matches is still right.
+    second = _pairs(loose)[frozenset(("bikes.mp4", "scene-second-half.mp4"))]
+    assert second.score > _best_unrelated(loose, "bikes.mp4")
     assert second.kind == "partial"
     start, end = _in_bikes(second, second.segments[0])
     assert start == pytest.approx(5.5, abs=1.1) and end == pytest.approx(10.0, abs=1.1)
 
 
 def test_different_videos_are_never_paired(result: ScanResult) -> None:
-    family = {}
-    for f in result.files:
-        n = os.path.basename(f.path)
-        family[n] = n.split("-")[0].split(".")[0].replace("scene", "bikes")
+    family = {os.path.basename(f.path): _family(os.path.basename(f.path)) for f in result.files}
     for p in result.pairs:
         a, b = os.path.basename(p.a), os.path.basename(p.b)
         assert family[a] == family[b] not in ("procedural", "pan"), (a, b, p.score)
