@@ -27,8 +27,8 @@ DEFAULT_THRESHOLD = 0.75
 frame. Chosen on the accuracy benchmark (`./dev bench accuracy`: 220 files, 24,090 pairs, hard
 negatives included) with the shipped weights 50c1575854b2 as the lowest threshold at which
 precision is at least 0.99 (recall there 0.95; held-out footage alone: precision 0.99+). The
-negatives still above it are procedural "life" footage and watermarked black leaders; real
-footage of different videos and other segments of one scene stay far below (docs/scan.md)."""
+12 negatives of 22,626 still above it are procedural "life" footage, watermarked black leaders
+and one other segment of the same footage (docs/scan.md)."""
 
 EXACT = "exact"
 NEAR = "near"
