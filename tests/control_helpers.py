@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from vfpd import config as config_mod
 from vfpd.catalog import JOB_FAILED, Catalog, ContentInfo
@@ -162,3 +164,11 @@ def make_library(tmp: Path, n_files: int = 6, seed: int = 0) -> Library:
     catalog.add_duplicate(hashes[1], hashes[2], 0.9, "near")
     catalog.add_duplicate(hashes[3], hashes[4], 0.8, "partial")
     return Library(root, catalog, CatalogContext(cfg, catalog), files + [alias])
+
+
+@pytest.fixture
+def lib(tmp_path: Path) -> Iterator[Library]:
+    """A real catalog with a few files, fingerprints and duplicates, closed after the test."""
+    library = make_library(tmp_path)
+    yield library
+    library.catalog.close()

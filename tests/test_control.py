@@ -14,19 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from control_helpers import Library, make_library
+from control_helpers import Library, lib  # noqa: F401 - lib is a fixture
 
 from vfpd.catalog import JOB_FAILED
 from vfpd.client import Client, ControlError, DaemonNotRunning, encode
 from vfpd.hashing import FileStat
 from vfpd.service.control import ControlLimits, ControlServer, ControlSocketError
-
-
-@pytest.fixture
-def lib(tmp_path: Path) -> Iterator[Library]:
-    library = make_library(tmp_path)
-    yield library
-    library.catalog.close()
 
 
 @pytest.fixture

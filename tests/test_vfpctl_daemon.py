@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from control_helpers import Library, make_library
+from control_helpers import Library, lib  # noqa: F401 - lib is a fixture
 from media_factory import sample_clip
 
 from vfpd.cli import ctl
@@ -24,13 +24,6 @@ from vfpd.hashing import FileStat
 from vfpd.service.control import ControlServer
 
 VFPCTL = [sys.executable, "-m", "vfpd.cli.ctl"]
-
-
-@pytest.fixture
-def lib(tmp_path: Path) -> Iterator[Library]:
-    library = make_library(tmp_path)
-    yield library
-    library.catalog.close()
 
 
 @pytest.fixture
