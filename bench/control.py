@@ -267,8 +267,8 @@ def measure(sock: Path, db: Path, files: list[Path], runs: int
         rows.append(("baseline: duplicate pairs with paths, sizes", "sqlite3 direct", s, "-"))
 
         def sql_lookup() -> None:
-            digest = conn.execute("SELECT hash FROM files WHERE path = ?",
-                                  (str(indexed),)).fetchone()[0]
+            digest = conn.execute("SELECT hash FROM files WHERE path = ?",  # paths: BLOBs
+                                  (os.fsencode(indexed),)).fetchone()[0]
             conn.execute("SELECT vector, frame_features FROM fingerprints WHERE hash = ?",
                          (digest,)).fetchone()
         s = summary(timed(sql_lookup, runs))

@@ -296,7 +296,9 @@ def _fill_v1(conn: sqlite3.Connection) -> None:
     conn.executescript(f"""
         INSERT INTO contents(hash, size, first_seen) VALUES ('{h(1)}', 10, 1.0), ('{h(2)}', 20, 1.0);
         INSERT INTO files(path, device, inode, size, mtime_ns, hash, first_seen, last_seen)
-            VALUES ('/v/a.mp4', 7, 1, 10, 5, '{h(1)}', 1.0, 1.0);
+            VALUES ('/v/a.mp4', 7, 1, 10, 5, '{h(1)}', 1.0, 1.0),
+                   ('/v/sub/café ☕.mp4', 7, 2, 20, 6, '{h(2)}', 1.0, 1.0),
+                   ('/v0/outside.mp4', 7, 3, 20, 6, '{h(2)}', 1.0, 1.0);
         INSERT INTO duplicates(hash_a, hash_b, score, kind, first_seen)
             VALUES ('{min(h(1), h(2))}', '{max(h(1), h(2))}', 0.9, 'near', 3.0);
         INSERT INTO jobs(path, reason, next_try) VALUES ('/v/queued.mp4', 'created', 0.0);
@@ -310,13 +312,23 @@ def _fill_v2(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE duplicates SET verdict = 'confirmed', verdict_at = 4.0")
 
 
+def _fill_v3(conn: sqlite3.Connection) -> None:
+    _fill_v2(conn)
+    conn.execute("UPDATE jobs SET priority = 0, generation = 2, created = 5.0")
+    # v3's writer logs every fingerprint it stores (the v3 step did this for older ones).
+    conn.execute("INSERT INTO fingerprint_changes(fingerprint_id, model_version, op) "
+                 "SELECT id, model_version, 'add' FROM fingerprints")
+    conn.execute("INSERT INTO jobs(path, reason, next_try, state, attempts, last_error) "
+                 "VALUES ('/v/sub/ünï.mp4', 'created', 0.0, 'failed', 3, 'truncated: x')")
+
+
 @pytest.mark.parametrize("version", range(SCHEMA_VERSION))
 def test_migrates_from_every_earlier_version(tmp_path: Path, version: int) -> None:
     path = tmp_path / f"v{version}.db"
     conn = sqlite3.connect(path, isolation_level=None)
     assert migrate(conn, target=version) == 0
     assert conn.execute("PRAGMA user_version").fetchone()[0] == version
-    fillers = {1: _fill_v1, 2: _fill_v2}
+    fillers = {1: _fill_v1, 2: _fill_v2, 3: _fill_v3}
     if version in fillers:
         fillers[version](conn)
     conn.close()
@@ -333,8 +345,18 @@ def test_migrates_from_every_earlier_version(tmp_path: Path, version: int) -> No
             d = cat.duplicate(h(1), h(2))
             assert d.last_seen == 3.0
             assert d.verdict == ("confirmed" if version >= 2 else None)
-            assert [j.path for j in cat.claim_jobs(5)] == ["/v/queued.mp4"]
+            # Names stored as text come back as the same str, and folder ranges still work.
+            assert cat.file_by_path("/v/sub/café ☕.mp4").hash == h(2)
+            assert [f.path for f in cat.iter_files("/v")] == ["/v/a.mp4", "/v/sub/café ☕.mp4"]
+            assert cat.paths_for_hash(h(2)) == ["/v/sub/café ☕.mp4", "/v0/outside.mp4"]
+            (queued,) = cat.claim_jobs(5)
+            assert queued.path == "/v/queued.mp4"
+            if version >= 3:
+                assert (queued.priority, queued.generation) == (0, 2)
+                (failed,) = cat.iter_jobs(JOB_FAILED)
+                assert (failed.path, failed.attempts, failed.last_error) == (
+                    "/v/sub/ünï.mp4", 3, "truncated: x")
         # The migrated catalog is fully usable.
         cat.store_result("/v/new.mp4", stat(9), h(9), fingerprint=make_fp(9), frames=make_sampled(9))
         cat.outbox_enqueue({"x": 1}, ["log"])
-        assert cat.counts().files == (2 if version >= 1 else 1)
+        assert cat.counts().files == (4 if version >= 1 else 1)

@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -180,6 +181,20 @@ class CatalogCounts:
     sequence: int = 0
 
 
+def path_key(path: str | os.PathLike[str]) -> bytes:
+    """How a path is stored: its exact bytes on disk (os.fsencode). A name need not be UTF-8 —
+    Python hands such a name over as a str with surrogate escapes (PEP 383), which sqlite3
+    refuses to store as TEXT. Bytes are lossless for every name the kernel accepts, sort like
+    the kernel's names, and need no escaping convention of our own (a text escape would have to
+    escape itself, changing names that are valid UTF-8)."""
+    return os.fsencode(path)
+
+
+def path_text(key: bytes) -> str:
+    """A stored path as the str every other part uses (undecodable bytes as surrogates)."""
+    return os.fsdecode(key)
+
+
 def ordered(hash_a: str, hash_b: str) -> tuple[str, str]:
     """The stored order of a pair of hashes."""
     if hash_a == hash_b:
@@ -300,7 +315,54 @@ INSERT INTO fingerprint_changes(fingerprint_id, model_version, op)
     SELECT id, model_version, 'add' FROM fingerprints ORDER BY id;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+# v4: paths as BLOBs of their bytes on disk (see path_key), so a file name that is not UTF-8 can
+# be stored. SQLite cannot change a column's type: files and jobs are rebuilt. CAST(text AS BLOB)
+# gives the text's UTF-8 bytes, which is what os.fsencode gives for every name stored so far
+# (sqlite3 refused the undecodable ones). The CHECK keeps a stray str parameter from creating a
+# TEXT row that no BLOB lookup would ever find again.
+_V4 = """
+CREATE TABLE files_v4(
+    id INTEGER PRIMARY KEY,
+    path BLOB NOT NULL UNIQUE CHECK(typeof(path) = 'blob'),
+    device INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    hash TEXT REFERENCES contents(hash),
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'ok'
+);
+INSERT INTO files_v4(id, path, device, inode, size, mtime_ns, hash, first_seen, last_seen, state)
+    SELECT id, CAST(path AS BLOB), device, inode, size, mtime_ns, hash, first_seen, last_seen,
+           state FROM files;
+DROP TABLE files;
+ALTER TABLE files_v4 RENAME TO files;
+CREATE INDEX files_hash ON files(hash);
+CREATE INDEX files_inode ON files(device, inode);
+CREATE TABLE jobs_v4(
+    id INTEGER PRIMARY KEY,
+    path BLOB NOT NULL UNIQUE CHECK(typeof(path) = 'blob'),
+    reason TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try REAL NOT NULL,
+    last_error TEXT,
+    state TEXT NOT NULL DEFAULT 'queued',
+    priority INTEGER NOT NULL DEFAULT 10,
+    leased_until REAL,
+    generation INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL DEFAULT 0
+);
+INSERT INTO jobs_v4(id, path, reason, attempts, next_try, last_error, state, priority,
+                    leased_until, generation, created)
+    SELECT id, CAST(path AS BLOB), reason, attempts, next_try, last_error, state, priority,
+           leased_until, generation, created FROM jobs;
+DROP TABLE jobs;
+ALTER TABLE jobs_v4 RENAME TO jobs;
+CREATE INDEX jobs_due ON jobs(state, priority, next_try);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -536,7 +598,7 @@ class Catalog:
     def file_by_path(self, path: str) -> FileRecord | None:
         row = self._reader().execute(
             "SELECT path, size, mtime_ns, inode, device, hash, first_seen, last_seen, state "
-            "FROM files WHERE path = ?", (str(path),)).fetchone()
+            "FROM files WHERE path = ?", (path_key(path),)).fetchone()
         return _file(row) if row else None
 
     def files_by_inode(self, device: int, inode: int) -> list[FileRecord]:
@@ -555,7 +617,7 @@ class Catalog:
                                               args))
 
     def paths_for_hash(self, content_hash: str) -> list[str]:
-        return [r[0] for r in self._reader().execute(
+        return [path_text(r[0]) for r in self._reader().execute(
             "SELECT path FROM files WHERE hash = ? ORDER BY path", (content_hash,))]
 
     def content(self, content_hash: str) -> ContentRecord | None:
@@ -570,33 +632,34 @@ class Catalog:
         now = time.time() if now is None else now
         with self.transaction() as w:
             w.execute("UPDATE files SET last_seen = ?, inode = ?, device = ? WHERE path = ?",
-                      (now, stat.inode, stat.device, str(path)))
+                      (now, stat.inode, stat.device, path_key(path)))
 
     def move_file(self, old: str, new: str, stat: FileStat | None = None,
                   now: float | None = None) -> bool:
         """A rename: the content (hash) is kept, only the path changes. False if `old` unknown."""
         now = time.time() if now is None else now
         with self.transaction() as w:
-            row = w.execute("SELECT id FROM files WHERE path = ?", (str(old),)).fetchone()
+            row = w.execute("SELECT id FROM files WHERE path = ?", (path_key(old),)).fetchone()
             if row is None:
                 return False
-            w.execute("DELETE FROM files WHERE path = ?", (str(new),))
+            w.execute("DELETE FROM files WHERE path = ?", (path_key(new),))
             w.execute("UPDATE files SET path = ?, last_seen = ? WHERE id = ?",
-                      (str(new), now, row[0]))
+                      (path_key(new), now, row[0]))
             if stat is not None:
                 w.execute("UPDATE files SET inode = ?, device = ?, size = ?, mtime_ns = ? "
                           "WHERE id = ?", (stat.inode, stat.device, stat.size, stat.mtime_ns,
                                            row[0]))
             w.execute("UPDATE jobs SET path = ? WHERE path = ? AND NOT EXISTS "
-                      "(SELECT 1 FROM jobs WHERE path = ?)", (str(new), str(old), str(new)))
+                      "(SELECT 1 FROM jobs WHERE path = ?)",
+                      (path_key(new), path_key(old), path_key(new)))
             return True
 
     def remove_file(self, path: str) -> bool:
         """A delete: the path goes, its content and fingerprints stay as history. Also drops a
         queued job for the path. False if the path was unknown."""
         with self.transaction() as w:
-            w.execute("DELETE FROM jobs WHERE path = ?", (str(path),))
-            return w.execute("DELETE FROM files WHERE path = ?", (str(path),)).rowcount > 0
+            w.execute("DELETE FROM jobs WHERE path = ?", (path_key(path),))
+            return w.execute("DELETE FROM files WHERE path = ?", (path_key(path),)).rowcount > 0
 
     def remove_files_under(self, prefix: str) -> int:
         """Forget every path inside directory `prefix` (a root removed from the config)."""
@@ -805,8 +868,9 @@ class Catalog:
                 "priority = MIN(priority, excluded.priority), next_try = excluded.next_try, "
                 "attempts = CASE WHEN state = 'failed' THEN 0 ELSE attempts END, "
                 "state = 'queued', generation = generation + 1",
-                (str(path), reason, priority, now, now))
-            return w.execute("SELECT id FROM jobs WHERE path = ?", (str(path),)).fetchone()[0]
+                (path_key(path), reason, priority, now, now))
+            return w.execute("SELECT id FROM jobs WHERE path = ?",
+                             (path_key(path),)).fetchone()[0]
 
     def enqueue_many(self, items: Iterable[tuple[str, str]], priority: int = PRIORITY_BACKLOG,
                      now: float | None = None) -> int:
@@ -829,7 +893,7 @@ class Catalog:
                 "ORDER BY priority, next_try, id LIMIT ?", (now, now, limit)).fetchall()
             w.executemany("UPDATE jobs SET leased_until = ? WHERE id = ?",
                           [(now + self.job_policy.lease_s, r[0]) for r in rows])
-        return [Job(*r) for r in rows]
+        return [_job(r) for r in rows]
 
     def release_job(self, job: Job) -> None:
         """Give a claimed job back without counting an attempt (shutdown, model busy)."""
@@ -838,20 +902,20 @@ class Catalog:
 
     def job(self, path: str) -> Job | None:
         row = self._reader().execute(f"SELECT {_JOB_COLS} FROM jobs WHERE path = ?",
-                                     (str(path),)).fetchone()
-        return Job(*row) if row else None
+                                     (path_key(path),)).fetchone()
+        return _job(row) if row else None
 
     def iter_jobs(self, state: str | None = JOB_QUEUED) -> Iterator[Job]:
         """Jobs in one state (queued or failed; None: all), in the order they would run."""
         where = "" if state is None else "WHERE state = ?"
         args = () if state is None else (state,)
         sql = f"SELECT {_JOB_COLS} FROM jobs {where} ORDER BY priority, next_try, id"
-        yield from (Job(*r) for r in _stream(self._reader(), sql, args))
+        yield from (_job(r) for r in _stream(self._reader(), sql, args))
 
     def _finish_job(self, w: sqlite3.Connection, job: Job | None, path: str) -> None:
         if job is None:
             w.execute("DELETE FROM jobs WHERE path = ? AND state = 'queued' "
-                      "AND leased_until IS NULL", (str(path),))
+                      "AND leased_until IS NULL", (path_key(path),))
             return
         gone = w.execute("DELETE FROM jobs WHERE id = ? AND generation = ?",
                          (job.id, job.generation)).rowcount
@@ -883,9 +947,10 @@ class Catalog:
                 w.execute("UPDATE contents SET decode_failures = decode_failures + 1, "
                           "last_error = ? WHERE hash = ?", (error, content_hash))
             if state == JOB_FAILED:
-                w.execute("UPDATE files SET state = 'failed' WHERE path = ?", (job.path,))
+                w.execute("UPDATE files SET state = 'failed' WHERE path = ?",
+                          (path_key(job.path),))
             row = w.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?", (job.id,)).fetchone()
-        return Job(*row) if row else job
+        return _job(row) if row else job
 
     def store_result(self, path: str, stat: FileStat, content_hash: str, *,
                      info: ContentInfo | None = None, fingerprint: Fingerprint | None = None,
@@ -916,7 +981,7 @@ class Catalog:
                 "ON CONFLICT(path) DO UPDATE SET device = excluded.device, "
                 "inode = excluded.inode, size = excluded.size, mtime_ns = excluded.mtime_ns, "
                 "hash = excluded.hash, last_seen = excluded.last_seen, state = 'ok'",
-                (str(path), stat.device, stat.inode, stat.size, stat.mtime_ns, content_hash,
+                (path_key(path), stat.device, stat.inode, stat.size, stat.mtime_ns, content_hash,
                  now, now))
             self._finish_job(w, job, path)
         return fid
@@ -1093,7 +1158,12 @@ _DUP_COLS = ("d.hash_a, d.hash_b, d.score, d.kind, d.segments, d.first_seen, d.l
 
 def _file(row: tuple) -> FileRecord:
     path, size, mtime_ns, inode, device, h, first, last, state = row
-    return FileRecord(path, FileStat(size, mtime_ns, inode, device), h, first, last, state)
+    return FileRecord(path_text(path), FileStat(size, mtime_ns, inode, device), h, first, last,
+                      state)
+
+
+def _job(row: tuple) -> Job:
+    return Job(row[0], path_text(row[1]), *row[2:])
 
 
 def _dup(row: tuple) -> Duplicate:
@@ -1102,16 +1172,22 @@ def _dup(row: tuple) -> Duplicate:
                      last if last is not None else first, verdict, verdict_at)
 
 
+def prefix_bounds(prefix: str | os.PathLike[str]) -> tuple[bytes, bytes, bytes]:
+    """(the folder, its start, its end) as stored keys: a stored path is the folder itself or
+    inside it when it equals the first or lies in [start, end). A range on the path uses the
+    UNIQUE index, unlike LIKE, whose wildcards a path may contain."""
+    base = path_key(prefix).rstrip(b"/") or b"/"
+    inside = base if base.endswith(b"/") else base + b"/"
+    # Every path inside `inside` sorts in [inside, inside[:-1] + "0") since "0" follows "/"
+    # (BLOBs compare bytewise, like the kernel's names).
+    return base, inside, inside[:-1] + bytes([ord("/") + 1])
+
+
 def _prefix_clause(column: str, prefix: str | None) -> tuple[str, list]:
-    """WHERE clause for "`column` is directory `prefix` or inside it", using the index (a range
-    on the path) rather than LIKE, whose wildcards a path may contain."""
+    """WHERE clause for "`column` is directory `prefix` or inside it"."""
     if prefix is None:
         return "", []
-    base = str(prefix).rstrip("/") or "/"
-    inside = base if base.endswith("/") else base + "/"
-    # Every path inside `inside` sorts in [inside, inside[:-1] + "0") since "0" follows "/".
-    upper = inside[:-1] + chr(ord("/") + 1)
-    return f"WHERE ({column} = ? OR ({column} >= ? AND {column} < ?))", [base, inside, upper]
+    return f"WHERE ({column} = ? OR ({column} >= ? AND {column} < ?))", list(prefix_bounds(prefix))
 
 
 def _stream(conn: sqlite3.Connection, sql: str, args: Sequence) -> Iterator[tuple]:

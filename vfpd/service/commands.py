@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import vfpd
-from vfpd.catalog import JOB_FAILED, Catalog
+from vfpd.catalog import JOB_FAILED, Catalog, path_text, prefix_bounds
 from vfpd.client import E_BAD_ARGS, E_NOT_FOUND, E_OUTSIDE_ROOTS, E_UNREADABLE
 from vfpd.matching import Pair, group_components
 from vfpd.service.context import ServiceContext
@@ -279,7 +279,7 @@ def _members(conn: sqlite3.Connection, hashes: list[str]
             contents[h] = tuple(rest)
         for h, path in conn.execute(
                 f"SELECT hash, path FROM files WHERE hash IN ({marks}) ORDER BY path", chunk):
-            paths.setdefault(h, []).append(path)
+            paths.setdefault(h, []).append(path_text(path))
     return contents, paths
 
 
@@ -292,10 +292,8 @@ def _aliased_contents(conn: sqlite3.Connection, since: float | None,
         having.append("MAX(first_seen) >= ?")
         args.append(since)
     if path_prefix is not None:
-        base = path_prefix.rstrip("/") or "/"
-        inside = base if base.endswith("/") else base + "/"
         having.append("SUM(path = ? OR (path >= ? AND path < ?)) > 0")
-        args += [base, inside, inside[:-1] + "0"]
+        args += list(prefix_bounds(path_prefix))
     if having:
         sql += " AND " + " AND ".join(having)
     return [r[0] for r in conn.execute(sql, args)]
