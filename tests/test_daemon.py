@@ -399,6 +399,53 @@ def test_bad_files_fail_with_reasons_and_good_ones_still_match(daemon: Daemon, m
     wait_until(lambda: daemon.hook.for_path(r1 / "later.mkv"), what="later duplicate")
 
 
+def test_names_that_are_not_utf8(daemon: Daemon, media) -> None:
+    r1 = daemon.roots[0]
+    # A folder and files whose names are not UTF-8 (Latin-1 bytes): Python hands them over as
+    # str with surrogate escapes; the catalog stores their bytes, JSON carries \udcXX escapes.
+    folder = os.fsdecode(os.path.join(os.fsencode(r1), b"d\xfcr"))
+    near = Path(os.fsdecode(os.path.join(os.fsencode(r1), b"re\xe9.mp4")))
+    exact = Path(os.fsdecode(os.path.join(os.fsencode(folder), b"caf\xe9.mp4")))
+    # A near copy of its own (the fixture's re-encodes are already in the library).
+    own = encode(daemon.home / "re-own.mp4", [f for _, f in read_frames(media["orig"])], fps=25,
+                 options={"crf": "34"})
+    copy_in(own, near)
+    copy_in(media["orig"], exact)
+    hook = daemon.hook
+    wait_until(lambda: hook.for_path(near) and hook.for_path(exact),
+               what=lambda: f"webhook events for the undecodable names; log:\n{daemon.stacks()}")
+    near_evs = hook.for_path(near)  # one event per earlier content it duplicates
+    (exact_ev,) = hook.for_path(exact)
+    assert all(e["kind"] in ("near", "partial") for e in near_evs) and exact_ev["kind"] == "exact"
+    assert str(r1 / "orig.mp4") in [e["path"] for e in exact_ev["existing"]]
+    near_ev = near_evs[0]
+    assert near_ev["new"]["hash"] == hash_file(near)
+    logged = daemon.lines("vfpd.duplicate")
+    assert any(json.dumps(str(exact)) in ln for ln in logged)
+    with daemon.catalog() as cat:
+        assert cat.file_by_path(str(exact)).hash == hash_file(media["orig"])
+        assert str(near) in cat.paths_for_hash(near_ev["new"]["hash"])
+
+    def ctl(*argv: str) -> subprocess.CompletedProcess[bytes]:
+        done = subprocess.run([sys.executable, "-m", "vfpd.cli.ctl", *argv, "--socket",
+                               str(daemon.home / "ctl.sock")], capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    groups = json.loads(ctl("duplicates", "--json").stdout)
+    (group,) = [g for g in groups if str(exact) in [m["path"] for m in g["members"]]]
+    assert {str(near), str(exact), str(r1 / "orig.mp4")} <= {m["path"] for m in group["members"]}
+    # The table prints the names' own bytes; --path filters by an undecodable folder.
+    table = ctl("duplicates").stdout
+    assert os.fsencode(exact) in table and os.fsencode(near) in table
+    inside = json.loads(ctl("duplicates", "--json", "--path", folder).stdout)
+    assert [g for g in inside if str(exact) in [m["path"] for m in g["members"]]]
+    assert json.loads(ctl("status", "--json").stdout)["files"] >= 3
+    matches = json.loads(ctl("query", str(exact), "--json").stdout)["matches"]
+    assert matches[0]["kind"] == "exact" and str(r1 / "orig.mp4") in matches[0]["paths"]
+    assert any(str(near) in m["paths"] for m in matches)
+
+
 def test_sighup_adds_and_removes_roots(daemon: Daemon, media) -> None:
     r1, r2 = daemon.roots
     r3 = daemon.home / "r3"
