@@ -42,6 +42,7 @@ class ScanSettings:
     workers: int = max(1, os.cpu_count() or 1)
     match: MatchSettings = MatchSettings()
     sampling: SamplingSettings = SamplingSettings()
+    preset: str = "accurate"  # vfpd/presets.py: names the sampling + match pair above, for reports
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold <= 1.0:

@@ -20,6 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per file, with the 256-d vector")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--weights", type=Path, default=None, help="weights file (default: the shipped base weights)")
+    p.add_argument("--fast", action="store_true",
+                   help="decode keyframes only, as `vfpctl scan --fast` (another model version)")
     p.set_defaults(func=run)
 
 
@@ -27,16 +29,18 @@ def run(args: argparse.Namespace) -> int:
     from vfpd import media
     from vfpd.model.embed import Embedder
     from vfpd.model.network import WeightsError
+    from vfpd.presets import ACCURATE, FAST
 
+    preset = FAST if args.fast else ACCURATE
     try:
-        embedder = Embedder(args.weights, device=args.device)
+        embedder = Embedder(args.weights, device=args.device, version_suffix=preset.version_suffix)
     except (WeightsError, ValueError) as e:
         print(f"vfpctl fingerprint: {e}", file=sys.stderr)
         return EXIT_FAILED
     status = EXIT_OK
     for path in args.files:
         try:
-            video = media.sample(path)
+            video = media.sample(path, preset.sampling)
         except media.MediaError as e:
             status = EXIT_FILE_ERRORS
             if args.json:

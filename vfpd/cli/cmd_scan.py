@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vfpd import actions, matching
+from vfpd.presets import ACCURATE, FAST, PRESETS
 from vfpd.scan import (
     CLUSTER_METHODS,
     DEFAULT_EXTENSIONS,
@@ -39,10 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Find every copy of the same footage in the given folders: byte-identical, "
                     "re-encoded, resized, cropped, trimmed, or a clip cut from a longer video.")
     p.add_argument("roots", nargs="+", metavar="DIR", help="folders (or files) to scan")
-    p.add_argument("--threshold", type=float, default=matching.DEFAULT_THRESHOLD,
+    p.add_argument("--threshold", type=float, default=None,
                    help="report pairs scoring at least this, 0..1 "
-                        f"(default {matching.DEFAULT_THRESHOLD}: the share of the overlapping "
-                        "footage that must match)")
+                        f"(default {ACCURATE.threshold}, with --fast {FAST.threshold}: the share "
+                        "of the overlapping footage that must match)")
+    p.add_argument("--fast", action="store_true",
+                   help=f"decode keyframes only: {FAST.summary}; fingerprints are cached "
+                        "apart from the default ones (docs/scan.md)")
     p.add_argument("--output", metavar="FILE", help="also write the JSON result to FILE")
     p.add_argument("--json", action="store_true", help="print the JSON result instead of text")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
@@ -108,7 +112,7 @@ class _Bars:
 
 
 def _validate(args: argparse.Namespace) -> str | None:
-    if not 0.0 <= args.threshold <= 1.0:
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         return f"--threshold must be between 0 and 1, not {args.threshold}"
     if args.workers < 1:
         return "--workers must be at least 1"
@@ -136,7 +140,8 @@ def result_json(result: ScanResult, action_report: dict[str, object] | None) -> 
     return {
         "format": JSON_FORMAT_VERSION,
         "threshold": result.settings.threshold,
-        "default_threshold": matching.DEFAULT_THRESHOLD,
+        "default_threshold": PRESETS[result.settings.preset].threshold,
+        "preset": result.settings.preset,
         "model_version": result.model_version,
         "roots": [os.path.abspath(r) for r in result.settings.roots],
         "groups": result.groups,
@@ -250,8 +255,11 @@ def run(args: argparse.Namespace) -> int:
     problem = _validate(args)
     if problem:
         return _usage_error(problem)
+    preset = FAST if args.fast else ACCURATE
+    threshold = preset.threshold if args.threshold is None else args.threshold
     settings = ScanSettings(roots=tuple(args.roots), extensions=tuple(args.extensions),
-                            threshold=args.threshold, cluster=args.cluster, workers=args.workers)
+                            threshold=threshold, cluster=args.cluster, workers=args.workers,
+                            match=preset.match, sampling=preset.sampling, preset=preset.name)
     catalog = None
     if not args.no_cache:
         from vfpd.catalog import Catalog, CatalogError
@@ -267,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
     from vfpd.model.network import WeightsError
 
     try:
-        embedder = Embedder(device=args.device)
+        embedder = Embedder(device=args.device, version_suffix=preset.version_suffix)
         result = scan(settings, embedder, pool_decoder(args.workers, settings.sampling),
                       catalog, bars)
     except (RuntimeError, OSError, ValueError, WeightsError) as e:

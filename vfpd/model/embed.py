@@ -69,13 +69,15 @@ class Embedder:
     """Turns SampledVideo into Fingerprint. Thread-safe; the model is loaded on first use."""
 
     def __init__(self, weights: Path | None = None, device: str = "auto",
-                 batch_size: int = DEFAULT_BATCH_FRAMES) -> None:
+                 batch_size: int = DEFAULT_BATCH_FRAMES, version_suffix: str = "") -> None:
+        """version_suffix names how the frames were sampled when that is not the default
+        (vfpd/presets.py): it becomes part of every fingerprint's model version."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.weights = Path(weights) if weights is not None else DEFAULT_WEIGHTS
         self.device = resolve_device(device)
         self.batch_size = batch_size
-        self.model_version = weights_version(self.weights)
+        self.model_version = weights_version(self.weights) + version_suffix
         self._lock = threading.Lock()
         self._model: FingerprintNet | None = None
 

@@ -1,0 +1,65 @@
+"""Sampling presets: how densely files are sampled, with the matcher settings and the default
+threshold measured for that density. "accurate" is the default; "fast" decodes keyframes only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from vfpd.matching import DEFAULT_THRESHOLD, MatchSettings
+from vfpd.media import SamplingSettings
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything that changes together when a library is sampled more sparsely.
+
+    version_suffix is appended to the model version of every fingerprint made under the preset:
+    fingerprints of two presets never share a cache entry or an index (their frames stand at
+    other moments), and verify() refuses to compare them, as it refuses two models."""
+
+    name: str
+    sampling: SamplingSettings
+    match: MatchSettings
+    threshold: float
+    version_suffix: str
+    summary: str
+
+
+FAST_EVIDENCE_FRAMES = 3
+"""Keyframes-only sampling gives a 24 s copy from x264's defaults three to five frames (one per
+GOP of up to 10 s, plus scene cuts), so the accurate preset's six frames of evidence would scale
+every such match down. Three is the fewest that still needs a consistent offset (two points fit
+any line). Accuracy benchmark, keyframes-only: AP 0.976 with six, 0.985 with three."""
+
+FAST_EVIDENCE_FLOOR = 2
+"""A video with only two informative keyframes can still be confirmed, on both of them."""
+
+FAST_THRESHOLD = 0.57
+"""Default threshold of the fast preset: the lowest score with precision >= 0.99 on the accuracy
+benchmark (`./dev bench accuracy --preset fast`: recall 0.83 there, AP 0.985, held-out AP 0.996;
+the accurate preset keeps recall 0.95 at precision 0.99). Lower than the accurate preset's because frames of a
+copy land seconds away from the original's (keyframes fall where each encoder put them), so even
+true copies rarely match frame for frame."""
+
+ACCURATE = Preset(
+    name="accurate",
+    sampling=SamplingSettings(),
+    match=MatchSettings(),
+    threshold=DEFAULT_THRESHOLD,
+    version_suffix="",
+    summary="about one frame a second on a fixed time grid (every reference frame is decoded "
+            "when keyframes are sparse)",
+)
+
+FAST = Preset(
+    name="fast",
+    sampling=SamplingSettings(keyframes="keyframes"),
+    match=replace(MatchSettings(), min_evidence_frames=FAST_EVIDENCE_FRAMES,
+                  min_evidence_floor=FAST_EVIDENCE_FLOOR),
+    threshold=FAST_THRESHOLD,
+    version_suffix="+keyframes",
+    summary="keyframes only (several times faster on files with long GOPs; lower recall on "
+            "short clips and fast footage)",
+)
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (ACCURATE, FAST)}
