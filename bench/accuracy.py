@@ -179,11 +179,11 @@ def _scores_of(matrix: np.ndarray, pairs: Pairs) -> np.ndarray:
     return matrix[pairs.i, pairs.j]
 
 
-def _sample_one(path: str) -> tuple[object | None, str]:
+def _sample_one(path: str, sampling: object | None = None) -> tuple[object | None, str]:
     from vfpd import media  # noqa: PLC0415 - imported in the worker process
 
     try:
-        return media.sample(Path(path)), ""
+        return media.sample(Path(path), sampling or media.SamplingSettings()), ""
     except media.MediaError as e:
         return None, f"{e.kind}: {e.reason}"
 
@@ -204,38 +204,43 @@ class OursExtra:
 
 
 def run_ours(paths: Sequence[Path], workers: int, log: Callable[[str], None],
-             weights: Path | None = None) -> tuple[MethodResult, OursExtra]:
+             weights: Path | None = None, preset_name: str = "accurate"
+             ) -> tuple[MethodResult, OursExtra]:
     """The product's path: media.sample (decoding in worker processes) -> Embedder -> candidate
-    search + verify. Every pair is verified as well, for the AP; only the candidate part is timed
-    as the product's cost."""
+    search + verify, under one of vfpd/presets.py's presets. Every pair is verified as well, for
+    the AP; only the candidate part is timed as the product's cost."""
     from vfpd import matching  # noqa: PLC0415 - heavy imports only when this method runs
     from vfpd.model.embed import Embedder  # noqa: PLC0415
+    from vfpd.presets import PRESETS  # noqa: PLC0415
 
+    preset = PRESETS[preset_name]
+    ms = preset.match
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        sampled = list(pool.map(_sample_one, [str(p) for p in paths]))
+        sampled = list(pool.map(_sample_one, [str(p) for p in paths],
+                                [preset.sampling] * len(paths)))
     t1 = time.perf_counter()
     errors = {str(p): err for p, (_, err) in zip(paths, sampled) if err}
     good = [k for k, (sv, _) in enumerate(sampled) if sv is not None]
     log(f"ours: sampled {len(paths)} files in {t1 - t0:.1f}s ({len(errors)} errors)")
-    embedder = Embedder(weights=weights)
+    embedder = Embedder(weights=weights, version_suffix=preset.version_suffix)
     fps = embedder.embed_many([sampled[k][0] for k in good])  # type: ignore[misc]
     embedder.unload()
     t2 = time.perf_counter()
     log(f"ours: embedded in {t2 - t1:.1f}s")
-    verified = matching.match_all(fps)  # the product's candidate search + verification
+    verified = matching.match_all(fps, ms)  # the product's candidate search + verification
     t3 = time.perf_counter()
     log(f"ours: {len(verified)} candidates verified in {t3 - t2:.1f}s")
 
     # Every pair, verified in the same context as match_all gives its candidates (the collection's
     # frame background and recurring-content weights), so the scores are the product's.
     center = matching.frame_center(fps)
-    cands = matching.find_candidates(fps, center=center)
+    cands = matching.find_candidates(fps, ms, center=center)
     n = len(paths)
     scores = np.zeros((n, n))
     for a in range(len(fps)):
         for b in range(a + 1, len(fps)):
-            m = matching.verify(fps[a], fps[b], a_weights=cands.weights[a],
+            m = matching.verify(fps[a], fps[b], ms, a_weights=cands.weights[a],
                                 b_weights=cands.weights[b], center=center)
             scores[good[a], good[b]] = scores[good[b], good[a]] = m.score
     t4 = time.perf_counter()
@@ -251,8 +256,8 @@ def run_ours(paths: Sequence[Path], workers: int, log: Callable[[str], None],
            for a in range(len(fps)) for b in ids[a] if b >= 0 and b != a}
     cand = {(min(good[a], good[b]), max(good[a], good[b])) for a, b, _ in verified}
     version = fps[0].model_version if fps else "?"
-    result = MethodResult(OURS, scores, matching.DEFAULT_THRESHOLD, t3 - t0,
-                          f"model {version}")
+    result = MethodResult(OURS, scores, preset.threshold, t3 - t0,
+                          f"model {version}, preset {preset.name}")
     return result, OursExtra(cand, matching.VIDEO_NEIGHBOURS, knn, t1 - t0, t2 - t1, t3 - t2, t4 - t3, errors, version)
 
 
@@ -408,6 +413,8 @@ def main(argv: list[str]) -> int:
                     "same files is reused (e.g. vpdq,signature,phash while tuning ours)")
     ap.add_argument("--weights", type=Path, help="model weights (default: the shipped base.pt)")
     ap.add_argument("--workers", type=int, default=2, help="decoding/encoding processes")
+    ap.add_argument("--preset", choices=("accurate", "fast"), default="accurate",
+                    help="our sampling preset (vfpd/presets.py); fast results are saved apart")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out",
                     help="where accuracy.md and accuracy.json are written")
     args = ap.parse_args(argv)
@@ -447,7 +454,8 @@ def main(argv: list[str]) -> int:
     for m in methods:
         log(f"running {m} ...")
         c0 = cpu_seconds()
-        saved = root / "results" / f"{m}.npz"
+        stem = f"{m}-{args.preset}" if m == "ours" and args.preset != "accurate" else m
+        saved = root / "results" / f"{stem}.npz"
         if m in cached:
             r, cpu_s = load_result(saved, names)
             cpu[r.name] = cpu_s
@@ -455,7 +463,7 @@ def main(argv: list[str]) -> int:
             continue
         try:
             if m == "ours":
-                r, extra = run_ours(paths, args.workers, log, args.weights)
+                r, extra = run_ours(paths, args.workers, log, args.weights, args.preset)
             else:
                 r = runners[m]()
         except Exception as e:  # one broken tool must not hide the others' numbers
@@ -532,12 +540,13 @@ def main(argv: list[str]) -> int:
     text = "\n".join(out)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "accuracy.md").write_text(text + "\n")
-    (args.out / "accuracy.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-    scores_file = args.out / "accuracy-scores.npz"
+    stem = "accuracy" if args.preset == "accurate" else f"accuracy-{args.preset}"
+    (args.out / f"{stem}.md").write_text(text + "\n")
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
+    scores_file = args.out / f"{stem}-scores.npz"
     np.savez_compressed(scores_file, names=np.array([it.name for it in ds.items]),
                         **{r.name: r.scores for r in results})
-    log(f"wrote {args.out / 'accuracy.md'}, accuracy.json, {scores_file.name}")
+    log(f"wrote {args.out / (stem + '.md')}, {stem}.json, {scores_file.name}")
     return 0 if not failures else 1
 
 

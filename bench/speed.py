@@ -1,5 +1,6 @@
-"""Speed benchmark: fingerprinting throughput (x realtime, files/s) per resolution, beside PyAV's
-decode ceilings and vpdq, on H.264 files made from real clips with default x264 settings.
+"""Speed benchmark: fingerprinting throughput (x realtime, files/s) per resolution and preset
+(accurate, fast), beside PyAV's decode ceilings and vpdq, on H.264 files made from real clips with
+default x264 settings.
 
     ./dev bench speed [--repeats 3] [--only 720p,long] [--no-vpdq] [--no-embed] [--policies]
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 import av
 
 from vfpd import media
+from vfpd.presets import ACCURATE, FAST
 from vfpd.workers import DecodePool, PoolSettings
 
 DATA = Path(__file__).parent / "data"
@@ -164,18 +166,20 @@ def main(argv: list[str]) -> int:
         reps = 1 if d > 2 * BASE_SECONDS else args.repeats
         all_s = timed(lambda: decode_ceiling(inp.path, False), reps)
         key_s = timed(lambda: decode_ceiling(inp.path, True), reps)
-        sampled = media.sample(inp.path)
-        sample_s = timed(lambda: media.sample(inp.path), reps)
-        fp_s = None
-        if embedder is not None:
-            fp_s = timed(lambda: embedder.embed(media.sample(inp.path)), reps)  # type: ignore[attr-defined]
-        with DecodePool(PoolSettings(workers=2)) as pool:
-            list(pool.map([inp.path]))  # start the workers outside the timing
-            pool_s = timed(lambda: list(pool.map([inp.path] * POOL_FILES)), 1)
         vpdq_s = timed(lambda: vpdq_hash(inp.path), reps) if vpdq_hash else None
-        policy = "keyframes only" if sampled.keyframes_only else "all frames (no non-ref, no deblock)"
-        rows.append((inp, d, sample_s, fp_s, POOL_FILES / pool_s, POOL_FILES * d / pool_s, all_s, key_s,
-                     vpdq_s, policy, len(sampled.timestamps)))
+        for preset in (ACCURATE, FAST):
+            st = preset.sampling
+            sampled = media.sample(inp.path, st)
+            sample_s = timed(lambda: media.sample(inp.path, st), reps)
+            fp_s = None
+            if embedder is not None:
+                fp_s = timed(lambda: embedder.embed(media.sample(inp.path, st)), reps)  # type: ignore[attr-defined]
+            with DecodePool(PoolSettings(workers=2, sampling=st)) as pool:
+                list(pool.map([inp.path]))  # start the workers outside the timing
+                pool_s = timed(lambda: list(pool.map([inp.path] * POOL_FILES)), 1)
+            policy = "keyframes only" if sampled.keyframes_only else "reference frames"
+            rows.append((inp, preset.name, d, sample_s, fp_s, POOL_FILES / pool_s, POOL_FILES * d / pool_s,
+                         all_s, key_s, vpdq_s, policy, len(sampled.timestamps)))
         print(f"# {inp.name} done", flush=True)
         if args.policies:
             for mode in ("keyframes", "all"):
@@ -184,14 +188,15 @@ def main(argv: list[str]) -> int:
                 policy_rows.append((inp.name, mode, timed(lambda: media.sample(inp.path, st), reps), d, n))
 
     print()
-    print("| input | length | policy (frames) | vfpd sample | vfpd fingerprint | pool, 2 workers | "
-          "PyAV all frames | PyAV keyframes | sample / keyframe ceiling | vpdq (1 hash/s) | vfpd vs vpdq |")
+    print("| input | length | preset: decoded (frames kept) | vfpd sample | vfpd fingerprint | "
+          "pool, 2 workers | PyAV all frames | PyAV keyframes | keyframe ceiling / sample | "
+          "vpdq (1 hash/s) | vfpd vs vpdq |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for inp, d, sample_s, fp_s, fps_pool, rt_pool, all_s, key_s, vpdq_s, policy, n in rows:
+    for inp, name, d, sample_s, fp_s, fps_pool, rt_pool, all_s, key_s, vpdq_s, policy, n in rows:
         best = fp_s or sample_s
-        print(f"| {inp.name} ({inp.note}) | {d:.0f} s | {policy} ({n}) | {_x(d, sample_s)} | {_x(d, fp_s)} | "
-              f"{fps_pool:.2f} files/s, {rt_pool:.0f}x | {_x(d, all_s)} | {_x(d, key_s)} | "
-              f"{sample_s / key_s:.1f} | {_x(d, vpdq_s)} | "
+        print(f"| {inp.name} ({inp.note}) | {d:.0f} s | {name}: {policy} ({n}) | {_x(d, sample_s)} | "
+              f"{_x(d, fp_s)} | {fps_pool:.2f} files/s, {rt_pool:.0f}x | {_x(d, all_s)} | {_x(d, key_s)} | "
+              f"{sample_s / key_s:.1f}x slower | {_x(d, vpdq_s)} | "
               f"{(vpdq_s / best if vpdq_s else float('nan')):.1f}x faster |")
     if policy_rows:
         print()
