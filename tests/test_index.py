@@ -15,7 +15,16 @@ from hypothesis import strategies as st
 from vfpd.catalog import Catalog
 from vfpd.fingerprint import FRAME_DIM, VECTOR_DIM, Fingerprint
 from vfpd.hashing import FileStat, hash_bytes
-from vfpd.index import FLAT, HEADER_SIZE, HNSW, IndexLoadError, IndexSettings, VectorIndex, open_index
+from vfpd.index import (
+    FLAT,
+    HEADER_SIZE,
+    MAGIC,
+    PQ_RERANK,
+    IndexLoadError,
+    IndexSettings,
+    VectorIndex,
+    open_index,
+)
 
 MODEL = "base-1"
 DIM = 16  # small vectors keep the property tests fast; the code path is the same as 256-d
@@ -38,14 +47,15 @@ ops = st.lists(st.one_of(st.tuples(st.just("add"), st.integers(1, 60)),
                min_size=1, max_size=8)
 
 
-@pytest.mark.parametrize("exact_max", [10_000, 40], ids=[FLAT, HNSW])
+@pytest.mark.parametrize("exact_max", [10_000, 40], ids=[FLAT, PQ_RERANK])
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=ops, seed=st.integers(0, 2**32 - 1), k=st.integers(1, 12))
 def test_topk_agrees_with_numpy_brute_force(exact_max: int, ops, seed: int, k: int) -> None:
     rng = np.random.default_rng(seed)
-    # ef_search above the index size makes HNSW's search exhaustive on these small graphs, so
-    # any disagreement is a bookkeeping bug (ids, tombstones, rebuilds), not approximation.
-    index = VectorIndex(MODEL, DIM, IndexSettings(exact_max=exact_max, ef_search=512))
+    # rerank_factor * k above the index size makes the PQ candidates exhaustive on these small
+    # indexes (the PQ and re-rank code still runs), so any disagreement is a bookkeeping bug
+    # (ids, positions, tombstones, rebuilds), not approximation.
+    index = VectorIndex(MODEL, DIM, IndexSettings(exact_max=exact_max, rerank_factor=500))
     live: dict[int, np.ndarray] = {}
     next_id = 0
     for op, arg in ops:
@@ -63,7 +73,8 @@ def test_topk_agrees_with_numpy_brute_force(exact_max: int, ops, seed: int, k: i
     assert len(index) == len(live)
     assert index.ids().tolist() == sorted(live)
     if exact_max < len(live):
-        assert index.kind == HNSW
+        assert index.kind == PQ_RERANK
+    assert index.verify() == []
     queries = unit(rng, 3)
     scores, got = index.search(queries, k)
     ids = list(live)
@@ -77,11 +88,11 @@ def test_topk_agrees_with_numpy_brute_force(exact_max: int, ops, seed: int, k: i
             np.sort(row_scores[:n]), np.sort(want_scores), atol=1e-5)  # ties may swap ids
 
 
-@pytest.mark.parametrize("exact_max", [10_000, 50], ids=[FLAT, HNSW])
+@pytest.mark.parametrize("exact_max", [10_000, 50], ids=[FLAT, PQ_RERANK])
 def test_range_search_returns_everything_above_the_threshold(exact_max: int) -> None:
     rng = np.random.default_rng(3)
     vecs = unit(rng, 300)
-    index = VectorIndex(MODEL, DIM, IndexSettings(exact_max=exact_max, ef_search=512))
+    index = VectorIndex(MODEL, DIM, IndexSettings(exact_max=exact_max))
     index.add(np.arange(300) + 1000, vecs)
     index.remove([1000 + 7])
     q = vecs[7] * 0.9 + vecs[8] * 0.1
@@ -106,13 +117,13 @@ def test_adding_an_id_twice_keeps_one_copy() -> None:
         index.add([-3], v[:1])
 
 
-def test_switches_to_hnsw_past_exact_max_and_back_after_removals() -> None:
+def test_switches_to_pq_past_exact_max_and_back_after_removals() -> None:
     rng = np.random.default_rng(1)
     index = VectorIndex(MODEL, DIM, IndexSettings(exact_max=100, tombstone_ratio=0.1))
     index.add(range(100), unit(rng, 100))
     assert index.info().kind == FLAT
     index.add([100], unit(rng, 1))
-    assert index.info().kind == HNSW
+    assert index.info().kind == PQ_RERANK
     index.remove(range(0, 80))
     info = index.info()
     assert info.kind == FLAT and info.size == 21 and info.tombstones == 0
@@ -229,7 +240,7 @@ def test_load_reports_why(tmp_path: Path) -> None:
         VectorIndex.load(path, MODEL)
 
 
-def test_hnsw_index_with_tombstones_survives_save_and_load(tmp_path: Path) -> None:
+def test_pq_index_with_tombstones_survives_save_and_load(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     s = IndexSettings(exact_max=50, tombstone_ratio=0.5)
     index = VectorIndex(MODEL, DIM, s)
@@ -256,21 +267,108 @@ def test_interrupted_save_leaves_old_file_and_temp_is_cleaned(cat: Catalog, tmp_
 
 
 def test_searches_and_changes_go_on_during_a_rebuild() -> None:
+    # 256-d and 100k vectors make the compaction (copy, train, encode) last about a second, long
+    # enough to act while it runs.
     rng = np.random.default_rng(11)
-    vecs = unit(rng, 6000)
-    index = VectorIndex(MODEL, DIM, IndexSettings(exact_max=5000, ef_search=512))
-    index.add(range(5000), vecs[:5000])
-    converting = threading.Thread(target=index.add, args=([5000], vecs[5000:5001]))
-    converting.start()
+    n = 100_000
+    vecs = unit(rng, n + 1000, VECTOR_DIM)
+    index = VectorIndex(MODEL, VECTOR_DIM, IndexSettings(exact_max=5000, tombstone_ratio=0.1))
+    index.add(range(n), vecs[:n])
+    assert index.kind == PQ_RERANK
+    index.remove(range(0, 10_000))  # exactly 10%: not yet compacted
+    assert index.info().tombstones == 10_000
+    compacting = threading.Thread(target=index.remove, args=([10_000],))
+    compacting.start()
     deadline = time.monotonic() + 30
-    while index._journal is None and converting.is_alive() and time.monotonic() < deadline:
+    while index._journal is None and compacting.is_alive() and time.monotonic() < deadline:
         time.sleep(0.001)
-    index.add(range(5001, 6000), vecs[5001:])  # during the build: journaled, then replayed
-    index.remove(range(0, 100))
-    _, ids = index.search(vecs[200], 1)
-    assert ids[0, 0] == 200, "searches are answered while the new index is built"
-    converting.join()
-    assert index.kind == HNSW and index.verify() == []
-    assert index.ids().tolist() == list(range(100, 6000))
-    _, ids = index.search(vecs[[5500, 150, 50]], 1)
-    assert ids[:2, 0].tolist() == [5500, 150] and ids[2, 0] != 50
+    assert index._journal is not None, "the compaction ran"
+    index.add(range(n, n + 1000), vecs[n:])  # during the build: journaled, then replayed
+    index.remove(range(10_001, 10_100))
+    _, ids = index.search(vecs[20_000], 1)
+    assert ids[0, 0] == 20_000, "searches are answered while the new index is built"
+    compacting.join()
+    info = index.info()
+    assert info.kind == PQ_RERANK and info.tombstones == 99 and index.verify() == []
+    assert index.ids().tolist() == list(range(10_100, n + 1000))
+    _, ids = index.search(vecs[[n + 500, 15_000, 10_050, 5]], 1)
+    assert ids[:2, 0].tolist() == [n + 500, 15_000]
+    assert ids[2, 0] != 10_050 and ids[3, 0] != 5
+
+
+def test_pq_candidates_find_most_true_neighbours_without_scanning_everything() -> None:
+    # 200 candidates out of 20,000 unstructured vectors: picked at random they would hold ~1% of
+    # the true top 10; the PQ scan must rank well enough to hold most of them.
+    rng = np.random.default_rng(4)
+    n, dim = 20_000, 32
+    vecs, queries = unit(rng, n, dim), unit(rng, 100, dim)
+    index = VectorIndex(MODEL, dim, IndexSettings(exact_max=1000, rerank_factor=20))
+    index.add(range(n), vecs)
+    truth = np.argsort(-(queries @ vecs.T), axis=1)[:, :10]
+
+    def recall(got: np.ndarray, want: np.ndarray) -> float:
+        return float(np.mean([len(set(g) & set(w)) / 10 for g, w in zip(got, want)]))
+
+    scores, got = index.search(queries, 10)
+    assert recall(got, truth) >= 0.6
+    np.testing.assert_allclose(scores, np.take_along_axis(queries @ vecs.T, got, 1), atol=1e-5)
+    # With tombstones the candidates are filtered, the rest still re-ranked exactly.
+    index.remove(range(0, n, 20))
+    sims = queries @ vecs.T
+    sims[:, ::20] = -np.inf
+    truth = np.argsort(-sims, axis=1)[:, :10]
+    scores, got = index.search(queries, 10)
+    assert (got % 20 != 0).all() and (got >= 0).all()
+    assert recall(got, truth) >= 0.6
+    assert (np.diff(scores, axis=1) <= 0).all()
+
+
+def write_format_1_index(path: Path, model: str, ids: np.ndarray, vecs: np.ndarray,
+                         covered_seq: int) -> None:
+    """An index file as vfpd wrote it before November 2026: JSON header format 1 + an HNSW
+    (inner product) graph in an IndexIDMap2 + tombstones."""
+    import json
+    import struct
+
+    import blake3
+    import faiss
+    graph = faiss.IndexIDMap2(faiss.IndexHNSWFlat(VECTOR_DIM, 32, faiss.METRIC_INNER_PRODUCT))
+    graph.add_with_ids(vecs, ids)
+    payload = faiss.serialize_index(graph).tobytes()
+    header = {"format": 1, "model_version": model, "dim": VECTOR_DIM, "kind": "hnsw",
+              "covered_seq": covered_seq, "count": len(ids), "faiss_len": len(payload),
+              "payload_len": len(payload), "payload_blake3": blake3.blake3(payload).hexdigest()}
+    blob = json.dumps(header).encode()
+    head = MAGIC + struct.pack("<I", len(blob)) + blob
+    path.write_bytes(head + b"\0" * (HEADER_SIZE - len(head)) + payload)
+
+
+def test_index_file_of_the_old_hnsw_layout_is_rebuilt(cat: Catalog, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "index.faiss"
+    stored = fill(cat, 0, 60)
+    ids = np.fromiter(stored, np.int64)
+    write_format_1_index(path, MODEL, ids, np.stack(list(stored.values())), cat.sequence())
+    with caplog.at_level(logging.WARNING, logger="vfpd.index"):
+        index = open_index(cat, MODEL, path)
+    assert "rebuilding index from catalog" in caplog.text
+    assert "old index layout (format 1, hnsw graph)" in caplog.text
+    assert_matches_catalog(index, cat)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vfpd.index"):
+        assert len(open_index(cat, MODEL, path)) == 60
+    assert "rebuilding" not in caplog.text, "the rebuilt file was saved in the new layout"
+
+
+def test_approximate_index_rebuilt_from_catalog_round_trips(cat: Catalog, tmp_path: Path) -> None:
+    path = tmp_path / "index.faiss"
+    fill(cat, 0, 80)
+    s = IndexSettings(exact_max=50)
+    index = open_index(cat, MODEL, path, settings=s)
+    assert index.kind == PQ_RERANK and index.verify() == []
+    fill(cat, 80, 20)
+    cat.remove_file("/v/3.mp4")
+    cat.purge_orphans()
+    again = open_index(cat, MODEL, path, settings=s)
+    assert again.kind == PQ_RERANK and again.verify() == [] and len(again) == 99
+    assert_matches_catalog(again, cat)

@@ -1,8 +1,9 @@
 """The FAISS index: a cache of one model version's fingerprint vectors, derived from the catalog.
 
-Inner product over L2-normalised vectors (= cosine). Exact (flat) while small, HNSW above a
-measured size. Saved atomically with the catalog sequence it covers; at start-up loaded and
-caught up, or rebuilt from the vectors stored in the catalog (never by decoding videos).
+Inner product over L2-normalised vectors (= cosine). Exact (flat) while small; above a measured
+size a 4-bit product-quantisation scan picks candidates that are re-ranked exactly. Saved
+atomically with the catalog sequence it covers; at start-up loaded and caught up, or rebuilt from
+the vectors stored in the catalog (never by decoding videos).
 """
 
 from __future__ import annotations
@@ -33,44 +34,66 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLAT = "flat"
-HNSW = "hnsw"
+PQ_RERANK = "pq-rerank"
+"""Approximate kind: every vector is kept exactly (IndexFlatIP) and also as a 32-byte 4-bit PQ
+code (IndexPQFastScan). A query scans all codes (SIMD, ~1 ms per million) for the
+`rerank_factor * k` best candidates, which are re-scored exactly.
+
+Why not HNSW (used up to Nov 2026): on uniformly random 256-d vectors its recall@10 at 1M was 0.11
+(M 32, ef_construction 80, ef_search 256); an L2 graph over the same normalised vectors is no
+better (measured at 100k: recall 0.54 inner product vs 0.56 L2 at ef_search 256, 0.91 vs 0.92 at
+1024), because random high-dimensional vectors have no neighbourhood structure for a graph to
+follow. A full code scan does not depend on structure, builds ~100x faster (no graph) and needs no
+deletion support from FAISS (positions only grow; removed ids are tombstones)."""
 
 EXACT_MAX = 50_000
 """Largest index kept exact (IndexFlatIP). Measured with `./dev bench index` on the shared
 2-core machine (load ~15): single k=10 queries over 10k/25k/50k/100k/200k vectors took
-0.15/0.9/6/16/26 ms p50; HNSW took under 1 ms at 100k. Up to 50k exact search stays within a few
-ms with perfect recall and instant inserts; beyond it latency grows linearly, so HNSW (slower
-inserts, ~35% more memory, approximate) pays off."""
+0.15/0.9/6/16/26 ms p50. Up to 50k exact search stays within a few ms with perfect recall;
+beyond it latency grows linearly while the PQ scan + re-rank stays near 1-3 ms."""
 
-HNSW_M = 32
-"""Graph degree. 32 is the usual choice for 256-d data: recall@10 >= 0.95 at modest efSearch;
-16 loses recall on high-dimensional vectors, 64 doubles the graph memory (~0.5 GB at 1M)."""
+PQ_SUBVECTOR_DIM = 4
+"""Dimensions per PQ sub-quantiser: 64 x 4-bit codes (32 bytes) for a 256-d vector. Measured at
+1M random vectors (single thread): 64 codes scan in ~1 ms and reach recall@10 0.975 with 8,000
+re-ranked candidates; 128 codes (2-d each) need only 1,000 candidates for 0.998 but the scan
+alone takes 5-9 ms on this machine, too close to the 10 ms p99 budget."""
 
-HNSW_EF_CONSTRUCTION = 80
-"""Build-time beam. Measured at 1M clustered vectors (bench/index --ef-construction): 40 built
-a graph that capped recall@10 at 0.84 (ef_search 128) / 0.92 (512); 80 reached 0.99 at the same
-~2,300 inserts/s on this 2-core machine once it was calmer (the beam matters less than load)."""
+PQ_CENTROIDS = 16
+"""Centroids per sub-quantiser: 4-bit codes are what FAISS's fast-scan SIMD kernels handle. Also
+the fewest vectors k-means can train on."""
 
-HNSW_EF_SEARCH = 256
-"""Query-time beam. Measured at 1M clustered vectors with ef_construction 80: ef_search
-128/256/512 gave recall@10 0.988/0.994/0.995 at p50 0.6/1.0/2.0 ms (p99 0.9/5.1/2.9 ms, noisy on
-a shared machine). 256 leaves margin for less clustered libraries at ~1 ms per query."""
+PQ_TRAIN_SAMPLE = 4096
+"""Vectors sampled to train the codebooks: FAISS's k-means uses at most 256 points per centroid
+(16 x 256) anyway, and training on more only costs time."""
+
+RERANK_FACTOR = 800
+"""Candidates re-ranked exactly per requested neighbour (8,000 for k=10). Measured at 1M random
+256-d vectors (worst case: no structure): 200/400/800/1200 gave recall@10 0.88/0.94/0.975/0.99 at
+p50 1.6/2.1/2.9/3.8 ms on one thread. 800 keeps recall above 0.95 with margin well inside 10 ms;
+clustered vectors (real libraries with duplicates) reach ~1.0 at any of these."""
 
 TOMBSTONE_REBUILD_RATIO = 0.10
-"""HNSW cannot delete: removed ids are filtered out at search and the graph is rebuilt once they
-are 10% of it, which bounds both wasted memory and the search slow-down of filtering."""
+"""The approximate index does not delete in place (positions of codes and vectors must stay
+aligned while searches run): removed ids are filtered out at search and the index is compacted
+once they are 10% of it, which bounds both wasted memory and the search slow-down of filtering."""
 
 SINGLE_THREAD_QUERIES = 16
 """Searches of up to 16 queries run on one thread. Measured on this shared 2-core machine (20k
 vectors, load ~14): one thread gave flat p99 8.6 ms vs 17 ms with two; OpenMP's fan-out and
-spin-waits cost more than they save for a single query when the cores are busy."""
+spin-waits cost more than they save for a single query when the cores are busy. PQ training is
+always single-threaded: with two threads it took 6-16 s instead of 0.6 s on the loaded machine."""
+
+COPY_CHUNK = 65_536
+"""Vectors copied per lock hold while compacting, so searches wait milliseconds, not seconds."""
 
 HEADER_SIZE = 4096
 """Fixed space for the JSON header at the start of the file, patched after the payload is
 written (so the payload can stream to disk while its checksum is computed)."""
 
 MAGIC = b"VFPDIDX\x01"
-FORMAT = 1
+FORMAT = 2
+"""2: IndexIDMap2(IndexFlatIP) + optional IndexPQFastScan + tombstones. 1 held an HNSW graph;
+such files are refused with a reason, so open_index rebuilds them from the catalog (seconds)."""
 
 
 class IndexLoadError(Exception):
@@ -80,9 +103,7 @@ class IndexLoadError(Exception):
 @dataclass(frozen=True)
 class IndexSettings:
     exact_max: int = EXACT_MAX
-    hnsw_m: int = HNSW_M
-    ef_construction: int = HNSW_EF_CONSTRUCTION
-    ef_search: int = HNSW_EF_SEARCH
+    rerank_factor: int = RERANK_FACTOR
     tombstone_ratio: float = TOMBSTONE_REBUILD_RATIO
 
 
@@ -104,8 +125,9 @@ class VectorIndex:
 
     def __init__(self, model_version: str, dim: int = VECTOR_DIM,
                  settings: IndexSettings = IndexSettings(), expected: int = 0) -> None:
-        """An empty index. `expected` (the number of vectors about to be added) picks HNSW from
-        the start instead of converting half-way through a rebuild."""
+        """An empty index. `expected` (the number of vectors about to be added) above exact_max
+        makes it approximate from the start: the codebooks are trained as soon as
+        PQ_TRAIN_SAMPLE vectors are stored, instead of on the first exact_max."""
         self.model_version = model_version
         self.dim = dim
         self.settings = settings
@@ -114,47 +136,72 @@ class VectorIndex:
         self._lock = threading.RLock()
         self._ids: set[int] = set()
         self._tombstones: set[int] = set()
+        self._tomb_sorted: np.ndarray | None = None
+        """Sorted tombstones for vectorised filtering; rebuilt lazily after a change."""
         self._journal: list[tuple[str, np.ndarray, np.ndarray | None]] | None = None
         """Changes made while a rebuild runs unlocked; replayed onto the new index."""
-        self._kind = HNSW if expected > settings.exact_max else FLAT
-        self._index = self._empty(self._kind)
+        self._index = _empty_flat(dim)
+        """All stored vectors (tombstoned ones included) with their ids, in insertion order."""
+        self._pq: faiss.IndexPQFastScan | None = None
+        """PQ codes of the same vectors at the same positions (approximate kind, once trained)."""
+        self._kind = PQ_RERANK if expected > settings.exact_max else FLAT
+        self._train_at = max(PQ_CENTROIDS, min(PQ_TRAIN_SAMPLE, expected))
+
+    # -- storage views (valid only under the lock: adds may reallocate) ---------------------------
+
+    def _flat(self) -> faiss.IndexFlatIP:
+        return faiss.downcast_index(self._index.index)
+
+    def _vectors(self) -> np.ndarray:
+        n = self._index.ntotal
+        if not n:
+            return np.zeros((0, self.dim), np.float32)
+        return faiss.rev_swig_ptr(self._flat().get_xb(), n * self.dim).reshape(n, self.dim)
+
+    def _stored_ids(self) -> np.ndarray:
+        n = self._index.ntotal
+        if not n:
+            return np.zeros(0, np.int64)
+        return faiss.rev_swig_ptr(self._index.id_map.data(), n)
 
     # -- construction ------------------------------------------------------------------------------
 
-    def _empty(self, kind: str) -> faiss.IndexIDMap2:
-        if kind == FLAT:
-            inner = faiss.IndexFlatIP(self.dim)
-        else:
-            inner = faiss.IndexHNSWFlat(self.dim, self.settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            inner.hnsw.efConstruction = self.settings.ef_construction
-            inner.hnsw.efSearch = self.settings.ef_search
-        return faiss.IndexIDMap2(inner)
-
-    def _all(self) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) physically stored, tombstoned ones included."""
-        n = self._index.ntotal
-        ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
-        vectors = (faiss.downcast_index(self._index.index).reconstruct_n(0, n) if n
-                   else np.zeros((0, self.dim), np.float32))
-        return ids, vectors
+    def _maybe_train(self) -> None:
+        """Under the lock: build the PQ codes once an approximate index holds enough vectors."""
+        if self._kind != PQ_RERANK or self._pq is not None or self._index.ntotal < self._train_at:
+            return
+        started = time.monotonic()
+        self._pq = _trained_pq(self._vectors(), self.dim)
+        log.info("index codebooks trained and %d vectors encoded in %.1f s", self._index.ntotal,
+                 time.monotonic() - started)
 
     def _rebuild(self, kind: str) -> None:
-        """Re-create the FAISS index as `kind` from the live vectors, dropping tombstones. Call
-        WITHOUT holding the lock: the slow build runs unlocked, so searches keep being answered
-        by the old index; adds and removes made meanwhile go to both (through the journal)."""
+        """Compact the approximate index into `kind`, dropping tombstones. Call WITHOUT holding
+        the lock: the slow build runs unlocked, so searches keep being answered by the old index;
+        adds and removes made meanwhile go to both (through the journal). Only the approximate
+        kind is ever rebuilt, so stored positions only grow while the copy runs."""
         with self._lock:
-            if self._journal is not None:
-                return  # another thread is already rebuilding
+            if self._journal is not None or self._kind != PQ_RERANK:
+                return  # another thread is already rebuilding, or nothing to compact
             started = time.monotonic()
-            ids, vectors = self._all()
-            if self._tombstones:
-                keep = ~np.isin(ids, np.fromiter(self._tombstones, np.int64))
-                ids, vectors = ids[keep], vectors[keep]
+            n0 = self._index.ntotal
+            dead = np.sort(np.fromiter(self._tombstones, np.int64, len(self._tombstones)))
             self._journal = []
         try:
-            index = self._empty(kind)
-            if len(ids):
-                index.add_with_ids(np.ascontiguousarray(vectors), ids)
+            index = _empty_flat(self.dim)
+            for s in range(0, n0, COPY_CHUNK):
+                e = min(n0, s + COPY_CHUNK)  # later positions are in the journal
+                with self._lock:
+                    ids = self._stored_ids()[s:e].copy()
+                    vectors = self._vectors()[s:e].copy()
+                keep = ~_member(ids, dead)
+                if keep.any():
+                    index.add_with_ids(vectors[keep], ids[keep])
+            pq = None
+            if kind == PQ_RERANK and index.ntotal >= PQ_CENTROIDS:
+                flat = faiss.downcast_index(index.index)
+                pq = _trained_pq(faiss.rev_swig_ptr(flat.get_xb(), index.ntotal * self.dim)
+                                 .reshape(-1, self.dim), self.dim)
         except BaseException:
             with self._lock:
                 self._journal = None
@@ -164,14 +211,20 @@ class VectorIndex:
             for op, j_ids, j_vectors in self._journal:
                 if op == "add":
                     index.add_with_ids(j_vectors, j_ids)
+                    if pq is not None:
+                        pq.add(j_vectors)
                     tombstones.difference_update(j_ids.tolist())
                 elif kind == FLAT:
                     index.remove_ids(j_ids)
                 else:
                     tombstones.update(j_ids.tolist())
-            self._index, self._kind, self._tombstones = index, kind, tombstones
+            self._index, self._pq, self._kind = index, pq, kind
+            self._tombstones, self._tomb_sorted = tombstones, None
+            self._train_at = PQ_CENTROIDS
             self._journal = None
-        log.info("index rebuilt as %s with %d vectors in %.1f s", kind, len(ids),
+            self._maybe_train()
+            size = index.ntotal
+        log.info("index rebuilt as %s with %d vectors in %.1f s", kind, size,
                  time.monotonic() - started)
 
     # -- changes -----------------------------------------------------------------------------------
@@ -179,8 +232,8 @@ class VectorIndex:
     def add(self, ids: Iterable[int] | np.ndarray, vectors: np.ndarray) -> int:
         """Add vectors under catalog ids; ids already present are skipped (so replaying the
         catalog's change log twice cannot duplicate anything). Vectors are L2-normalised here.
-        Returns how many were added. Growing past exact_max converts to HNSW (slow, logged;
-        searches are answered meanwhile)."""
+        Returns how many were added. Growing past exact_max makes the index approximate (trains
+        the codebooks, ~1 s; logged)."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         vectors = np.array(vectors, dtype=np.float32, copy=True).reshape(-1, self.dim)
         if len(ids) != len(vectors):
@@ -191,7 +244,7 @@ class VectorIndex:
         with self._lock:
             stale = bool(self._tombstones.intersection(ids.tolist()))
         if stale:
-            # The old vector of a re-added id still sits in the graph: compact it away first.
+            # The old vector of a re-added id is still stored: compact it away first.
             self._rebuild(self._kind)
         with self._lock:
             fresh = np.fromiter((i not in self._ids for i in ids.tolist()), bool, len(ids))
@@ -203,15 +256,17 @@ class VectorIndex:
                 return 0
             ids, vectors = ids[keep], np.ascontiguousarray(vectors[keep])
             self._index.add_with_ids(vectors, ids)
+            if self._pq is not None:
+                self._pq.add(vectors)
             if self._journal is not None:
                 self._journal.append(("add", ids, vectors))
             self._ids.update(ids.tolist())
-            convert = (self._kind == FLAT and len(self._ids) > self.settings.exact_max
-                       and self._journal is None)
-        if convert:
-            log.info("index grows past %d vectors: switching from exact to HNSW",
-                     self.settings.exact_max)
-            self._rebuild(HNSW)
+            if self._kind == FLAT and len(self._ids) > self.settings.exact_max:
+                log.info("index grows past %d vectors: switching from exact to %s",
+                         self.settings.exact_max, PQ_RERANK)
+                self._kind = PQ_RERANK
+                self._train_at = PQ_CENTROIDS
+            self._maybe_train()
         return len(ids)
 
     def remove(self, ids: Iterable[int] | np.ndarray) -> int:
@@ -230,24 +285,30 @@ class VectorIndex:
                 self._index.remove_ids(gone_arr)
             else:
                 self._tombstones.update(gone)
+                self._tomb_sorted = None
                 if (len(self._tombstones) > self.settings.tombstone_ratio * self._index.ntotal
                         and self._journal is None):
-                    rebuild = HNSW if len(self._ids) > self.settings.exact_max // 2 else FLAT
+                    rebuild = (PQ_RERANK if len(self._ids) > self.settings.exact_max // 2
+                               and len(self._ids) >= PQ_CENTROIDS else FLAT)
         if rebuild is not None:
             self._rebuild(rebuild)
         return len(gone)
 
     # -- queries -----------------------------------------------------------------------------------
 
-    def _params(self) -> faiss.SearchParameters | None:
-        if self._kind == FLAT:
+    def _dead(self) -> np.ndarray:
+        if self._tomb_sorted is None:
+            self._tomb_sorted = np.sort(np.fromiter(self._tombstones, np.int64,
+                                                    len(self._tombstones)))
+        return self._tomb_sorted
+
+    def _exact_params(self) -> faiss.SearchParameters | None:
+        if not self._tombstones:
             return None
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = self.settings.ef_search
-        if self._tombstones:
-            # Kept referenced on `params` so the selectors outlive the search call.
-            params.batch = faiss.IDSelectorBatch(np.fromiter(self._tombstones, np.int64))
-            params.sel = faiss.IDSelectorNot(params.batch)
+        params = faiss.SearchParameters()
+        # Kept referenced on `params` so the selectors outlive the search call.
+        params.batch = faiss.IDSelectorBatch(self._dead())
+        params.sel = faiss.IDSelectorNot(params.batch)
         return params
 
     def _queries(self, queries: np.ndarray) -> np.ndarray:
@@ -266,12 +327,58 @@ class VectorIndex:
                 return (np.full((len(q), k), -np.inf, np.float32),
                         np.full((len(q), k), -1, np.int64))
             with _threads(len(q)):
-                scores, ids = self._index.search(q, k, params=self._params())
+                if self._pq is None or k >= self._index.ntotal:
+                    scores, ids = self._index.search(q, k, params=self._exact_params())
+                elif not self._tombstones:
+                    scores, ids = self._rerank_search(q, k)
+                else:
+                    scores, ids = self._filtered_rerank_search(q, k)
         scores[ids < 0] = -np.inf
         return scores, ids
 
+    def _candidates(self, k: int) -> int:
+        return min(self._index.ntotal, max(k, k * self.settings.rerank_factor))
+
+    def _rerank_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """PQ scan for candidates, exact re-scoring, all in FAISS (no tombstones to skip)."""
+        refine = faiss.IndexRefine(self._pq, self._flat())
+        # Half a candidate extra so that float rounding cannot drop the last one.
+        refine.k_factor = (self._candidates(k) + 0.5) / k
+        scores, positions = refine.search(q, k)
+        ids = np.where(positions >= 0, self._stored_ids()[np.maximum(positions, 0)], -1)
+        return scores, ids
+
+    def _filtered_rerank_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """PQ scan for candidates, tombstones dropped, the rest re-scored exactly; the candidate
+        pool grows until it holds k live vectors (or everything)."""
+        stored, vectors, dead = self._stored_ids(), self._vectors(), self._dead()
+        out_scores = np.full((len(q), k), -np.inf, np.float32)
+        out_ids = np.full((len(q), k), -1, np.int64)
+        want = min(k, len(self._ids))
+        pool = self._candidates(k)
+        todo = np.arange(len(q))
+        while len(todo):
+            _, positions = self._pq.search(q[todo], pool)
+            retry = []
+            for row, pos in zip(todo, positions):
+                pos = pos[pos >= 0]
+                ids = stored[pos]
+                live = ~_member(ids, dead)
+                if live.sum() < want and pool < self._index.ntotal:
+                    retry.append(row)
+                    continue
+                pos, ids = pos[live], ids[live]
+                scores = vectors[pos] @ q[row]
+                top = np.argsort(-scores, kind="stable")[:k]
+                out_scores[row, :len(top)] = scores[top]
+                out_ids[row, :len(top)] = ids[top]
+            todo = np.asarray(retry, np.int64)
+            pool = min(self._index.ntotal, pool * 2)
+        return out_scores, out_ids
+
     def range_search(self, query: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray]:
-        """All vectors with cosine >= `min_score` to one query: (scores, ids), best first."""
+        """All vectors with cosine >= `min_score` to one query: (scores, ids), best first. Exact
+        at every size (a scan of the stored vectors: ~50-100 ms per million)."""
         q = self._queries(query)[:1]
         with self._lock:
             if not self._ids:
@@ -280,7 +387,7 @@ class VectorIndex:
             radius = np.nextafter(np.float32(min_score), np.float32(-np.inf))
             with _threads(1):
                 _, scores, ids = self._index.range_search(q, float(radius),
-                                                          params=self._params())
+                                                          params=self._exact_params())
         order = np.argsort(-scores, kind="stable")
         return scores[order], ids[order].astype(np.int64)
 
@@ -299,9 +406,9 @@ class VectorIndex:
 
     def verify(self) -> list[str]:
         """Internal consistency problems ([] when sound): every live id stored exactly once, no
-        tombstone alive, FAISS and the id set agree."""
+        tombstone alive, FAISS and the id set agree, codes aligned with vectors."""
         with self._lock:
-            stored = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            stored = self._stored_ids().copy()
             problems = []
             unique, counts = np.unique(stored, return_counts=True)
             if (counts > 1).any():
@@ -310,8 +417,10 @@ class VectorIndex:
                 problems.append("FAISS ids and live ids differ")
             if self._tombstones & self._ids:
                 problems.append("ids both live and removed")
-            if self._index.ntotal != len(stored):
-                problems.append("id map and vectors differ in length")
+            if self._pq is not None and self._pq.ntotal != self._index.ntotal:
+                problems.append("PQ codes and stored vectors differ in number")
+            if self._kind == FLAT and (self._pq is not None or self._tombstones):
+                problems.append("exact index with codes or tombstones")
             return problems
 
     @property
@@ -377,7 +486,8 @@ class VectorIndex:
 
     def save(self, path: Path | str) -> None:
         """Write atomically: header (model version, dim, kind, covered sequence, payload length
-        and BLAKE3) + FAISS payload + tombstones. A crash leaves the previous file intact."""
+        and BLAKE3) + FAISS flat index + PQ codes + tombstones. A crash leaves the previous file
+        intact."""
         with self._lock, atomic_writer(path) as f:
             f.write(b"\0" * HEADER_SIZE)
             hasher = blake3.blake3()
@@ -394,12 +504,17 @@ class VectorIndex:
             faiss.write_index(self._index, writer)
             del writer  # flushes its buffer
             faiss_len = length
+            if self._pq is not None:
+                writer = faiss.PyCallbackIOWriter(sink)
+                faiss.write_index(self._pq, writer)
+                del writer
+            pq_len = length - faiss_len
             sink(np.fromiter(self._tombstones, np.int64, len(self._tombstones)).astype("<i8")
                  .tobytes())
             header = {
                 "format": FORMAT, "model_version": self.model_version, "dim": self.dim,
                 "kind": self._kind, "covered_seq": self.covered_seq, "count": len(self._ids),
-                "faiss_len": faiss_len, "payload_len": length,
+                "faiss_len": faiss_len, "pq_len": pq_len, "payload_len": length,
                 "payload_blake3": hasher.hexdigest(),
             }
             blob = json.dumps(header).encode("utf-8")
@@ -412,7 +527,7 @@ class VectorIndex:
     def load(cls, path: Path | str, model_version: str, dim: int = VECTOR_DIM,
              settings: IndexSettings = IndexSettings()) -> VectorIndex:
         """Load and verify a saved index. Raises IndexLoadError saying why it cannot be used
-        (missing, truncated, garbage, checksum, other model version or dimension)."""
+        (missing, truncated, garbage, checksum, old layout, other model version or dimension)."""
         path = Path(path)
         try:
             f = open(path, "rb")
@@ -438,8 +553,8 @@ class VectorIndex:
                     digest.update(view[HEADER_SIZE:])
                     if digest.hexdigest() != header["payload_blake3"]:
                         raise IndexLoadError(f"{path}: checksum mismatch (corrupt file)")
-                    faiss_end = HEADER_SIZE + header["faiss_len"]
-                    tomb = np.frombuffer(view[faiss_end:], dtype="<i8").astype(np.int64)
+                    tomb_start = HEADER_SIZE + header["faiss_len"] + header["pq_len"]
+                    tomb = np.frombuffer(view[tomb_start:], dtype="<i8").astype(np.int64)
                 finally:
                     view.release()
             f.seek(HEADER_SIZE)
@@ -447,18 +562,26 @@ class VectorIndex:
                 reader = faiss.PyCallbackIOReader(f.read)
                 raw = faiss.read_index(reader)
                 del reader
+                pq = None
+                if header["pq_len"]:
+                    f.seek(HEADER_SIZE + header["faiss_len"])
+                    reader = faiss.PyCallbackIOReader(f.read)
+                    pq = faiss.read_index(reader)
+                    del reader
             except RuntimeError as e:
                 raise IndexLoadError(f"{path}: FAISS cannot read it: {e}") from e
         # read_index returns the concrete, owning wrapper; downcasting it again would create a
         # non-owning one and let the original free the index under it.
-        if not isinstance(raw, faiss.IndexIDMap2) or raw.d != dim:
+        if (not isinstance(raw, faiss.IndexIDMap2) or raw.d != dim
+                or not isinstance(faiss.downcast_index(raw.index), faiss.IndexFlatIP)):
             raise IndexLoadError(f"{path}: unexpected FAISS index {type(raw).__name__}")
+        if pq is not None and (not isinstance(pq, faiss.IndexPQFastScan) or pq.d != dim
+                               or pq.ntotal != raw.ntotal):
+            raise IndexLoadError(f"{path}: PQ codes do not match the stored vectors")
+        if header["kind"] not in (FLAT, PQ_RERANK) or (header["kind"] == FLAT and pq is not None):
+            raise IndexLoadError(f"{path}: unknown index kind {header['kind']!r}")
         index = cls(model_version, dim, settings)
-        index._index = raw
-        index._kind = header["kind"]
-        inner = faiss.downcast_index(raw.index)
-        if isinstance(inner, faiss.IndexHNSWFlat):
-            inner.hnsw.efSearch = settings.ef_search
+        index._index, index._pq, index._kind = raw, pq, header["kind"]
         ids = faiss.vector_to_array(raw.id_map).astype(np.int64)
         index._tombstones = set(tomb.tolist())
         index._ids = set(ids.tolist()) - index._tombstones
@@ -466,7 +589,47 @@ class VectorIndex:
             raise IndexLoadError(f"{path}: holds {len(index._ids)} vectors, header says "
                                  f"{header['count']}")
         index.covered_seq = int(header["covered_seq"])
+        with index._lock:
+            index._maybe_train()  # an approximate index saved before it had enough to train
         return index
+
+
+def _empty_flat(dim: int) -> faiss.IndexIDMap2:
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+def _pq_subquantizers(dim: int) -> int:
+    """Sub-quantisers for `dim`: dim / PQ_SUBVECTOR_DIM, or the nearest divisor of dim below."""
+    m = max(1, dim // PQ_SUBVECTOR_DIM)
+    while dim % m:
+        m -= 1
+    return m
+
+
+def _trained_pq(vectors: np.ndarray, dim: int) -> faiss.IndexPQFastScan:
+    """A PQ fast-scan index trained on a sample of `vectors` and holding all of them, in order.
+    `vectors` (at least PQ_CENTROIDS rows) is only read."""
+    pq = faiss.IndexPQFastScan(dim, _pq_subquantizers(dim), 4, faiss.METRIC_INNER_PRODUCT)
+    # Small indexes (tests, a library just past exact_max's half) train on fewer points than
+    # FAISS recommends; the exact re-ranking makes that harmless, so don't warn on stderr.
+    pq.pq.cp.min_points_per_centroid = 1
+    rng = np.random.default_rng(len(vectors))
+    sample = vectors[np.sort(rng.choice(len(vectors), min(len(vectors), PQ_TRAIN_SAMPLE),
+                                        replace=False))]
+    with _threads(1):
+        pq.train(np.ascontiguousarray(sample))
+    for s in range(0, len(vectors), COPY_CHUNK):
+        pq.add(np.ascontiguousarray(vectors[s:s + COPY_CHUNK]))
+    return pq
+
+
+def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """values in sorted_set, elementwise (binary search: cheap for a few thousand candidates
+    against up to 10% of the index)."""
+    if not len(sorted_set):
+        return np.zeros(len(values), bool)
+    at = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[at] == values
 
 
 @contextlib.contextmanager
@@ -490,10 +653,14 @@ def _read_header(f, path: Path) -> dict:
     (n,) = struct.unpack("<I", head[len(MAGIC):len(MAGIC) + 4])
     try:
         header = json.loads(head[len(MAGIC) + 4:len(MAGIC) + 4 + n])
+        if header.get("format") == 1:
+            raise IndexLoadError(f"{path}: old index layout (format 1, {header.get('kind')} "
+                                 f"graph); the current layout (format {FORMAT}) is rebuilt "
+                                 f"from the catalog")
         if header.get("format") != FORMAT:
             raise IndexLoadError(f"{path}: index format {header.get('format')}, need {FORMAT}")
         for key in ("model_version", "dim", "kind", "covered_seq", "count", "faiss_len",
-                    "payload_len", "payload_blake3"):
+                    "pq_len", "payload_len", "payload_blake3"):
             header[key]  # noqa: B018 - presence check
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise IndexLoadError(f"{path}: unreadable header ({e})") from e
@@ -504,8 +671,8 @@ def open_index(catalog: Catalog, model_version: str, path: Path | str,
                dim: int = VECTOR_DIM, settings: IndexSettings = IndexSettings(),
                save_rebuilt: bool = True) -> VectorIndex:
     """The index for `model_version`: loaded from `path` and caught up with the catalog, or, when
-    the file is missing / corrupt / of another model or dimension / ahead of the catalog, rebuilt
-    from the catalog's stored vectors (logged as a warning) and saved."""
+    the file is missing / corrupt / of an old layout / of another model or dimension / ahead of
+    the catalog, rebuilt from the catalog's stored vectors (logged as a warning) and saved."""
     started = time.monotonic()
     if remove_stale_temps(path):
         log.info("removed temporary index files left by an interrupted save")
@@ -526,4 +693,3 @@ def open_index(catalog: Catalog, model_version: str, path: Path | str,
              "changes in %.1f s", model_version, len(index), index.kind, loaded - started,
              applied, time.monotonic() - loaded)
     return index
-
