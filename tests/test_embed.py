@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -170,6 +171,26 @@ def test_lazy_load_unload_and_threads(embedder: Embedder) -> None:
     e.unload()
     assert not e.loaded
     assert np.allclose(e.embed(video).vector, results[0].vector, atol=1e-5)
+
+
+def test_cpu_threads_change_speed_not_fingerprints() -> None:
+    video = media.sample(sample_clip("carphone_pristine"))
+    before = torch.get_num_threads()
+    try:
+        one = Embedder(device="cpu", cpu_threads=1).embed(video)
+        assert torch.get_num_threads() == 1
+        two = Embedder(device="cpu", cpu_threads=2).embed(video)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert np.allclose(one.vector, two.vector, atol=1e-4)
+    with pytest.raises(ValueError, match="cpu_threads"):
+        Embedder(device="cpu", cpu_threads=0)
+
+
+def test_version_suffix_names_the_sampling() -> None:
+    e = Embedder(device="cpu", version_suffix="+keyframes")
+    assert e.model_version == weights_version(DEFAULT_WEIGHTS) + "+keyframes"
 
 
 def test_missing_or_bad_weights_and_device(tmp_path: Path) -> None:
