@@ -29,6 +29,7 @@ from vfpd.catalog import (
     RetryPolicy,
 )
 from vfpd.config import DEFAULT_WEBHOOK_RETRIES, Config, ConfigError
+from vfpd.frame_index import FrameIndex, open_frame_index
 from vfpd.hashing import FileStat
 from vfpd.index import VectorIndex, open_index
 from vfpd.matching import DEFAULT_THRESHOLD, NEAR, verify
@@ -53,6 +54,7 @@ log = logging.getLogger("vfpd.daemon")
 CATALOG_NAME = "catalog.db"
 LOCK_NAME = "vfpd.lock"
 INDEX_NAME = "index.faiss"
+FRAME_INDEX_NAME = "frames.faiss"
 # Webhook back-off: 2 s before the first retry, then x4 each time (2, 8, 32, 128, 512 s): a
 # receiver restarting is covered by the first tries, a day-long outage is not waited out.
 WEBHOOK_BACKOFF_SECONDS = 2.0
@@ -176,6 +178,7 @@ class Daemon:
         self._gone: dict[tuple[int, int], tuple[FileRecord, float]] = {}
         self.catalog: Catalog
         self.index: VectorIndex
+        self.frame_index: FrameIndex
         self.pipeline: Pipeline
         self.notifier: Notifier
         self.watcher: Watcher
@@ -211,10 +214,12 @@ class Daemon:
         self.index = open_index(self.catalog, mv, state / INDEX_NAME)
         log.info("catalog %s: index of model %s holds %d fingerprints (%s)",
                  state / CATALOG_NAME, mv, len(self.index), self.index.kind)
+        self.frame_index = open_frame_index(self.catalog, mv, state / FRAME_INDEX_NAME)
         self.notifier = Notifier(self.catalog, cfg.notify, self.env)
         self.pipeline = Pipeline(self.catalog, self.index, state / INDEX_NAME,
                                  self._parts.embedder, self._parts.decoder,
-                                 pipeline_settings(cfg), self.notifier.sinks, self.notifier.wake)
+                                 pipeline_settings(cfg), self.notifier.sinks, self.notifier.wake,
+                                 self.frame_index, state / FRAME_INDEX_NAME)
         self.watcher = Watcher(cfg.watch, self._events.put)
 
     def _lock_state(self, state: Path) -> None:
@@ -518,7 +523,8 @@ class Daemon:
     def index_info(self) -> dict[str, object]:
         info = self.index.info()
         return {"type": info.kind, "size": info.size, "model_version": info.model_version,
-                "dim": info.dim, "covered_seq": info.covered_seq}
+                "dim": info.dim, "covered_seq": info.covered_seq,
+                "frames": self.frame_index.info().to_json()}
 
     def query(self, path: Path, k: int) -> list[dict[str, object]]:
         return self.pipeline.query(Path(path), k)  # type: ignore[return-value]

@@ -31,6 +31,7 @@ from vfpd.catalog import (
     Job,
 )
 from vfpd.fingerprint import Fingerprint
+from vfpd.frame_index import FRAME_CANDIDATES, FrameIndex
 from vfpd.hashing import FileStat
 from vfpd.index import VectorIndex
 from vfpd.matching import EXACT, NONE, VIDEO_MIN_SIM, Match, verify
@@ -96,10 +97,16 @@ class Pipeline:
 
     def __init__(self, catalog: Catalog, index: VectorIndex, index_path: Path,
                  embedder: Embedder, decoder: Decoder, settings: PipelineSettings,
-                 sinks: Callable[[], list[str]], on_event: Callable[[], None]) -> None:
+                 sinks: Callable[[], list[str]], on_event: Callable[[], None],
+                 frame_index: FrameIndex | None = None,
+                 frame_index_path: Path | None = None) -> None:
+        """`frame_index` (optional) adds the videos whose frames resemble a new video's to its
+        candidates: clips cut out of longer videos, whose whole-video vectors differ."""
         self.catalog = catalog
         self.index = index
         self.index_path = index_path
+        self.frame_index = frame_index
+        self.frame_index_path = frame_index_path
         self.embedder = embedder
         self.decoder = decoder
         self.settings = settings
@@ -198,7 +205,7 @@ class Pipeline:
             self.settings = settings
 
     def checkpoint(self) -> None:
-        """Save the index (atomically) if it changed since the last save."""
+        """Save the indexes (atomically) if they changed since the last save."""
         with self._cond:
             unsaved, self._unsaved = self._unsaved, 0
         if unsaved:
@@ -207,6 +214,11 @@ class Pipeline:
                 log.debug("index saved (%d vectors)", len(self.index))
             except OSError as e:
                 log.error("cannot save the index to %s: %s", self.index_path, e)
+            if self.frame_index is not None and self.frame_index_path is not None:
+                try:
+                    self.frame_index.save(self.frame_index_path)
+                except OSError as e:
+                    log.error("cannot save the frame index to %s: %s", self.frame_index_path, e)
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -491,6 +503,8 @@ class Pipeline:
                                                    _segments(m)), sinks)
                     announced += 1
         self.index.catch_up(cat)
+        if self.frame_index is not None:
+            self.frame_index.catch_up(cat)
         self._add_to_center(fp)
         with self._cond:
             self._unsaved += 1
@@ -507,22 +521,29 @@ class Pipeline:
 
     def nearest(self, fp: Fingerprint, k: int, exclude_hash: str | None = None
                 ) -> list[tuple[str, Match, float]]:
-        """(content hash, verified match, vector similarity) of the k nearest indexed videos."""
+        """(content hash, verified match, vector similarity) of the k best of the candidates:
+        the k nearest indexed videos by vector, plus the FRAME_CANDIDATES videos whose frames
+        resemble fp's most (frame index), best verified match first."""
         if len(self.index) == 0:
             return []
         sims, ids = self.index.search(np.asarray(fp.vector, np.float32)[None], k + 1)
-        keep = [(int(i), float(s)) for s, i in zip(sims[0], ids[0])
-                if i >= 0 and s >= VIDEO_MIN_SIM]
-        stored = self.catalog.fingerprints_by_ids(i for i, _ in keep)
+        keep = [int(i) for s, i in zip(sims[0], ids[0]) if i >= 0 and s >= VIDEO_MIN_SIM]
+        if self.frame_index is not None:
+            seen = set(keep)
+            keep += [i for i, _ in self.frame_index.candidates(fp, FRAME_CANDIDATES + 1)
+                     if i not in seen]
+        stored = self.catalog.fingerprints_by_ids(keep)
         known = self.catalog.has_fingerprint(exclude_hash, fp.model_version) if exclude_hash else False
         center = self._center(None if known else fp)
+        vector = np.asarray(fp.vector, np.float32)
         out = []
-        for i, sim in keep:
+        for i in keep:
             sf = stored.get(i)
             if sf is None or sf.hash == exclude_hash:
                 continue
             if sf.fingerprint.model_version != fp.model_version:
                 continue
+            sim = float(vector @ np.asarray(sf.fingerprint.vector, np.float32))
             out.append((sf.hash, verify(fp, sf.fingerprint, center=center), sim))
         out.sort(key=lambda t: -t[1].score)
         return out[:k]
