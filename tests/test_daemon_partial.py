@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from media_factory import encode, moving_scene, read_frames, sample_clip
 from scan_media import pan_frames, resize
 from test_daemon import Daemon, NotifyListener, WebhookServer, wait_until
 from vfpd.client import Client
+from vfpd.frame_index import FrameIndex
 from vfpd.hashing import hash_file
 
 FPS = 10.0  # the sampler takes one frame a second: 10 fps keeps the files small and quick
@@ -58,6 +58,8 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     cut = frames[int(CLIP_START * FPS):int(CLIP_END * FPS)]
     out["clip"] = encode(d / "clip.mp4", (resize(f, 160, 120) for f in cut), fps=FPS,
                          options={"crf": "30"})
+    out["clip2"] = encode(d / "clip2.mp4", (resize(f, 176, 132) for f in cut), fps=FPS,
+                          options={"crf": "36"})
     out["other"] = encode(d / "other.mp4", pan_frames("hubble_deep_field", 12, FPS), fps=FPS)
     # Look-alikes of the clip's style (pans, procedural scenes), copies of nothing: their
     # whole-video vectors lie nearer to the clip's than the long video's does.
@@ -129,12 +131,33 @@ def test_status_reports_the_frame_index(daemon: Daemon) -> None:
     assert frames["memory_bytes"] == frames["frames"] * frames["bytes_per_frame"]
 
 
-def test_restart_loads_the_saved_frame_index(daemon: Daemon) -> None:
+def test_corrupt_frame_index_is_rebuilt_in_the_background_and_used(daemon: Daemon,
+                                                                    media) -> None:
     daemon.stop()
-    assert (daemon.state / "frames.faiss").exists()
-    started = time.time()
+    path = daemon.state / "frames.faiss"
+    with daemon.catalog() as cat:
+        model = next(iter(cat.model_versions()))
+    assert len(FrameIndex.load(path, model)) == 7  # saved at the stop
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
     daemon.start()
-    daemon.wait_log("frame index for model")
-    assert daemon.lines("frame index for model")[-1].find("loaded (7 videos") >= 0
-    assert not [ln for ln in daemon.lines("rebuilding frame index")]
-    print(f"restart took {time.time() - started:.1f} s")
+    daemon.wait_log("built from catalog")
+    (warning,) = daemon.lines("rebuilding frame index from catalog")
+    assert "checksum mismatch" in warning
+
+    def videos() -> int:
+        with Client(daemon.home / "ctl.sock") as client:
+            return client.call("status")["index"]["frames"].get("videos", 0)
+
+    wait_until(lambda: videos() == 7, what="the rebuilt frame index in status")
+    # The rebuilt index is the one in use: another re-encode of the clip is found in the long
+    # video too (its vector, like the clip's, is far from the long video's).
+    root = daemon.roots[0]
+    shutil.copyfile(media["clip2"], root / "clip2.mp4")
+    long = str(root / "library" / "long.mp4")
+    wait_until(lambda: any(e["existing"][0]["path"] == long
+                           for e in daemon.hook.for_path(root / "clip2.mp4")),
+               what=lambda: "clip2's event naming the long video; the log ends:\n"
+               + daemon.text()[-4000:])
+    assert FrameIndex.load(path, model) is not None  # the rebuild was saved

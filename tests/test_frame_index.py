@@ -13,6 +13,7 @@ from vfpd.catalog import Catalog
 from vfpd.fingerprint import FRAME_DIM, VECTOR_DIM, Fingerprint
 from vfpd.frame_index import (
     FLAT,
+    BuildCancelled,
     IVFPQ,
     SLOT_BITS,
     FrameIndex,
@@ -242,3 +243,18 @@ def test_unusable_file_is_rebuilt_from_the_catalog(tmp_path: Path, damage: str, 
             assert index.candidates(stored[fid].fingerprint)[0][0] == fid
         # The rebuilt file was saved and now loads as it is.
         assert FrameIndex.load(path, MODEL).owners().tolist() == sorted(fids)
+
+
+def test_a_build_can_be_cancelled(tmp_path: Path) -> None:
+    with Catalog(tmp_path / "c.db") as cat:
+        fill(cat, library(300, 4, seed=12))
+        asked = []
+
+        def stop() -> bool:
+            asked.append(1)
+            return True
+
+        with pytest.raises(BuildCancelled):
+            FrameIndex.from_catalog(cat, MODEL, should_stop=stop)
+        assert asked
+        assert len(FrameIndex.from_catalog(cat, MODEL, should_stop=lambda: False)) == 300

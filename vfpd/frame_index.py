@@ -16,7 +16,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -118,6 +118,10 @@ training 2-10x slower, waiting for each other.)"""
 FETCH_BATCH = 256
 """Fingerprints read from the catalog per query during catch-up and rebuild (frame features are
 ~256 bytes a frame: bounded memory per batch)."""
+
+
+class BuildCancelled(Exception):
+    """A build from the catalog was asked to stop (the daemon is shutting down)."""
 
 
 @dataclass(frozen=True)
@@ -441,9 +445,11 @@ class FrameIndex:
 
     @classmethod
     def from_catalog(cls, catalog: Catalog, model_version: str,
-                     settings: FrameIndexSettings = FrameIndexSettings()) -> FrameIndex:
+                     settings: FrameIndexSettings = FrameIndexSettings(),
+                     should_stop: Callable[[], bool] | None = None) -> FrameIndex:
         """Build from the fingerprints stored in the catalog, covering the sequence read first
-        (changes after it are replayed by catch_up; adds are idempotent)."""
+        (changes after it are replayed by catch_up; adds are idempotent). `should_stop` is
+        asked between batches; when it says yes, BuildCancelled is raised."""
         started = time.monotonic()
         seq = catalog.sequence()
         total, n = None, 0
@@ -459,6 +465,8 @@ class FrameIndex:
         for stored in catalog.iter_fingerprints(model_version):
             batch.append((stored.id, stored.fingerprint))
             if len(batch) >= FETCH_BATCH:
+                if should_stop is not None and should_stop():
+                    raise BuildCancelled(f"frame index build stopped after {len(index)} videos")
                 index.add(batch)
                 batch = []
         index.add(batch)
@@ -597,12 +605,11 @@ def _read_header(f, path: Path) -> dict:
     return header
 
 
-def open_frame_index(catalog: Catalog, model_version: str, path: Path | str,
-                     settings: FrameIndexSettings = FrameIndexSettings(),
-                     save_rebuilt: bool = True) -> FrameIndex:
-    """The frame index for `model_version`: loaded from `path` and caught up with the catalog, or,
-    when missing / corrupt / of another model / ahead of the catalog, rebuilt from the stored
-    fingerprints (a warning) and saved."""
+def load_frame_index(catalog: Catalog, model_version: str, path: Path | str,
+                     settings: FrameIndexSettings = FrameIndexSettings()) -> FrameIndex | None:
+    """The saved frame index for `model_version`, caught up with the catalog; None (with a
+    warning saying why) when it is missing / corrupt / of another model / ahead of the catalog
+    and must be rebuilt (build_frame_index)."""
     started = time.monotonic()
     if remove_stale_temps(path):
         log.info("removed temporary frame index files left by an interrupted save")
@@ -613,14 +620,30 @@ def open_frame_index(catalog: Catalog, model_version: str, path: Path | str,
                                  f"catalog is at {catalog.sequence()} (catalog restored?)")
     except IndexLoadError as e:
         log.warning("rebuilding frame index from catalog: %s", e)
-        index = FrameIndex.from_catalog(catalog, model_version, settings)
-        index.catch_up(catalog)
-        if save_rebuilt:
-            index.save(path)
-        return index
+        return None
     loaded = time.monotonic()
     applied = index.catch_up(catalog)
     log.info("frame index for model %s loaded (%d videos, %d frames, %s) in %.1f s, caught up "
              "%d catalog changes in %.1f s", model_version, len(index), index.frames, index.kind,
              loaded - started, applied, time.monotonic() - loaded)
+    return index
+
+
+def build_frame_index(catalog: Catalog, model_version: str, path: Path | str | None,
+                      settings: FrameIndexSettings = FrameIndexSettings(),
+                      should_stop: Callable[[], bool] | None = None) -> FrameIndex:
+    """Build the frame index from the catalog's stored fingerprints, catch up, save to `path`."""
+    index = FrameIndex.from_catalog(catalog, model_version, settings, should_stop)
+    index.catch_up(catalog)
+    if path is not None:
+        index.save(path)
+    return index
+
+
+def open_frame_index(catalog: Catalog, model_version: str, path: Path | str,
+                     settings: FrameIndexSettings = FrameIndexSettings()) -> FrameIndex:
+    """The frame index for `model_version`: loaded and caught up, or rebuilt and saved."""
+    index = load_frame_index(catalog, model_version, path, settings)
+    if index is None:
+        index = build_frame_index(catalog, model_version, path, settings)
     return index

@@ -29,7 +29,7 @@ from vfpd.catalog import (
     RetryPolicy,
 )
 from vfpd.config import DEFAULT_WEBHOOK_RETRIES, Config, ConfigError
-from vfpd.frame_index import FrameIndex, open_frame_index
+from vfpd.frame_index import BuildCancelled, FrameIndex, build_frame_index, load_frame_index
 from vfpd.hashing import FileStat
 from vfpd.index import VectorIndex, open_index
 from vfpd.matching import DEFAULT_THRESHOLD, NEAR, verify
@@ -178,7 +178,8 @@ class Daemon:
         self._gone: dict[tuple[int, int], tuple[FileRecord, float]] = {}
         self.catalog: Catalog
         self.index: VectorIndex
-        self.frame_index: FrameIndex
+        self.frame_index: FrameIndex | None = None
+        self._stopping = threading.Event()
         self.pipeline: Pipeline
         self.notifier: Notifier
         self.watcher: Watcher
@@ -214,7 +215,9 @@ class Daemon:
         self.index = open_index(self.catalog, mv, state / INDEX_NAME)
         log.info("catalog %s: index of model %s holds %d fingerprints (%s)",
                  state / CATALOG_NAME, mv, len(self.index), self.index.kind)
-        self.frame_index = open_frame_index(self.catalog, mv, state / FRAME_INDEX_NAME)
+        # A missing or unusable frame index is rebuilt in the background once running (see
+        # _build_frame_index): at a million videos that reads every stored fingerprint.
+        self.frame_index = load_frame_index(self.catalog, mv, state / FRAME_INDEX_NAME)
         self.notifier = Notifier(self.catalog, cfg.notify, self.env)
         self.pipeline = Pipeline(self.catalog, self.index, state / INDEX_NAME,
                                  self._parts.embedder, self._parts.decoder,
@@ -270,6 +273,8 @@ class Daemon:
                 log.error("cannot start: %s", e)
                 return 1
             self._background(self._reconcile_all, "vfpd-reconcile")
+            if self.frame_index is None:
+                self._background(self._build_frame_index, "vfpd-frame-index")
             status = self._status()
             self._sd.ready(status)
             log.info("ready: watching %d folder(s); %s", len(self.config.watch.paths), status)
@@ -293,6 +298,7 @@ class Daemon:
 
     def _shutdown(self) -> None:
         log.info("stopping")
+        self._stopping.set()
         for name in ("watcher", "control"):
             part = getattr(self, name, None)
             if part is not None:
@@ -323,6 +329,24 @@ class Daemon:
             os.close(self._lock_fd)
             self._lock_fd = None
         log.info("stopped")
+
+    def _build_frame_index(self) -> None:
+        """Rebuild the frame index from the catalog while the daemon serves; until it is there,
+        candidates come from the video index alone."""
+        mv = self.pipeline.embedder.model_version
+        try:
+            index = build_frame_index(self.catalog, mv, self.pipeline.frame_index_path,
+                                      should_stop=self._stopping.is_set)
+        except BuildCancelled as e:
+            log.info("%s (the daemon is stopping); it is rebuilt at the next start", e)
+            return
+        except Exception:
+            log.exception("cannot build the frame index; clips of longer videos are found "
+                          "only through the video index until the next start")
+            return
+        self.frame_index = index
+        self.pipeline.frame_index = index
+        index.catch_up(self.catalog)  # (what the pipeline committed while it was adopted)
 
     def _background(self, fn: Callable[[], None], name: str) -> None:
         t = threading.Thread(target=fn, name=name, daemon=True)
@@ -524,7 +548,8 @@ class Daemon:
         info = self.index.info()
         return {"type": info.kind, "size": info.size, "model_version": info.model_version,
                 "dim": info.dim, "covered_seq": info.covered_seq,
-                "frames": self.frame_index.info().to_json()}
+                "frames": (self.frame_index.info().to_json() if self.frame_index is not None
+                           else {"type": "building"})}
 
     def query(self, path: Path, k: int) -> list[dict[str, object]]:
         return self.pipeline.query(Path(path), k)  # type: ignore[return-value]

@@ -516,14 +516,19 @@ class Pipeline:
 
     def _match(self, fp: Fingerprint, content_hash: str) -> list[tuple[str, Match]]:
         """Verified duplicates of a fingerprint among the indexed ones, best per content."""
-        return [(h, m) for h, m, _ in self.nearest(fp, self.settings.candidates, content_hash)
+        return [(h, m) for h, m, _ in self._verified(fp, self.settings.candidates, content_hash)
                 if m.score >= self.settings.threshold and m.kind != NONE]
 
     def nearest(self, fp: Fingerprint, k: int, exclude_hash: str | None = None
                 ) -> list[tuple[str, Match, float]]:
-        """(content hash, verified match, vector similarity) of the k best of the candidates:
-        the k nearest indexed videos by vector, plus the FRAME_CANDIDATES videos whose frames
-        resemble fp's most (frame index), best verified match first."""
+        """(content hash, verified match, vector similarity) of the k best candidates."""
+        return self._verified(fp, k, exclude_hash)[:k]
+
+    def _verified(self, fp: Fingerprint, k: int, exclude_hash: str | None
+                  ) -> list[tuple[str, Match, float]]:
+        """(content hash, verified match, vector similarity) of every candidate: the k nearest
+        indexed videos by vector, plus the FRAME_CANDIDATES videos whose frames resemble fp's
+        most (frame index: clips of longer videos), best verified match first."""
         if len(self.index) == 0:
             return []
         sims, ids = self.index.search(np.asarray(fp.vector, np.float32)[None], k + 1)
@@ -546,7 +551,7 @@ class Pipeline:
             sim = float(vector @ np.asarray(sf.fingerprint.vector, np.float32))
             out.append((sf.hash, verify(fp, sf.fingerprint, center=center), sim))
         out.sort(key=lambda t: -t[1].score)
-        return out[:k]
+        return out
 
     # -- queries (control socket threads) --------------------------------------------------------
 
