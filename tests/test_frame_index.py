@@ -258,3 +258,17 @@ def test_a_build_can_be_cancelled(tmp_path: Path) -> None:
             FrameIndex.from_catalog(cat, MODEL, should_stop=stop)
         assert asked
         assert len(FrameIndex.from_catalog(cat, MODEL, should_stop=lambda: False)) == 300
+
+
+def test_videos_without_informative_frames_do_not_trigger_rebuilds(tmp_path: Path, caplog) -> None:
+    rng = np.random.default_rng(13)
+    black = [fingerprint(footage(rng, 5), rng, informative=np.zeros(5, bool)) for _ in range(9)]
+    with Catalog(tmp_path / "c.db") as cat:
+        index = open_frame_index(cat, MODEL, tmp_path / "frames.faiss")
+        with caplog.at_level(logging.INFO, logger="vfpd.frame_index"):
+            for i, fp in enumerate(black):
+                fill(cat, [fp], start=i)
+                index.catch_up(cat)
+        assert len(index) == 9 and index.frames == 0 and index.center is None
+        # Re-estimated at 2, 4 and 8 videos (doubling), not after every one.
+        assert caplog.text.count("built from catalog") == 3

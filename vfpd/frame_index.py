@@ -241,7 +241,8 @@ class FrameIndex:
         self.model_version = model_version
         self.settings = settings
         self.center = None if center is None else np.asarray(center, np.float32).reshape(FRAME_DIM)
-        self.center_videos = center_videos if center is not None else 0
+        self.center_videos = center_videos
+        """Videos the background was estimated from (with or without informative frames)."""
         self.covered_seq = 0
         self._lock = threading.RLock()
         self._writer = threading.RLock()
@@ -452,15 +453,16 @@ class FrameIndex:
         asked between batches; when it says yes, BuildCancelled is raised."""
         started = time.monotonic()
         seq = catalog.sequence()
-        total, n = None, 0
+        total, n, seen = None, 0, 0
         for stored in catalog.iter_fingerprints(model_version):
-            if n >= settings.center_sample:
+            if seen >= settings.center_sample:
                 break
+            seen += 1
             m = _video_mean(stored.fingerprint)
             if m is not None:
                 total, n = (m if total is None else total + m), n + 1
         center = None if total is None else (total / n).astype(np.float32)
-        index = cls(model_version, settings, center, n)
+        index = cls(model_version, settings, center, seen)
         batch: list[tuple[int, Fingerprint]] = []
         for stored in catalog.iter_fingerprints(model_version):
             batch.append((stored.id, stored.fingerprint))
