@@ -101,7 +101,7 @@ def test_tally_counts_each_query_frame_once_per_video() -> None:
     assert votes == pytest.approx({7: 0.9, 9: 0.55 + 0.7})
 
 
-# -- finding a clip inside a long video --------------------------------------------------------------
+# -- finding a clip inside a long video ---------------------------------------------------------
 
 @pytest.mark.parametrize("settings", [FrameIndexSettings(), SMALL_IVF], ids=[FLAT, IVFPQ])
 def test_clip_of_a_long_video_finds_it(settings: FrameIndexSettings) -> None:

@@ -1,9 +1,9 @@
 """The frame-level candidate index: a few informative frame features per video, so that a clip cut
 out of a longer video (whose whole-video vector lies far from the long video's) is still verified.
 
-A cache derived from the catalog like vfpd.index (atomic saves that record the catalog sequence,
-catch-up from its change log, rebuilt from stored fingerprints, never by decoding). Exact while small, an
-IVF-PQ index (16 bytes a frame) above a measured size.
+A cache derived from the catalog like vfpd.index (atomic saves that record the catalog
+sequence, catch-up from its change log, rebuilt from stored fingerprints, never by decoding).
+Exact while small, an IVF-PQ index (16 bytes a frame) above a measured size.
 """
 
 from __future__ import annotations
@@ -257,15 +257,15 @@ class FrameIndex:
         are skipped (replaying the change log twice adds nothing). Returns videos added."""
         id_parts, feat_parts, owners = [], [], []
         with self._writer:
-            with self._lock:
-                known = set(self._owners)
+            # _owners only changes under _writer, which this thread holds: read it unlocked.
+            batch: set[int] = set()
             for fid, fp in items:
                 fid = int(fid)
                 if fid < 0:
                     raise ValueError("fingerprint ids must be >= 0")
-                if fid in known or fp.model_version != self.model_version:
+                if fid in self._owners or fid in batch or fp.model_version != self.model_version:
                     continue
-                known.add(fid)
+                batch.add(fid)
                 owners.append(fid)
                 feats = select_frames(fp, self.center, self.settings)
                 if len(feats):
@@ -392,7 +392,7 @@ class FrameIndex:
             return FrameIndexInfo(self._kind, len(self._owners), int(self._index.ntotal),
                                   self.model_version, self.covered_seq, per, self.center_videos)
 
-    # -- catalog ------------------------------------------------------------------------------------
+    # -- catalog ---------------------------------------------------------------------------------
 
     def _needs_new_center(self) -> bool:
         with self._lock:
@@ -478,7 +478,7 @@ class FrameIndex:
                  time.monotonic() - started)
         return index
 
-    # -- persistence --------------------------------------------------------------------------------
+    # -- persistence -----------------------------------------------------------------------------
 
     def save(self, path: Path | str) -> None:
         """Write atomically in vfpd.index's container: header (model version, kind, covered
