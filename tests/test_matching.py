@@ -172,6 +172,36 @@ def test_a_short_video_needs_all_its_frames_a_long_one_more(scene: Footage) -> N
     assert verify(long_a, long_b).score < 4 / MatchSettings().min_evidence_frames + 1e-9
 
 
+def test_a_short_overlap_of_two_videos_ends_is_not_enough(scene: Footage) -> None:
+    """8 s shared between the end of one long video and the start of another (neither inside the
+    other) needs partial_evidence_frames; the same 8 s as a clip inside a long video is a match."""
+    s = MatchSettings()
+    tail = fingerprint([(Footage(30, 20), 0, 20), (scene, 0, 8)], seed=1)
+    head = fingerprint([(scene, 0, 8), (Footage(31, 20), 0, 20)], seed=2)
+    m = verify(tail, head)
+    assert m.offset == pytest.approx(-20.0, abs=0.6)
+    assert m.score == pytest.approx(8 / s.partial_evidence_frames, abs=0.05)
+    assert m.score < DEFAULT_THRESHOLD
+    clip = fingerprint([(scene, 0, 8)], noise=0.2, seed=3)
+    assert verify(tail, clip).score >= DEFAULT_THRESHOLD
+    # A long enough overlap is believed even when neither video is inside the other.
+    long_tail = fingerprint([(Footage(30, 20), 0, 20), (scene, 0, 14)], seed=1)
+    long_head = fingerprint([(scene, 0, 14), (Footage(31, 20), 0, 20)], seed=2)
+    assert verify(long_tail, long_head).score >= DEFAULT_THRESHOLD
+
+
+def test_frames_landing_on_a_leader_count_neither_way(scene: Footage) -> None:
+    """A copy with a 10 s black leader in front of the last 10 s: the original's first 10 s land
+    on the leader, where there is no picture to compare with, so the rest decides."""
+    original = fingerprint([(scene, 0, 20)])
+    leader = np.r_[np.zeros(10, bool), np.ones(10, bool)]
+    copy = fingerprint([(Footage(40, 10), 0, 10), (scene, 10, 20)], noise=0.2, seed=5,
+                       informative=leader)
+    m = verify(original, copy)
+    assert m.offset == pytest.approx(0.0, abs=0.6)
+    assert m.score > 0.9
+
+
 def test_different_model_versions_refuse_to_compare(scene: Footage) -> None:
     a = fingerprint([(scene, 0, 10)])
     b = Fingerprint(a.vector, a.frame_features, a.timestamps, a.informative, a.duration, "other")
