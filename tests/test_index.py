@@ -127,6 +127,7 @@ def test_switches_to_pq_past_exact_max_and_back_after_removals() -> None:
     index.remove(range(0, 80))
     info = index.info()
     assert info.kind == FLAT and info.size == 21 and info.tombstones == 0
+    assert index.verify() == []
 
 
 def test_search_on_empty_index() -> None:

@@ -1,7 +1,7 @@
 """The FAISS index: a cache of one model version's fingerprint vectors, derived from the catalog.
 
-Inner product over L2-normalised vectors (= cosine). Exact (flat) while small; above a measured
-size a 4-bit product-quantisation scan picks candidates that are re-ranked exactly. Saved
+Inner product over L2-normalised vectors (= cosine). Exact (brute force) while small; above a
+measured size a 4-bit product-quantisation scan picks candidates that are re-ranked exactly. Saved
 atomically with the catalog sequence it covers; at start-up loaded and caught up, or rebuilt from
 the vectors stored in the catalog (never by decoding videos).
 """
@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 
 FLAT = "flat"
 PQ_RERANK = "pq-rerank"
-"""Approximate kind: every vector is kept exactly (IndexFlatIP) and also as a 32-byte 4-bit PQ
-code (IndexPQFastScan). A query scans all codes (SIMD, ~1 ms per million) for the
+"""Approximate kind: every vector is kept exactly (float32, in numpy) and also as a 32-byte
+4-bit PQ code (FAISS IndexPQFastScan). A query scans all codes (SIMD, ~1 ms per million) for the
 `rerank_factor * k` best candidates, which are re-scored exactly.
 
 Why not HNSW (used up to Nov 2026): on uniformly random 256-d vectors its recall@10 at 1M was 0.11
@@ -73,9 +73,10 @@ p50 1.6/2.1/2.9/3.8 ms on one thread. 800 keeps recall above 0.95 with margin we
 clustered vectors (real libraries with duplicates) reach ~1.0 at any of these."""
 
 TOMBSTONE_REBUILD_RATIO = 0.10
-"""The approximate index does not delete in place (positions of codes and vectors must stay
-aligned while searches run): removed ids are filtered out at search and the index is compacted
-once they are 10% of it, which bounds both wasted memory and the search slow-down of filtering."""
+"""The index does not delete in place (positions of codes and vectors must stay aligned, and a
+million-row memmove per removal would stall searches): removed ids are filtered out at search
+and the index is compacted once they are 10% of it, which bounds both wasted memory and the
+search slow-down of filtering."""
 
 SINGLE_THREAD_QUERIES = 16
 """Searches of up to 16 queries run on one thread. Measured on this shared 2-core machine (20k
@@ -86,14 +87,19 @@ always single-threaded: with two threads it took 6-16 s instead of 0.6 s on the 
 COPY_CHUNK = 65_536
 """Vectors copied per lock hold while compacting, so searches wait milliseconds, not seconds."""
 
+QUERY_CHUNK = 64
+"""Queries searched together: bounds the candidate and similarity matrices of a big batch
+(64 x 8,000 candidates, or 64 x 50,000 exact similarities = 13 MB)."""
+
 HEADER_SIZE = 4096
 """Fixed space for the JSON header at the start of the file, patched after the payload is
 written (so the payload can stream to disk while its checksum is computed)."""
 
 MAGIC = b"VFPDIDX\x01"
 FORMAT = 2
-"""2: IndexIDMap2(IndexFlatIP) + optional IndexPQFastScan + tombstones. 1 held an HNSW graph;
-such files are refused with a reason, so open_index rebuilds them from the catalog (seconds)."""
+"""2: stored ids + vectors (raw little-endian) + optional IndexPQFastScan + removed ids. 1 held
+a FAISS HNSW graph; such files are refused with a reason, so open_index rebuilds them from the
+catalog (seconds)."""
 
 
 class IndexLoadError(Exception):
@@ -119,15 +125,54 @@ class IndexInfo:
     tombstones: int
 
 
+class _Store:
+    """Vectors and their ids in insertion order, in arrays with headroom: appending copies only
+    the new rows until the headroom is used up (then the capacity doubles). FAISS's own flat
+    storage grows a std::vector of exactly the loaded size, so the first add after loading a 1M
+    index copied 1 GB (1-5 s of the start-up on this machine); untouched headroom costs no
+    resident memory."""
+
+    def __init__(self, dim: int, capacity: int = 0) -> None:
+        self.dim = dim
+        self.n = 0
+        self._vectors = np.empty((capacity, dim), np.float32)
+        self._ids = np.empty(capacity, np.int64)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self._vectors[:self.n]
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._ids[:self.n]
+
+    def reserve(self, total: int) -> None:
+        if total <= len(self._ids):
+            return
+        capacity = max(total, 2 * len(self._ids))
+        vectors = np.empty((capacity, self.dim), np.float32)
+        ids = np.empty(capacity, np.int64)
+        vectors[:self.n] = self.vectors
+        ids[:self.n] = self.ids
+        self._vectors, self._ids = vectors, ids
+
+    def append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        self.reserve(self.n + len(ids))
+        self._vectors[self.n:self.n + len(ids)] = vectors
+        self._ids[self.n:self.n + len(ids)] = ids
+        self.n += len(ids)
+
+
 class VectorIndex:
-    """Vectors of one model version keyed by catalog fingerprint id. Thread-safe (one lock: FAISS
-    does not allow adding while searching)."""
+    """Vectors of one model version keyed by catalog fingerprint id. Thread-safe (one lock: the
+    stored arrays may move while adding)."""
 
     def __init__(self, model_version: str, dim: int = VECTOR_DIM,
                  settings: IndexSettings = IndexSettings(), expected: int = 0) -> None:
-        """An empty index. `expected` (the number of vectors about to be added) above exact_max
-        makes it approximate from the start: the codebooks are trained as soon as
-        PQ_TRAIN_SAMPLE vectors are stored, instead of on the first exact_max."""
+        """An empty index. `expected` (the number of vectors about to be added) reserves their
+        space and, above exact_max, makes the index approximate from the start: the codebooks
+        are trained as soon as PQ_TRAIN_SAMPLE vectors are stored, instead of on the first
+        exact_max."""
         self.model_version = model_version
         self.dim = dim
         self.settings = settings
@@ -140,68 +185,49 @@ class VectorIndex:
         """Sorted tombstones for vectorised filtering; rebuilt lazily after a change."""
         self._journal: list[tuple[str, np.ndarray, np.ndarray | None]] | None = None
         """Changes made while a rebuild runs unlocked; replayed onto the new index."""
-        self._index = _empty_flat(dim)
-        """All stored vectors (tombstoned ones included) with their ids, in insertion order."""
+        self._store = _Store(dim, expected)
+        """All stored vectors (removed ones included until the next compaction), normalised."""
         self._pq: faiss.IndexPQFastScan | None = None
         """PQ codes of the same vectors at the same positions (approximate kind, once trained)."""
         self._kind = PQ_RERANK if expected > settings.exact_max else FLAT
         self._train_at = max(PQ_CENTROIDS, min(PQ_TRAIN_SAMPLE, expected))
 
-    # -- storage views (valid only under the lock: adds may reallocate) ---------------------------
-
-    def _flat(self) -> faiss.IndexFlatIP:
-        return faiss.downcast_index(self._index.index)
-
-    def _vectors(self) -> np.ndarray:
-        n = self._index.ntotal
-        if not n:
-            return np.zeros((0, self.dim), np.float32)
-        return faiss.rev_swig_ptr(self._flat().get_xb(), n * self.dim).reshape(n, self.dim)
-
-    def _stored_ids(self) -> np.ndarray:
-        n = self._index.ntotal
-        if not n:
-            return np.zeros(0, np.int64)
-        return faiss.rev_swig_ptr(self._index.id_map.data(), n)
-
     # -- construction ------------------------------------------------------------------------------
 
     def _maybe_train(self) -> None:
         """Under the lock: build the PQ codes once an approximate index holds enough vectors."""
-        if self._kind != PQ_RERANK or self._pq is not None or self._index.ntotal < self._train_at:
+        if self._kind != PQ_RERANK or self._pq is not None or self._store.n < self._train_at:
             return
         started = time.monotonic()
-        self._pq = _trained_pq(self._vectors(), self.dim)
-        log.info("index codebooks trained and %d vectors encoded in %.1f s", self._index.ntotal,
+        self._pq = _trained_pq(self._store.vectors, self.dim)
+        log.info("index codebooks trained and %d vectors encoded in %.1f s", self._store.n,
                  time.monotonic() - started)
 
     def _rebuild(self, kind: str) -> None:
-        """Compact the approximate index into `kind`, dropping tombstones. Call WITHOUT holding
-        the lock: the slow build runs unlocked, so searches keep being answered by the old index;
-        adds and removes made meanwhile go to both (through the journal). Only the approximate
-        kind is ever rebuilt, so stored positions only grow while the copy runs."""
+        """Compact into `kind`, dropping removed vectors. Call WITHOUT holding the lock: the slow
+        build runs unlocked, so searches keep being answered by the old index; adds and removes
+        made meanwhile go to both (through the journal). Stored positions only grow, so the
+        rows present when the rebuild starts can be copied in chunks."""
         with self._lock:
-            if self._journal is not None or self._kind != PQ_RERANK:
-                return  # another thread is already rebuilding, or nothing to compact
+            if self._journal is not None:
+                return  # another thread is already rebuilding
             started = time.monotonic()
-            n0 = self._index.ntotal
-            dead = np.sort(np.fromiter(self._tombstones, np.int64, len(self._tombstones)))
+            n0 = self._store.n
+            dead = self._dead()
+            live0 = len(self._ids)
             self._journal = []
         try:
-            index = _empty_flat(self.dim)
+            store = _Store(self.dim, live0 + live0 // 4)
             for s in range(0, n0, COPY_CHUNK):
                 e = min(n0, s + COPY_CHUNK)  # later positions are in the journal
                 with self._lock:
-                    ids = self._stored_ids()[s:e].copy()
-                    vectors = self._vectors()[s:e].copy()
+                    ids = self._store.ids[s:e].copy()
+                    vectors = self._store.vectors[s:e].copy()
                 keep = ~_member(ids, dead)
-                if keep.any():
-                    index.add_with_ids(vectors[keep], ids[keep])
+                store.append(ids[keep], vectors[keep])
             pq = None
-            if kind == PQ_RERANK and index.ntotal >= PQ_CENTROIDS:
-                flat = faiss.downcast_index(index.index)
-                pq = _trained_pq(faiss.rev_swig_ptr(flat.get_xb(), index.ntotal * self.dim)
-                                 .reshape(-1, self.dim), self.dim)
+            if kind == PQ_RERANK and store.n >= PQ_CENTROIDS:
+                pq = _trained_pq(store.vectors, self.dim)
         except BaseException:
             with self._lock:
                 self._journal = None
@@ -210,20 +236,18 @@ class VectorIndex:
             tombstones: set[int] = set()
             for op, j_ids, j_vectors in self._journal:
                 if op == "add":
-                    index.add_with_ids(j_vectors, j_ids)
+                    store.append(j_ids, j_vectors)
                     if pq is not None:
                         pq.add(j_vectors)
                     tombstones.difference_update(j_ids.tolist())
-                elif kind == FLAT:
-                    index.remove_ids(j_ids)
                 else:
                     tombstones.update(j_ids.tolist())
-            self._index, self._pq, self._kind = index, pq, kind
+            self._store, self._pq, self._kind = store, pq, kind
             self._tombstones, self._tomb_sorted = tombstones, None
             self._train_at = PQ_CENTROIDS
             self._journal = None
             self._maybe_train()
-            size = index.ntotal
+            size = store.n
         log.info("index rebuilt as %s with %d vectors in %.1f s", kind, size,
                  time.monotonic() - started)
 
@@ -255,7 +279,7 @@ class VectorIndex:
             if not keep.any():
                 return 0
             ids, vectors = ids[keep], np.ascontiguousarray(vectors[keep])
-            self._index.add_with_ids(vectors, ids)
+            self._store.append(ids, vectors)
             if self._pq is not None:
                 self._pq.add(vectors)
             if self._journal is not None:
@@ -277,19 +301,16 @@ class VectorIndex:
             gone = [i for i in dict.fromkeys(ids) if i in self._ids]
             if not gone:
                 return 0
-            gone_arr = np.asarray(gone, dtype=np.int64)
             self._ids.difference_update(gone)
             if self._journal is not None:
-                self._journal.append(("remove", gone_arr, None))
-            if self._kind == FLAT:
-                self._index.remove_ids(gone_arr)
-            else:
-                self._tombstones.update(gone)
-                self._tomb_sorted = None
-                if (len(self._tombstones) > self.settings.tombstone_ratio * self._index.ntotal
-                        and self._journal is None):
-                    rebuild = (PQ_RERANK if len(self._ids) > self.settings.exact_max // 2
-                               and len(self._ids) >= PQ_CENTROIDS else FLAT)
+                self._journal.append(("remove", np.asarray(gone, dtype=np.int64), None))
+            self._tombstones.update(gone)
+            self._tomb_sorted = None
+            if (len(self._tombstones) > self.settings.tombstone_ratio * self._store.n
+                    and self._journal is None):
+                rebuild = (PQ_RERANK if self._kind == PQ_RERANK
+                           and len(self._ids) > self.settings.exact_max // 2
+                           and len(self._ids) >= PQ_CENTROIDS else FLAT)
         if rebuild is not None:
             self._rebuild(rebuild)
         return len(gone)
@@ -302,15 +323,6 @@ class VectorIndex:
                                                     len(self._tombstones)))
         return self._tomb_sorted
 
-    def _exact_params(self) -> faiss.SearchParameters | None:
-        if not self._tombstones:
-            return None
-        params = faiss.SearchParameters()
-        # Kept referenced on `params` so the selectors outlive the search call.
-        params.batch = faiss.IDSelectorBatch(self._dead())
-        params.sel = faiss.IDSelectorNot(params.batch)
-        return params
-
     def _queries(self, queries: np.ndarray) -> np.ndarray:
         q = np.array(queries, dtype=np.float32, copy=True).reshape(-1, self.dim)
         faiss.normalize_L2(q)
@@ -322,74 +334,71 @@ class VectorIndex:
         q = self._queries(queries)
         if k <= 0:
             raise ValueError("k must be positive")
+        scores = np.full((len(q), k), -np.inf, np.float32)
+        ids = np.full((len(q), k), -1, np.int64)
         with self._lock:
             if not self._ids:
-                return (np.full((len(q), k), -np.inf, np.float32),
-                        np.full((len(q), k), -1, np.int64))
-            with _threads(len(q)):
-                if self._pq is None or k >= self._index.ntotal:
-                    scores, ids = self._index.search(q, k, params=self._exact_params())
-                elif not self._tombstones:
-                    scores, ids = self._rerank_search(q, k)
-                else:
-                    scores, ids = self._filtered_rerank_search(q, k)
+                return scores, ids
+            if self._pq is None or k >= self._store.n:
+                self._exact_search(q, scores, ids)
+            else:
+                with _threads(len(q)):
+                    self._rerank_search(q, scores, ids)
         scores[ids < 0] = -np.inf
         return scores, ids
 
-    def _candidates(self, k: int) -> int:
-        return min(self._index.ntotal, max(k, k * self.settings.rerank_factor))
+    def _exact_search(self, q: np.ndarray, out_scores: np.ndarray, out_ids: np.ndarray) -> None:
+        """Brute force over every stored vector (small indexes, untrained codebooks)."""
+        stored = self._store.ids
+        dead = ~self._live_mask()
+        k = min(out_ids.shape[1], self._store.n)
+        for s in range(0, len(q), QUERY_CHUNK):
+            sims = q[s:s + QUERY_CHUNK] @ self._store.vectors.T
+            sims[:, dead] = -np.inf
+            for row, row_sims in enumerate(sims, s):
+                _put_top(row_sims, np.arange(len(row_sims)), stored, k, out_scores[row],
+                         out_ids[row])
 
-    def _rerank_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """PQ scan for candidates, exact re-scoring, all in FAISS (no tombstones to skip)."""
-        refine = faiss.IndexRefine(self._pq, self._flat())
-        # Half a candidate extra so that float rounding cannot drop the last one.
-        refine.k_factor = (self._candidates(k) + 0.5) / k
-        scores, positions = refine.search(q, k)
-        ids = np.where(positions >= 0, self._stored_ids()[np.maximum(positions, 0)], -1)
-        return scores, ids
+    def _live_mask(self) -> np.ndarray:
+        return ~_member(self._store.ids, self._dead())
 
-    def _filtered_rerank_search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """PQ scan for candidates, tombstones dropped, the rest re-scored exactly; the candidate
-        pool grows until it holds k live vectors (or everything)."""
-        stored, vectors, dead = self._stored_ids(), self._vectors(), self._dead()
-        out_scores = np.full((len(q), k), -np.inf, np.float32)
-        out_ids = np.full((len(q), k), -1, np.int64)
+    def _rerank_search(self, q: np.ndarray, out_scores: np.ndarray, out_ids: np.ndarray) -> None:
+        """PQ scan for candidates, removed ones dropped, the rest re-scored exactly; a query's
+        candidate pool grows until it holds k live vectors (or everything)."""
+        k = out_ids.shape[1]
+        n = self._store.n
+        stored, vectors, dead = self._store.ids, self._store.vectors, self._dead()
         want = min(k, len(self._ids))
-        pool = self._candidates(k)
-        todo = np.arange(len(q))
-        while len(todo):
-            _, positions = self._pq.search(q[todo], pool)
-            retry = []
-            for row, pos in zip(todo, positions):
-                pos = pos[pos >= 0]
-                ids = stored[pos]
-                live = ~_member(ids, dead)
-                if live.sum() < want and pool < self._index.ntotal:
-                    retry.append(row)
-                    continue
-                pos, ids = pos[live], ids[live]
-                scores = vectors[pos] @ q[row]
-                top = np.argsort(-scores, kind="stable")[:k]
-                out_scores[row, :len(top)] = scores[top]
-                out_ids[row, :len(top)] = ids[top]
-            todo = np.asarray(retry, np.int64)
-            pool = min(self._index.ntotal, pool * 2)
-        return out_scores, out_ids
+        for s in range(0, len(q), QUERY_CHUNK):
+            rows = np.arange(s, min(len(q), s + QUERY_CHUNK))
+            pool = min(n, max(k, k * self.settings.rerank_factor))
+            while len(rows):
+                _, positions = self._pq.search(q[rows], pool)
+                retry = []
+                for row, pos in zip(rows, positions):
+                    pos = pos[pos >= 0]
+                    live = ~_member(stored[pos], dead)
+                    if live.sum() < want and pool < n:
+                        retry.append(row)
+                        continue
+                    pos = pos[live]
+                    _put_top(vectors[pos] @ q[row], pos, stored, k, out_scores[row],
+                             out_ids[row])
+                rows = np.asarray(retry, np.int64)
+                pool = min(n, pool * 2)
 
     def range_search(self, query: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray]:
         """All vectors with cosine >= `min_score` to one query: (scores, ids), best first. Exact
         at every size (a scan of the stored vectors: ~50-100 ms per million)."""
-        q = self._queries(query)[:1]
+        q = self._queries(query)[0]
         with self._lock:
             if not self._ids:
                 return np.zeros(0, np.float32), np.zeros(0, np.int64)
-            # FAISS range search for inner product returns scores strictly above the radius.
-            radius = np.nextafter(np.float32(min_score), np.float32(-np.inf))
-            with _threads(1):
-                _, scores, ids = self._index.range_search(q, float(radius),
-                                                          params=self._exact_params())
+            sims = self._store.vectors @ q
+            hit = np.flatnonzero((sims >= np.float32(min_score)) & self._live_mask())
+            scores, ids = sims[hit], self._store.ids[hit].copy()
         order = np.argsort(-scores, kind="stable")
-        return scores[order], ids[order].astype(np.int64)
+        return scores[order], ids[order]
 
     def __contains__(self, fingerprint_id: int) -> bool:
         with self._lock:
@@ -406,21 +415,20 @@ class VectorIndex:
 
     def verify(self) -> list[str]:
         """Internal consistency problems ([] when sound): every live id stored exactly once, no
-        tombstone alive, FAISS and the id set agree, codes aligned with vectors."""
+        removed id alive, stored ids and the id set agree, codes aligned with vectors."""
         with self._lock:
-            stored = self._stored_ids().copy()
             problems = []
-            unique, counts = np.unique(stored, return_counts=True)
+            unique, counts = np.unique(self._store.ids, return_counts=True)
             if (counts > 1).any():
                 problems.append(f"ids stored more than once: {unique[counts > 1][:10].tolist()}")
             if set(unique.tolist()) - self._tombstones != self._ids:
-                problems.append("FAISS ids and live ids differ")
+                problems.append("stored ids and live ids differ")
             if self._tombstones & self._ids:
                 problems.append("ids both live and removed")
-            if self._pq is not None and self._pq.ntotal != self._index.ntotal:
+            if self._pq is not None and self._pq.ntotal != self._store.n:
                 problems.append("PQ codes and stored vectors differ in number")
-            if self._kind == FLAT and (self._pq is not None or self._tombstones):
-                problems.append("exact index with codes or tombstones")
+            if self._kind == FLAT and self._pq is not None:
+                problems.append("exact index with PQ codes")
             return problems
 
     @property
@@ -486,35 +494,36 @@ class VectorIndex:
 
     def save(self, path: Path | str) -> None:
         """Write atomically: header (model version, dim, kind, covered sequence, payload length
-        and BLAKE3) + FAISS flat index + PQ codes + tombstones. A crash leaves the previous file
-        intact."""
+        and BLAKE3) + stored ids + vectors + PQ codes + removed ids. A crash leaves the previous
+        file intact."""
         with self._lock, atomic_writer(path) as f:
             f.write(b"\0" * HEADER_SIZE)
-            hasher = blake3.blake3()
+            hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
             length = 0
 
-            def sink(chunk: bytes) -> int:
+            def sink(chunk: bytes | memoryview) -> int:
                 nonlocal length
                 f.write(chunk)
                 hasher.update(chunk)
                 length += len(chunk)
                 return len(chunk)
 
-            writer = faiss.PyCallbackIOWriter(sink)
-            faiss.write_index(self._index, writer)
-            del writer  # flushes its buffer
-            faiss_len = length
+            sink(memoryview(self._store.ids.astype("<i8", copy=False)).cast("B"))
+            vectors = self._store.vectors.astype("<f4", copy=False)
+            for s in range(0, len(vectors), COPY_CHUNK):
+                sink(memoryview(np.ascontiguousarray(vectors[s:s + COPY_CHUNK])).cast("B"))
+            stored_len = length
             if self._pq is not None:
                 writer = faiss.PyCallbackIOWriter(sink)
                 faiss.write_index(self._pq, writer)
-                del writer
-            pq_len = length - faiss_len
+                del writer  # flushes its buffer
+            pq_len = length - stored_len
             sink(np.fromiter(self._tombstones, np.int64, len(self._tombstones)).astype("<i8")
                  .tobytes())
             header = {
                 "format": FORMAT, "model_version": self.model_version, "dim": self.dim,
                 "kind": self._kind, "covered_seq": self.covered_seq, "count": len(self._ids),
-                "faiss_len": faiss_len, "pq_len": pq_len, "payload_len": length,
+                "stored": self._store.n, "pq_len": pq_len, "payload_len": length,
                 "payload_blake3": hasher.hexdigest(),
             }
             blob = json.dumps(header).encode("utf-8")
@@ -542,10 +551,20 @@ class VectorIndex:
                                      f"not {model_version!r}")
             if header["dim"] != dim:
                 raise IndexLoadError(f"{path}: dimension {header['dim']}, expected {dim}")
+            if header["kind"] not in (FLAT, PQ_RERANK) or (header["kind"] == FLAT
+                                                           and header["pq_len"]):
+                raise IndexLoadError(f"{path}: unknown index kind {header['kind']!r}")
             size = os.fstat(f.fileno()).st_size
             if size != HEADER_SIZE + header["payload_len"]:
                 raise IndexLoadError(f"{path}: truncated or padded ({size} bytes, expected "
                                      f"{HEADER_SIZE + header['payload_len']})")
+            stored = int(header["stored"])
+            pq_start = HEADER_SIZE + stored * (8 + 4 * dim)
+            tomb_start = pq_start + header["pq_len"]
+            if stored < 0 or tomb_start > size or (size - tomb_start) % 8:
+                raise IndexLoadError(f"{path}: section lengths do not add up")
+            # Headroom for the adds of catch-up and the next hours, at no resident cost.
+            index = cls(model_version, dim, settings, expected=stored + stored // 4 + 4096)
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 view = memoryview(mm)
                 try:
@@ -553,38 +572,28 @@ class VectorIndex:
                     digest.update(view[HEADER_SIZE:])
                     if digest.hexdigest() != header["payload_blake3"]:
                         raise IndexLoadError(f"{path}: checksum mismatch (corrupt file)")
-                    tomb_start = HEADER_SIZE + header["faiss_len"] + header["pq_len"]
+                    ids = np.frombuffer(view, "<i8", stored, HEADER_SIZE)
+                    vectors = np.frombuffer(view, "<f4", stored * dim, HEADER_SIZE + 8 * stored)
+                    index._store.append(ids, vectors.reshape(stored, dim))
                     tomb = np.frombuffer(view[tomb_start:], dtype="<i8").astype(np.int64)
+                    del ids, vectors
                 finally:
                     view.release()
-            f.seek(HEADER_SIZE)
-            try:
-                reader = faiss.PyCallbackIOReader(f.read)
-                raw = faiss.read_index(reader)
-                del reader
-                pq = None
-                if header["pq_len"]:
-                    f.seek(HEADER_SIZE + header["faiss_len"])
+            if header["pq_len"]:
+                f.seek(pq_start)
+                try:
                     reader = faiss.PyCallbackIOReader(f.read)
                     pq = faiss.read_index(reader)
                     del reader
-            except RuntimeError as e:
-                raise IndexLoadError(f"{path}: FAISS cannot read it: {e}") from e
-        # read_index returns the concrete, owning wrapper; downcasting it again would create a
-        # non-owning one and let the original free the index under it.
-        if (not isinstance(raw, faiss.IndexIDMap2) or raw.d != dim
-                or not isinstance(faiss.downcast_index(raw.index), faiss.IndexFlatIP)):
-            raise IndexLoadError(f"{path}: unexpected FAISS index {type(raw).__name__}")
-        if pq is not None and (not isinstance(pq, faiss.IndexPQFastScan) or pq.d != dim
-                               or pq.ntotal != raw.ntotal):
-            raise IndexLoadError(f"{path}: PQ codes do not match the stored vectors")
-        if header["kind"] not in (FLAT, PQ_RERANK) or (header["kind"] == FLAT and pq is not None):
-            raise IndexLoadError(f"{path}: unknown index kind {header['kind']!r}")
-        index = cls(model_version, dim, settings)
-        index._index, index._pq, index._kind = raw, pq, header["kind"]
-        ids = faiss.vector_to_array(raw.id_map).astype(np.int64)
+                except RuntimeError as e:
+                    raise IndexLoadError(f"{path}: FAISS cannot read it: {e}") from e
+                if not isinstance(pq, faiss.IndexPQFastScan) or pq.d != dim or pq.ntotal != stored:
+                    raise IndexLoadError(f"{path}: PQ codes do not match the stored vectors")
+                index._pq = pq
+        index._kind = header["kind"]
+        index._train_at = PQ_CENTROIDS
         index._tombstones = set(tomb.tolist())
-        index._ids = set(ids.tolist()) - index._tombstones
+        index._ids = set(index._store.ids.tolist()) - index._tombstones
         if len(index._ids) != header["count"]:
             raise IndexLoadError(f"{path}: holds {len(index._ids)} vectors, header says "
                                  f"{header['count']}")
@@ -592,10 +601,6 @@ class VectorIndex:
         with index._lock:
             index._maybe_train()  # an approximate index saved before it had enough to train
         return index
-
-
-def _empty_flat(dim: int) -> faiss.IndexIDMap2:
-    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
 
 def _pq_subquantizers(dim: int) -> int:
@@ -621,6 +626,18 @@ def _trained_pq(vectors: np.ndarray, dim: int) -> faiss.IndexPQFastScan:
     for s in range(0, len(vectors), COPY_CHUNK):
         pq.add(np.ascontiguousarray(vectors[s:s + COPY_CHUNK]))
     return pq
+
+
+def _put_top(scores: np.ndarray, positions: np.ndarray, stored: np.ndarray, k: int,
+             out_scores: np.ndarray, out_ids: np.ndarray) -> None:
+    """The best k of `scores` (for stored `positions`) into the output rows, best first."""
+    k = min(k, len(scores))
+    if not k:
+        return
+    top = np.argpartition(-scores, k - 1)[:k]
+    top = top[np.argsort(-scores[top], kind="stable")]
+    out_scores[:k] = scores[top]
+    out_ids[:k] = np.where(np.isfinite(scores[top]), stored[positions[top]], -1)
 
 
 def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
@@ -659,7 +676,7 @@ def _read_header(f, path: Path) -> dict:
                                  f"from the catalog")
         if header.get("format") != FORMAT:
             raise IndexLoadError(f"{path}: index format {header.get('format')}, need {FORMAT}")
-        for key in ("model_version", "dim", "kind", "covered_seq", "count", "faiss_len",
+        for key in ("model_version", "dim", "kind", "covered_seq", "count", "stored",
                     "pq_len", "payload_len", "payload_blake3"):
             header[key]  # noqa: B018 - presence check
     except (ValueError, KeyError, TypeError, AttributeError) as e:
