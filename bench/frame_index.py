@@ -210,7 +210,9 @@ def main(argv: list[str]) -> int:
     settings = FrameIndexSettings()
     rng = np.random.default_rng(2026)
     print(f"Frame index benchmark: {args.queries} clip queries of {CLIP_FRAMES} frames; "
-          f"{settings.max_frames_per_video} frames kept per video; exact up to "
+          f"{settings.base_frames_per_video} frames kept per video (beyond 16 min one per "
+          f"{settings.seconds_per_stored_frame:.0f} s, at most {settings.max_frames_per_video}); "
+          f"exact up to "
           f"{settings.flat_max_frames:,} frames, then IVF{settings.nlist},PQ{settings.pq_m}x"
           f"{settings.pq_bits} (nprobe {settings.nprobe}). FAISS {faiss.__version__}, "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; queries on one thread.")

@@ -18,6 +18,7 @@ from vfpd.frame_index import (
     SLOT_BITS,
     FrameIndex,
     FrameIndexSettings,
+    frame_budget,
     open_frame_index,
     select_frames,
     tally,
@@ -81,7 +82,7 @@ def test_select_frames_caps_skips_static_and_uninformative() -> None:
     informative = np.ones(300, bool)
     informative[:20] = False  # a black leader
     fp = fingerprint(feats, rng, informative=informative)
-    s = FrameIndexSettings(max_frames_per_video=64)
+    s = FrameIndexSettings()
     kept = select_frames(fp, BACKGROUND, s)
     assert kept.shape == (64, FRAME_DIM)
     np.testing.assert_allclose(np.linalg.norm(kept, axis=1), 1.0, atol=1e-5)
@@ -91,6 +92,11 @@ def test_select_frames_caps_skips_static_and_uninformative() -> None:
     assert len(select_frames(fp2, BACKGROUND, s)) == 11
     nothing = fingerprint(feats[:5], rng, informative=np.zeros(5, bool))
     assert len(select_frames(nothing, BACKGROUND, s)) == 0
+
+
+def test_long_videos_keep_one_frame_per_15_seconds_up_to_256() -> None:
+    assert frame_budget(60) == 64 and frame_budget(16 * 60) == 64
+    assert frame_budget(40 * 60) == 160 and frame_budget(3 * 3600) == 256
 
 
 def test_tally_counts_each_query_frame_once_per_video() -> None:
@@ -120,6 +126,24 @@ def test_clip_of_a_long_video_finds_it(settings: FrameIndexSettings) -> None:
     stranger = fingerprint(footage(rng, 12), rng)
     assert all(v < votes / 2 for _, v in index.candidates(stranger, k=5))
     assert 500 not in dict(index.candidates(clip, k=5, exclude=[500]))
+
+
+def test_thirty_seconds_cut_from_a_forty_minute_video_finds_it() -> None:
+    rng = np.random.default_rng(14)
+    # The footage second by second; the sampler keeps one frame every 8 s of a 40-minute video.
+    seconds = footage(rng, 2400)
+    long = Fingerprint(vector=unit(rng.standard_normal(VECTOR_DIM)),
+                       frame_features=seconds[::8], timestamps=np.arange(0, 2400, 8.0),
+                       informative=np.ones(300, bool), duration=2400.0, model_version=MODEL)
+    index = FrameIndex(MODEL, center=BACKGROUND, center_videos=41)
+    index.add((i, fp) for i, fp in enumerate(library(40, 60, seed=15)))
+    index.add([(500, long)])
+    assert 150 <= index.frames - stored_frames(library(40, 60, seed=15)) <= 160
+    found = 0
+    for start in rng.integers(0, 2400 - 30, 10):
+        clip = fingerprint(clip_of(seconds, int(start), 30, rng), rng)
+        found += index.candidates(clip, k=16)[0][0] == 500
+    assert found == 10
 
 
 def test_add_is_idempotent_and_remove_drops_every_frame() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import mmap
 import os
 import struct
@@ -43,16 +44,24 @@ vfpd.index does; its own magic, so neither loader ever takes the other's file)."
 MAGIC = b"VFPDFRM\x01"
 FORMAT = 1
 
-MAX_FRAMES_PER_VIDEO = 64
-"""Frames kept per video. The memory budget decides it: IVF-PQ costs 16 bytes of code + 8 of id
-per frame, so 64 frames are 1.5 KB a video, 1.5 GB for 1M videos (issue 4's budget for the video
-index is 2 GB at 1M). Videos up to ~1 min (at the sampler's 1 frame/s, after dropping repeated
-frames of static shots) keep every frame; a 10-minute one keeps one frame every ~9 s, so a clip of
-20 s or more holds at least two of them; a 40-minute one keeps one every ~37 s."""
+BASE_FRAMES_PER_VIDEO = 64
+"""Frames kept per video up to 16 minutes. The memory budget decides it: IVF-PQ costs 16 bytes of
+code + 8 of id per frame, so 64 frames are 1.5 KB a video, 1.5 GB for 1M videos (issue 4's budget
+for the video index is 2 GB at 1M). Videos up to ~1 min (at the sampler's 1 frame/s, after
+dropping repeated frames of static shots) keep every frame; a 10-minute one one every ~9 s."""
 
-SLOT_BITS = 7
+SECONDS_PER_STORED_FRAME = 15.0
+"""Longer videos keep one frame per 15 s (beyond the base 64): a clip of 30 s holds two stored
+frames wherever it was cut. A 40-minute video keeps 160 frames (3.8 KB), i.e. long videos cost
+more, in proportion; a library of 1M videos of which a tenth are films still fits ~2 GB."""
+
+MAX_FRAMES_PER_VIDEO = 256
+"""The hard cap (6 KB a video): reached at 64 minutes, where the sampler itself thins out to one
+frame per 8-16 s (media.SamplingSettings.max_frames = 512)."""
+
+SLOT_BITS = 8
 """A stored frame's FAISS id is (fingerprint id << SLOT_BITS) | slot: the owner is a shift away,
-and removing a video removes a known, small set of ids. 2**7 = 128 > MAX_FRAMES_PER_VIDEO."""
+and removing a video removes a known, small set of ids. 2**8 = 256 = MAX_FRAMES_PER_VIDEO."""
 
 STATIC_SIM = 0.95
 """Consecutive informative frames at least this similar (centred cosine) are one static shot and
@@ -126,6 +135,8 @@ class BuildCancelled(Exception):
 
 @dataclass(frozen=True)
 class FrameIndexSettings:
+    base_frames_per_video: int = BASE_FRAMES_PER_VIDEO
+    seconds_per_stored_frame: float = SECONDS_PER_STORED_FRAME
     max_frames_per_video: int = MAX_FRAMES_PER_VIDEO
     static_sim: float = STATIC_SIM
     query_max_frames: int = QUERY_MAX_FRAMES
@@ -140,8 +151,9 @@ class FrameIndexSettings:
     center_sample: int = CENTER_SAMPLE
 
     def __post_init__(self) -> None:
-        if not 1 <= self.max_frames_per_video <= 1 << SLOT_BITS:
-            raise ValueError(f"max_frames_per_video must be in 1..{1 << SLOT_BITS}")
+        if not 1 <= self.base_frames_per_video <= self.max_frames_per_video <= 1 << SLOT_BITS:
+            raise ValueError("need 1 <= base_frames_per_video <= max_frames_per_video <= "
+                             f"{1 << SLOT_BITS}")
         if FRAME_DIM % self.pq_m:
             raise ValueError(f"pq_m must divide {FRAME_DIM}")
 
@@ -174,10 +186,16 @@ def _even(n: int, cap: int) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n - 1, cap)).astype(np.int64))
 
 
+def frame_budget(duration: float, settings: FrameIndexSettings = FrameIndexSettings()) -> int:
+    """How many frames a video of `duration` seconds may store."""
+    by_time = math.ceil(max(duration, 0.0) / settings.seconds_per_stored_frame)
+    return min(settings.max_frames_per_video, max(settings.base_frames_per_video, by_time))
+
+
 def select_frames(fp: Fingerprint, center: np.ndarray | None,
                   settings: FrameIndexSettings = FrameIndexSettings()) -> np.ndarray:
     """The frames a video stores: informative ones, centred, one per static shot, at most
-    max_frames_per_video spread evenly over the video. (n, FRAME_DIM) float32."""
+    frame_budget(duration) spread evenly over the video. (n, FRAME_DIM) float32."""
     rows = np.flatnonzero(np.asarray(fp.informative, bool))
     feats = centred(np.asarray(fp.frame_features)[rows], center)
     if len(feats) == 0:
@@ -187,7 +205,7 @@ def select_frames(fp: Fingerprint, center: np.ndarray | None,
         if float(feats[i] @ feats[keep[-1]]) < settings.static_sim:
             keep.append(i)
     kept = feats[keep]
-    return np.ascontiguousarray(kept[_even(len(kept), settings.max_frames_per_video)])
+    return np.ascontiguousarray(kept[_even(len(kept), frame_budget(fp.duration, settings))])
 
 
 def query_frames(fp: Fingerprint, center: np.ndarray | None,
