@@ -373,3 +373,17 @@ def test_approximate_index_rebuilt_from_catalog_round_trips(cat: Catalog, tmp_pa
     again = open_index(cat, MODEL, path, settings=s)
     assert again.kind == PQ_RERANK and again.verify() == [] and len(again) == 99
     assert_matches_catalog(again, cat)
+
+
+def test_loaded_index_catches_up_without_moving_its_vectors(cat: Catalog, tmp_path: Path) -> None:
+    # A loaded index keeps room for new vectors: the catch-up after a restart appends in place
+    # instead of copying everything (1 GB at a million vectors).
+    path = tmp_path / "index.faiss"
+    fill(cat, 0, 30)
+    open_index(cat, MODEL, path).save(path)
+    fill(cat, 30, 20)
+    index = VectorIndex.load(path, MODEL)
+    storage = index._store._vectors
+    assert index.catch_up(cat) == 20
+    assert index._store._vectors is storage
+    assert_matches_catalog(index, cat)
