@@ -12,13 +12,26 @@ from pathlib import Path
 import pytest
 
 from media_factory import encode, make_video, read_frames, sample_clip
-from vfpd.catalog import JOB_FAILED, PRIORITY_BACKLOG, PRIORITY_NEW, Catalog, RetryPolicy
+from vfpd.catalog import (
+    JOB_FAILED,
+    PRIORITY_BACKLOG,
+    PRIORITY_NEW,
+    UNTAGGED_SAMPLING,
+    Catalog,
+    RetryPolicy,
+    encode_frames,
+    frames_sampling,
+    sampling_tag,
+)
+from vfpd import media
 from vfpd.config import WatchConfig
 from vfpd.hashing import FileStat, hash_file
 from vfpd.index import VectorIndex
 from vfpd.matching import DEFAULT_THRESHOLD
 from vfpd.service.daemon import PoolDecoder
-from vfpd.service.pipeline import Pipeline, PipelineSettings, reconcile
+from vfpd.media import SamplingSettings
+from vfpd.presets import ACCURATE, FAST, Preset
+from vfpd.service.pipeline import REASON_MODEL, Pipeline, PipelineSettings, Reconciled, reconcile
 from vfpd.service.watcher import Filter
 from vfpd.workers import PoolSettings
 
@@ -53,17 +66,19 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 class Env:
     def __init__(self, root: Path, state: Path, embedder, timeout: float = 60.0,
-                 max_attempts: int = 3) -> None:
+                 max_attempts: int = 3, preset: Preset = ACCURATE) -> None:
         self.root = root
         self.catalog = Catalog(state / "catalog.db",
                                jobs=RetryPolicy(max_attempts=max_attempts, backoff_s=0.1))
         self.index = VectorIndex(embedder.model_version)
-        self.decoder = PoolDecoder(PoolSettings(workers=1, timeout=timeout, per_video_second=0))
+        self.decoder = PoolDecoder(PoolSettings(workers=1, timeout=timeout, per_video_second=0,
+                                                sampling=preset.sampling))
         self.events = 0
         self.pipeline = Pipeline(
             self.catalog, self.index, state / "index.faiss", embedder, self.decoder,
-            PipelineSettings(batch_size=4, threshold=DEFAULT_THRESHOLD, candidates=50,
-                             idle_unload_seconds=300), lambda: SINKS, self._event)
+            PipelineSettings(batch_size=4, threshold=preset.threshold, candidates=50,
+                             idle_unload_seconds=300, match=preset.match,
+                             sampling=preset.sampling), lambda: SINKS, self._event)
         self.pipeline.start()
 
     def _event(self) -> None:
@@ -92,6 +107,13 @@ class Env:
 
     def outbox(self) -> list[dict]:
         return [i.payload for i in self.catalog.outbox_claim("log", 1000)]
+
+    def take(self) -> list[dict]:
+        """Events not taken before (delivered: acknowledged)."""
+        items = self.catalog.outbox_claim("log", 1000)
+        for i in items:
+            self.catalog.outbox_ack(i.id, "log")
+        return [i.payload for i in items]
 
     def close(self) -> None:
         self.pipeline.stop()
@@ -209,16 +231,159 @@ def test_reconcile_after_downtime(env: Env, clips, tmp_path: Path) -> None:
         f.write(b"\0")
     flt = Filter.of(WatchConfig(paths=(env.root,)))
     env.pipeline.pause()
-    queued, n_moved, removed = reconcile(cat, [env.root], flt)
-    assert (queued, n_moved, removed) == (2, 1, 1)
+    done = reconcile(cat, [env.root], flt)
+    assert (done.queued, done.moved, done.removed) == (2, 1, 1)
     assert cat.file_by_path(str(env.root / "sub" / "moved.mp4")).hash == hash_file(clips["other"])
     jobs = {Path(j.path).name: j.priority for j in cat.iter_jobs()}
     assert jobs == {"keep.mp4": PRIORITY_BACKLOG, "new.mp4": PRIORITY_BACKLOG}
     # Unchanged files are not queued again; a new file goes before the back-log.
-    assert reconcile(cat, [env.root], flt) == (0, 0, 0)
+    assert reconcile(cat, [env.root], flt) == Reconciled(0, 0, 0)
     shutil.copyfile(clips["other"], env.root / "fresh.mp4")
     env.queue(env.root / "fresh.mp4", PRIORITY_NEW)
     assert [Path(j.path).name for j in cat.iter_jobs()][0] == "fresh.mp4"
     env.pipeline.resume()
     env.drain()
     assert cat.file_by_path(str(keep)).hash == hash_file(keep)
+
+
+# -- a new model version: re-fingerprinting ------------------------------------------------------
+
+def test_frames_are_tagged_with_their_sampling(tmp_path: Path) -> None:
+    sampled = media.sample(sample_clip("carphone_pristine"), FAST.sampling)
+    # Frames stored before the tag existed were all sampled with the defaults (accurate).
+    assert UNTAGGED_SAMPLING == sampling_tag(SamplingSettings()) == sampling_tag(ACCURATE.sampling)
+    assert frames_sampling(encode_frames(sampled)) == UNTAGGED_SAMPLING
+    assert frames_sampling(encode_frames(sampled, FAST.sampling)) == sampling_tag(FAST.sampling)
+    with Catalog(tmp_path / "c.db") as cat:
+        for h in ("a", "b"):
+            cat.store_result(f"/v/{h}.mp4", FileStat(1, 1, ord(h), 1), h * 64)
+        cat.store_frames("a" * 64, sampled)  # untagged: counts as accurate
+        cat.store_frames("b" * 64, sampled, sampling=FAST.sampling)
+        assert cat.load_frames("a" * 64, ACCURATE.sampling) is not None
+        assert cat.load_frames("a" * 64, FAST.sampling) is None
+        assert cat.load_frames("b" * 64, ACCURATE.sampling) is None
+        back = cat.load_frames("b" * 64, FAST.sampling)
+        assert back is not None and (back.frames == sampled.frames).all()
+        assert cat.load_frames("b" * 64) is not None  # no sampling asked: any
+
+
+def test_reconcile_queues_files_without_a_current_fingerprint(env: Env, clips) -> None:
+    cat = env.catalog
+    a = env.add(clips["orig"], "a.mp4")
+    b = env.add(clips["other"], "b.mp4")
+    env.add(clips["orig"], "a-copy.mp4")  # same content as a: one fingerprint
+    bad = env.root / "bad.mp4"
+    bad.write_text("not a video")
+    env.queue(bad)
+    env.drain()
+    flt = Filter.of(WatchConfig(paths=(env.root,)))
+    mv = env.pipeline.embedder.model_version
+    env.pipeline.pause()
+    assert reconcile(cat, [env.root], flt, model_version=mv) == Reconciled(0, 0, 0, 0)
+    assert cat.count_unfingerprinted(mv) == 0
+    assert cat.count_unfingerprinted("another-model") == 2
+    (env.root / "sub").mkdir()
+    os.rename(b, env.root / "sub" / "b.mp4")  # moved while the daemon was down
+    done = reconcile(cat, [env.root], flt, model_version="another-model")
+    # Every live file of a content without a fingerprint of the version, the failed one not.
+    assert done == Reconciled(3, 1, 0, 3)
+    jobs = {Path(j.path).name: (j.priority, j.reason) for j in cat.iter_jobs()}
+    assert jobs == {n: (PRIORITY_BACKLOG, REASON_MODEL) for n in ("a.mp4", "a-copy.mp4", "b.mp4")}
+    assert cat.job(str(env.root / "sub" / "b.mp4")) is not None
+    # Already queued: not counted twice; a new file goes before the back-log.
+    assert reconcile(cat, [env.root], flt, model_version="another-model").queued == 0
+    env.queue(env.root / "a.mp4", PRIORITY_NEW)
+    assert [Path(j.path).name for j in cat.iter_jobs()][0] == "a.mp4"
+    assert str(a) in {j.path for j in cat.iter_jobs()}
+
+
+class CountingDecoder(PoolDecoder):
+    """The real decode pool, counting the files it is asked to decode."""
+
+    def __init__(self, settings: PoolSettings) -> None:
+        super().__init__(settings)
+        self.paths: list[str] = []
+
+    def __call__(self, paths):
+        self.paths += list(paths)
+        return super().__call__(paths)
+
+
+def restart(env: Env, tmp_path: Path, embedder, preset: Preset = ACCURATE) -> Env:
+    """The same state and folder under another model version (or preset), reconciled like the
+    daemon's start-up."""
+    env.close()
+    new = Env(env.root, tmp_path, embedder, preset=preset)
+    new.pipeline.pause()
+    new.decoder.close()
+    new.decoder = new.pipeline.decoder = CountingDecoder(
+        PoolSettings(workers=1, timeout=60, per_video_second=0, sampling=preset.sampling))
+    reconcile(new.catalog, [new.root], Filter.of(WatchConfig(paths=(new.root,))),
+              model_version=embedder.model_version)
+    new.pipeline.resume()
+    return new
+
+
+@pytest.fixture
+def library(tmp_path: Path, embedder, clips) -> Iterator[Env]:
+    """A library fingerprinted by the shipped model, with one near duplicate pair announced."""
+    root = tmp_path / "root"
+    root.mkdir()
+    e = Env(root, tmp_path, embedder)
+    e.background(clips)
+    e.add(clips["orig"], "a.mp4")
+    e.drain()
+    e.add(clips["near"], "near.mp4")
+    e.drain()
+    assert [ev["new"]["path"] for ev in e.take()] == [str(root / "near.mp4")]
+    yield e
+
+
+def test_new_weights_reembed_stored_frames_without_decoding(library: Env, tmp_path: Path,
+                                                            clips) -> None:
+    from vfpd.model.embed import Embedder
+
+    old_mv = library.pipeline.embedder.model_version
+    pairs = list(library.catalog.duplicates())
+    # Another model version from the same sampling (a suffix stands in for new weights here;
+    # the daemon test uses a real second weights file).
+    env = restart(library, tmp_path, Embedder(device="cpu", version_suffix="+retrained"))
+    try:
+        cat, mv = env.catalog, env.pipeline.embedder.model_version
+        assert mv != old_mv and cat.count_unfingerprinted(mv) == 7
+        env.drain()
+        assert env.decoder.paths == []  # nothing decoded again
+        assert (env.pipeline.reembedded, env.pipeline.decoded) == (7, 0)
+        assert cat.count_unfingerprinted(mv) == 0 and len(env.index) == 7
+        # The pair found under the old model is found again, but not announced again.
+        assert [(d.hash_a, d.hash_b) for d in cat.duplicates()] == [
+            (d.hash_a, d.hash_b) for d in pairs]
+        assert env.take() == []
+        # A new copy is compared with the re-fingerprinted library.
+        env.add(clips["near2"], "near2.mkv")
+        env.drain()
+        assert env.decoder.paths == [str(env.root / "near2.mkv")]
+        events = env.take()  # one per content it duplicates
+        assert {e["new"]["path"] for e in events} == {str(env.root / "near2.mkv")}
+        assert str(env.root / "a.mp4") in {x["path"] for e in events for x in e["existing"]}
+    finally:
+        env.close()
+
+
+def test_another_preset_decodes_again(library: Env, tmp_path: Path, clips) -> None:
+    from vfpd.model.embed import Embedder
+
+    env = restart(library, tmp_path, Embedder(device="cpu", version_suffix=FAST.version_suffix),
+                  FAST)
+    try:
+        cat = env.catalog
+        env.drain()
+        # Stored frames were sampled the accurate way: every content is decoded again, its
+        # frames replaced by keyframe samples (which a later re-embed may use).
+        assert len(env.decoder.paths) == 7 and env.pipeline.reembedded == 0
+        a = hash_file(env.root / "a.mp4")
+        assert cat.load_frames(a, FAST.sampling) is not None
+        assert cat.load_frames(a, ACCURATE.sampling) is None
+        assert env.take() == []  # the known pair is not announced again
+    finally:
+        env.close()

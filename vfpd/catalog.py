@@ -24,7 +24,7 @@ import numpy as np
 
 from vfpd.fingerprint import FRAME_DIM, VECTOR_DIM, Fingerprint
 from vfpd.hashing import FileStat
-from vfpd.media import SampledVideo, VideoInfo
+from vfpd.media import SampledVideo, SamplingSettings, VideoInfo
 
 log = logging.getLogger(__name__)
 
@@ -430,19 +430,48 @@ def _fingerprint_from_row(row: sqlite3.Row | tuple) -> Fingerprint:
     )
 
 
-def encode_frames(sampled: SampledVideo) -> bytes:
-    """Compressed, self-describing bytes for a SampledVideo (npz + its probe info as JSON)."""
+UNTAGGED_SAMPLING: dict[str, Any] = {"interval": 1.0, "max_frames": 512, "keyframes": "auto",
+                                     "remove_bars": True}
+"""How frames stored without a sampling tag were sampled: SamplingSettings' defaults (the
+"accurate" preset), the only sampling the daemon used before the tag was written. Spelt out, not
+read from SamplingSettings(), so a later change of the defaults cannot relabel old frames."""
+
+
+def sampling_tag(settings: SamplingSettings) -> dict[str, Any]:
+    """The fields of `settings` that decide which frames a file gives (the others only limit the
+    decoder): frames sampled with equal tags can stand in for a new decode."""
+    return {"interval": float(settings.interval), "max_frames": int(settings.max_frames),
+            "keyframes": settings.keyframes, "remove_bars": bool(settings.remove_bars)}
+
+
+def _json_bytes(value: Any) -> np.ndarray:
+    return np.frombuffer(json.dumps(value, sort_keys=True).encode("utf-8"), dtype=np.uint8)
+
+
+def encode_frames(sampled: SampledVideo, sampling: SamplingSettings | None = None) -> bytes:
+    """Compressed, self-describing bytes for a SampledVideo (npz + its probe info as JSON), with
+    the sampling that made it (`sampling`; None: untagged, read back as UNTAGGED_SAMPLING)."""
     buf = io.BytesIO()
-    info = json.dumps(sampled.info.__dict__)
+    extra = {} if sampling is None else {"sampling": _json_bytes(sampling_tag(sampling))}
     np.savez_compressed(
         buf,
         frames=np.ascontiguousarray(sampled.frames, dtype=np.uint8),
         timestamps=np.asarray(sampled.timestamps, dtype=np.float64),
         informative=np.asarray(sampled.informative, dtype=bool),
         duration=np.float64(sampled.duration),
-        info=np.frombuffer(info.encode("utf-8"), dtype=np.uint8),
+        info=_json_bytes(sampled.info.__dict__),
+        **extra,
     )
     return buf.getvalue()
+
+
+def frames_sampling(data: bytes) -> dict[str, Any]:
+    """The sampling tag of encoded frames (UNTAGGED_SAMPLING for frames stored without one),
+    read without decompressing the frames."""
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        if "sampling" not in z.files:
+            return dict(UNTAGGED_SAMPLING)
+        return json.loads(z["sampling"].tobytes().decode("utf-8"))
 
 
 def decode_frames(data: bytes) -> SampledVideo:
@@ -789,6 +818,14 @@ class Catalog:
                "WHERE f.hash = s.hash AND f.model_version = ?) ORDER BY s.hash")
         yield from (r[0] for r in _stream(self._reader(), sql, (model_version,)))
 
+    def count_unfingerprinted(self, model_version: str) -> int:
+        """Contents that a path in good standing points at and that have no fingerprint of
+        `model_version`: what re-fingerprinting after a model change still has to do."""
+        return self._reader().execute(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT hash FROM files WHERE state = 'ok' AND "
+            "hash IS NOT NULL) h WHERE NOT EXISTS (SELECT 1 FROM fingerprints f "
+            "WHERE f.hash = h.hash AND f.model_version = ?)", (model_version,)).fetchone()[0]
+
     def add_fingerprint(self, content_hash: str, fingerprint: Fingerprint,
                         now: float | None = None) -> int:
         """Store (or replace) the fingerprint of a known content. Returns its id. Re-embedding
@@ -832,15 +869,22 @@ class Catalog:
     # -- sampled frames ---------------------------------------------------------------------------
 
     def store_frames(self, content_hash: str, sampled: SampledVideo,
-                     now: float | None = None) -> None:
+                     now: float | None = None, sampling: SamplingSettings | None = None) -> None:
         with self.transaction() as w:
-            self._put_frames(w, content_hash, sampled, time.time() if now is None else now)
+            self._put_frames(w, content_hash, sampled, time.time() if now is None else now,
+                             sampling)
 
-    def load_frames(self, content_hash: str) -> SampledVideo | None:
-        """The frames sampled from this content, as stored (no decoding of the video)."""
+    def load_frames(self, content_hash: str, sampling: SamplingSettings | None = None
+                    ) -> SampledVideo | None:
+        """The frames sampled from this content, as stored (no decoding of the video). With
+        `sampling`: only if they were sampled that way (else None, as if none were stored)."""
         row = self._reader().execute("SELECT data FROM frames WHERE hash = ?",
                                      (content_hash,)).fetchone()
-        return decode_frames(row[0]) if row else None
+        if row is None:
+            return None
+        if sampling is not None and frames_sampling(row[0]) != sampling_tag(sampling):
+            return None
+        return decode_frames(row[0])
 
     def iter_frame_hashes(self) -> Iterator[str]:
         yield from (r[0] for r in _stream(self._reader(),
@@ -848,9 +892,9 @@ class Catalog:
 
     @staticmethod
     def _put_frames(w: sqlite3.Connection, content_hash: str, sampled: SampledVideo,
-                    now: float) -> None:
+                    now: float, sampling: SamplingSettings | None = None) -> None:
         w.execute("INSERT OR REPLACE INTO frames(hash, data, created) VALUES (?, ?, ?)",
-                  (content_hash, encode_frames(sampled), now))
+                  (content_hash, encode_frames(sampled, sampling), now))
 
     # -- jobs -------------------------------------------------------------------------------------
 
@@ -955,11 +999,13 @@ class Catalog:
     def store_result(self, path: str, stat: FileStat, content_hash: str, *,
                      info: ContentInfo | None = None, fingerprint: Fingerprint | None = None,
                      frames: SampledVideo | None = None, job: Job | None = None,
-                     now: float | None = None) -> int | None:
+                     now: float | None = None,
+                     sampling: SamplingSettings | None = None) -> int | None:
         """Record what processing `path` produced, in ONE transaction: the content (created if
-        new), the sampled frames and fingerprint (if given), the file row pointing at the hash,
-        and the removal of the job. Without a fingerprint it records a path alias of a known
-        content (exact duplicate found by hash). Returns the new fingerprint id, or None."""
+        new), the sampled frames (tagged with `sampling`, see encode_frames) and fingerprint (if
+        given), the file row pointing at the hash, and the removal of the job. Without a
+        fingerprint it records a path alias of a known content (exact duplicate found by hash).
+        Returns the new fingerprint id, or None."""
         now = time.time() if now is None else now
         fid = None
         with self.transaction() as w:
@@ -972,7 +1018,7 @@ class Catalog:
                           (info.size, info.duration, info.codec, info.width, info.height,
                            content_hash))
             if frames is not None:
-                self._put_frames(w, content_hash, frames, now)
+                self._put_frames(w, content_hash, frames, now, sampling)
             if fingerprint is not None:
                 fid = self._put_fingerprint(w, content_hash, fingerprint, now)
             w.execute(

@@ -62,6 +62,10 @@ DEFAULT_EXEC_TIMEOUT = 60.0
 # reason); 50 verifications cost ~50 ms per new file and keep copies from being missed.
 DEFAULT_CANDIDATES = 50
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# The sampling presets of vfpd/presets.py, by name (that module imports the matcher and FAISS,
+# which checking a config does not need; tests/test_daemon_model_change.py checks the two agree).
+PRESET_NAMES = ("accurate", "fast")
+DEFAULT_PRESET = "accurate"
 
 
 class ConfigError(Exception):
@@ -88,7 +92,7 @@ class WatchConfig:
 
 @dataclass(frozen=True)
 class DetectConfig:
-    threshold: float | None = None  # None: the matcher's DEFAULT_THRESHOLD
+    threshold: float | None = None  # None: the [model] preset's threshold
     candidates: int = DEFAULT_CANDIDATES
 
 
@@ -128,6 +132,7 @@ class ModelConfig:
     weights: Path | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     idle_unload_seconds: float = DEFAULT_IDLE_UNLOAD_SECONDS
+    preset: str = DEFAULT_PRESET  # how files are sampled and matched (vfpd/presets.py)
 
 
 @dataclass(frozen=True)
@@ -360,6 +365,7 @@ def parse(data: Mapping[str, Any], source: Path | None = None,
     model = ModelConfig(
         device=s.string("device", "auto", ("auto", "cpu", "cuda")) or "auto",
         weights=s.path("weights", None),
+        preset=s.string("preset", DEFAULT_PRESET, PRESET_NAMES) or DEFAULT_PRESET,
         batch_size=s.integer("batch_size", DEFAULT_BATCH_SIZE, 1, 1024),
         idle_unload_seconds=s.number("idle_unload_seconds", DEFAULT_IDLE_UNLOAD_SECONDS, 0.0),
     )

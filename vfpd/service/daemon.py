@@ -32,8 +32,9 @@ from vfpd.config import DEFAULT_WEBHOOK_RETRIES, Config, ConfigError
 from vfpd.frame_index import BuildCancelled, FrameIndex, build_frame_index, load_frame_index
 from vfpd.hashing import FileStat
 from vfpd.index import VectorIndex, open_index
-from vfpd.matching import DEFAULT_THRESHOLD, NEAR, verify
+from vfpd.matching import NEAR, verify
 from vfpd.media import MediaError, SampledVideo
+from vfpd.presets import PRESETS, Preset
 from vfpd.service import logging as vlog
 from vfpd.service.context import RootState
 from vfpd.service.notify import Notifier, delivery_policy
@@ -93,8 +94,10 @@ def build_parts(cfg: Config) -> Parts:
     from vfpd.model.network import load_blob
 
     # [model] batch_size counts videos per batch (the pipeline's); the embedder's own batch is
-    # frames per forward pass, which it sizes itself.
-    embedder = ModelEmbedder(weights=cfg.model.weights, device=cfg.model.device)
+    # frames per forward pass, which it sizes itself. The preset's suffix keeps fingerprints of
+    # another sampling apart (another model version: re-fingerprinted after a change).
+    embedder = ModelEmbedder(weights=cfg.model.weights, device=cfg.model.device,
+                             version_suffix=preset(cfg).version_suffix)
     # The model itself loads when work arrives; a weights file that cannot be read must stop
     # start-up now, not fail every file later.
     load_blob(embedder.weights)
@@ -144,18 +147,30 @@ def _decode_pool(cfg: Config) -> tuple[Decoder, Callable[[], None]]:
     decoder = PoolDecoder(PoolSettings(workers=cfg.decode.workers,
                                        timeout=cfg.decode.timeout_seconds,
                                        per_video_second=cfg.decode.timeout_per_video_second,
-                                       memory_limit=cfg.decode.memory_mb << 20))
+                                       memory_limit=cfg.decode.memory_mb << 20,
+                                       sampling=preset(cfg).sampling))
     return decoder, decoder.close
 
 
-def threshold(cfg: Config) -> float:
-    return DEFAULT_THRESHOLD if cfg.detect.threshold is None else cfg.detect.threshold
+def preset(cfg: Config) -> Preset:
+    return PRESETS[cfg.model.preset]
 
 
-def pipeline_settings(cfg: Config) -> PipelineSettings:
-    return PipelineSettings(batch_size=cfg.model.batch_size, threshold=threshold(cfg),
+def threshold(cfg: Config, running: Preset | None = None) -> float:
+    """[detect] threshold, or the default of the preset (`running`, else the configured one)."""
+    if cfg.detect.threshold is not None:
+        return cfg.detect.threshold
+    return (running or preset(cfg)).threshold
+
+
+def pipeline_settings(cfg: Config, running: Preset | None = None) -> PipelineSettings:
+    """The pipeline's settings; `running` is the preset the daemon started with (a changed
+    [model] preset takes effect at the next restart, with the embedder it belongs to)."""
+    p = running or preset(cfg)
+    return PipelineSettings(batch_size=cfg.model.batch_size, threshold=threshold(cfg, p),
                             candidates=cfg.detect.candidates,
-                            idle_unload_seconds=cfg.model.idle_unload_seconds)
+                            idle_unload_seconds=cfg.model.idle_unload_seconds,
+                            match=p.match, sampling=p.sampling)
 
 
 class Daemon:
@@ -185,6 +200,11 @@ class Daemon:
         self.watcher: Watcher
         self.control: Any = None
         self._lock_fd: int | None = None
+        self.preset = preset(cfg)  # fixed for the life of the process, like the weights
+        # Contents still lacking a fingerprint of the running model: counted (a query over every
+        # file) until it reaches zero, which lasts until the next reconcile can find more.
+        self._missing_lock = threading.Lock()
+        self._missing_known_zero = False
 
     # -- start and stop --------------------------------------------------------------------------
 
@@ -213,15 +233,16 @@ class Daemon:
                 raise StartupError(f"cannot set up the model or decoders: {e}") from e
         mv = self._parts.embedder.model_version
         self.index = open_index(self.catalog, mv, state / INDEX_NAME)
-        log.info("catalog %s: index of model %s holds %d fingerprints (%s)",
-                 state / CATALOG_NAME, mv, len(self.index), self.index.kind)
+        log.info("catalog %s: index of model %s (preset %s) holds %d fingerprints (%s)",
+                 state / CATALOG_NAME, mv, self.preset.name, len(self.index), self.index.kind)
         # A missing or unusable frame index is rebuilt in the background once running (see
         # _build_frame_index): at a million videos that reads every stored fingerprint.
         self.frame_index = load_frame_index(self.catalog, mv, state / FRAME_INDEX_NAME)
         self.notifier = Notifier(self.catalog, cfg.notify, self.env)
         self.pipeline = Pipeline(self.catalog, self.index, state / INDEX_NAME,
                                  self._parts.embedder, self._parts.decoder,
-                                 pipeline_settings(cfg), self.notifier.sinks, self.notifier.wake,
+                                 pipeline_settings(cfg, self.preset), self.notifier.sinks,
+                                 self.notifier.wake,
                                  self.frame_index, state / FRAME_INDEX_NAME)
         self.watcher = Watcher(cfg.watch, self._events.put)
 
@@ -465,13 +486,21 @@ class Daemon:
         self._reconciling.set()
         try:
             started = time.monotonic()
-            queued, moved, removed = reconcile(self.catalog, roots, self.watcher.filter,
-                                               retry_failed=retry_failed)
+            mv = self.pipeline.embedder.model_version
+            done = reconcile(self.catalog, roots, self.watcher.filter,
+                             retry_failed=retry_failed, model_version=mv)
             log.info("reconciled %d folder(s) in %.1f s: %d queued, %d moved, %d gone",
-                     len(roots), time.monotonic() - started, queued, moved, removed)
-            if queued:
+                     len(roots), time.monotonic() - started, done.queued, done.moved,
+                     done.removed)
+            if done.stale:
+                with self._missing_lock:
+                    self._missing_known_zero = False
+                log.info("%d file(s) have no fingerprint of model %s yet: queued behind new "
+                         "files (stored frames sampled like preset %s are re-embedded without "
+                         "decoding)", done.stale, mv, self.preset.name)
+            if done.queued:
                 self.pipeline.wake()
-            return queued
+            return done.queued
         except Exception:
             log.exception("reconcile of %s failed", ", ".join(map(str, roots)))
             return 0
@@ -495,7 +524,7 @@ class Daemon:
         self.config = new
         vlog.set_level(self._log_level or new.log.level)
         self.notifier.configure(new.notify)
-        self.pipeline.update(pipeline_settings(new))
+        self.pipeline.update(pipeline_settings(new, self.preset))
         added, removed = self.watcher.configure(new.watch)
         for root in removed:
             n = self.catalog.remove_files_under(root)
@@ -548,8 +577,22 @@ class Daemon:
         info = self.index.info()
         return {"type": info.kind, "size": info.size, "model_version": info.model_version,
                 "dim": info.dim, "covered_seq": info.covered_seq,
+                "preset": self.preset.name, "missing_fingerprints": self.missing_fingerprints(),
+                "fingerprinted": {"decoded": self.pipeline.decoded,
+                                  "from_stored_frames": self.pipeline.reembedded},
                 "frames": (self.frame_index.info().to_json() if self.frame_index is not None
                            else {"type": "building"})}
+
+    def missing_fingerprints(self) -> int:
+        """Files' contents without a fingerprint of the running model (and preset) yet."""
+        with self._missing_lock:
+            if self._missing_known_zero:
+                return 0
+        n = self.catalog.count_unfingerprinted(self.pipeline.embedder.model_version)
+        if n == 0 and not self._reconciling.is_set():
+            with self._missing_lock:
+                self._missing_known_zero = True
+        return n
 
     def query(self, path: Path, k: int) -> list[dict[str, object]]:
         return self.pipeline.query(Path(path), k)  # type: ignore[return-value]
@@ -573,7 +616,8 @@ class Daemon:
                 # Never detected: record the pair so the verdict has a home and detection obeys.
                 mv = self.pipeline.embedder.model_version
                 fa, fb = cat.fingerprint(ha, mv), cat.fingerprint(hb, mv)
-                m = verify(fa.fingerprint, fb.fingerprint) if fa and fb else None
+                m = (verify(fa.fingerprint, fb.fingerprint, self.preset.match)
+                     if fa and fb else None)
                 cat.add_duplicate(ha, hb, m.score if m else 0.0,
                                   m.kind if m and m.kind in ("near", "partial") else NEAR,
                                   [s.to_json() for s in m.segments] if m else None)

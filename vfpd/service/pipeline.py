@@ -34,8 +34,8 @@ from vfpd.fingerprint import Fingerprint
 from vfpd.frame_index import FRAME_CANDIDATES, FrameIndex
 from vfpd.hashing import FileStat
 from vfpd.index import VectorIndex
-from vfpd.matching import EXACT, NONE, VIDEO_MIN_SIM, Match, verify
-from vfpd.media import MediaError, SampledVideo
+from vfpd.matching import EXACT, NONE, VIDEO_MIN_SIM, Match, MatchSettings, verify
+from vfpd.media import MediaError, SampledVideo, SamplingSettings
 from vfpd.service.watcher import Filter, walk
 
 log = logging.getLogger("vfpd.pipeline")
@@ -53,6 +53,9 @@ CENTER_SAMPLE = 2000
 # back-log replays at most this many catalog changes at the next start.
 CHECKPOINT_EVERY = 200
 EVENT_DUPLICATE = "duplicate"
+# Job reason of a file queued only because its content has no fingerprint of the model (or
+# preset) the daemon runs now.
+REASON_MODEL = "new model"
 
 
 class Decoder(Protocol):
@@ -77,6 +80,11 @@ class PipelineSettings:
     threshold: float
     candidates: int
     idle_unload_seconds: float
+    match: MatchSettings = MatchSettings()
+    """How candidates are verified: the preset's (vfpd/presets.py)."""
+    sampling: SamplingSettings = SamplingSettings()
+    """How the decoder samples: stored frames sampled the same way are re-embedded instead of
+    decoding the file again."""
 
 
 @dataclass
@@ -86,6 +94,7 @@ class _Work:
     hash: str
     old: FileRecord | None
     sampled: SampledVideo | None = None
+    stored_frames: bool = False  # sampled comes from the catalog, not from a decode
 
 
 def _segments(m: Match) -> list[dict[str, float]]:
@@ -121,6 +130,8 @@ class Pipeline:
         self._model_used_at: float | None = None
         self._thread = threading.Thread(target=self._run, name="vfpd-pipeline", daemon=True)
         self.processed = 0
+        self.decoded = 0  # fingerprints made by decoding the file
+        self.reembedded = 0  # fingerprints made from frames stored in the catalog
         self._center_sum: np.ndarray | None = None
         self._center_n = 0
         for i, stored in enumerate(catalog.iter_fingerprints(embedder.model_version)):
@@ -323,7 +334,9 @@ class Pipeline:
             todo.append(work)
         if not todo:
             return
-        self._decode(todo)
+        to_decode = [w for w in todo if not w.stored_frames]
+        if to_decode:
+            self._decode(to_decode)
         ready = [w for w in todo if w.sampled is not None]
         if not ready:
             return
@@ -363,24 +376,38 @@ class Pipeline:
         mv = self.embedder.model_version
         old = self.catalog.file_by_path(path)
         if (old is not None and old.hash is not None and old.stat == fstat
-                and old.state == FILE_OK and self.catalog.has_fingerprint(old.hash, mv)):
-            self.catalog.complete_job(job)  # unchanged since it was fingerprinted
-            return None
+                and old.state == FILE_OK):
+            if self.catalog.has_fingerprint(old.hash, mv):
+                self.catalog.complete_job(job)  # unchanged since it was fingerprinted
+                return None
+            # Unchanged, but fingerprinted by another model or preset: the stat vouches for
+            # the hash (as in reconcile), so the content is not read again.
+            digest = old.hash
+        else:
+            try:
+                digest, fstat = hashing.hash_and_stat(path)
+            except hashing.FileChanged:
+                self._fail(job, "the file changed while it was read (still being written?)",
+                           None, permanent=False)
+                return None
+            except FileNotFoundError:
+                self.catalog.complete_job(job)
+                return None
+            except OSError as e:
+                self._fail(job, f"cannot read: {e.strerror or e}", None, permanent=False)
+                return None
+            if self.catalog.has_fingerprint(digest, mv):
+                self._commit_alias(job, path, fstat, digest, old)
+                return None
+        # Frames of this content sampled the way the decoder would sample it now are as good
+        # as a new decode (DESIGN.md: re-embedding never decodes again).
         try:
-            digest, fstat = hashing.hash_and_stat(path)
-        except hashing.FileChanged:
-            self._fail(job, "the file changed while it was read (still being written?)", None,
-                       permanent=False)
-            return None
-        except FileNotFoundError:
-            self.catalog.complete_job(job)
-            return None
-        except OSError as e:
-            self._fail(job, f"cannot read: {e.strerror or e}", None, permanent=False)
-            return None
-        if self.catalog.has_fingerprint(digest, mv):
-            self._commit_alias(job, path, fstat, digest, old)
-            return None
+            stored = self.catalog.load_frames(digest, self.settings.sampling)
+        except Exception as e:  # a damaged blob: decoding the file again repairs it
+            log.warning("stored frames of %s unusable (%s); decoding %s", digest[:12], e, path)
+            stored = None
+        if stored is not None and len(stored.frames):
+            return _Work(job, fstat, digest, old, stored, stored_frames=True)
         return _Work(job, fstat, digest, old)
 
     def _decode(self, todo: list[_Work]) -> None:
@@ -489,7 +516,8 @@ class Pipeline:
             info = sampled.info
             cat.store_result(path, w.stat, w.hash, info=ContentInfo(
                 w.stat.size, sampled.duration, info.codec, info.width, info.height),
-                fingerprint=fp, frames=sampled, job=w.job)
+                fingerprint=fp, frames=None if w.stored_frames else sampled, job=w.job,
+                sampling=self.settings.sampling)
             sinks = self._sinks()
             for other, m in matches:
                 others = self._live_others(other, path, None)
@@ -509,8 +537,14 @@ class Pipeline:
         with self._cond:
             self._unsaved += 1
         self.processed += 1
-        log.info("fingerprinted %s (%.1f s, %d frames)%s", path, sampled.duration,
-                 len(sampled.timestamps), f"; {len(matches)} duplicate(s)" if matches else "")
+        if w.stored_frames:
+            self.reembedded += 1
+        else:
+            self.decoded += 1
+        log.info("%s %s (%.1f s, %d frames)%s",
+                 "re-fingerprinted from stored frames" if w.stored_frames else "fingerprinted",
+                 path, sampled.duration, len(sampled.timestamps),
+                 f"; {len(matches)} duplicate(s)" if matches else "")
         if announced:
             self._on_event()
 
@@ -549,7 +583,8 @@ class Pipeline:
             if sf.fingerprint.model_version != fp.model_version:
                 continue
             sim = float(vector @ np.asarray(sf.fingerprint.vector, np.float32))
-            out.append((sf.hash, verify(fp, sf.fingerprint, center=center), sim))
+            out.append((sf.hash, verify(fp, sf.fingerprint, self.settings.match, center=center),
+                        sim))
         out.sort(key=lambda t: -t[1].score)
         return out
 
@@ -588,15 +623,37 @@ class Pipeline:
         return out[:k]
 
 
+@dataclass(frozen=True)
+class Reconciled:
+    """What a reconcile did. `queued` counts every job it added, `stale` those of them for
+    unchanged files whose content lacks a fingerprint of the current model."""
+
+    queued: int
+    moved: int
+    removed: int
+    stale: int = 0
+
+
 def reconcile(catalog: Catalog, roots: Sequence[Path], flt: Filter,
-              priority: int = PRIORITY_BACKLOG, retry_failed: bool = False
-              ) -> tuple[int, int, int]:
+              priority: int = PRIORITY_BACKLOG, retry_failed: bool = False,
+              model_version: str | None = None) -> Reconciled:
     """Compare folders on disk with the catalog: queue new and changed files (stat differs),
     follow files moved while we were away (same device, inode, size and mtime: no re-hash), and
-    forget files that are gone. Files that failed stay failed unless `retry_failed` (a rescan the
-    user asked for). Returns (queued, moved, removed)."""
-    queued: list[str] = []
+    forget files that are gone. With `model_version`, unchanged files whose content has no
+    fingerprint of that version (the model or preset changed) are queued too: the pipeline
+    re-embeds their stored frames, or decodes them when there are none of the current sampling.
+    Files that failed stay failed unless `retry_failed` (a rescan the user asked for)."""
+    queued: list[tuple[str, str]] = []
     moved = removed = 0
+    current: dict[str, bool] = {}  # content hash -> has a fingerprint of model_version
+
+    def lacks_fingerprint(rec: FileRecord) -> bool:
+        if model_version is None or rec.hash is None or rec.state != FILE_OK:
+            return False
+        if rec.hash not in current:
+            current[rec.hash] = catalog.has_fingerprint(rec.hash, model_version)
+        return not current[rec.hash]
+
     for root in roots:
         if not root.is_dir():
             continue
@@ -607,7 +664,9 @@ def reconcile(catalog: Catalog, roots: Sequence[Path], flt: Filter,
         for path, rec in known.items():
             if path in on_disk:
                 if rec.stat != on_disk[path]:
-                    queued.append(path)
+                    queued.append((path, "reconcile"))
+                elif lacks_fingerprint(rec):
+                    queued.append((path, REASON_MODEL))
                 continue
             dest = by_inode.get((rec.stat.device, rec.stat.inode))
             if (dest is not None and rec.hash is not None
@@ -616,12 +675,14 @@ def reconcile(catalog: Catalog, roots: Sequence[Path], flt: Filter,
                 catalog.move_file(path, dest, new[dest])
                 del new[dest]
                 moved += 1
+                if lacks_fingerprint(rec):
+                    queued.append((dest, REASON_MODEL))
             else:
                 catalog.remove_file(path)
                 removed += 1
-        queued.extend(new)
+        queued.extend((p, "reconcile") for p in new)
     jobs = {j.path: j.state for j in catalog.iter_jobs(None)}
-    fresh = [p for p in queued
+    fresh = [(p, why) for p, why in queued
              if p not in jobs or (retry_failed and jobs[p] == JOB_FAILED)]
-    catalog.enqueue_many(((p, "reconcile") for p in fresh), priority)
-    return len(fresh), moved, removed
+    catalog.enqueue_many(fresh, priority)
+    return Reconciled(len(fresh), moved, removed, sum(why == REASON_MODEL for _, why in fresh))
