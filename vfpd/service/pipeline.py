@@ -513,12 +513,20 @@ class Pipeline:
         with cat.transaction():
             if not self._job_still_ours(w.job):
                 return
+            # Other paths with these bytes, known from before the model changed (content
+            # without a current fingerprint): an exact duplicate, as if it were an alias.
+            same = (self._live_others(w.hash, path, w.stat)
+                    if w.old is None or w.old.hash != w.hash else [])
             info = sampled.info
             cat.store_result(path, w.stat, w.hash, info=ContentInfo(
                 w.stat.size, sampled.duration, info.codec, info.width, info.height),
                 fingerprint=fp, frames=None if w.stored_frames else sampled, job=w.job,
                 sampling=self.settings.sampling)
             sinks = self._sinks()
+            if same and sinks:
+                cat.outbox_enqueue(self._event(EXACT, 1.0, path, w.hash, w.stat.size,
+                                               sampled.duration, w.hash, same, []), sinks)
+                announced += 1
             for other, m in matches:
                 others = self._live_others(other, path, None)
                 if not others:
