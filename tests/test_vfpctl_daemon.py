@@ -376,3 +376,24 @@ def test_live_stuck_clients_do_not_hold_up_the_pipeline(daemon: LiveDaemon) -> N
             s.close()
     groups = json.loads(daemon.vfpctl("duplicates", "--json", "--kind", "exact").stdout)
     assert any(len(g["members"]) == 3 for g in groups)
+
+
+def test_status_table_names_frame_index_and_refingerprinting() -> None:
+    import io
+
+    from vfpd.cli.cmd_daemon import show_status
+
+    st = {"version": "1", "pid": 7, "uptime_s": 5, "queue": 3, "files": 4, "hashes": 4,
+          "fingerprints": 2, "failed": 0, "notify_backlog": 0, "model_version": "abc+keyframes",
+          "index": {"type": "flat", "size": 2, "missing_fingerprints": 2,
+                    "frames": {"type": "ivfpq", "frames": 120}}}
+    out = io.StringIO()
+    show_status(st, None, out)  # type: ignore[arg-type]
+    text = out.getvalue()
+    assert "flat, 2 vectors; frame index ivfpq, 120 frames" in text
+    assert "abc+keyframes (re-fingerprinting: 2 content(s) left)" in text
+    st["index"] = {"type": "flat", "size": 4, "missing_fingerprints": 0,
+                   "frames": {"type": "building"}}
+    out = io.StringIO()
+    show_status(st, None, out)  # type: ignore[arg-type]
+    assert "frame index being rebuilt" in out.getvalue() and "re-fingerprinting" not in out.getvalue()

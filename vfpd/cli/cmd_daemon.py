@@ -143,6 +143,18 @@ def table(rows: Iterable[list[str]], headers: list[str], out: TextIO,
         out.write("  ".join(cells).rstrip() + "\n")
 
 
+def _frames_line(frames: Any) -> str:
+    if not isinstance(frames, dict):
+        return ""
+    if frames.get("type") == "building":
+        return "; frame index being rebuilt"
+    return f"; frame index {frames.get('type', '?')}, {frames.get('frames', '?')} frames"
+
+
+def _refingerprint_line(missing: Any) -> str:
+    return f" (re-fingerprinting: {missing} content(s) left)" if isinstance(missing, int) and missing else ""
+
+
 def show_status(st: dict[str, Any], args: argparse.Namespace, out: TextIO) -> None:
     index = st.get("index") or {}
     retrain = st.get("last_retrain")
@@ -153,8 +165,10 @@ def show_status(st: dict[str, Any], args: argparse.Namespace, out: TextIO) -> No
         ("files", f"{st['files']} files, {st['hashes']} distinct contents, "
                   f"{st['fingerprints']} fingerprints"),
         ("duplicates", f"{st.get('duplicates', '?')} pair(s)"),
-        ("index", f"{index.get('type', '?')}, {index.get('size', '?')} vectors"),
-        ("model", str(st.get("model_version") or "not loaded yet")),
+        ("index", f"{index.get('type', '?')}, {index.get('size', '?')} vectors"
+                  + _frames_line(index.get("frames"))),
+        ("model", str(st.get("model_version") or "not loaded yet")
+                  + _refingerprint_line(index.get("missing_fingerprints"))),
         ("last retrain", human_time(retrain.get("finished_at") or retrain.get("at"))
          if isinstance(retrain, dict) else "never"),
         ("failed files", f"{st['failed']}" + (" (see: vfpctl failures)" if st["failed"] else "")),
