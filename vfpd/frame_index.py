@@ -28,11 +28,11 @@ import numpy as np
 
 from vfpd.atomic import atomic_writer, remove_stale_temps
 from vfpd.fingerprint import FRAME_DIM, Fingerprint
-from vfpd.index import IndexLoadError
+from vfpd.index import IndexLoadError, replay_changes
 from vfpd.matching import centred
 
 if TYPE_CHECKING:
-    from vfpd.catalog import Catalog
+    from vfpd.catalog import Catalog, Change
 
 log = logging.getLogger(__name__)
 
@@ -429,31 +429,18 @@ class FrameIndex:
             return applied
 
     def _apply_changes(self, catalog: Catalog) -> int:
-        applied = 0
-        pending: list[int] = []
-
-        def flush() -> None:
-            for start in range(0, len(pending), FETCH_BATCH):
-                chunk = pending[start:start + FETCH_BATCH]
+        def add(changes: list[Change]) -> None:
+            ids = [c.fingerprint_id for c in changes]
+            for start in range(0, len(ids), FETCH_BATCH):
+                chunk = ids[start:start + FETCH_BATCH]
                 stored = catalog.fingerprints_by_ids(chunk)
                 # A fingerprint gone since its "add" has a "remove" later in the log.
                 self.add((fid, stored[fid].fingerprint) for fid in chunk if fid in stored)
-            pending.clear()
 
-        # The sequence first: every change up to it is committed and is seen below.
-        target = catalog.sequence()
-        last = self.covered_seq
-        for change in catalog.changes_since(self.model_version, self.covered_seq):
-            if change.op == "add" and change.vector is not None:
-                pending.append(change.fingerprint_id)
-            elif change.op == "remove":
-                flush()
-                self.remove([change.fingerprint_id])
-            last = change.seq
-            applied += 1
-        flush()
+        applied, covered = replay_changes(catalog, self.model_version, self.covered_seq, add,
+                                          lambda fid: self.remove([fid]))
         with self._lock:
-            self.covered_seq = max(target, last, self.covered_seq)
+            self.covered_seq = max(covered, self.covered_seq)
         return applied
 
     def _adopt(self, other: FrameIndex) -> None:

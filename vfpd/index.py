@@ -16,7 +16,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +29,7 @@ from vfpd.atomic import atomic_writer, remove_stale_temps
 from vfpd.fingerprint import VECTOR_DIM
 
 if TYPE_CHECKING:
-    from vfpd.catalog import Catalog
+    from vfpd.catalog import Catalog, Change
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +161,36 @@ class _Store:
         self._vectors[self.n:self.n + len(ids)] = vectors
         self._ids[self.n:self.n + len(ids)] = ids
         self.n += len(ids)
+
+
+def replay_changes(catalog: Catalog, model_version: str, covered_seq: int,
+                   add: Callable[[list[Change]], None], remove: Callable[[int], None]
+                   ) -> tuple[int, int]:
+    """Feed the catalog's fingerprint changes of `model_version` after `covered_seq` to an
+    index, in order: consecutive adds in one batch, each remove after the adds before it.
+    Returns (changes applied, the sequence now covered)."""
+    applied = 0
+    pending: list[Change] = []
+
+    def flush() -> None:
+        if pending:
+            add(list(pending))
+            pending.clear()
+
+    # The sequence first: every change up to it is committed and is seen below; changes of
+    # other model versions advance it too and are covered by doing nothing.
+    target = catalog.sequence()
+    last = covered_seq
+    for change in catalog.changes_since(model_version, covered_seq):
+        if change.op == "add" and change.vector is not None:
+            pending.append(change)
+        elif change.op == "remove":
+            flush()
+            remove(change.fingerprint_id)
+        last = change.seq
+        applied += 1
+    flush()
+    return applied, max(target, last)
 
 
 class VectorIndex:
@@ -447,34 +477,15 @@ class VectorIndex:
     def catch_up(self, catalog: Catalog) -> int:
         """Apply the catalog's fingerprint changes after covered_seq, in order. Returns the number
         of changes applied."""
-        applied = 0
-        pending_ids: list[int] = []
-        pending_vecs: list[np.ndarray] = []
-
-        def flush() -> None:
-            if pending_ids:
-                self.add(pending_ids, np.stack(pending_vecs))
-                pending_ids.clear()
-                pending_vecs.clear()
-
         # Not under the lock: add() may rebuild, which must run unlocked. Two concurrent
         # catch-ups are harmless (adds skip known ids, removes of absent ids do nothing).
-        # Read the sequence first: every change up to it is committed and will be seen below;
-        # changes of other model versions advance it too and are covered by doing nothing.
-        target = catalog.sequence()
-        last = self.covered_seq
-        for change in catalog.changes_since(self.model_version, self.covered_seq):
-            if change.op == "add" and change.vector is not None:
-                pending_ids.append(change.fingerprint_id)
-                pending_vecs.append(change.vector)
-            elif change.op == "remove":
-                flush()
-                self.remove([change.fingerprint_id])
-            last = change.seq
-            applied += 1
-        flush()
+        def add(changes: list[Change]) -> None:
+            self.add([c.fingerprint_id for c in changes], np.stack([c.vector for c in changes]))
+
+        applied, covered = replay_changes(catalog, self.model_version, self.covered_seq, add,
+                                          lambda fid: self.remove([fid]))
         with self._lock:
-            self.covered_seq = max(target, last, self.covered_seq)
+            self.covered_seq = max(covered, self.covered_seq)
         return applied
 
     @classmethod
