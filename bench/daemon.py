@@ -8,7 +8,7 @@ The back-log is made once with the ffmpeg CLI and kept in bench/data/daemon-back
 manifest written last says it is complete). Distinct contents: the real clips and photographs
 that pip installs (clips looped and cropped to size, photos panned), and procedural ones — a
 coarse random mosaic per seed, scrolling, under a moving second mosaic, with temporal grain so
-that bit rates (and so decoding costs) are those of camera footage rather than of flat colour.
+that bit rates (and so decoding costs) are those of camera footage or above, not of flat colour.
 A share of the contents gets copies: byte-identical, re-encoded, resized, cropped, trimmed, or
 at another frame rate in another container. Lengths, resolutions, frame rates, codecs and GOPs
 vary as in a personal library.
@@ -88,8 +88,10 @@ CLIPS = ("bikes", "bigbuckbunny", "carphone_pristine")
 FOLDERS = 24
 """Sub-folders the back-log is spread over (events, years)."""
 GRAIN = 6
-"""ffmpeg `noise` strength on the procedural contents: gives about 0.65 Mbit/s at 720p x264
-CRF 23, close to what the real clips re-encoded the same way take (1.2 Mbit/s)."""
+"""ffmpeg `noise` strength on the procedural contents, so that they cost bits like camera footage.
+Measured on the generated set (median bit rates): x264 'superfast' CRF 23 spends 20 Mbit/s at
+720p and 57 Mbit/s at 1080p on it, 'ultrafast' 7 and 13, HEVC under 1: on average heavier to
+decode than phone footage (about 10-17 Mbit/s at 1080p), so throughput errs on the slow side."""
 
 RSS_POLL = 0.5
 """Seconds between samples of the daemon's (and its decode workers') resident memory."""
@@ -254,9 +256,17 @@ def _make_copy(item: Item, src: Path, out: Path) -> None:
         raise ValueError(item.recipe)
 
 
+def _atomic(out: Path, make: Callable[[Path], None]) -> None:
+    """Make `out` under a temporary name, then rename it: a file under its final name is
+    complete, so an interrupted generation resumes where it stopped."""
+    part = out.with_name(f"{out.stem}.part{out.suffix}")
+    make(part)
+    os.replace(part, out)
+
+
 def backlog(n: int, log: Callable[[str], None] = print) -> tuple[Path, list[Item]]:
     """The back-log folder of n files, made now (2 ffmpeg processes at a time) unless a complete
-    one of this recipe is cached."""
+    one of this recipe is cached; an interrupted one is completed."""
     folder = DATA.resolve() / f"daemon-backlog-{n}"  # resolved: the daemon reports real paths
     manifest = folder / "manifest.json"
     items = plan(n)
@@ -265,10 +275,14 @@ def backlog(n: int, log: Callable[[str], None] = print) -> tuple[Path, list[Item
         if doc.get("version") == GENERATOR_VERSION and [Item(**d) for d in doc["files"]] == items \
                 and all((folder / "videos" / it.name).exists() for it in items):
             return folder / "videos", items
-    shutil.rmtree(folder, ignore_errors=True)
     videos = folder / "videos"
-    for i in range(FOLDERS):
-        (videos / f"f{i:02d}").mkdir(parents=True, exist_ok=True)
+    spec = {"version": GENERATOR_VERSION, "files": [asdict(it) for it in items]}
+    started = folder / "plan.json"
+    if not started.exists() or json.loads(started.read_text()) != spec:
+        shutil.rmtree(folder, ignore_errors=True)
+        for i in range(FOLDERS):
+            (videos / f"f{i:02d}").mkdir(parents=True, exist_ok=True)
+        started.write_text(json.dumps(spec))
     tmp = Path(tempfile.mkdtemp(prefix="vfpd-bench-gen-"))
     t0 = time.monotonic()
     done = 0
@@ -282,13 +296,16 @@ def backlog(n: int, log: Callable[[str], None] = print) -> tuple[Path, list[Item
                 log(f"  made {done}/{n} files ({time.monotonic() - t0:.0f} s)")
 
     try:
-        originals = [it for it in items if not it.source]
-        copies = [it for it in items if it.source]
+        todo = [it for it in items if not (videos / it.name).exists()]
+        done = n - len(todo)
         with ThreadPoolExecutor(max_workers=2) as pool:
-            for f in [pool.submit(_make_original, it, videos / it.name, tmp) for it in originals]:
+            for f in [pool.submit(_atomic, videos / it.name,
+                                  lambda part, it=it: _make_original(it, part, tmp))
+                      for it in todo if not it.source]:
                 made(f.result())
-            for f in [pool.submit(_make_copy, it, videos / it.source, videos / it.name)
-                      for it in copies]:
+            for f in [pool.submit(_atomic, videos / it.name,
+                                  lambda part, it=it: _make_copy(it, videos / it.source, part))
+                      for it in todo if it.source]:
                 made(f.result())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -657,7 +674,7 @@ def main(argv: list[str]) -> int:
         f = bl["found"]
         print(f"| back-log | {n} files, {secs / 3600:.2f} h of video ({secs / n:.1f} s mean, "
               f"{min(it.seconds for it in items):.0f}-{max(it.seconds for it in items):.0f} s), "
-              f"{size / 1e9:.2f} GB; "
+              f"{size / 1e9:.2f} GB ({size * 8 / secs / 1e6:.1f} Mbit/s mean); "
               f"{', '.join(f'{k} {v}' for k, v in sorted(res.items(), key=lambda kv: int(kv[0][:-1])))}; "
               f"{f.files_expected} copies of {f.groups_expected} contents "
               f"({', '.join(f'{k} {v}' for k, v in sorted(copies.items()))}) |")
