@@ -21,7 +21,9 @@ from vfpd.service.notify import (
     SINK_EXEC,
     SINK_LOG,
     Notifier,
+    deliver_desktop,
     delivery_policy,
+    display_name,
     enabled_sinks,
     log_line,
 )
@@ -91,6 +93,20 @@ def test_enabled_sinks_need_a_session_bus_for_desktop(tmp_path: Path) -> None:
     (tmp_path / "notify-send").chmod(0o755)
     env = {"PATH": str(tmp_path), "DBUS_SESSION_BUS_ADDRESS": "unix:path=/nonexistent"}
     assert enabled_sinks(cfg, env) == [SINK_LOG, SINK_DESKTOP, SINK_EXEC]
+
+
+def test_desktop_text_is_utf8_for_names_that_are_not(tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "notify-send").write_text(
+        f"#!/bin/sh\nprintf '%s' \"$4\" > {tmp_path}/desktop.txt\n")
+    (bindir / "notify-send").chmod(0o755)
+    new = os.fsdecode(b"/v/caf\xe9.mp4")
+    event = {**EVENT, "new": {**EVENT["new"], "path": new}}
+    deliver_desktop(event, {"PATH": f"{bindir}:{os.environ['PATH']}"})
+    text = (tmp_path / "desktop.txt").read_bytes().decode("utf-8")  # strict: must be UTF-8
+    assert text.startswith("caf\\xe9.mp4 duplicates orig.mp4")
+    assert display_name("/v/café.mp4") == "café.mp4"
 
 
 def test_every_sink_delivers_once(catalog, hook, tmp_path, caplog) -> None:

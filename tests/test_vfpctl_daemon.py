@@ -334,8 +334,7 @@ def test_live_control_commands(daemon: LiveDaemon) -> None:
 
 
 def test_non_ascii_file_names(lib: Library, tmp_path: Path) -> None:
-    # (Names that are not UTF-8 at all cannot be stored by the catalog yet: sqlite3 refuses
-    # surrogates. The client and server pass them through; see docs/protocol.md.)
+    # (Names that are not UTF-8 at all: tests/test_catalog_paths.py and test_daemon.py.)
     name = lib.root / "café ☕ 日本.mp4"
     name.write_bytes(lib.files[5].read_bytes())
     original = lib.catalog.file_by_path(str(lib.files[5]))

@@ -137,10 +137,16 @@ def deliver_exec(argv: tuple[str, ...], event: Mapping[str, Any], timeout: float
                             f"{out[:EXEC_OUTPUT_CHARS]}")
 
 
+def display_name(path: str) -> str:
+    """A file's name as text a desktop can show: bytes that are not UTF-8 (carried as surrogate
+    escapes) become \\xNN, since notify-send and the D-Bus protocol take UTF-8 only."""
+    return os.fsencode(os.path.basename(path)).decode("utf-8", "backslashreplace")
+
+
 def deliver_desktop(event: Mapping[str, Any], env: Mapping[str, str]) -> None:
     existing = event.get("existing", [])
-    new = os.path.basename(event["new"]["path"])
-    other = os.path.basename(existing[0]["path"]) if existing else "?"
+    new = display_name(event["new"]["path"])
+    other = display_name(existing[0]["path"]) if existing else "?"
     more = f" (+{len(existing) - 1} more)" if len(existing) > 1 else ""
     text = (f"{new} duplicates {other}{more}: {event.get('kind')}, "
             f"{100 * float(event.get('score', 0)):.0f}%")
