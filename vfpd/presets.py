@@ -42,9 +42,9 @@ FAST_PARTIAL_EVIDENCE_FRAMES = 6
 FAST_THRESHOLD = 0.57
 """Default threshold of the fast preset: the lowest score with precision >= 0.99 on the accuracy
 benchmark (`./dev bench accuracy --preset fast`: recall 0.83 there, AP 0.983, held-out AP 0.994;
-the accurate preset keeps recall 0.99 at precision 0.99). Lower than the accurate preset's because frames of a
-copy land seconds away from the original's (keyframes fall where each encoder put them), so even
-true copies rarely match frame for frame."""
+the accurate preset keeps recall 0.99 at precision 0.99). Lower than the accurate preset's because
+frames of a copy land seconds away from the original's (keyframes fall where each encoder put
+them), so even true copies rarely match frame for frame."""
 
 ACCURATE = Preset(
     name="accurate",
