@@ -13,7 +13,7 @@ import av
 import numpy as np
 import pytest
 
-from media_factory import encode, make_video, moving_scene, read_frames, sample_clip
+from media_factory import encode, make_video, moving_scene, read_frames
 from vfpd import media
 from vfpd.media import SamplingSettings
 
@@ -262,40 +262,6 @@ def test_dense_keyframes_decode_keyframes_only(tmp_path: Path) -> None:
     np.testing.assert_allclose(s.timestamps, [0, 1, 2, 3, 4], atol=0.05)
     sparse = media.sample(make_video(tmp_path / "s.mp4", seconds=4.2, gop=250))
     assert not sparse.keyframes_only and len(sparse.timestamps) == 5
-
-
-def test_keyframes_fit_grid_needs_keyframes_near_every_grid_time() -> None:
-    end = 10.0
-    on_grid = np.append(np.arange(0.0, 10.0, 1.0), end)
-    assert media.keyframes_fit_grid(on_grid, 1.0)
-    assert media.keyframes_fit_grid(on_grid + 0.5, 1.0)  # a constant clock shift is no drift
-    assert media.keyframes_fit_grid(np.append(np.arange(0.0, 10.0, 0.28), end), 1.0)
-    assert media.keyframes_fit_grid(np.append(np.arange(0.0, 10.0, 1.001), end), 1.0)
-    # Dense enough (every 1.08 s) but drifting: the fourth keyframe is 0.24 s off its grid time.
-    assert not media.keyframes_fit_grid(np.append(np.arange(0.0, 10.0, 1.08), end), 1.0)
-    # A scene-change keyframe at 2.6 s restarts 1 s GOPs: 3.6, 4.6, ... all half a step off.
-    restarted = np.append(np.concatenate(([0.0, 1.0, 2.0], np.arange(2.6, 10.0, 1.0))), end)
-    assert not media.keyframes_fit_grid(restarted, 1.0)
-    assert not media.keyframes_fit_grid(np.array([0.0, 2.0, 4.0, 5.0]), 1.0)  # too sparse
-    assert not media.keyframes_fit_grid(np.array([0.0]), 1.0)
-
-
-def test_keyframes_off_the_grid_decode_every_frame(tmp_path: Path) -> None:
-    """Real footage with keyframes every 1.08 s (dense, but drifting off the 1 s grid) is sampled
-    on the grid from every reference frame, at the same moments as a copy with sparse keyframes;
-    the same footage with keyframes every second exactly takes the keyframe path."""
-    frames = [img for _, img in read_frames(sample_clip("bikes"), limit=200)]
-    x264 = {"x264-params": "scenecut=0"}
-    drifting = media.sample(encode(tmp_path / "d.mp4", frames, fps=25, gop=27, options=x264))
-    copy = media.sample(encode(tmp_path / "c.mkv", frames, fps=25, gop=250, options=x264))
-    on_grid = media.sample(encode(tmp_path / "g.mp4", frames, fps=25, gop=25, options=x264))
-    assert not drifting.keyframes_only and not copy.keyframes_only and on_grid.keyframes_only
-    assert len(drifting.timestamps) == len(copy.timestamps) == 9
-    for s in (drifting, copy):
-        np.testing.assert_allclose(s.timestamps, np.arange(9), atol=0.045)
-    np.testing.assert_allclose(on_grid.timestamps, np.arange(8), atol=0.045)  # no keyframe at 8 s
-    a, b = drifting.frames.astype(float), copy.frames.astype(float)
-    assert np.abs(a - b).mean() < np.abs(a[1:] - b[:-1]).mean() / 3
 
 
 def test_wrong_header_duration_still_works(tmp_path: Path) -> None:

@@ -36,9 +36,9 @@ moments set by the encoder, not by the footage: a re-encode of the same film get
 (raw-frame chamfer similarity original vs re-encoded trimmed copy: p10 0.90 keyframes-only vs
 0.999 on the time grid). So, per file ("auto"):
   * keyframes only, when the container index shows no keyframe gap above KEYFRAME_MAX_GAP
-    intervals and a keyframe within KEYFRAME_MAX_MISS intervals of every grid time (phone and
-    camera recordings with fixed 1 s GOPs, intra-only codecs such as MJPEG, long files whose
-    GOP is a divisor of the coarsened grid); keyframes denser than the grid are not even decoded;
+    intervals (phone and camera recordings with 1 s GOPs, intra-only codecs such as MJPEG, and
+    long files where the grid has coarsened to the GOP); keyframes denser than the grid are not
+    even decoded;
   * otherwise every reference frame, without deblocking, converting only the frames kept.
 `SamplingSettings(keyframes="keyframes")` forces the fast path for users who prefer speed.
 `./dev bench speed --policies` (load average 9-18 on the 2 cores while it ran) measured, for 60 s
@@ -181,8 +181,8 @@ class SamplingSettings:
 
     interval: float = 1.0  # seconds between samples (DESIGN.md: about one frame a second)
     max_frames: int = 512  # the interval doubles until the video fits; bounds memory and model cost
-    # "auto" decodes keyframes only when they are dense enough and on the grid (KEYFRAME_MAX_GAP,
-    # KEYFRAME_MAX_MISS); "keyframes" always; "all" never.
+    # "auto" decodes keyframes only when they are dense enough (KEYFRAME_MAX_GAP); "keyframes"
+    # always; "all" never.
     keyframes: str = "auto"
     decoder_threads: int = 0  # 0: FFmpeg picks (one per core)
     max_pixels: int = 8192 * 8192  # beyond 8K x 8K a single frame is over 200 MB of RGB
@@ -199,22 +199,10 @@ class SamplingSettings:
 
 
 KEYFRAME_MAX_GAP = 1.1
-"""In "auto" mode keyframes alone are used only when no two consecutive keyframes are more than
-this many sample intervals apart (10 % slack lets 1-second GOPs at 29.97 fps, 1.001 s, through)
-and they sit on the grid (KEYFRAME_MAX_MISS)."""
-
-KEYFRAME_MAX_MISS = 0.15
-"""... and when every grid time has a keyframe within this many sample intervals. Dense keyframes
-are not enough: an encoder that inserts keyframes at scene changes (x264's scenecut) restarts its
-GOP there, and later keyframes drift off the grid by up to half an interval; so does a GOP a little
-longer than the interval. A re-encoded copy decoded in full is sampled on the grid, so each such
-keyframe is a misaligned sample. Measured on the daemon back-log (bench/daemon.py: panning,
-grainy footage; 1 s interval), centred similarity of frames of a copy and its original by time
-apart (median / 10th percentile): < 0.02 s 1.00 / 0.99, 0.10-0.15 s 0.96 / 0.87, 0.20-0.25 s
-0.90 / 0.76, 0.25-0.35 s 0.84 / 0.63 (the matcher counts 0.6 as no match, 0.99 as a full one).
-Three re-encodes of originals whose 1 s keyframes had drifted 0.17-0.33 s off the grid scored
-0.61-0.70, below the threshold; sampled on the grid 0.96-0.99. 0.15 still lets through keyframes
-every 0.3 s or closer, and GOPs of one interval that stay on the grid (phones, cameras)."""
+"""In "auto" mode keyframes alone are used when no two consecutive keyframes are more than this
+many sample intervals apart. A keyframe then lies within half an interval of every target, which
+is no worse than the misalignment a trim by a fraction of an interval causes anyway; 10 % slack
+lets 1-second GOPs at 29.97 fps (1.001 s) through."""
 
 
 def grid_interval(duration: float | None, settings: SamplingSettings) -> float:
@@ -381,10 +369,9 @@ none) the keyframe spacing is read from this much of the stream's packet headers
 whole GOP of x264's default (250 frames at 25 fps) and costs no decoding."""
 
 
-def _keyframe_times(path: Path, stream: av.video.stream.VideoStream) -> np.ndarray | None:
-    """Keyframe times in seconds, ascending, followed by the last packet's time, from a complete
-    container index (every packet listed: MP4/MOV, AVI) or else from the first packets; None when
-    unknown."""
+def _keyframe_gap(path: Path, stream: av.video.stream.VideoStream) -> float | None:
+    """Largest gap in seconds between consecutive keyframes, from a complete container index
+    (every packet listed: MP4/MOV, AVI) or else from the first packets; None when unknown."""
     tb = stream.time_base
     if not tb:
         return None
@@ -394,13 +381,14 @@ def _keyframe_times(path: Path, stream: av.video.stream.VideoStream) -> np.ndarr
         complete = n > 1 and any(not entries[i].is_keyframe for i in range(min(n, 1000)))
         if complete:
             keys = [entries[i].timestamp for i in range(n) if entries[i].is_keyframe]
-            return np.asarray(sorted(keys) + [entries[n - 1].timestamp], np.float64) * float(tb)
+            ticks = np.diff(np.asarray(keys + [entries[n - 1].timestamp], dtype=np.float64))
+            return float(ticks.max() * tb) if ticks.size else None
     except Exception:  # noqa: BLE001 - not every demuxer has an index
         pass
-    return _keyframe_times_by_demux(path, stream.index, tb)
+    return _keyframe_gap_by_demux(path, stream.index, tb)
 
 
-def _keyframe_times_by_demux(path: Path, index: int, tb: Fraction) -> np.ndarray | None:
+def _keyframe_gap_by_demux(path: Path, index: int, tb: Fraction) -> float | None:
     keys: list[int] = []
     last: int | None = None
     try:
@@ -418,25 +406,8 @@ def _keyframe_times_by_demux(path: Path, index: int, tb: Fraction) -> np.ndarray
         return None
     if not keys or last is None:
         return None
-    return np.asarray(sorted(keys) + [last], np.float64) * float(tb)
-
-
-def keyframes_fit_grid(times: np.ndarray, step: float) -> bool:
-    """True when keyframes alone can stand for the sampling grid: no two consecutive keyframes
-    (nor the last one and the end, `times[-1]`) more than KEYFRAME_MAX_GAP steps apart, and every
-    grid time up to the last keyframe has a keyframe within KEYFRAME_MAX_MISS steps. The grid is
-    anchored at the first keyframe (the first picture), so a constant shift of the index's clock
-    (decode vs presentation time) does not count."""
-    if len(times) < 2:
-        return False
-    if float(np.diff(times).max()) > KEYFRAME_MAX_GAP * step:
-        return False
-    keys = times[:-1] - times[0]
-    grid = np.arange(0.0, keys[-1] + 1e-9, step)
-    after = np.minimum(np.searchsorted(keys, grid), len(keys) - 1)
-    before = np.maximum(after - 1, 0)
-    nearest = np.minimum(np.abs(keys[before] - grid), np.abs(keys[after] - grid))
-    return bool(nearest.max() <= KEYFRAME_MAX_MISS * step)
+    ticks = np.diff(np.asarray(sorted(keys) + [last], dtype=np.float64))
+    return float(ticks.max() * tb) if ticks.size else None
 
 
 def _index_past_end(stream: av.video.stream.VideoStream, size: int) -> bool:
@@ -509,8 +480,8 @@ def _choose_keyframes(path: Path, stream: av.video.stream.VideoStream, step: flo
                       settings: SamplingSettings) -> bool:
     if settings.keyframes != "auto":
         return settings.keyframes == "keyframes"
-    times = _keyframe_times(path, stream)
-    return times is not None and keyframes_fit_grid(times, step)
+    gap = _keyframe_gap(path, stream)
+    return gap is not None and gap <= KEYFRAME_MAX_GAP * step
 
 
 def _sample_open(path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
