@@ -174,8 +174,10 @@ def test_fast_preset_decodes_again_and_finds_a_reencode(daemon: ModelDaemon, med
     wait_until(lambda: daemon.hook.for_path(dest),
                what=lambda: f"the re-encode's webhook event; log:\n{daemon.text()[-3000:]}")
     new = daemon.hook.events[events:]
-    # The copy found under the first preset is not announced again; the new one is, against
-    # the original (and the first copy).
+    # The copy found under the first preset is not announced again; the new one is, against the
+    # original or the first copy (with keyframes only, which of the two clears the threshold
+    # first depends on the keyframes each encode got).
     assert {e["new"]["path"] for e in new} == {str(dest)}
-    assert str(root / "library" / "bikes.mp4") in [x["path"] for e in new for x in e["existing"]]
+    found = {x["path"] for e in new for x in e["existing"]}
+    assert found and found <= {str(root / "library" / "bikes.mp4"), str(root / "copy1.mkv")}
     assert all(e["score"] >= FAST.threshold for e in new)
