@@ -8,27 +8,31 @@ Exact while small, an IVF-PQ index (16 bytes a frame) above a measured size.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
 import mmap
-import os
-import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import blake3
 import faiss
 import numpy as np
 
 from vfpd.atomic import atomic_writer, remove_stale_temps
 from vfpd.fingerprint import FRAME_DIM, Fingerprint
-from vfpd.index import IndexLoadError, replay_changes
+from vfpd.index import (
+    HEADER_SIZE,
+    IndexLoadError,
+    PayloadSink,
+    open_container,
+    replay_changes,
+    single_thread,
+    verify_payload,
+    write_container,
+)
 from vfpd.matching import centred
 
 if TYPE_CHECKING:
@@ -38,11 +42,12 @@ log = logging.getLogger(__name__)
 
 FLAT = "flat"
 IVFPQ = "ivfpq"
-HEADER_SIZE = 4096
-"""Fixed space for the JSON header, patched after the payload has streamed to disk (as
-vfpd.index does; its own magic, so neither loader ever takes the other's file)."""
 MAGIC = b"VFPDFRM\x01"
+"""vfpd.index's file container with its own magic, so neither loader ever takes the other's
+file."""
 FORMAT = 1
+HEADER_KEYS = ("dim", "kind", "covered_seq", "count", "frames", "center_videos", "has_center",
+               "faiss_len")
 
 BASE_FRAMES_PER_VIDEO = 64
 """Frames kept per video up to 16 minutes. The memory budget decides it: IVF-PQ costs 16 bytes of
@@ -293,7 +298,7 @@ class FrameIndex:
                 return 0
             with self._lock:
                 if id_parts:
-                    with _single_thread():
+                    with single_thread():
                         self._index.add_with_ids(
                             np.ascontiguousarray(np.concatenate(feat_parts)),
                             np.concatenate(id_parts))
@@ -322,7 +327,7 @@ class FrameIndex:
             ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
             vectors = faiss.downcast_index(self._index.index).reconstruct_n(0, self._index.ntotal)
         ivf = self._trained_ivfpq(vectors)
-        with _single_thread():
+        with single_thread():
             ivf.add_with_ids(vectors, ids)
         with self._lock:
             self._index, self._kind = ivf, IVFPQ
@@ -344,7 +349,7 @@ class FrameIndex:
         # Hamming-distance filtering, which is not used here.
         index.do_polysemous_training = False
         index.cp.niter = index.pq.cp.niter = KMEANS_ITERATIONS
-        with _single_thread():
+        with single_thread():
             index.train(np.ascontiguousarray(sample))
         index.nprobe = s.nprobe
         return index
@@ -362,7 +367,7 @@ class FrameIndex:
             if self._index.ntotal == 0:
                 return []
             n = min(self.settings.neighbours_per_frame, self._index.ntotal)
-            with _single_thread():
+            with single_thread():
                 sims, ids = self._index.search(q, n)
         votes = tally(sims, ids, self.settings.vote_min_sim)
         for fid in exclude:
@@ -489,37 +494,23 @@ class FrameIndex:
         """Write atomically in vfpd.index's container: header (model version, kind, covered
         sequence, payload length and BLAKE3) + FAISS payload + owner ids + background."""
         with self._writer, self._lock, atomic_writer(path) as f:
-            f.write(b"\0" * HEADER_SIZE)
-            hasher = blake3.blake3()
-            length = 0
 
-            def sink(chunk: bytes) -> int:
-                nonlocal length
-                f.write(chunk)
-                hasher.update(chunk)
-                length += len(chunk)
-                return len(chunk)
+            def payload(sink: PayloadSink) -> dict[str, int]:
+                writer = faiss.PyCallbackIOWriter(sink)
+                faiss.write_index(self._index, writer)
+                del writer  # flushes its buffer
+                faiss_len = f.tell() - HEADER_SIZE
+                sink(self.owners().astype("<i8").tobytes())
+                if self.center is not None:
+                    sink(self.center.astype("<f4").tobytes())
+                return {"faiss_len": faiss_len}
 
-            writer = faiss.PyCallbackIOWriter(sink)
-            faiss.write_index(self._index, writer)
-            del writer  # flushes its buffer
-            faiss_len = length
-            sink(self.owners().astype("<i8").tobytes())
-            if self.center is not None:
-                sink(self.center.astype("<f4").tobytes())
-            header = {
+            write_container(f, MAGIC, {
                 "format": FORMAT, "model_version": self.model_version,
                 "dim": FRAME_DIM, "kind": self._kind, "covered_seq": self.covered_seq,
                 "count": len(self._owners), "frames": int(self._index.ntotal),
                 "center_videos": self.center_videos, "has_center": self.center is not None,
-                "faiss_len": faiss_len, "payload_len": length,
-                "payload_blake3": hasher.hexdigest(),
-            }
-            blob = json.dumps(header).encode("utf-8")
-            if len(blob) + len(MAGIC) + 4 > HEADER_SIZE:
-                raise ValueError("frame index header too large (model version name too long?)")
-            f.seek(0)
-            f.write(MAGIC + struct.pack("<I", len(blob)) + blob)
+            }, payload)
 
     @classmethod
     def load(cls, path: Path | str, model_version: str,
@@ -527,31 +518,18 @@ class FrameIndex:
         """Load and verify a saved frame index. Raises IndexLoadError saying why it cannot be
         used (missing, truncated, garbage, checksum, a video index, other model version)."""
         path = Path(path)
-        try:
-            f = open(path, "rb")
-        except FileNotFoundError as e:
-            raise IndexLoadError(f"{path}: missing") from e
-        except OSError as e:
-            raise IndexLoadError(f"{path}: {e.strerror}") from e
+        f, header = open_container(path, MAGIC, FORMAT, HEADER_KEYS, "frame index")
         with f:
-            header = _read_header(f, path)
             if header["dim"] != FRAME_DIM:
                 raise IndexLoadError(f"{path}: dimension {header['dim']}, expected {FRAME_DIM}")
             if header["model_version"] != model_version:
                 raise IndexLoadError(f"{path}: made for model {header['model_version']!r}, "
                                      f"not {model_version!r}")
-            size = os.fstat(f.fileno()).st_size
-            if size != HEADER_SIZE + header["payload_len"]:
-                raise IndexLoadError(f"{path}: truncated or padded ({size} bytes, expected "
-                                     f"{HEADER_SIZE + header['payload_len']})")
             count = int(header["count"])
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 view = memoryview(mm)
                 try:
-                    digest = blake3.blake3(max_threads=blake3.blake3.AUTO)
-                    digest.update(view[HEADER_SIZE:])
-                    if digest.hexdigest() != header["payload_blake3"]:
-                        raise IndexLoadError(f"{path}: checksum mismatch (corrupt file)")
+                    verify_payload(view, header, path)
                     rest = bytes(view[HEADER_SIZE + header["faiss_len"]:])
                 finally:
                     view.release()
@@ -581,35 +559,6 @@ class FrameIndex:
         index._owners = set(owners.tolist())
         index.covered_seq = int(header["covered_seq"])
         return index
-
-
-@contextlib.contextmanager
-def _single_thread() -> Iterator[None]:
-    """Run FAISS calls of this thread on one OpenMP thread (see KMEANS_ITERATIONS)."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
-
-
-def _read_header(f, path: Path) -> dict:
-    head = f.read(HEADER_SIZE)
-    if len(head) < HEADER_SIZE or not head.startswith(MAGIC):
-        raise IndexLoadError(f"{path}: not a vfpd frame index file (bad magic or too short)")
-    (n,) = struct.unpack("<I", head[len(MAGIC):len(MAGIC) + 4])
-    try:
-        header = json.loads(head[len(MAGIC) + 4:len(MAGIC) + 4 + n])
-        if header.get("format") != FORMAT:
-            raise IndexLoadError(f"{path}: frame index format {header.get('format')}, "
-                                 f"need {FORMAT}")
-        for key in ("model_version", "dim", "kind", "covered_seq", "count", "frames",
-                    "center_videos", "has_center", "faiss_len", "payload_len", "payload_blake3"):
-            header[key]  # noqa: B018 - presence check
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise IndexLoadError(f"{path}: unreadable header ({e})") from e
-    return header
 
 
 def load_frame_index(catalog: Catalog, model_version: str, path: Path | str,

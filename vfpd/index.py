@@ -16,10 +16,10 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import blake3
 import faiss
@@ -510,40 +510,31 @@ class VectorIndex:
         and BLAKE3) + stored ids + vectors + PQ codes + removed ids. A crash leaves the previous
         file intact."""
         with self._lock, atomic_writer(path) as f:
-            f.write(b"\0" * HEADER_SIZE)
-            hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-            length = 0
 
-            def sink(chunk: bytes | memoryview) -> int:
-                nonlocal length
-                f.write(chunk)
-                hasher.update(chunk)
-                length += len(chunk)
-                return len(chunk)
+            def payload(sink: PayloadSink) -> dict[str, int]:
+                sink(memoryview(self._store.ids.astype("<i8", copy=False)).cast("B"))
+                vectors = self._store.vectors.astype("<f4", copy=False)
+                for s in range(0, len(vectors), COPY_CHUNK):
+                    sink(memoryview(np.ascontiguousarray(vectors[s:s + COPY_CHUNK])).cast("B"))
+                pq_len = 0
+                if self._pq is not None:
+                    def counted(chunk: bytes) -> int:
+                        nonlocal pq_len
+                        pq_len += len(chunk)
+                        return sink(chunk)
 
-            sink(memoryview(self._store.ids.astype("<i8", copy=False)).cast("B"))
-            vectors = self._store.vectors.astype("<f4", copy=False)
-            for s in range(0, len(vectors), COPY_CHUNK):
-                sink(memoryview(np.ascontiguousarray(vectors[s:s + COPY_CHUNK])).cast("B"))
-            stored_len = length
-            if self._pq is not None:
-                writer = faiss.PyCallbackIOWriter(sink)
-                faiss.write_index(self._pq, writer)
-                del writer  # flushes its buffer
-            pq_len = length - stored_len
-            sink(np.fromiter(self._tombstones, np.int64, len(self._tombstones)).astype("<i8")
-                 .tobytes())
-            header = {
-                "format": FORMAT, "model_version": self.model_version, "dim": self.dim,
-                "kind": self._kind, "covered_seq": self.covered_seq, "count": len(self._ids),
-                "stored": self._store.n, "pq_len": pq_len, "payload_len": length,
-                "payload_blake3": hasher.hexdigest(),
-            }
-            blob = json.dumps(header).encode("utf-8")
-            if len(blob) + len(MAGIC) + 4 > HEADER_SIZE:
-                raise ValueError("index header too large (model version name too long?)")
-            f.seek(0)
-            f.write(MAGIC + struct.pack("<I", len(blob)) + blob)
+                    writer = faiss.PyCallbackIOWriter(counted)
+                    faiss.write_index(self._pq, writer)
+                    del writer  # flushes its buffer
+                sink(np.fromiter(self._tombstones, np.int64, len(self._tombstones))
+                     .astype("<i8").tobytes())
+                return {"pq_len": pq_len}
+
+            write_container(f, MAGIC, {"format": FORMAT, "model_version": self.model_version,
+                                       "dim": self.dim, "kind": self._kind,
+                                       "covered_seq": self.covered_seq,
+                                       "count": len(self._ids), "stored": self._store.n},
+                            payload)
 
     @classmethod
     def load(cls, path: Path | str, model_version: str, dim: int = VECTOR_DIM,
@@ -551,14 +542,11 @@ class VectorIndex:
         """Load and verify a saved index. Raises IndexLoadError saying why it cannot be used
         (missing, truncated, garbage, checksum, old layout, other model version or dimension)."""
         path = Path(path)
-        try:
-            f = open(path, "rb")
-        except FileNotFoundError as e:
-            raise IndexLoadError(f"{path}: missing") from e
-        except OSError as e:
-            raise IndexLoadError(f"{path}: {e.strerror}") from e
+        f, header = open_container(
+            path, MAGIC, FORMAT, ("dim", "kind", "covered_seq", "count", "stored", "pq_len"),
+            "index", {1: f"old index layout (format 1, hnsw graph); the current layout (format "
+                         f"{FORMAT}) is rebuilt from the catalog"})
         with f:
-            header = _read_header(f, path)
             if header["model_version"] != model_version:
                 raise IndexLoadError(f"{path}: made for model {header['model_version']!r}, "
                                      f"not {model_version!r}")
@@ -567,10 +555,7 @@ class VectorIndex:
             if header["kind"] not in (FLAT, PQ_RERANK) or (header["kind"] == FLAT
                                                            and header["pq_len"]):
                 raise IndexLoadError(f"{path}: unknown index kind {header['kind']!r}")
-            size = os.fstat(f.fileno()).st_size
-            if size != HEADER_SIZE + header["payload_len"]:
-                raise IndexLoadError(f"{path}: truncated or padded ({size} bytes, expected "
-                                     f"{HEADER_SIZE + header['payload_len']})")
+            size = HEADER_SIZE + header["payload_len"]
             stored = int(header["stored"])
             pq_start = HEADER_SIZE + stored * (8 + 4 * dim)
             tomb_start = pq_start + header["pq_len"]
@@ -581,10 +566,7 @@ class VectorIndex:
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 view = memoryview(mm)
                 try:
-                    digest = blake3.blake3(max_threads=blake3.blake3.AUTO)
-                    digest.update(view[HEADER_SIZE:])
-                    if digest.hexdigest() != header["payload_blake3"]:
-                        raise IndexLoadError(f"{path}: checksum mismatch (corrupt file)")
+                    verify_payload(view, header, path)
                     ids = np.frombuffer(view, "<i8", stored, HEADER_SIZE)
                     vectors = np.frombuffer(view, "<f4", stored * dim, HEADER_SIZE + 8 * stored)
                     index._store.append(ids, vectors.reshape(stored, dim))
@@ -663,11 +645,9 @@ def _member(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _threads(queries: int) -> Iterator[None]:
-    """OpenMP threads for a search of `queries` vectors (the setting is per calling thread)."""
-    if queries > SINGLE_THREAD_QUERIES:
-        yield
-        return
+def single_thread() -> Iterator[None]:
+    """Run this thread's FAISS calls on one OpenMP thread (the setting is per calling thread):
+    small searches and k-means on 2 shared cores lose more to spinning threads than they gain."""
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
@@ -676,25 +656,91 @@ def _threads(queries: int) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
-def _read_header(f, path: Path) -> dict:
-    head = f.read(HEADER_SIZE)
-    if len(head) < HEADER_SIZE or not head.startswith(MAGIC):
-        raise IndexLoadError(f"{path}: not a vfpd index file (bad magic or too short)")
-    (n,) = struct.unpack("<I", head[len(MAGIC):len(MAGIC) + 4])
+@contextlib.contextmanager
+def _threads(queries: int) -> Iterator[None]:
+    """OpenMP threads for a search of `queries` vectors."""
+    if queries > SINGLE_THREAD_QUERIES:
+        yield
+        return
+    with single_thread():
+        yield
+
+
+# -- the file container shared with vfpd.frame_index ---------------------------------------------
+# HEADER_SIZE bytes: magic, the JSON header's length (u32 LE) and the header; then the payload,
+# whose length and BLAKE3 the header holds. The header is patched in after the payload has
+# streamed to disk, so the checksum is computed on the way.
+
+PayloadSink = Callable[[bytes | memoryview], int]
+
+
+def write_container(f: BinaryIO, magic: bytes, header: Mapping[str, Any],
+                    payload: Callable[[PayloadSink], Mapping[str, Any]]) -> None:
+    """Write `payload(sink)` after a reserved header, then the header, with the fields the
+    payload returns (section lengths), payload_len and payload_blake3 added. `f` is a fresh file
+    (an atomic_writer's)."""
+    f.write(b"\0" * HEADER_SIZE)
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    length = 0
+
+    def sink(chunk: bytes | memoryview) -> int:
+        nonlocal length
+        f.write(chunk)
+        hasher.update(chunk)
+        length += len(chunk)
+        return len(chunk)
+
+    sections = payload(sink)
+    blob = json.dumps({**header, **sections, "payload_len": length,
+                       "payload_blake3": hasher.hexdigest()}).encode("utf-8")
+    if len(blob) + len(magic) + 4 > HEADER_SIZE:
+        raise ValueError("index header too large (model version name too long?)")
+    f.seek(0)
+    f.write(magic + struct.pack("<I", len(blob)) + blob)
+
+
+def open_container(path: Path, magic: bytes, fmt: int, keys: Sequence[str], what: str,
+                   old_formats: Mapping[int, str] | None = None) -> tuple[BinaryIO, dict[str, Any]]:
+    """Open a container and check its header and size: (open file, header). Raises
+    IndexLoadError saying why the file cannot be used; the caller closes the file."""
     try:
-        header = json.loads(head[len(MAGIC) + 4:len(MAGIC) + 4 + n])
-        if header.get("format") == 1:
-            raise IndexLoadError(f"{path}: old index layout (format 1, {header.get('kind')} "
-                                 f"graph); the current layout (format {FORMAT}) is rebuilt "
-                                 f"from the catalog")
-        if header.get("format") != FORMAT:
-            raise IndexLoadError(f"{path}: index format {header.get('format')}, need {FORMAT}")
-        for key in ("model_version", "dim", "kind", "covered_seq", "count", "stored",
-                    "pq_len", "payload_len", "payload_blake3"):
-            header[key]  # noqa: B018 - presence check
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise IndexLoadError(f"{path}: unreadable header ({e})") from e
-    return header
+        f = open(path, "rb")
+    except FileNotFoundError as e:
+        raise IndexLoadError(f"{path}: missing") from e
+    except OSError as e:
+        raise IndexLoadError(f"{path}: {e.strerror}") from e
+    try:
+        head = f.read(HEADER_SIZE)
+        if len(head) < HEADER_SIZE or not head.startswith(magic):
+            raise IndexLoadError(f"{path}: not a vfpd {what} file (bad magic or too short)")
+        (n,) = struct.unpack("<I", head[len(magic):len(magic) + 4])
+        try:
+            header = json.loads(head[len(magic) + 4:len(magic) + 4 + n])
+            got = header.get("format")
+            if old_formats and got in old_formats:
+                raise IndexLoadError(f"{path}: {old_formats[got]}")
+            if got != fmt:
+                raise IndexLoadError(f"{path}: {what} format {got}, need {fmt}")
+            for key in (*keys, "model_version", "payload_len", "payload_blake3"):
+                header[key]  # noqa: B018 - presence check
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise IndexLoadError(f"{path}: unreadable header ({e})") from e
+        size = os.fstat(f.fileno()).st_size
+        if size != HEADER_SIZE + header["payload_len"]:
+            raise IndexLoadError(f"{path}: truncated or padded ({size} bytes, expected "
+                                 f"{HEADER_SIZE + header['payload_len']})")
+    except BaseException:
+        f.close()
+        raise
+    return f, header
+
+
+def verify_payload(view: memoryview, header: Mapping[str, Any], path: Path) -> None:
+    """Check the payload (everything after the header) against the header's BLAKE3."""
+    digest = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    digest.update(view[HEADER_SIZE:])
+    if digest.hexdigest() != header["payload_blake3"]:
+        raise IndexLoadError(f"{path}: checksum mismatch (corrupt file)")
 
 
 def open_index(catalog: Catalog, model_version: str, path: Path | str,
