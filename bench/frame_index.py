@@ -26,6 +26,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from bench.index import rss_mb
 from vfpd.fingerprint import FRAME_DIM, VECTOR_DIM, Fingerprint
 from vfpd.frame_index import (
     FRAME_CANDIDATES,
@@ -62,14 +63,6 @@ class Row:
     load_s: float | None = None
     loaded_mb: float | None = None
     long_query_ms: float | None = None
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def unit(x: np.ndarray) -> np.ndarray:
