@@ -45,6 +45,9 @@ class CatalogContext:
     def paused(self) -> bool:
         return self._paused
 
+    def health(self) -> dict[str, object]:
+        return {"state": "ok", "reason": None}
+
     def pause(self) -> None:
         self._paused = True
 

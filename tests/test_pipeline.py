@@ -24,18 +24,25 @@ from vfpd.catalog import (
     sampling_tag,
 )
 from vfpd import media
-from vfpd.config import WatchConfig
+from vfpd.chain import PoolDecoder
+from vfpd.config import (
+    Config,
+    ControlConfig,
+    DecodeConfig,
+    ModelConfig,
+    NotifyConfig,
+    StorageConfig,
+    WatchConfig,
+)
 from vfpd.hashing import FileStat, hash_file
-from vfpd.index import VectorIndex
 from vfpd.matching import DEFAULT_THRESHOLD
-from vfpd.service.daemon import PoolDecoder
 from vfpd.media import SamplingSettings
 from vfpd.presets import ACCURATE, FAST, Preset
-from vfpd.service.pipeline import REASON_MODEL, Pipeline, PipelineSettings, Reconciled, reconcile
+from vfpd.service.intake import REASON_MODEL, Reconciled, reconcile
 from vfpd.service.watcher import Filter
+from vfpd.service.wiring import Parts, wire
 from vfpd.workers import PoolSettings
 
-SINKS = ["log"]
 
 
 @pytest.fixture(scope="module")
@@ -70,19 +77,18 @@ class Env:
         self.root = root
         self.catalog = Catalog(state / "catalog.db",
                                jobs=RetryPolicy(max_attempts=max_attempts, backoff_s=0.1))
-        self.index = VectorIndex(embedder.model_version)
         self.decoder = PoolDecoder(PoolSettings(workers=1, timeout=timeout, per_video_second=0,
                                                 sampling=preset.sampling))
-        self.events = 0
-        self.pipeline = Pipeline(
-            self.catalog, self.index, state / "index.faiss", embedder, self.decoder,
-            PipelineSettings(batch_size=4, threshold=preset.threshold, candidates=50,
-                             idle_unload_seconds=300, match=preset.match,
-                             sampling=preset.sampling), lambda: SINKS, self._event)
+        # The daemon's own wiring (vfpd/service/wiring.py) with the log sink only.
+        cfg = Config(StorageConfig(state, state), ControlConfig(state / "vfpd.sock"),
+                     watch=WatchConfig(paths=(root,)), notify=NotifyConfig(desktop=False),
+                     model=ModelConfig(batch_size=4, idle_unload_seconds=300,
+                                       preset=preset.name),
+                     decode=DecodeConfig(workers=1))
+        wired = wire(cfg, self.catalog, Parts(embedder, self.decoder, self.decoder.close), {})
+        self.library, self.pipeline = wired.library, wired.pipeline
+        self.index = self.library.index
         self.pipeline.start()
-
-    def _event(self) -> None:
-        self.events += 1
 
     def background(self, clips: dict) -> None:
         for i, src in enumerate(clips["bg"]):
@@ -319,7 +325,7 @@ def restart(env: Env, tmp_path: Path, embedder, preset: Preset = ACCURATE,
     new = Env(env.root, tmp_path, embedder, preset=preset)
     new.pipeline.pause()
     new.decoder.close()
-    new.decoder = new.pipeline.decoder = CountingDecoder(
+    new.decoder = new.pipeline.decoder = CountingDecoder(  # type: ignore[assignment]
         PoolSettings(workers=1, timeout=60, per_video_second=0, sampling=preset.sampling))
     reconcile(new.catalog, [new.root], Filter.of(WatchConfig(paths=(new.root,))),
               model_version=embedder.model_version)

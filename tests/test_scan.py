@@ -26,7 +26,8 @@ from vfpd import hashing
 from vfpd.catalog import Catalog
 from vfpd.cli import ctl
 from vfpd.matching import DEFAULT_THRESHOLD
-from vfpd.scan import ScanResult, ScanSettings, pool_decoder, scan
+from vfpd.chain import pool_decoder
+from vfpd.scan import ScanResult, ScanSettings, scan
 
 BIKES_COPIES = tuple(TRANSFORMS)
 MODEL_LIMITED = ("crop", "trim")

@@ -16,6 +16,8 @@ from typing import Any
 
 import platformdirs
 
+from vfpd.files import DEFAULT_EXCLUDE, VIDEO_EXTENSIONS, FileRules
+
 APP = "vfpd"
 CONFIG_NAME = "config.toml"
 SOCKET_NAME = "vfpd.sock"
@@ -24,12 +26,6 @@ SYSTEM_STATE_DIR = Path("/var/lib/vfpd")
 SYSTEM_RUNTIME_DIR = Path("/run/vfpd")
 SYSTEM_CACHE_DIR = Path("/var/cache/vfpd")
 
-DEFAULT_EXTENSIONS = (
-    ".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".m2ts", ".wmv",
-    ".flv", ".3gp", ".ogv",
-)
-# Hidden files and folders: rsync's in-flight temp names (.name.XXXXXX), desktop trash folders.
-DEFAULT_EXCLUDE = (".*",)
 # Long enough for a copy over SMB/NFS to show a size change between two looks, short enough that a
 # person dropping a file in hears about it within seconds.
 DEFAULT_SETTLE_SECONDS = 2.0
@@ -82,12 +78,16 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class WatchConfig:
     paths: tuple[Path, ...] = ()
-    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    extensions: tuple[str, ...] = VIDEO_EXTENSIONS
     recursive: bool = True
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
     poll: tuple[Path, ...] = ()  # roots watched by polling (network filesystems)
     poll_interval: float = DEFAULT_POLL_INTERVAL
+
+    @property
+    def rules(self) -> FileRules:
+        return FileRules.of(self.extensions, self.exclude, self.recursive)
 
 
 @dataclass(frozen=True)
@@ -402,7 +402,7 @@ def _watch(s: _Section) -> WatchConfig:
             if p.is_relative_to(q) or q.is_relative_to(p):
                 raise s.error("paths", f"{p} and {q} overlap; list only the outer folder")
     exts = []
-    for e in s.strings("extensions", DEFAULT_EXTENSIONS):
+    for e in s.strings("extensions", VIDEO_EXTENSIONS):
         e = e.lower()
         exts.append(e if e.startswith(".") else "." + e)
     poll_raw = s.get("poll")

@@ -158,9 +158,12 @@ def _refingerprint_line(missing: Any) -> str:
 def show_status(st: dict[str, Any], args: argparse.Namespace, out: TextIO) -> None:
     index = st.get("index") or {}
     retrain = st.get("last_retrain")
+    health = st.get("health") or {}
     lines = [
         ("vfpd", f"{st['version']} (pid {st.get('pid', '?')}), up "
                  f"{human_duration(st['uptime_s'])}{', PAUSED' if st.get('paused') else ''}"),
+        ("health", "ok" if health.get("state", "ok") == "ok"
+         else f"DEGRADED: {health.get('reason')}"),
         ("queue", f"{st['queue']} file(s) waiting"),
         ("files", f"{st['files']} files, {st['hashes']} distinct contents, "
                   f"{st['fingerprints']} fingerprints"),

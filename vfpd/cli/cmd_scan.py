@@ -17,13 +17,12 @@ from pathlib import Path
 
 from vfpd import actions, matching
 from vfpd.presets import ACCURATE, FAST, PRESETS
+from vfpd.files import DEFAULT_EXCLUDE, VIDEO_EXTENSIONS, FileRules
 from vfpd.scan import (
     CLUSTER_METHODS,
-    DEFAULT_EXTENSIONS,
     ScanResult,
     ScanSettings,
     default_cache_dir,
-    pool_decoder,
     scan,
 )
 
@@ -51,8 +50,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the JSON result instead of text")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the model runs (default: CUDA when present)")
-    p.add_argument("--extensions", nargs="+", metavar="EXT", default=list(DEFAULT_EXTENSIONS),
-                   help="file name endings to scan (default: common video containers)")
+    p.add_argument("--extensions", nargs="+", metavar="EXT", default=list(VIDEO_EXTENSIONS),
+                   help="file name endings to scan (default: common video containers, the "
+                        "daemon's list)")
+    p.add_argument("--exclude", nargs="+", metavar="GLOB", default=list(DEFAULT_EXCLUDE),
+                   help="skip paths matching these globs, as the daemon's [watch] exclude "
+                        "(default: hidden files and folders; recycle bins and snapshots are "
+                        "always skipped, symbolic links never followed)")
     p.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1),
                    help="decoding processes (default: one per CPU)")
     p.add_argument("--cluster", choices=CLUSTER_METHODS, default="components",
@@ -257,7 +261,8 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error(problem)
     preset = FAST if args.fast else ACCURATE
     threshold = preset.threshold if args.threshold is None else args.threshold
-    settings = ScanSettings(roots=tuple(args.roots), extensions=tuple(args.extensions),
+    settings = ScanSettings(roots=tuple(args.roots),
+                            rules=FileRules.of(args.extensions, args.exclude),
                             threshold=threshold, cluster=args.cluster, workers=args.workers,
                             match=preset.match, sampling=preset.sampling, preset=preset.name)
     catalog = None
@@ -274,14 +279,17 @@ def run(args: argparse.Namespace) -> int:
     from vfpd.model.embed import Embedder
     from vfpd.model.network import WeightsError
 
+    from vfpd.chain import pool_decoder
+
+    decoder = pool_decoder(args.workers, settings.sampling)
     try:
         embedder = Embedder(device=args.device, version_suffix=preset.version_suffix)
-        result = scan(settings, embedder, pool_decoder(args.workers, settings.sampling),
-                      catalog, bars)
+        result = scan(settings, embedder, decoder, catalog, bars)
     except (RuntimeError, OSError, ValueError, WeightsError) as e:
         print(f"vfpctl scan: error: {e}", file=sys.stderr)
         return EXIT_FAILED
     finally:
+        decoder.close()
         bars.close()
         if catalog is not None:
             catalog.close()

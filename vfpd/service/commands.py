@@ -350,6 +350,7 @@ def cmd_status(context: ServiceContext, args: dict[str, Any], request: Request) 
         "started_at": context.started_at,
         "uptime_s": round(max(0.0, time.time() - context.started_at), 3),
         "paused": context.paused(),
+        "health": context.health(),
         "roots": [{"path": r.path, "mode": r.mode, "reason": r.reason} for r in context.roots()],
         # The catalog's queued jobs include those in flight (a job leaves the queue only with
         # its result), so this is the queue length without asking the daemon a second time.

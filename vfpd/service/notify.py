@@ -32,7 +32,7 @@ SINK_LOG = "log"
 SINK_DESKTOP = "desktop"
 SINK_WEBHOOK = "webhook"
 SINK_EXEC = "exec"
-PAYLOAD_VERSION = 1
+PAYLOAD_VERSION = 2  # 2: the event id became 128 random bits (a string) instead of the outbox row
 # Events fetched from the outbox per round: a burst of hundreds is delivered in a few rounds.
 CLAIM_BATCH = 50
 # notify-send returns in milliseconds; a stuck session bus must not hold the sink for long.
@@ -73,8 +73,9 @@ def enabled_sinks(config: NotifyConfig, env: Mapping[str, str]) -> list[str]:
 
 
 def body(item: OutboxItem) -> dict[str, Any]:
-    """What a sink receives: the stored payload plus the event id (docs/webhook.md)."""
-    return {"version": PAYLOAD_VERSION, "id": item.id, **item.payload}
+    """What a sink receives: the stored event (vfpd.events.DuplicateEvent) with the format's
+    version (docs/webhook.md)."""
+    return {"version": PAYLOAD_VERSION, **item.payload}
 
 
 def log_line(event: Mapping[str, Any]) -> str:
