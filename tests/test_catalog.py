@@ -170,6 +170,46 @@ def test_fail_job_backs_off_then_fails_with_reason(tmp_path: Path) -> None:
         assert (again.state, again.attempts) == (JOB_QUEUED, 0), "a changed file gets new tries"
 
 
+def test_a_permanent_failure_uses_up_the_tries_in_one_call(tmp_path: Path) -> None:
+    policy = RetryPolicy(max_attempts=3, backoff_s=10.0)
+    with Catalog(tmp_path / "c.db", jobs=policy) as cat:
+        cat.store_result("/v/text.mp4", stat(1), h(1))
+        cat.enqueue("/v/text.mp4", "changed", now=0.0)
+        cat.enqueue("/v/flaky.mp4", "created", now=0.0)
+        flaky, text = sorted(cat.claim_jobs(2, now=0.0), key=lambda j: j.path)
+        failed = cat.fail_job(text, "not a video", content_hash=h(1), now=0.0, permanent=True)
+        assert (failed.state, failed.attempts, failed.last_error) == (JOB_FAILED, 3, "not a video")
+        assert cat.file_by_path("/v/text.mp4").state == "failed"
+        assert cat.content(h(1)).decode_failures == 1, "one failure, not one per used-up try"
+        retried = cat.fail_job(flaky, "timeout", now=0.0)
+        assert (retried.state, retried.attempts) == (JOB_QUEUED, 1), "not permanent: retried"
+        # A later permanent reason ends the tries left, whatever was counted before.
+        retried = cat.fail_job(retried, "not a video", now=20.0, permanent=True)
+        assert (retried.state, retried.attempts) == (JOB_FAILED, 3)
+        assert {j.path for j in cat.iter_jobs(JOB_FAILED)} == {"/v/flaky.mp4", "/v/text.mp4"}
+
+
+def test_next_job_due_is_the_earliest_claimable_queued_job(cat: Catalog) -> None:
+    assert cat.next_job_due() is None, "an empty queue: nothing to wake up for"
+    cat.enqueue("/v/a.mp4", "created", now=50.0)
+    cat.enqueue("/v/b.mp4", "created", PRIORITY_BACKLOG, now=40.0)
+    assert cat.next_job_due() == 40.0, "the earliest, whatever its priority"
+    leased = cat.claim_jobs(2, now=45.0)
+    assert [j.path for j in leased] == ["/v/b.mp4"]
+    # The leased job cannot be claimed before its lease ends: a.mp4 is next.
+    assert cat.next_job_due() == 50.0
+    cat.fail_job(cat.claim_jobs(1, now=60.0)[0], "timeout", now=60.0)
+    cat.release_job(leased[0])
+    assert cat.next_job_due() == 40.0
+    retry = cat.job("/v/a.mp4").next_try
+    assert retry == 60.0 + cat.job_policy.backoff_s
+    cat.complete_job(leased[0])
+    assert cat.next_job_due() == retry, "a retry waiting for its back-off"
+    failed = cat.fail_job(cat.claim_jobs(1, now=retry)[0], "bad", now=retry, permanent=True)
+    assert failed.state == JOB_FAILED
+    assert cat.next_job_due() is None, "failed jobs are never due"
+
+
 def test_job_re_enqueued_while_processing_is_not_dropped(cat: Catalog) -> None:
     cat.enqueue("/v/a.mp4", "created")
     job = cat.claim_jobs(1)[0]
@@ -244,6 +284,38 @@ def test_outbox_per_sink_delivery_with_backoff_and_give_up(tmp_path: Path) -> No
         assert cat.outbox_fail(oid, "webhook", "still refused", now=6.0)
         assert cat.outbox_claim("webhook", now=1e9) == []
         assert cat.outbox_prune(older_than=100.0) == 1
+
+
+def test_outbox_next_due_per_sink_and_prune_keeps_what_is_pending(tmp_path: Path) -> None:
+    policy = RetryPolicy(max_attempts=3, backoff_s=5.0)
+    with Catalog(tmp_path / "c.db", deliveries=policy) as cat:
+        assert cat.outbox_next_due("log") is None
+        old = cat.outbox_enqueue({"a": 1}, ["log", "webhook"], now=10.0)
+        new = cat.outbox_enqueue({"a": 2}, ["log"], now=20.0)
+        assert (cat.outbox_next_due("log"), cat.outbox_next_due("webhook")) == (10.0, 10.0)
+        assert cat.outbox_next_due("exec") is None, "no event for that sink"
+        cat.outbox_ack(old, "log", now=21.0)
+        assert cat.outbox_next_due("log") == 20.0
+        cat.outbox_ack(new, "log", now=21.0)
+        assert cat.outbox_next_due("log") is None
+        assert not cat.outbox_fail(old, "webhook", "refused", now=30.0)
+        assert cat.outbox_next_due("webhook") == 30.0 + policy.delay(1), "the retry's time"
+        # Both events are old enough; `old` still waits for its webhook delivery.
+        assert cat.outbox_prune(older_than=1000.0) == 1
+        assert cat.outbox_next_due("webhook") == 35.0
+        assert [i.id for i in cat.outbox_claim("webhook", now=1e9)] == [old]
+        assert cat.outbox_prune(older_than=15.0) == 0, "pending: never pruned, however old"
+        assert cat.outbox_fail(old, "webhook", "refused", now=40.0) is False
+        assert cat.outbox_fail(old, "webhook", "refused", now=50.0), "given up"
+        assert cat.outbox_next_due("webhook") is None
+        assert cat.outbox_prune(older_than=5.0) == 0, "given up, but not older than the cut"
+        assert cat.outbox_prune(older_than=15.0) == 1
+        assert cat.integrity_check() == []
+        conn = sqlite3.connect(f"file:{cat.path}?mode=ro", uri=True)
+        try:  # the deliveries went with their events
+            assert conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 0
+        finally:
+            conn.close()
 
 
 def test_reader_snapshot_never_blocks_the_writer(cat: Catalog) -> None:

@@ -7,6 +7,7 @@ import http.server
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -17,9 +18,11 @@ import pytest
 from vfpd.catalog import Catalog
 from vfpd.config import NotifyConfig, WebhookConfig
 from vfpd.service.notify import (
+    OUTBOX_RETENTION_S,
     SINK_DESKTOP,
     SINK_EXEC,
     SINK_LOG,
+    SINK_WEBHOOK,
     Notifier,
     deliver_desktop,
     delivery_policy,
@@ -187,3 +190,33 @@ def test_failing_exec_hook_is_retried_then_given_up(catalog, tmp_path, caplog) -
     assert catalog.counts().outbox_pending == 0
     assert counter.read_text().count("x") == 3  # the first try and 2 retries
     assert any("exited with 3: broken" in r.getMessage() for r in caplog.records)
+
+
+def outbox_ids(catalog: Catalog) -> set[int]:
+    conn = sqlite3.connect(f"file:{catalog.path}?mode=ro", uri=True)
+    try:
+        return {r[0] for r in conn.execute("SELECT id FROM outbox")}
+    finally:
+        conn.close()
+
+
+def test_announced_events_are_pruned_after_the_retention_pending_ones_never(catalog,
+                                                                            caplog) -> None:
+    notifier = Notifier(catalog, NotifyConfig(desktop=False), {})
+    assert notifier.sinks() == [SINK_LOG]
+    old = time.time() - OUTBOX_RETENTION_S - 60
+    announced_old = catalog.outbox_enqueue(EVENT, [SINK_LOG], now=old)
+    # Its webhook delivery waits for a sink that is not configured now (it may be again).
+    pending_old = catalog.outbox_enqueue(EVENT, [SINK_LOG, SINK_WEBHOOK], now=old)
+    announced_recent = catalog.outbox_enqueue(EVENT, [SINK_LOG])
+    caplog.set_level(logging.INFO, logger="vfpd.notify")
+    notifier.start()
+    notifier.wake()
+    try:
+        wait_for(lambda: announced_old not in outbox_ids(catalog))
+    finally:
+        notifier.stop()
+    assert catalog.outbox_next_due(SINK_LOG) is None, "all three were announced"
+    assert outbox_ids(catalog) == {pending_old, announced_recent}
+    assert catalog.outbox_next_due(SINK_WEBHOOK) is not None
+    assert "pruned 1 announced events older than 7 days from the outbox" in caplog.text

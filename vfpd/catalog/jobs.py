@@ -103,14 +103,22 @@ class JobStore(CatalogCore):
         sql = f"SELECT {_JOB_COLS} FROM jobs {where} ORDER BY priority, next_try, id"
         yield from (_job(r) for r in stream(self._reader(), sql, args))
 
+    def next_job_due(self) -> float | None:
+        """When the next queued job can be claimed (its next try, or the end of its lease if
+        later), or None when the queue is empty: how long an idle pipeline may sleep."""
+        return self._reader().execute(
+            "SELECT MIN(MAX(next_try, COALESCE(leased_until, next_try))) FROM jobs "
+            "WHERE state = 'queued'").fetchone()[0]
+
     def complete_job(self, job: Job) -> None:
         """The job needs no result (file vanished, not a video we keep): it leaves the queue."""
         with self.transaction() as w:
             finish_job(w, job, job.path)
 
     def fail_job(self, job: Job, error: str, content_hash: str | None = None,
-                 now: float | None = None) -> Job:
-        """Record a failed try. Retried after a back-off; after max_attempts the job stays in
+                 now: float | None = None, *, permanent: bool = False) -> Job:
+        """Record a failed try. Retried after a back-off; after max_attempts, or at once when
+        `permanent` (a reason that will not change: not a video, truncated), the job stays in
         the table in state 'failed' with the reason (shown by status) and the file is marked
         failed. `content_hash` (if known) counts a decode failure on the content. Returns the
         job as it now is."""
@@ -119,6 +127,8 @@ class JobStore(CatalogCore):
         with self.transaction() as w:
             row = w.execute("SELECT attempts FROM jobs WHERE id = ?", (job.id,)).fetchone()
             attempts = (row[0] if row else job.attempts) + 1
+            if permanent:
+                attempts = max(attempts, policy.max_attempts)  # the tries are used up
             state = JOB_FAILED if attempts >= policy.max_attempts else JOB_QUEUED
             w.execute("UPDATE jobs SET attempts = ?, last_error = ?, state = ?, next_try = ?, "
                       "leased_until = NULL WHERE id = ?",

@@ -48,6 +48,13 @@ class OutboxStore(CatalogCore):
             "AND d.next_try <= ? ORDER BY o.id LIMIT ?", (sink, now, limit)).fetchall()
         return [OutboxItem(r[0], r[1], json.loads(r[2]), r[3], r[4]) for r in rows]
 
+    def outbox_next_due(self, sink: str) -> float | None:
+        """When the next undelivered event for `sink` is due (a retry's time, or the past for
+        one due now), or None when none waits: how long the sink's thread may sleep."""
+        return self._reader().execute(
+            "SELECT MIN(next_try) FROM deliveries WHERE sink = ? AND state = 'pending'",
+            (sink,)).fetchone()[0]
+
     def outbox_ack(self, outbox_id: int, sink: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
         with self.transaction() as w:
@@ -75,7 +82,8 @@ class OutboxStore(CatalogCore):
         return gave_up
 
     def outbox_prune(self, older_than: float) -> int:
-        """Delete events created before `older_than` whose deliveries are all finished."""
+        """Delete events created before `older_than` whose deliveries are all finished (done or
+        given up); a delivery still pending keeps its event. Returns the number deleted."""
         with self.transaction() as w:
             return w.execute(
                 "DELETE FROM outbox WHERE created < ? AND NOT EXISTS (SELECT 1 FROM deliveries "

@@ -23,7 +23,6 @@ from vfpd import hashing
 from vfpd.catalog import (
     FILE_OK,
     JOB_FAILED,
-    JOB_QUEUED,
     PRIORITY_BACKLOG,
     Catalog,
     ContentInfo,
@@ -278,7 +277,7 @@ class Pipeline:
         now = time.time()
         timeout: float | None = None
         if not paused:
-            due = self._next_due()
+            due = self.catalog.next_job_due()
             if due is not None:
                 timeout = max(0.0, due - now)
         if self._model_used_at is not None:
@@ -297,12 +296,6 @@ class Pipeline:
             if self._stopping or self._wakeups != seen:
                 return
             self._cond.wait(timeout)
-
-    def _next_due(self) -> float | None:
-        due = None
-        for job in self.catalog.iter_jobs(JOB_QUEUED):
-            due = job.next_try if due is None else min(due, job.next_try)
-        return due
 
     def _release(self, job: Job) -> None:
         try:
@@ -436,13 +429,8 @@ class Pipeline:
             self._release(by_path[path].job)
 
     def _fail(self, job: Job, reason: str, content_hash: str | None, permanent: bool) -> None:
-        cat = self.catalog
-        with cat.transaction():
-            now = cat.fail_job(job, reason, content_hash)
-            # A reason that will not change (not a video, truncated) fails at once; the catalog
-            # counts tries, so the remaining ones are used up in the same transaction.
-            while permanent and now.state != JOB_FAILED and now.attempts < 1000:
-                now = cat.fail_job(now, reason)
+        # A reason that will not change (not a video, truncated) fails at once.
+        now = self.catalog.fail_job(job, reason, content_hash, permanent=permanent)
         if now.state == JOB_FAILED:
             log.warning("failed: %s: %s", job.path, reason)
         else:
