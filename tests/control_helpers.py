@@ -75,15 +75,10 @@ class CatalogContext:
         if stored is None:
             raise ValueError("not fingerprinted (this test context cannot embed)")
         query = stored.fingerprint.vector
-        best: list[tuple[float, int]] = []
-        for ids, vectors in self.catalog.iter_vectors(MODEL):
-            scores = vectors @ query
-            best += list(zip(scores.tolist(), ids.tolist(), strict=True))
-        best.sort(reverse=True)
-        hashes = self.catalog.hashes_for_ids([i for _, i in best[: k + 1]])
+        best = sorted(((float(f.fingerprint.vector @ query), f.hash)
+                       for f in self.catalog.iter_fingerprints(MODEL)), reverse=True)
         out = []
-        for score, i in best[: k + 1]:
-            h = hashes[i]
+        for score, h in best[: k + 1]:
             if h == content_hash:
                 continue
             out.append({"hash": h, "paths": self.catalog.paths_for_hash(h),

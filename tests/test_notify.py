@@ -7,7 +7,6 @@ import http.server
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from catalog_checks import outbox_ids
 from vfpd.catalog import Catalog
 from vfpd.config import NotifyConfig, WebhookConfig
 from vfpd.service.notify import (
@@ -192,14 +192,6 @@ def test_failing_exec_hook_is_retried_then_given_up(catalog, tmp_path, caplog) -
     assert any("exited with 3: broken" in r.getMessage() for r in caplog.records)
 
 
-def outbox_ids(catalog: Catalog) -> set[int]:
-    conn = sqlite3.connect(f"file:{catalog.path}?mode=ro", uri=True)
-    try:
-        return {r[0] for r in conn.execute("SELECT id FROM outbox")}
-    finally:
-        conn.close()
-
-
 def test_announced_events_are_pruned_after_the_retention_pending_ones_never(catalog,
                                                                             caplog) -> None:
     notifier = Notifier(catalog, NotifyConfig(desktop=False), {})
@@ -213,10 +205,10 @@ def test_announced_events_are_pruned_after_the_retention_pending_ones_never(cata
     notifier.start()
     notifier.wake()
     try:
-        wait_for(lambda: announced_old not in outbox_ids(catalog))
+        wait_for(lambda: announced_old not in outbox_ids(catalog.path))
     finally:
         notifier.stop()
     assert catalog.outbox_next_due(SINK_LOG) is None, "all three were announced"
-    assert outbox_ids(catalog) == {pending_old, announced_recent}
+    assert outbox_ids(catalog.path) == {pending_old, announced_recent}
     assert catalog.outbox_next_due(SINK_WEBHOOK) is not None
     assert "pruned 1 announced events older than 7 days from the outbox" in caplog.text

@@ -257,10 +257,10 @@ def test_frames_are_tagged_with_their_sampling(tmp_path: Path) -> None:
     assert frames_sampling(encode_frames(sampled)) == UNTAGGED_SAMPLING
     assert frames_sampling(encode_frames(sampled, FAST.sampling)) == sampling_tag(FAST.sampling)
     with Catalog(tmp_path / "c.db") as cat:
-        for h in ("a", "b"):
-            cat.store_result(f"/v/{h}.mp4", FileStat(1, 1, ord(h), 1), h * 64)
-        cat.store_frames("a" * 64, sampled)  # untagged: counts as accurate
-        cat.store_frames("b" * 64, sampled, sampling=FAST.sampling)
+        # Untagged (as before the tag existed): counts as accurate.
+        cat.store_result("/v/a.mp4", FileStat(1, 1, ord("a"), 1), "a" * 64, frames=sampled)
+        cat.store_result("/v/b.mp4", FileStat(1, 1, ord("b"), 1), "b" * 64, frames=sampled,
+                         sampling=FAST.sampling)
         assert cat.load_frames("a" * 64, ACCURATE.sampling) is not None
         assert cat.load_frames("a" * 64, FAST.sampling) is None
         assert cat.load_frames("b" * 64, ACCURATE.sampling) is None

@@ -166,17 +166,6 @@ class CatalogCore:
             if self._w is not None:
                 self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def integrity_check(self) -> list[str]:
-        """Problems found by SQLite's integrity check and the foreign-key check; [] when sound."""
-        conn = self._reader()
-        problems = [r[0] for r in conn.execute("PRAGMA integrity_check") if r[0] != "ok"]
-        problems += [f"foreign key: {r[0]} row {r[1]} -> {r[2]}"
-                     for r in conn.execute("PRAGMA foreign_key_check")]
-        return problems
-
-    def schema_version(self) -> int:
-        return self._reader().execute("PRAGMA user_version").fetchone()[0]
-
 
 def stream(conn: sqlite3.Connection, sql: str, args: Sequence) -> Iterator[tuple]:
     """Rows of `sql`, fetched ITER_BATCH at a time."""

@@ -123,8 +123,3 @@ class DuplicateStore(CatalogCore):
             return w.execute("UPDATE duplicates SET verdict = ?, verdict_at = ? "
                              "WHERE hash_a = ? AND hash_b = ?",
                              (verdict, None if verdict is None else now, a, b)).rowcount > 0
-
-    def verdicts(self) -> Iterator[Duplicate]:
-        """Every pair the user judged (training signal for retraining)."""
-        sql = f"SELECT {_DUP_COLS} FROM duplicates d WHERE verdict IS NOT NULL ORDER BY verdict_at"
-        yield from (_dup(r) for r in stream(self._reader(), sql, ()))

@@ -67,13 +67,6 @@ class FileStore(CatalogCore):
             "FROM files WHERE path = ?", (path_key(path),)).fetchone()
         return _file(row) if row else None
 
-    def files_by_inode(self, device: int, inode: int) -> list[FileRecord]:
-        """Files recorded with this (device, inode): finds the old path of a moved file."""
-        rows = self._reader().execute(
-            "SELECT path, size, mtime_ns, inode, device, hash, first_seen, last_seen, state "
-            "FROM files WHERE device = ? AND inode = ?", (device, inode)).fetchall()
-        return [_file(r) for r in rows]
-
     def iter_files(self, prefix: str | None = None) -> Iterator[FileRecord]:
         """All recorded files, or those inside directory `prefix`, in path order (reconcile)."""
         sql = ("SELECT path, size, mtime_ns, inode, device, hash, first_seen, last_seen, state "
@@ -91,14 +84,6 @@ class FileStore(CatalogCore):
             "SELECT hash, size, duration, codec, width, height, decode_failures, last_error, "
             "first_seen FROM contents WHERE hash = ?", (content_hash,)).fetchone()
         return ContentRecord(*row) if row else None
-
-    def touch_file(self, path: str, stat: FileStat, now: float | None = None) -> None:
-        """The file at `path` was seen unchanged: update last_seen (and inode/device if the
-        filesystem renumbered them)."""
-        now = time.time() if now is None else now
-        with self.transaction() as w:
-            w.execute("UPDATE files SET last_seen = ?, inode = ?, device = ? WHERE path = ?",
-                      (now, stat.inode, stat.device, path_key(path)))
 
     def move_file(self, old: str, new: str, stat: FileStat | None = None,
                   now: float | None = None) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -41,6 +40,13 @@ class Change:
     vector: np.ndarray | None  # for "add" (unless the fingerprint was removed since)
 
 
+_FP_COLS = "id, hash, vector, frame_features, timestamps, informative, duration, model_version"
+
+
+def _stored(row: tuple) -> StoredFingerprint:
+    return StoredFingerprint(row[0], row[1], fingerprint_from_row(row[2:]))
+
+
 class FingerprintStore(CatalogCore):
     """Fingerprints and sampled frames of contents."""
 
@@ -51,10 +57,9 @@ class FingerprintStore(CatalogCore):
 
     def fingerprint(self, content_hash: str, model_version: str) -> StoredFingerprint | None:
         row = self._reader().execute(
-            "SELECT id, hash, vector, frame_features, timestamps, informative, duration, "
-            "model_version FROM fingerprints WHERE hash = ? AND model_version = ?",
+            f"SELECT {_FP_COLS} FROM fingerprints WHERE hash = ? AND model_version = ?",
             (content_hash, model_version)).fetchone()
-        return StoredFingerprint(row[0], row[1], fingerprint_from_row(row[2:])) if row else None
+        return _stored(row) if row else None
 
     def fingerprints_by_ids(self, ids: Iterable[int]) -> dict[int, StoredFingerprint]:
         """Fingerprints for index ids (k-NN results); unknown ids are left out."""
@@ -64,37 +69,15 @@ class FingerprintStore(CatalogCore):
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in conn.execute(
-                    "SELECT id, hash, vector, frame_features, timestamps, informative, duration, "
-                    f"model_version FROM fingerprints WHERE id IN ({marks})", chunk):
-                out[row[0]] = StoredFingerprint(row[0], row[1], fingerprint_from_row(row[2:]))
-        return out
-
-    def hashes_for_ids(self, ids: Iterable[int]) -> dict[int, str]:
-        """Content hash of each fingerprint id (cheap: no vectors)."""
-        ids = [int(i) for i in ids if int(i) >= 0]
-        out: dict[int, str] = {}
-        conn = self._reader()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            out.update(conn.execute(
-                f"SELECT id, hash FROM fingerprints WHERE id IN ({marks})", chunk).fetchall())
+            for row in conn.execute(f"SELECT {_FP_COLS} FROM fingerprints WHERE id IN ({marks})",
+                                    chunk):
+                out[row[0]] = _stored(row)
         return out
 
     def iter_fingerprints(self, model_version: str) -> Iterator[StoredFingerprint]:
         """Every fingerprint of one model version, in id order, streamed."""
-        sql = ("SELECT id, hash, vector, frame_features, timestamps, informative, duration, "
-               "model_version FROM fingerprints WHERE model_version = ? ORDER BY id")
-        for row in stream(self._reader(), sql, (model_version,)):
-            yield StoredFingerprint(row[0], row[1], fingerprint_from_row(row[2:]))
-
-    def iter_vectors(self, model_version: str, batch: int = ITER_BATCH
-                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(ids int64 (n,), vectors float32 (n, VECTOR_DIM)) batches of one model version: what
-        an index rebuild reads. Snapshot-consistent with sequence() read in the same call."""
-        for ids, vectors, _ in self._iter_vectors(self._reader(), model_version, batch):
-            yield ids, vectors
+        sql = f"SELECT {_FP_COLS} FROM fingerprints WHERE model_version = ? ORDER BY id"
+        yield from (_stored(row) for row in stream(self._reader(), sql, (model_version,)))
 
     def snapshot_vectors(self, model_version: str, batch: int = ITER_BATCH
                          ) -> tuple[int, Iterator[tuple[np.ndarray, np.ndarray]]]:
@@ -107,22 +90,16 @@ class FingerprintStore(CatalogCore):
 
         def gen() -> Iterator[tuple[np.ndarray, np.ndarray]]:
             try:
-                for ids, vectors, _ in self._iter_vectors(conn, model_version, batch):
+                cur = conn.execute("SELECT id, vector FROM fingerprints WHERE model_version = ? "
+                                   "ORDER BY id", (model_version,))
+                while rows := cur.fetchmany(batch):
+                    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                    vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(
+                        len(rows), VECTOR_DIM)
                     yield ids, vectors
             finally:
                 conn.close()
         return seq, gen()
-
-    @staticmethod
-    def _iter_vectors(conn: sqlite3.Connection, model_version: str, batch: int
-                      ) -> Iterator[tuple[np.ndarray, np.ndarray, None]]:
-        cur = conn.execute("SELECT id, vector FROM fingerprints WHERE model_version = ? "
-                           "ORDER BY id", (model_version,))
-        while rows := cur.fetchmany(batch):
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(
-                len(rows), VECTOR_DIM)
-            yield ids, vectors, None
 
     def sequence(self) -> int:
         """The catalog's fingerprint sequence: grows with every fingerprint added or removed."""
@@ -143,12 +120,6 @@ class FingerprintStore(CatalogCore):
         return dict(self._reader().execute(
             "SELECT model_version, COUNT(*) FROM fingerprints GROUP BY model_version"))
 
-    def hashes_without_fingerprint(self, model_version: str) -> Iterator[str]:
-        """Contents that have sampled frames but no fingerprint of `model_version` (re-embed)."""
-        sql = ("SELECT s.hash FROM frames s WHERE NOT EXISTS (SELECT 1 FROM fingerprints f "
-               "WHERE f.hash = s.hash AND f.model_version = ?) ORDER BY s.hash")
-        yield from (r[0] for r in stream(self._reader(), sql, (model_version,)))
-
     def count_unfingerprinted(self, model_version: str) -> int:
         """Contents that a path in good standing points at and that have no fingerprint of
         `model_version`: what re-fingerprinting after a model change still has to do."""
@@ -157,25 +128,7 @@ class FingerprintStore(CatalogCore):
             "hash IS NOT NULL) h WHERE NOT EXISTS (SELECT 1 FROM fingerprints f "
             "WHERE f.hash = h.hash AND f.model_version = ?)", (model_version,)).fetchone()[0]
 
-    def add_fingerprint(self, content_hash: str, fingerprint: Fingerprint,
-                        now: float | None = None) -> int:
-        """Store (or replace) the fingerprint of a known content. Returns its id. Re-embedding
-        uses this; the pipeline uses store_result."""
-        with self.transaction() as w:
-            return put_fingerprint(w, content_hash, fingerprint,
-                                   time.time() if now is None else now)
-
-    def delete_model_version(self, model_version: str) -> int:
-        """Drop every fingerprint of a superseded model version (after a promotion)."""
-        with self.transaction() as w:
-            return delete_fingerprints(w, "model_version = ?", (model_version,))
-
     # -- sampled frames ---------------------------------------------------------------------------
-
-    def store_frames(self, content_hash: str, sampled: SampledVideo,
-                     now: float | None = None, sampling: SamplingSettings | None = None) -> None:
-        with self.transaction() as w:
-            put_frames(w, content_hash, sampled, time.time() if now is None else now, sampling)
 
     def load_frames(self, content_hash: str, sampling: SamplingSettings | None = None
                     ) -> SampledVideo | None:
@@ -188,10 +141,6 @@ class FingerprintStore(CatalogCore):
         if sampling is not None and frames_sampling(row[0]) != sampling_tag(sampling):
             return None
         return decode_frames(row[0])
-
-    def iter_frame_hashes(self) -> Iterator[str]:
-        yield from (r[0] for r in stream(self._reader(),
-                                         "SELECT hash FROM frames ORDER BY hash", ()))
 
 
 def put_fingerprint(w: sqlite3.Connection, content_hash: str, fp: Fingerprint,
