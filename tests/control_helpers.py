@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from vfpd import config as config_mod
-from vfpd.catalog import JOB_FAILED, Catalog, ContentInfo
+from vfpd.catalog import Catalog, ContentInfo, JobState
 from vfpd.fingerprint import FRAME_DIM, VECTOR_DIM, Fingerprint
 from vfpd.hashing import FileStat, hash_and_stat, hash_file
 from vfpd.service.context import RootState
@@ -60,7 +60,7 @@ class CatalogContext:
 
     def retry(self, path: Path) -> bool:
         job = self.catalog.job(str(path))
-        if job is None or job.state != JOB_FAILED:
+        if job is None or job.state != JobState.FAILED:
             return False
         self.catalog.enqueue(str(path), "retry")
         return True

@@ -12,8 +12,6 @@ import pytest
 
 from catalog_checks import integrity_problems, schema_version
 from vfpd.catalog import (
-    JOB_FAILED,
-    JOB_QUEUED,
     MIGRATIONS,
     PRIORITY_BACKLOG,
     PRIORITY_NEW,
@@ -21,6 +19,7 @@ from vfpd.catalog import (
     Catalog,
     CatalogError,
     ContentInfo,
+    JobState,
     RetryPolicy,
     migrate,
 )
@@ -153,20 +152,21 @@ def test_fail_job_backs_off_then_fails_with_reason(tmp_path: Path) -> None:
         cat.enqueue("/v/bad.mp4", "changed", now=0.0)
         job = cat.claim_jobs(1, now=0.0)[0]
         job = cat.fail_job(job, "Truncated: moov atom not found", content_hash=h(1), now=0.0)
-        assert (job.state, job.attempts, job.next_try) == (JOB_QUEUED, 1, 10.0)
+        assert (job.state, job.attempts, job.next_try) == (JobState.QUEUED, 1, 10.0)
         assert cat.claim_jobs(1, now=5.0) == [], "not due before the back-off"
         job = cat.fail_job(cat.claim_jobs(1, now=10.0)[0], "again", now=10.0)
         assert job.next_try == 25.0, "back-off doubles, capped at backoff_max_s"
         job = cat.fail_job(cat.claim_jobs(1, now=25.0)[0], "Truncated: final", now=25.0)
-        assert (job.state, job.attempts, job.last_error) == (JOB_FAILED, 3, "Truncated: final")
+        assert (job.state, job.attempts, job.last_error) == (JobState.FAILED, 3, "Truncated: final")
         assert cat.claim_jobs(1, now=1e9) == []
-        assert [j.path for j in cat.iter_jobs(JOB_FAILED)] == ["/v/bad.mp4"]
+        assert [j.path for j in cat.iter_jobs(JobState.FAILED)] == ["/v/bad.mp4"]
         assert cat.file_by_path("/v/bad.mp4").state == "failed"
         assert cat.content(h(1)).decode_failures == 1
         assert cat.counts().jobs_failed == 1
         cat.enqueue("/v/bad.mp4", "changed", now=30.0)
         again = cat.job("/v/bad.mp4")
-        assert (again.state, again.attempts) == (JOB_QUEUED, 0), "a changed file gets new tries"
+        assert (again.state, again.attempts) == (JobState.QUEUED, 0), \
+            "a changed file gets new tries"
 
 
 def test_a_permanent_failure_uses_up_the_tries_in_one_call(tmp_path: Path) -> None:
@@ -177,15 +177,16 @@ def test_a_permanent_failure_uses_up_the_tries_in_one_call(tmp_path: Path) -> No
         cat.enqueue("/v/flaky.mp4", "created", now=0.0)
         flaky, text = sorted(cat.claim_jobs(2, now=0.0), key=lambda j: j.path)
         failed = cat.fail_job(text, "not a video", content_hash=h(1), now=0.0, permanent=True)
-        assert (failed.state, failed.attempts, failed.last_error) == (JOB_FAILED, 3, "not a video")
+        assert (failed.state, failed.attempts, failed.last_error) == (
+            JobState.FAILED, 3, "not a video")
         assert cat.file_by_path("/v/text.mp4").state == "failed"
         assert cat.content(h(1)).decode_failures == 1, "one failure, not one per used-up try"
         retried = cat.fail_job(flaky, "timeout", now=0.0)
-        assert (retried.state, retried.attempts) == (JOB_QUEUED, 1), "not permanent: retried"
+        assert (retried.state, retried.attempts) == (JobState.QUEUED, 1), "not permanent: retried"
         # A later permanent reason ends the tries left, whatever was counted before.
         retried = cat.fail_job(retried, "not a video", now=20.0, permanent=True)
-        assert (retried.state, retried.attempts) == (JOB_FAILED, 3)
-        assert {j.path for j in cat.iter_jobs(JOB_FAILED)} == {"/v/flaky.mp4", "/v/text.mp4"}
+        assert (retried.state, retried.attempts) == (JobState.FAILED, 3)
+        assert {j.path for j in cat.iter_jobs(JobState.FAILED)} == {"/v/flaky.mp4", "/v/text.mp4"}
 
 
 def test_next_job_due_is_the_earliest_claimable_queued_job(cat: Catalog) -> None:
@@ -205,7 +206,7 @@ def test_next_job_due_is_the_earliest_claimable_queued_job(cat: Catalog) -> None
     cat.complete_job(leased[0])
     assert cat.next_job_due() == retry, "a retry waiting for its back-off"
     failed = cat.fail_job(cat.claim_jobs(1, now=retry)[0], "bad", now=retry, permanent=True)
-    assert failed.state == JOB_FAILED
+    assert failed.state == JobState.FAILED
     assert cat.next_job_due() is None, "failed jobs are never due"
 
 
@@ -425,7 +426,7 @@ def test_migrates_from_every_earlier_version(tmp_path: Path, version: int) -> No
             assert queued.path == "/v/queued.mp4"
             if version >= 3:
                 assert (queued.priority, queued.generation) == (0, 2)
-                (failed,) = cat.iter_jobs(JOB_FAILED)
+                (failed,) = cat.iter_jobs(JobState.FAILED)
                 assert (failed.path, failed.attempts, failed.last_error) == (
                     "/v/sub/ünï.mp4", 3, "truncated: x")
         # The migrated catalog is fully usable.

@@ -27,7 +27,7 @@ import pytest
 
 from catalog_checks import integrity_problems
 from media_factory import encode, make_video, read_frames, sample_clip
-from vfpd.catalog import JOB_FAILED, Catalog
+from vfpd.catalog import Catalog, JobState
 from vfpd.hashing import hash_file
 from vfpd.service.sdnotify import SystemdNotifier
 
@@ -388,7 +388,7 @@ def test_bad_files_fail_with_reasons_and_good_ones_still_match(daemon: Daemon, m
     for name in ("truncated", "text", "hangs"):
         daemon.wait_log(f"failed: {r1 / 'bad' / name}.mp4")
     with daemon.catalog() as cat:
-        failed = {Path(j.path).name: j for j in cat.iter_jobs(JOB_FAILED)}
+        failed = {Path(j.path).name: j for j in cat.iter_jobs(JobState.FAILED)}
     assert failed["truncated.mp4"].last_error.startswith("truncated:")
     assert failed["text.mp4"].last_error.startswith("not-a-video:")
     assert failed["hangs.mp4"].last_error.startswith("timeout:")
@@ -537,7 +537,7 @@ def test_sigkill_during_a_batch_then_restart(tmp_path_factory, media) -> None:
             after = {r.path: r.hash for r in cat.iter_files()}
             assert integrity_problems(cat.path) == []
             assert sum(cat.counts().fingerprints.values()) == 10
-            assert not list(cat.iter_jobs(JOB_FAILED))
+            assert not list(cat.iter_jobs(JobState.FAILED))
             # 2 re-encodes found; 4 contents with an exact copy.
             near = [p for p in cat.duplicates() if p.kind in ("near", "partial")]
             exact = [h for h in set(after.values()) if len(cat.paths_for_hash(h)) == 2]

@@ -13,11 +13,11 @@ import pytest
 
 from media_factory import encode, make_video, read_frames, sample_clip
 from vfpd.catalog import (
-    JOB_FAILED,
     PRIORITY_BACKLOG,
     PRIORITY_NEW,
     UNTAGGED_SAMPLING,
     Catalog,
+    JobState,
     RetryPolicy,
     encode_frames,
     frames_sampling,
@@ -194,7 +194,7 @@ def test_bad_files_fail_once_with_their_reason(env: Env, clips) -> None:
     env.queue(cut)
     env.queue(env.root / "vanished.mp4")  # deleted before it was processed: just dropped
     env.drain()
-    failed = {Path(j.path).name: j for j in env.catalog.iter_jobs(JOB_FAILED)}
+    failed = {Path(j.path).name: j for j in env.catalog.iter_jobs(JobState.FAILED)}
     assert set(failed) == {"notes.mp4", "cut.mp4"}
     assert failed["notes.mp4"].last_error.startswith("not-a-video:")
     assert failed["cut.mp4"].last_error.startswith("truncated:")
@@ -211,7 +211,7 @@ def test_decode_timeout_is_retried_then_failed(tmp_path: Path, embedder, clips) 
         # Each try kills the worker and starts a new one (a Python process: about a second, many
         # on a loaded machine); the deadline only has to catch a pipeline that stopped retrying.
         deadline = time.monotonic() + 120
-        while (job := e.catalog.job(str(path))) is None or job.state != JOB_FAILED:
+        while (job := e.catalog.job(str(path))) is None or job.state != JobState.FAILED:
             assert time.monotonic() < deadline, (job, e.pipeline.busy, e.decoder)
             time.sleep(0.05)
         assert job.attempts == 2 and job.last_error.startswith("timeout:")

@@ -7,7 +7,8 @@ readers never block the writer (WAL) and never see half a transaction (core.py).
 One module per thing stored, each a mixin over the shared connections, composed here into the
 one `Catalog` callers use: schema.py (tables and migrations), codecs.py (how paths, vectors and
 frames are stored), files.py (paths and contents), jobs.py (the work queue), outbox.py
-(notifications), duplicates.py (pairs and verdicts), fingerprints.py (fingerprints and frames).
+(notifications), duplicates.py (pairs and verdicts), fingerprints.py (fingerprints and frames),
+vocabulary.py (the states and labels stored, as StrEnums).
 No SQL is written outside this package.
 """
 
@@ -17,7 +18,6 @@ from dataclasses import dataclass, field
 
 from vfpd.catalog.codecs import (
     UNTAGGED_SAMPLING,
-    decode_frames,
     encode_frames,
     frames_sampling,
     path_key,
@@ -25,35 +25,21 @@ from vfpd.catalog.codecs import (
     prefix_bounds,
     sampling_tag,
 )
-from vfpd.catalog.core import BUSY_TIMEOUT_MS, ITER_BATCH, RetryPolicy
-from vfpd.catalog.duplicates import KINDS, VERDICTS, Duplicate, DuplicateStore, ordered
-from vfpd.catalog.files import (
-    FILE_FAILED,
-    FILE_OK,
-    ContentInfo,
-    ContentRecord,
-    FileRecord,
-    FileStore,
-)
+from vfpd.catalog.core import RetryPolicy
+from vfpd.catalog.duplicates import Duplicate, DuplicateStore
+from vfpd.catalog.files import ContentInfo, ContentRecord, FileRecord, FileStore
 from vfpd.catalog.fingerprints import Change, FingerprintStore, StoredFingerprint
-from vfpd.catalog.jobs import JOB_FAILED, JOB_QUEUED, PRIORITY_BACKLOG, PRIORITY_NEW, Job, JobStore
-from vfpd.catalog.outbox import (
-    DELIVERY_DONE,
-    DELIVERY_FAILED,
-    DELIVERY_PENDING,
-    OutboxItem,
-    OutboxStore,
-)
+from vfpd.catalog.jobs import PRIORITY_BACKLOG, PRIORITY_NEW, Job, JobStore
+from vfpd.catalog.outbox import OutboxItem, OutboxStore
 from vfpd.catalog.schema import MIGRATIONS, SCHEMA_VERSION, CatalogError, migrate
+from vfpd.catalog.vocabulary import DeliveryState, FileState, JobState, Kind, Verdict
 
 __all__ = [
-    "BUSY_TIMEOUT_MS", "DELIVERY_DONE", "DELIVERY_FAILED", "DELIVERY_PENDING", "FILE_FAILED",
-    "FILE_OK", "ITER_BATCH", "JOB_FAILED", "JOB_QUEUED", "KINDS", "MIGRATIONS",
-    "PRIORITY_BACKLOG", "PRIORITY_NEW", "SCHEMA_VERSION", "UNTAGGED_SAMPLING", "VERDICTS",
+    "MIGRATIONS", "PRIORITY_BACKLOG", "PRIORITY_NEW", "SCHEMA_VERSION", "UNTAGGED_SAMPLING",
     "Catalog", "CatalogCounts", "CatalogError", "Change", "ContentInfo", "ContentRecord",
-    "Duplicate", "FileRecord", "Job", "OutboxItem", "RetryPolicy", "StoredFingerprint",
-    "decode_frames", "encode_frames", "frames_sampling", "migrate", "ordered", "path_key",
-    "path_text", "prefix_bounds", "sampling_tag",
+    "DeliveryState", "Duplicate", "FileRecord", "FileState", "Job", "JobState", "Kind",
+    "OutboxItem", "RetryPolicy", "StoredFingerprint", "Verdict", "encode_frames",
+    "frames_sampling", "migrate", "path_key", "path_text", "prefix_bounds", "sampling_tag",
 ]
 
 
@@ -85,10 +71,11 @@ class Catalog(FileStore, JobStore, OutboxStore, DuplicateStore, FingerprintStore
                 fingerprints=dict(conn.execute(
                     "SELECT model_version, COUNT(*) FROM fingerprints GROUP BY model_version")),
                 duplicates=one("SELECT COUNT(*) FROM duplicates WHERE verdict IS NULL "
-                               "OR verdict != 'not_duplicate'"),
-                jobs_queued=one("SELECT COUNT(*) FROM jobs WHERE state = 'queued'"),
-                jobs_failed=one("SELECT COUNT(*) FROM jobs WHERE state = 'failed'"),
-                outbox_pending=one("SELECT COUNT(*) FROM deliveries WHERE state = 'pending'"),
+                               f"OR verdict != '{Verdict.NOT_DUPLICATE}'"),
+                jobs_queued=one(f"SELECT COUNT(*) FROM jobs WHERE state = '{JobState.QUEUED}'"),
+                jobs_failed=one(f"SELECT COUNT(*) FROM jobs WHERE state = '{JobState.FAILED}'"),
+                outbox_pending=one("SELECT COUNT(*) FROM deliveries "
+                                   f"WHERE state = '{DeliveryState.PENDING}'"),
                 sequence=one("SELECT COALESCE(MAX(seq), 0) FROM fingerprint_changes"),
             )
         finally:

@@ -6,13 +6,11 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from vfpd.catalog.codecs import prefix_clause
 from vfpd.catalog.core import CatalogCore, stream
-
-KINDS = ("exact", "near", "partial")
-VERDICTS = ("confirmed", "not_duplicate")
+from vfpd.catalog.vocabulary import Kind, Verdict
 
 
 @dataclass(frozen=True)
@@ -21,12 +19,12 @@ class Duplicate:
     """The smaller of the two hashes (pairs are stored ordered)."""
     hash_b: str
     score: float
-    kind: str
+    kind: Kind
     segments: Any
     """JSON value from the matcher (e.g. [[a_start, a_end, b_start, b_end], ...] seconds) or None."""
     first_seen: float
     last_seen: float
-    verdict: str | None
+    verdict: Verdict | None
     verdict_at: float | None
 
 
@@ -41,21 +39,31 @@ _DUP_COLS = ("d.hash_a, d.hash_b, d.score, d.kind, d.segments, d.first_seen, d.l
              "d.verdict, d.verdict_at")
 
 
+E = TypeVar("E", Kind, Verdict)
+
+
+def _member(enum: type[E], value: str, what: str) -> E:
+    try:
+        return enum(value)
+    except ValueError:
+        raise ValueError(f"{what} must be one of {', '.join(enum)}, not {value!r}") from None
+
+
 def _dup(row: tuple) -> Duplicate:
     a, b, score, kind, seg, first, last, verdict, verdict_at = row
-    return Duplicate(a, b, score, kind, None if seg is None else json.loads(seg), first,
-                     last if last is not None else first, verdict, verdict_at)
+    return Duplicate(a, b, score, Kind(kind), None if seg is None else json.loads(seg), first,
+                     last if last is not None else first,
+                     None if verdict is None else Verdict(verdict), verdict_at)
 
 
 class DuplicateStore(CatalogCore):
     """Duplicate pairs and verdicts."""
 
-    def add_duplicate(self, hash_a: str, hash_b: str, score: float, kind: str,
+    def add_duplicate(self, hash_a: str, hash_b: str, score: float, kind: Kind | str,
                       segments: Any = None, now: float | None = None) -> bool:
         """Record (or refresh) a duplicate pair. Returns True when the pair is new, i.e. worth
         an event. A user verdict on the pair is kept."""
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+        kind = _member(Kind, kind, "kind")
         a, b = ordered(hash_a, hash_b)
         now = time.time() if now is None else now
         seg = None if segments is None else json.dumps(segments)
@@ -76,7 +84,7 @@ class DuplicateStore(CatalogCore):
                                      "WHERE hash_a = ? AND hash_b = ?", (a, b)).fetchone()
         return _dup(row) if row else None
 
-    def duplicates(self, *, since: float | None = None, kind: str | None = None,
+    def duplicates(self, *, since: float | None = None, kind: Kind | None = None,
                    min_score: float | None = None, path_prefix: str | None = None,
                    content_hash: str | None = None, include_rejected: bool = False
                    ) -> Iterator[Duplicate]:
@@ -98,7 +106,7 @@ class DuplicateStore(CatalogCore):
             where.append("(d.hash_a = ? OR d.hash_b = ?)")
             args += [content_hash, content_hash]
         if not include_rejected:
-            where.append("(d.verdict IS NULL OR d.verdict != 'not_duplicate')")
+            where.append(f"(d.verdict IS NULL OR d.verdict != '{Verdict.NOT_DUPLICATE}')")
         if path_prefix is not None:
             clause, pargs = prefix_clause("f.path", path_prefix)
             where.append("EXISTS (SELECT 1 FROM files f WHERE f.hash IN (d.hash_a, d.hash_b) "
@@ -110,13 +118,13 @@ class DuplicateStore(CatalogCore):
         sql += " ORDER BY d.first_seen DESC, d.hash_a, d.hash_b"
         yield from (_dup(r) for r in stream(self._reader(), sql, tuple(args)))
 
-    def set_verdict(self, hash_a: str, hash_b: str, verdict: str | None,
+    def set_verdict(self, hash_a: str, hash_b: str, verdict: Verdict | str | None,
                     now: float | None = None) -> bool:
         """The user says the pair is a duplicate ('confirmed'), is not ('not_duplicate'), or
         takes it back (None). Stored by content hash, so it survives renames. False if the pair
         was never recorded."""
-        if verdict is not None and verdict not in VERDICTS:
-            raise ValueError(f"verdict must be one of {VERDICTS} or None, not {verdict!r}")
+        if verdict is not None:
+            verdict = _member(Verdict, verdict, "verdict")
         a, b = ordered(hash_a, hash_b)
         now = time.time() if now is None else now
         with self.transaction() as w:

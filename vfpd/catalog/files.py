@@ -10,12 +10,10 @@ from vfpd.catalog.codecs import path_key, path_text, prefix_clause
 from vfpd.catalog.core import CatalogCore, stream
 from vfpd.catalog.fingerprints import delete_fingerprints, put_fingerprint, put_frames
 from vfpd.catalog.jobs import Job, finish_job
+from vfpd.catalog.vocabulary import FileState
 from vfpd.fingerprint import Fingerprint
 from vfpd.hashing import FileStat
 from vfpd.media import SampledVideo, SamplingSettings
-
-FILE_OK = "ok"
-FILE_FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -25,7 +23,7 @@ class FileRecord:
     hash: str | None
     first_seen: float
     last_seen: float
-    state: str
+    state: FileState
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,7 @@ class ContentRecord:
 def _file(row: tuple) -> FileRecord:
     path, size, mtime_ns, inode, device, h, first, last, state = row
     return FileRecord(path_text(path), FileStat(size, mtime_ns, inode, device), h, first, last,
-                      state)
+                      FileState(state))
 
 
 class FileStore(CatalogCore):
@@ -160,10 +158,11 @@ class FileStore(CatalogCore):
                 fid = put_fingerprint(w, content_hash, fingerprint, now)
             w.execute(
                 "INSERT INTO files(path, device, inode, size, mtime_ns, hash, first_seen, "
-                "last_seen, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'ok') "
+                f"last_seen, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{FileState.OK}') "
                 "ON CONFLICT(path) DO UPDATE SET device = excluded.device, "
                 "inode = excluded.inode, size = excluded.size, mtime_ns = excluded.mtime_ns, "
-                "hash = excluded.hash, last_seen = excluded.last_seen, state = 'ok'",
+                "hash = excluded.hash, last_seen = excluded.last_seen, "
+                f"state = '{FileState.OK}'",
                 (path_key(path), stat.device, stat.inode, stat.size, stat.mtime_ns, content_hash,
                  now, now))
             finish_job(w, job, path)

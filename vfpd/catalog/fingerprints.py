@@ -18,6 +18,7 @@ from vfpd.catalog.codecs import (
     sampling_tag,
 )
 from vfpd.catalog.core import ITER_BATCH, CatalogCore, stream
+from vfpd.catalog.vocabulary import FileState
 from vfpd.fingerprint import VECTOR_DIM, Fingerprint
 from vfpd.media import SampledVideo, SamplingSettings
 
@@ -124,8 +125,9 @@ class FingerprintStore(CatalogCore):
         """Contents that a path in good standing points at and that have no fingerprint of
         `model_version`: what re-fingerprinting after a model change still has to do."""
         return self._reader().execute(
-            "SELECT COUNT(*) FROM (SELECT DISTINCT hash FROM files WHERE state = 'ok' AND "
-            "hash IS NOT NULL) h WHERE NOT EXISTS (SELECT 1 FROM fingerprints f "
+            "SELECT COUNT(*) FROM (SELECT DISTINCT hash FROM files "
+            f"WHERE state = '{FileState.OK}' AND hash IS NOT NULL) h "
+            "WHERE NOT EXISTS (SELECT 1 FROM fingerprints f "
             "WHERE f.hash = h.hash AND f.model_version = ?)", (model_version,)).fetchone()[0]
 
     # -- sampled frames ---------------------------------------------------------------------------

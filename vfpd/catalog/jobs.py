@@ -9,15 +9,13 @@ from dataclasses import dataclass
 
 from vfpd.catalog.codecs import path_key, path_text
 from vfpd.catalog.core import CatalogCore, stream
+from vfpd.catalog.vocabulary import FileState, JobState
 
 PRIORITY_NEW = 0
 """Priority of a file that just appeared or changed: the user is waiting for it."""
 
 PRIORITY_BACKLOG = 10
 """Priority of files found by a start-up reconcile or a rescan: done when nothing new waits."""
-
-JOB_QUEUED = "queued"
-JOB_FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -29,7 +27,7 @@ class Job:
     attempts: int
     next_try: float
     last_error: str | None
-    state: str
+    state: JobState
     generation: int
     """Bumped each time the path is enqueued again; a result for an older generation does not
     remove the job (the file changed while it was processed, so it is processed again)."""
@@ -39,7 +37,7 @@ _JOB_COLS = ("id, path, reason, priority, attempts, next_try, last_error, state,
 
 
 def _job(row: tuple) -> Job:
-    return Job(row[0], path_text(row[1]), *row[2:])
+    return Job(row[0], path_text(row[1]), *row[2:7], JobState(row[7]), row[8])
 
 
 class JobStore(CatalogCore):
@@ -54,11 +52,11 @@ class JobStore(CatalogCore):
         with self.transaction() as w:
             w.execute(
                 "INSERT INTO jobs(path, reason, priority, attempts, next_try, state, generation, "
-                "created) VALUES (?, ?, ?, 0, ?, 'queued', 0, ?) "
+                f"created) VALUES (?, ?, ?, 0, ?, '{JobState.QUEUED}', 0, ?) "
                 "ON CONFLICT(path) DO UPDATE SET reason = excluded.reason, "
                 "priority = MIN(priority, excluded.priority), next_try = excluded.next_try, "
-                "attempts = CASE WHEN state = 'failed' THEN 0 ELSE attempts END, "
-                "state = 'queued', generation = generation + 1",
+                f"attempts = CASE WHEN state = '{JobState.FAILED}' THEN 0 ELSE attempts END, "
+                f"state = '{JobState.QUEUED}', generation = generation + 1",
                 (path_key(path), reason, priority, now, now))
             return w.execute("SELECT id FROM jobs WHERE path = ?",
                              (path_key(path),)).fetchone()[0]
@@ -79,8 +77,8 @@ class JobStore(CatalogCore):
         now = time.time() if now is None else now
         with self.transaction() as w:
             rows = w.execute(
-                f"SELECT {_JOB_COLS} FROM jobs WHERE state = 'queued' AND next_try <= ? "
-                "AND (leased_until IS NULL OR leased_until <= ?) "
+                f"SELECT {_JOB_COLS} FROM jobs WHERE state = '{JobState.QUEUED}' "
+                "AND next_try <= ? AND (leased_until IS NULL OR leased_until <= ?) "
                 "ORDER BY priority, next_try, id LIMIT ?", (now, now, limit)).fetchall()
             w.executemany("UPDATE jobs SET leased_until = ? WHERE id = ?",
                           [(now + self.job_policy.lease_s, r[0]) for r in rows])
@@ -96,7 +94,7 @@ class JobStore(CatalogCore):
                                      (path_key(path),)).fetchone()
         return _job(row) if row else None
 
-    def iter_jobs(self, state: str | None = JOB_QUEUED) -> Iterator[Job]:
+    def iter_jobs(self, state: JobState | None = JobState.QUEUED) -> Iterator[Job]:
         """Jobs in one state (queued or failed; None: all), in the order they would run."""
         where = "" if state is None else "WHERE state = ?"
         args = () if state is None else (state,)
@@ -108,7 +106,7 @@ class JobStore(CatalogCore):
         later), or None when the queue is empty: how long an idle pipeline may sleep."""
         return self._reader().execute(
             "SELECT MIN(MAX(next_try, COALESCE(leased_until, next_try))) FROM jobs "
-            "WHERE state = 'queued'").fetchone()[0]
+            f"WHERE state = '{JobState.QUEUED}'").fetchone()[0]
 
     def complete_job(self, job: Job) -> None:
         """The job needs no result (file vanished, not a video we keep): it leaves the queue."""
@@ -129,15 +127,15 @@ class JobStore(CatalogCore):
             attempts = (row[0] if row else job.attempts) + 1
             if permanent:
                 attempts = max(attempts, policy.max_attempts)  # the tries are used up
-            state = JOB_FAILED if attempts >= policy.max_attempts else JOB_QUEUED
+            state = JobState.FAILED if attempts >= policy.max_attempts else JobState.QUEUED
             w.execute("UPDATE jobs SET attempts = ?, last_error = ?, state = ?, next_try = ?, "
                       "leased_until = NULL WHERE id = ?",
                       (attempts, error, state, now + policy.delay(attempts), job.id))
             if content_hash is not None:
                 w.execute("UPDATE contents SET decode_failures = decode_failures + 1, "
                           "last_error = ? WHERE hash = ?", (error, content_hash))
-            if state == JOB_FAILED:
-                w.execute("UPDATE files SET state = 'failed' WHERE path = ?",
+            if state == JobState.FAILED:
+                w.execute(f"UPDATE files SET state = '{FileState.FAILED}' WHERE path = ?",
                           (path_key(job.path),))
             row = w.execute(f"SELECT {_JOB_COLS} FROM jobs WHERE id = ?", (job.id,)).fetchone()
         return _job(row) if row else job
@@ -146,7 +144,7 @@ class JobStore(CatalogCore):
 def finish_job(w: sqlite3.Connection, job: Job | None, path: str) -> None:
     """Take `job` (or, without one, the unclaimed queued job of `path`) out of the queue."""
     if job is None:
-        w.execute("DELETE FROM jobs WHERE path = ? AND state = 'queued' "
+        w.execute(f"DELETE FROM jobs WHERE path = ? AND state = '{JobState.QUEUED}' "
                   "AND leased_until IS NULL", (path_key(path),))
         return
     gone = w.execute("DELETE FROM jobs WHERE id = ? AND generation = ?",

@@ -8,10 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vfpd.catalog.core import CatalogCore
-
-DELIVERY_PENDING = "pending"
-DELIVERY_DONE = "done"
-DELIVERY_FAILED = "failed"
+from vfpd.catalog.vocabulary import DeliveryState
 
 
 @dataclass(frozen=True)
@@ -44,7 +41,8 @@ class OutboxStore(CatalogCore):
         now = time.time() if now is None else now
         rows = self._reader().execute(
             "SELECT o.id, d.sink, o.payload, d.attempts, o.created FROM deliveries d "
-            "JOIN outbox o ON o.id = d.outbox_id WHERE d.sink = ? AND d.state = 'pending' "
+            "JOIN outbox o ON o.id = d.outbox_id "
+            f"WHERE d.sink = ? AND d.state = '{DeliveryState.PENDING}' "
             "AND d.next_try <= ? ORDER BY o.id LIMIT ?", (sink, now, limit)).fetchall()
         return [OutboxItem(r[0], r[1], json.loads(r[2]), r[3], r[4]) for r in rows]
 
@@ -52,13 +50,14 @@ class OutboxStore(CatalogCore):
         """When the next undelivered event for `sink` is due (a retry's time, or the past for
         one due now), or None when none waits: how long the sink's thread may sleep."""
         return self._reader().execute(
-            "SELECT MIN(next_try) FROM deliveries WHERE sink = ? AND state = 'pending'",
+            "SELECT MIN(next_try) FROM deliveries "
+            f"WHERE sink = ? AND state = '{DeliveryState.PENDING}'",
             (sink,)).fetchone()[0]
 
     def outbox_ack(self, outbox_id: int, sink: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
         with self.transaction() as w:
-            w.execute("UPDATE deliveries SET state = 'done', delivered_at = ?, "
+            w.execute(f"UPDATE deliveries SET state = '{DeliveryState.DONE}', delivered_at = ?, "
                       "attempts = attempts + 1 WHERE outbox_id = ? AND sink = ?",
                       (now, outbox_id, sink))
 
@@ -78,7 +77,7 @@ class OutboxStore(CatalogCore):
             w.execute("UPDATE deliveries SET attempts = ?, last_error = ?, next_try = ?, "
                       "state = ? WHERE outbox_id = ? AND sink = ?",
                       (attempts, error, now + policy.delay(attempts),
-                       DELIVERY_FAILED if gave_up else DELIVERY_PENDING, outbox_id, sink))
+                       DeliveryState.FAILED if gave_up else DeliveryState.PENDING, outbox_id, sink))
         return gave_up
 
     def outbox_prune(self, older_than: float) -> int:
@@ -87,5 +86,5 @@ class OutboxStore(CatalogCore):
         with self.transaction() as w:
             return w.execute(
                 "DELETE FROM outbox WHERE created < ? AND NOT EXISTS (SELECT 1 FROM deliveries "
-                "d WHERE d.outbox_id = outbox.id AND d.state = 'pending')",
+                f"d WHERE d.outbox_id = outbox.id AND d.state = '{DeliveryState.PENDING}')",
                 (older_than,)).rowcount

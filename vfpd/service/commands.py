@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import vfpd
-from vfpd.catalog import JOB_FAILED, Catalog, path_text, prefix_bounds
+from vfpd.catalog import Catalog, JobState, Kind, path_text, prefix_bounds
 from vfpd.client import E_BAD_ARGS, E_NOT_FOUND, E_OUTSIDE_ROOTS, E_UNREADABLE
 from vfpd.matching import Pair, group_components
 from vfpd.service.context import ServiceContext
@@ -32,8 +32,6 @@ DEFAULT_QUERY_K = 10
 
 MAX_PATH_CHARS = 4096
 """PATH_MAX on Linux: no real path is longer."""
-
-KINDS = ("exact", "near", "partial")
 
 
 class CommandError(Exception):
@@ -139,8 +137,8 @@ def _k(value: int) -> int:
 
 
 def _kind(value: str) -> str:
-    if value not in KINDS:
-        raise ValueError(f"must be one of {', '.join(KINDS)}, got {value[:40]!r}")
+    if value not in tuple(Kind):
+        raise ValueError(f"must be one of {', '.join(Kind)}, got {value[:40]!r}")
     return value
 
 
@@ -490,7 +488,7 @@ def cmd_resume(context: ServiceContext, args: dict[str, Any], request: Request) 
 def cmd_failures(context: ServiceContext, args: dict[str, Any], request: Request
                  ) -> Iterator[dict[str, Any]]:
     return ({"path": j.path, "reason": j.last_error, "attempts": j.attempts, "job": j.reason}
-            for j in context.catalog.iter_jobs(JOB_FAILED))
+            for j in context.catalog.iter_jobs(JobState.FAILED))
 
 
 def cmd_retry(context: ServiceContext, args: dict[str, Any], request: Request) -> dict[str, Any]:

@@ -21,13 +21,13 @@ import numpy as np
 
 from vfpd import hashing
 from vfpd.catalog import (
-    FILE_OK,
-    JOB_FAILED,
     PRIORITY_BACKLOG,
     Catalog,
     ContentInfo,
     FileRecord,
+    FileState,
     Job,
+    JobState,
 )
 from vfpd.fingerprint import Fingerprint
 from vfpd.frame_index import FRAME_CANDIDATES, FrameIndex
@@ -369,7 +369,7 @@ class Pipeline:
         mv = self.embedder.model_version
         old = self.catalog.file_by_path(path)
         if (old is not None and old.hash is not None and old.stat == fstat
-                and old.state == FILE_OK):
+                and old.state == FileState.OK):
             if self.catalog.has_fingerprint(old.hash, mv):
                 self.catalog.complete_job(job)  # unchanged since it was fingerprinted
                 return None
@@ -431,7 +431,7 @@ class Pipeline:
     def _fail(self, job: Job, reason: str, content_hash: str | None, permanent: bool) -> None:
         # A reason that will not change (not a video, truncated) fails at once.
         now = self.catalog.fail_job(job, reason, content_hash, permanent=permanent)
-        if now.state == JOB_FAILED:
+        if now.state == JobState.FAILED:
             log.warning("failed: %s: %s", job.path, reason)
         else:
             log.info("will retry %s (try %d): %s", job.path, now.attempts, reason)
@@ -445,7 +445,7 @@ class Pipeline:
             if p == path:
                 continue
             rec = self.catalog.file_by_path(p)
-            if rec is None or rec.state != FILE_OK:
+            if rec is None or rec.state != FileState.OK:
                 continue
             if fstat is not None and (rec.stat.device, rec.stat.inode) == (fstat.device,
                                                                            fstat.inode):
@@ -644,7 +644,7 @@ def reconcile(catalog: Catalog, roots: Sequence[Path], flt: Filter,
     current: dict[str, bool] = {}  # content hash -> has a fingerprint of model_version
 
     def lacks_fingerprint(rec: FileRecord) -> bool:
-        if model_version is None or rec.hash is None or rec.state != FILE_OK:
+        if model_version is None or rec.hash is None or rec.state != FileState.OK:
             return False
         if rec.hash not in current:
             current[rec.hash] = catalog.has_fingerprint(rec.hash, model_version)
@@ -679,6 +679,6 @@ def reconcile(catalog: Catalog, roots: Sequence[Path], flt: Filter,
         queued.extend((p, "reconcile") for p in new)
     jobs = {j.path: j.state for j in catalog.iter_jobs(None)}
     fresh = [(p, why) for p, why in queued
-             if p not in jobs or (retry_failed and jobs[p] == JOB_FAILED)]
+             if p not in jobs or (retry_failed and jobs[p] == JobState.FAILED)]
     catalog.enqueue_many(fresh, priority)
     return Reconciled(len(fresh), moved, removed, sum(why == REASON_MODEL for _, why in fresh))
