@@ -66,7 +66,7 @@ class CatalogContext:
         return True
 
     def index_info(self) -> dict[str, object]:
-        return {"type": "flat", "size": self.catalog.counts().fingerprints.get(MODEL, 0),
+        return {"type": "flat", "size": self.catalog.model_versions().get(MODEL, 0),
                 "model_version": MODEL}
 
     def query(self, path: Path, k: int) -> list[dict[str, object]]:

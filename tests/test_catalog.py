@@ -95,7 +95,7 @@ def test_same_hash_at_two_paths_is_an_alias_without_new_fingerprint(cat: Catalog
     cat.store_result("/v/a.mp4", stat(1), h(1), fingerprint=make_fp(1))
     assert cat.store_result("/v/copy.mp4", stat(2), h(1)) is None
     assert cat.paths_for_hash(h(1)) == ["/v/a.mp4", "/v/copy.mp4"]
-    assert cat.counts().fingerprints == {MODEL: 1}
+    assert cat.model_versions() == {MODEL: 1} and cat.counts().fingerprints == 1
 
 
 def test_move_keeps_hash_delete_keeps_history_purge_removes(cat: Catalog) -> None:
@@ -123,6 +123,44 @@ def test_replacing_a_fingerprint_logs_remove_then_add(cat: Catalog) -> None:
     assert ops == [("add", first), ("remove", first), ("add", second)]
     seq, batches = cat.snapshot_vectors(MODEL)
     assert seq == 3 and [i for batch, _ in batches for i in batch] == [second]
+
+
+def test_contents_in_bulk_for_duplicate_groups(cat: Catalog) -> None:
+    info = ContentInfo(100, 5.0, "h264", 320, 240)
+    cat.store_result("/v/a.mp4", stat(1, 100), h(1), info=info, now=10.0)
+    cat.store_result("/v/b.mp4", stat(2, 100), h(1), now=20.0)  # the same bytes again
+    cat.store_result("/w/c.mp4", stat(3, 50), h(2), now=30.0)
+    # More hashes than one IN (...) list takes, most of them unknown.
+    many = [h(i) for i in range(1, 1200)]
+    assert cat.paths_for_hashes(many) == {h(1): ["/v/a.mp4", "/v/b.mp4"], h(2): ["/w/c.mp4"]}
+    assert cat.sizes_and_path_counts(many) == {h(1): (100, 2), h(2): (50, 1)}
+    got = cat.contents(many)
+    assert sorted(got) == sorted([h(1), h(2)])
+    assert (got[h(1)].size, got[h(1)].duration, got[h(1)].width) == (100, 5.0, 320)
+    assert cat.aliased_contents() == [h(1)]
+    assert cat.aliased_contents(since=15.0) == [h(1)], "b.mp4 came at 20"
+    assert cat.aliased_contents(since=25.0) == []
+    assert cat.aliased_contents(path_prefix="/v") == [h(1)]
+    assert cat.aliased_contents(path_prefix="/w") == []
+
+
+def test_counts_leave_rejected_pairs_out_and_see_their_own_transaction(cat: Catalog) -> None:
+    cat.store_result("/a", stat(1), h(1), fingerprint=make_fp(1))
+    cat.store_result("/b", stat(2), h(2), fingerprint=make_fp(2, model="other"))
+    cat.add_duplicate(h(1), h(2), 0.9, "near")
+    cat.enqueue("/c", "created")
+    cat.outbox_enqueue({"a": 1}, ["log", "webhook"])
+    counts = cat.counts()
+    assert (counts.files, counts.contents, counts.fingerprints, counts.duplicates) == (2, 2, 2, 1)
+    assert (counts.jobs_queued, counts.jobs_failed, counts.outbox_pending) == (1, 0, 2)
+    cat.set_verdict(h(1), h(2), "not_duplicate")
+    with cat.transaction():
+        cat.store_result("/c", stat(3), h(3))
+        assert cat.counts().files == 3, "inside a transaction: its own writes"
+        assert (cat.counts().duplicates, cat.counts().jobs_queued) == (0, 0)
+    cat.close()
+    with pytest.raises(CatalogError, match="closed"):
+        cat.counts()
 
 
 def test_jobs_new_before_backlog_and_leased_once(cat: Catalog) -> None:

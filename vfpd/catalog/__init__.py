@@ -14,7 +14,7 @@ No SQL is written outside this package.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from vfpd.catalog.codecs import (
     UNTAGGED_SAMPLING,
@@ -45,39 +45,37 @@ __all__ = [
 
 @dataclass(frozen=True)
 class CatalogCounts:
+    """The totals `vfpctl status` shows."""
+
     files: int
     contents: int
-    fingerprints: dict[str, int] = field(default_factory=dict)
-    duplicates: int = 0
-    jobs_queued: int = 0
-    jobs_failed: int = 0
-    outbox_pending: int = 0
-    sequence: int = 0
+    fingerprints: int
+    """Of every model version (model_versions() splits them)."""
+    duplicates: int
+    """Pairs, those the user marked not-a-duplicate left out."""
+    jobs_queued: int
+    """Including the jobs in progress: a job leaves the queue only with its result."""
+    jobs_failed: int
+    outbox_pending: int
+    """Deliveries of events still to be made."""
 
 
 class Catalog(FileStore, JobStore, OutboxStore, DuplicateStore, FingerprintStore):
     """The SQLite catalog: every store over one set of connections (see CatalogCore)."""
 
     def counts(self) -> CatalogCounts:
-        conn = self._reader()
-        own = conn is self._w  # inside our own transaction: already a consistent view
-        if not own:
-            conn.execute("BEGIN")
-        try:
-            one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+        """The totals, from one read snapshot (about a millisecond: no GROUP BY, warm cache)."""
+        with self._snapshot() as conn:
+            def one(sql: str) -> int:
+                return conn.execute(sql).fetchone()[0]
             return CatalogCounts(
                 files=one("SELECT COUNT(*) FROM files"),
                 contents=one("SELECT COUNT(*) FROM contents"),
-                fingerprints=dict(conn.execute(
-                    "SELECT model_version, COUNT(*) FROM fingerprints GROUP BY model_version")),
+                fingerprints=one("SELECT COUNT(*) FROM fingerprints"),
                 duplicates=one("SELECT COUNT(*) FROM duplicates WHERE verdict IS NULL "
                                f"OR verdict != '{Verdict.NOT_DUPLICATE}'"),
                 jobs_queued=one(f"SELECT COUNT(*) FROM jobs WHERE state = '{JobState.QUEUED}'"),
                 jobs_failed=one(f"SELECT COUNT(*) FROM jobs WHERE state = '{JobState.FAILED}'"),
                 outbox_pending=one("SELECT COUNT(*) FROM deliveries "
                                    f"WHERE state = '{DeliveryState.PENDING}'"),
-                sequence=one("SELECT COALESCE(MAX(seq), 0) FROM fingerprint_changes"),
             )
-        finally:
-            if not own:
-                conn.execute("COMMIT")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from vfpd.catalog.codecs import path_key, path_text, prefix_clause
-from vfpd.catalog.core import CatalogCore, stream
+from vfpd.catalog.codecs import path_key, path_text, prefix_bounds, prefix_clause
+from vfpd.catalog.core import CatalogCore, chunks, stream
 from vfpd.catalog.fingerprints import delete_fingerprints, put_fingerprint, put_frames
 from vfpd.catalog.jobs import Job, finish_job
 from vfpd.catalog.vocabulary import FileState
@@ -50,6 +50,10 @@ class ContentRecord:
     first_seen: float
 
 
+_CONTENT_COLS = ("hash, size, duration, codec, width, height, decode_failures, last_error, "
+                 "first_seen")
+
+
 def _file(row: tuple) -> FileRecord:
     path, size, mtime_ns, inode, device, h, first, last, state = row
     return FileRecord(path_text(path), FileStat(size, mtime_ns, inode, device), h, first, last,
@@ -77,11 +81,56 @@ class FileStore(CatalogCore):
         return [path_text(r[0]) for r in self._reader().execute(
             "SELECT path FROM files WHERE hash = ? ORDER BY path", (content_hash,))]
 
+    def paths_for_hashes(self, hashes: Sequence[str]) -> dict[str, list[str]]:
+        """The paths of each content that has any, in path order."""
+        out: dict[str, list[str]] = {}
+        conn = self._reader()
+        for chunk, marks in chunks(hashes):
+            for h, path in conn.execute(
+                    f"SELECT hash, path FROM files WHERE hash IN ({marks}) ORDER BY path", chunk):
+                out.setdefault(h, []).append(path_text(path))
+        return out
+
     def content(self, content_hash: str) -> ContentRecord | None:
-        row = self._reader().execute(
-            "SELECT hash, size, duration, codec, width, height, decode_failures, last_error, "
-            "first_seen FROM contents WHERE hash = ?", (content_hash,)).fetchone()
+        row = self._reader().execute(f"SELECT {_CONTENT_COLS} FROM contents WHERE hash = ?",
+                                     (content_hash,)).fetchone()
         return ContentRecord(*row) if row else None
+
+    def contents(self, hashes: Sequence[str]) -> dict[str, ContentRecord]:
+        """The known ones of these contents."""
+        out: dict[str, ContentRecord] = {}
+        conn = self._reader()
+        for chunk, marks in chunks(hashes):
+            for row in conn.execute(
+                    f"SELECT {_CONTENT_COLS} FROM contents WHERE hash IN ({marks})", chunk):
+                out[row[0]] = ContentRecord(*row)
+        return out
+
+    def sizes_and_path_counts(self, hashes: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(size, number of paths) of each known content: what ranking duplicate groups by the
+        space they waste needs, without reading their paths."""
+        out: dict[str, tuple[int, int]] = {}
+        conn = self._reader()
+        for chunk, marks in chunks(hashes):
+            out.update((h, (size, n)) for h, size, n in conn.execute(
+                "SELECT c.hash, c.size, (SELECT COUNT(*) FROM files f WHERE f.hash = c.hash) "
+                f"FROM contents c WHERE c.hash IN ({marks})", chunk))
+        return out
+
+    def aliased_contents(self, since: float | None = None,
+                         path_prefix: str | None = None) -> list[str]:
+        """Contents stored at more than one path (each path an exact duplicate of the others);
+        only those with a path first seen at or after `since`, and one inside directory
+        `path_prefix`, when given."""
+        sql = "SELECT hash FROM files WHERE hash IS NOT NULL GROUP BY hash HAVING COUNT(*) > 1"
+        args: list = []
+        if since is not None:
+            sql += " AND MAX(first_seen) >= ?"
+            args.append(since)
+        if path_prefix is not None:
+            sql += " AND SUM(path = ? OR (path >= ? AND path < ?)) > 0"
+            args += list(prefix_bounds(path_prefix))
+        return [r[0] for r in self._reader().execute(sql, args)]
 
     def move_file(self, old: str, new: str, stat: FileStat | None = None,
                   now: float | None = None) -> bool:

@@ -17,7 +17,7 @@ from vfpd.catalog.codecs import (
     frames_sampling,
     sampling_tag,
 )
-from vfpd.catalog.core import ITER_BATCH, CatalogCore, stream
+from vfpd.catalog.core import ITER_BATCH, CatalogCore, chunks, stream
 from vfpd.catalog.vocabulary import FileState
 from vfpd.fingerprint import VECTOR_DIM, Fingerprint
 from vfpd.media import SampledVideo, SamplingSettings
@@ -67,9 +67,7 @@ class FingerprintStore(CatalogCore):
         ids = [int(i) for i in ids if int(i) >= 0]
         out: dict[int, StoredFingerprint] = {}
         conn = self._reader()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in chunks(ids):
             for row in conn.execute(f"SELECT {_FP_COLS} FROM fingerprints WHERE id IN ({marks})",
                                     chunk):
                 out[row[0]] = _stored(row)
