@@ -212,3 +212,25 @@ def test_announced_events_are_pruned_after_the_retention_pending_ones_never(cata
     assert outbox_ids(catalog.path) == {pending_old, announced_recent}
     assert catalog.outbox_next_due(SINK_WEBHOOK) is not None
     assert "pruned 1 announced events older than 7 days from the outbox" in caplog.text
+
+
+def test_a_retry_left_by_an_earlier_run_is_made_when_due(catalog, tmp_path) -> None:
+    out = tmp_path / "exec.txt"
+    script = tmp_path / "hook.sh"
+    script.write_text(f"#!/bin/sh\necho \"$VFPD_KIND\" >> {out}\n")
+    script.chmod(0o755)
+    notifier = Notifier(catalog, NotifyConfig(log=False, desktop=False, exec=(str(script),)), {})
+    oid = catalog.outbox_enqueue(EVENT, notifier.sinks())
+    # The previous daemon marked it, failed, and put it back for a retry; then it stopped.
+    catalog.outbox_ack(oid, SINK_EXEC)
+    assert not catalog.outbox_fail(oid, SINK_EXEC, "exited with 1")
+    due = catalog.outbox_next_due(SINK_EXEC)
+    assert due is not None and due > time.time() - 1
+    notifier.start()  # no wake(): nothing new was committed, the retry's time alone wakes it
+    try:
+        wait_for(lambda: out.exists())
+    finally:
+        notifier.stop()
+    assert time.time() >= due
+    assert out.read_text() == "near\n"
+    assert catalog.outbox_next_due(SINK_EXEC) is None
