@@ -50,6 +50,7 @@ class ContentRecord:
     first_seen: float
 
 
+_FILE_COLS = "path, size, mtime_ns, inode, device, hash, first_seen, last_seen, state"
 _CONTENT_COLS = ("hash, size, duration, codec, width, height, decode_failures, last_error, "
                  "first_seen")
 
@@ -64,18 +65,15 @@ class FileStore(CatalogCore):
     """Files (paths) and contents."""
 
     def file_by_path(self, path: str) -> FileRecord | None:
-        row = self._reader().execute(
-            "SELECT path, size, mtime_ns, inode, device, hash, first_seen, last_seen, state "
-            "FROM files WHERE path = ?", (path_key(path),)).fetchone()
+        row = self._reader().execute(f"SELECT {_FILE_COLS} FROM files WHERE path = ?",
+                                     (path_key(path),)).fetchone()
         return _file(row) if row else None
 
     def iter_files(self, prefix: str | None = None) -> Iterator[FileRecord]:
         """All recorded files, or those inside directory `prefix`, in path order (reconcile)."""
-        sql = ("SELECT path, size, mtime_ns, inode, device, hash, first_seen, last_seen, state "
-               "FROM files")
         where, args = prefix_clause("path", prefix)
-        yield from (_file(r) for r in stream(self._reader(), f"{sql} {where} ORDER BY path",
-                                             args))
+        sql = f"SELECT {_FILE_COLS} FROM files {where} ORDER BY path"
+        yield from (_file(r) for r in stream(self._reader(), sql, args))
 
     def paths_for_hash(self, content_hash: str) -> list[str]:
         return [path_text(r[0]) for r in self._reader().execute(
