@@ -239,8 +239,8 @@ class Notifier:
                 items = self.catalog.outbox_claim(sink, CLAIM_BATCH)
             except Exception:
                 log.exception("cannot read the outbox for %s", sink)
-                items = []
-            for item in items:
+                items = None
+            for item in items or ():
                 with self._cond:
                     if self._stopping:
                         return
@@ -249,9 +249,9 @@ class Notifier:
             with self._cond:
                 if self._stopping:
                     return
-                if len(items) == CLAIM_BATCH or self._wakeups != seen:
+                if items is not None and len(items) == CLAIM_BATCH or self._wakeups != seen:
                     continue
-                due = self._next_due(sink)
+                due = self._next_due(sink) if items is not None else self._retry_later()
                 # Just past the due time, so that the delivery is due when we look again.
                 self._cond.wait(None if due is None else max(0.0, due - time.time()) + 0.01)
 
@@ -260,7 +260,11 @@ class Notifier:
             return self.catalog.outbox_next_due(sink)
         except Exception:
             log.exception("cannot read the outbox for %s", sink)
-            return time.time() + self.catalog.delivery_policy.backoff_s  # try again later
+            return self._retry_later()
+
+    def _retry_later(self) -> float:
+        """When to look at an outbox that could not be read again (not in a tight loop)."""
+        return time.time() + self.catalog.delivery_policy.backoff_s
 
     def _prune(self) -> None:
         with self._cond:
