@@ -21,6 +21,7 @@ import av
 import numpy as np
 import pytest
 
+from catalog_checks import integrity_problems
 from harness.daemon import (
     SETTLE,
     Daemon,
@@ -29,7 +30,7 @@ from harness.daemon import (
     wait_until,
 )
 from media_factory import encode, make_video, read_frames, sample_clip
-from vfpd.catalog import JOB_FAILED
+from vfpd.catalog import JobState
 from vfpd.hashing import hash_file
 from vfpd.service.sdnotify import SystemdNotifier
 
@@ -220,7 +221,7 @@ def test_bad_files_fail_with_reasons_and_good_ones_still_match(daemon: Daemon, m
     for name in ("truncated", "text", "hangs"):
         daemon.wait_log(f"failed: {r1 / 'bad' / name}.mp4")
     with daemon.catalog() as cat:
-        failed = {Path(j.path).name: j for j in cat.iter_jobs(JOB_FAILED)}
+        failed = {Path(j.path).name: j for j in cat.iter_jobs(JobState.FAILED)}
     assert failed["truncated.mp4"].last_error.startswith("truncated:")
     assert failed["text.mp4"].last_error.startswith("not-a-video:")
     assert failed["hangs.mp4"].last_error.startswith("timeout:")
@@ -359,7 +360,7 @@ def test_sigkill_during_a_batch_then_restart(tmp_path_factory, media) -> None:
         d.stop(signal.SIGKILL)
         with d.catalog() as cat:
             committed = {r.path: r.hash for r in cat.iter_files()}
-            fps_before = sum(cat.counts().fingerprints.values())
+            fps_before = cat.counts().fingerprints
         first_log = d.text()
         d.start()
         wait_until(lambda: len(list(_files(d))) == 14 and _queue(d) == 0,
@@ -367,9 +368,9 @@ def test_sigkill_during_a_batch_then_restart(tmp_path_factory, media) -> None:
         wait_until(lambda: _backlog(d) == 0, what="every announcement made")
         with d.catalog() as cat:
             after = {r.path: r.hash for r in cat.iter_files()}
-            assert cat.integrity_check() == []
-            assert sum(cat.counts().fingerprints.values()) == 10
-            assert not list(cat.iter_jobs(JOB_FAILED))
+            assert integrity_problems(cat.path) == []
+            assert cat.counts().fingerprints == 10
+            assert not list(cat.iter_jobs(JobState.FAILED))
             # 2 re-encodes found; 4 contents with an exact copy.
             near = [p for p in cat.duplicates() if p.kind in ("near", "partial")]
             exact = [h for h in set(after.values()) if len(cat.paths_for_hash(h)) == 2]

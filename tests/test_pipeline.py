@@ -13,11 +13,11 @@ import pytest
 
 from media_factory import encode, make_video, read_frames, sample_clip
 from vfpd.catalog import (
-    JOB_FAILED,
     PRIORITY_BACKLOG,
     PRIORITY_NEW,
     UNTAGGED_SAMPLING,
     Catalog,
+    JobState,
     RetryPolicy,
     encode_frames,
     frames_sampling,
@@ -200,7 +200,7 @@ def test_bad_files_fail_once_with_their_reason(env: Env, clips) -> None:
     env.queue(cut)
     env.queue(env.root / "vanished.mp4")  # deleted before it was processed: just dropped
     env.drain()
-    failed = {Path(j.path).name: j for j in env.catalog.iter_jobs(JOB_FAILED)}
+    failed = {Path(j.path).name: j for j in env.catalog.iter_jobs(JobState.FAILED)}
     assert set(failed) == {"notes.mp4", "cut.mp4"}
     assert failed["notes.mp4"].last_error.startswith("not-a-video:")
     assert failed["cut.mp4"].last_error.startswith("truncated:")
@@ -217,7 +217,7 @@ def test_decode_timeout_is_retried_then_failed(tmp_path: Path, embedder, clips) 
         # Each try kills the worker and starts a new one (a Python process: about a second, many
         # on a loaded machine); the deadline only has to catch a pipeline that stopped retrying.
         deadline = time.monotonic() + 120
-        while (job := e.catalog.job(str(path))) is None or job.state != JOB_FAILED:
+        while (job := e.catalog.job(str(path))) is None or job.state != JobState.FAILED:
             assert time.monotonic() < deadline, (job, e.pipeline.busy, e.decoder)
             time.sleep(0.05)
         assert job.attempts == 2 and job.last_error.startswith("timeout:")
@@ -263,10 +263,10 @@ def test_frames_are_tagged_with_their_sampling(tmp_path: Path) -> None:
     assert frames_sampling(encode_frames(sampled)) == UNTAGGED_SAMPLING
     assert frames_sampling(encode_frames(sampled, FAST.sampling)) == sampling_tag(FAST.sampling)
     with Catalog(tmp_path / "c.db") as cat:
-        for h in ("a", "b"):
-            cat.store_result(f"/v/{h}.mp4", FileStat(1, 1, ord(h), 1), h * 64)
-        cat.store_frames("a" * 64, sampled)  # untagged: counts as accurate
-        cat.store_frames("b" * 64, sampled, sampling=FAST.sampling)
+        # Untagged (as before the tag existed): counts as accurate.
+        cat.store_result("/v/a.mp4", FileStat(1, 1, ord("a"), 1), "a" * 64, frames=sampled)
+        cat.store_result("/v/b.mp4", FileStat(1, 1, ord("b"), 1), "b" * 64, frames=sampled,
+                         sampling=FAST.sampling)
         assert cat.load_frames("a" * 64, ACCURATE.sampling) is not None
         assert cat.load_frames("a" * 64, FAST.sampling) is None
         assert cat.load_frames("b" * 64, ACCURATE.sampling) is None

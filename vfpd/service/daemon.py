@@ -21,10 +21,10 @@ from typing import Any
 
 from vfpd import config as config_mod
 from vfpd.catalog import (
-    JOB_FAILED,
     PRIORITY_NEW,
     Catalog,
     CatalogError,
+    JobState,
     RetryPolicy,
 )
 from vfpd.config import DEFAULT_WEBHOOK_RETRIES, Config, ConfigError
@@ -423,7 +423,7 @@ class Daemon:
 
     def retry(self, path: Path) -> bool:
         job = self.catalog.job(str(path))
-        if job is None or job.state != JOB_FAILED:
+        if job is None or job.state != JobState.FAILED:
             return False
         self.catalog.enqueue(str(path), "retry", PRIORITY_NEW)
         self.pipeline.wake()

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vfpd.catalog import (
-    FILE_OK,
-    JOB_FAILED,
     PRIORITY_BACKLOG,
     PRIORITY_NEW,
     Catalog,
     FileRecord,
+    FileState,
+    JobState,
 )
 from vfpd.hashing import FileStat
 from vfpd.service.watcher import (
@@ -135,7 +135,7 @@ def reconcile(catalog: Catalog, roots: Sequence[Path], flt: Filter,
     current: dict[str, bool] = {}  # content hash -> has a fingerprint of model_version
 
     def lacks_fingerprint(rec: FileRecord) -> bool:
-        if model_version is None or rec.hash is None or rec.state != FILE_OK:
+        if model_version is None or rec.hash is None or rec.state != FileState.OK:
             return False
         if rec.hash not in current:
             current[rec.hash] = catalog.has_fingerprint(rec.hash, model_version)
@@ -168,6 +168,6 @@ def reconcile(catalog: Catalog, roots: Sequence[Path], flt: Filter,
         queued.extend((p, "reconcile") for p in new)
     jobs = {j.path: j.state for j in catalog.iter_jobs(None)}
     fresh = [(p, why) for p, why in queued
-             if p not in jobs or (retry_failed and jobs[p] == JOB_FAILED)]
+             if p not in jobs or (retry_failed and jobs[p] == JobState.FAILED)]
     catalog.enqueue_many(fresh, priority)
     return Reconciled(len(fresh), moved, removed, sum(why == REASON_MODEL for _, why in fresh))

@@ -21,13 +21,12 @@ from typing import Any, Protocol
 
 from vfpd import chain, hashing
 from vfpd.catalog import (
-    FILE_OK,
-    JOB_FAILED,
-    JOB_QUEUED,
     Catalog,
     ContentInfo,
     FileRecord,
+    FileState,
     Job,
+    JobState,
 )
 from vfpd.chain import Decoder, Fingerprinter, Identity, Work
 from vfpd.events import DuplicateEvent, FileRef
@@ -243,7 +242,7 @@ class Pipeline:
         now = time.time()
         timeout: float | None = None
         if not paused:
-            due = self._next_due()
+            due = self.catalog.next_job_due()
             if due is not None:
                 timeout = max(0.0, due - now)
         if self._model_used_at is not None:
@@ -262,12 +261,6 @@ class Pipeline:
             if self._stopping or self._wakeups != seen:
                 return
             self._cond.wait(timeout)
-
-    def _next_due(self) -> float | None:
-        due = None
-        for job in self.catalog.iter_jobs(JOB_QUEUED):
-            due = job.next_try if due is None else min(due, job.next_try)
-        return due
 
     def _release(self, job: Job) -> None:
         try:
@@ -334,7 +327,7 @@ class Pipeline:
             return None
         mv = self.embedder.model_version
         if self.catalog.has_fingerprint(ident.hash, mv):
-            if old is not None and old.hash == ident.hash and old.state == FILE_OK:
+            if old is not None and old.hash == ident.hash and old.state == FileState.OK:
                 if old.stat == ident.stat:
                     self.catalog.complete_job(job)  # unchanged since it was fingerprinted
                 else:
@@ -345,14 +338,9 @@ class Pipeline:
         return Work(ident.hash, [path], _Job(job, ident.stat, old))
 
     def _fail(self, job: Job, reason: str, content_hash: str | None, permanent: bool) -> None:
-        cat = self.catalog
-        with cat.transaction():
-            now = cat.fail_job(job, reason, content_hash)
-            # A reason that will not change (not a video, truncated) fails at once; the catalog
-            # counts tries, so the remaining ones are used up in the same transaction.
-            while permanent and now.state != JOB_FAILED and now.attempts < 1000:
-                now = cat.fail_job(now, reason)
-        if now.state == JOB_FAILED:
+        # A reason that will not change (not a video, truncated) fails at once.
+        now = self.catalog.fail_job(job, reason, content_hash, permanent=permanent)
+        if now.state == JobState.FAILED:
             log.warning("failed: %s: %s", job.path, reason)
         else:
             log.info("will retry %s (try %d): %s", job.path, now.attempts, reason)
@@ -366,7 +354,7 @@ class Pipeline:
             if p == path:
                 continue
             rec = self.catalog.file_by_path(p)
-            if rec is None or rec.state != FILE_OK:
+            if rec is None or rec.state != FileState.OK:
                 continue
             if fstat is not None and (rec.stat.device, rec.stat.inode) == (fstat.device,
                                                                            fstat.inode):
