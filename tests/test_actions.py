@@ -11,6 +11,7 @@ import pytest
 
 from media_factory import make_video
 from vfpd import trash
+from vfpd.hashing import hash_file
 from vfpd.actions import (
     ActionSpec,
     FileFacts,
@@ -43,9 +44,11 @@ def other_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
                       seed=3)
 
 
-def facts(path: Path, content_hash: str | None = "h1", res: tuple[int, int] = (96, 64)) -> FileFacts:
+def facts(path: Path, content_hash: str | None = None, res: tuple[int, int] = (96, 64)) -> FileFacts:
+    """What a scan records: stat, identity and (unless given) the real content hash."""
     st = os.stat(path)
-    return FileFacts(str(path), st.st_size, st.st_mtime_ns, res[0], res[1], content_hash)
+    return FileFacts(str(path), st.st_size, st.st_mtime_ns, res[0], res[1],
+                     content_hash or hash_file(path), st.st_dev, st.st_ino)
 
 
 def copies(video: Path, d: Path, names: list[str]) -> list[Path]:
@@ -160,7 +163,7 @@ def test_symlink_and_undo(video: Path, tmp_path: Path) -> None:
 def test_links_only_for_byte_identical_files(video: Path, other_video: Path, tmp_path: Path) -> None:
     (a,) = copies(video, tmp_path / "d", ["a.mp4"])
     (b,) = copies(other_video, tmp_path / "e", ["b.mp4"])
-    group = [facts(a, "h1"), facts(b, "h2")]
+    group = [facts(a), facts(b)]
     for action in ("hardlink", "symlink"):
         outcomes, _ = run(group, action, tmp_path)
         assert [o.done for o in outcomes] == [False]
@@ -173,7 +176,8 @@ def test_link_refused_when_content_differs_despite_same_recorded_hash(
     (a,) = copies(video, tmp_path / "d", ["a.mp4"])
     (b,) = copies(other_video, tmp_path / "e", ["b.mp4"])
     outcomes, _ = run([facts(a, "same"), facts(b, "same")], "hardlink", tmp_path)
-    assert not outcomes[0].done and "content differs" in outcomes[0].detail
+    assert not outcomes[0].done and "no longer has the content that was matched" in \
+        outcomes[0].detail
     assert not os.path.samefile(a, b)
 
 

@@ -218,8 +218,8 @@ def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object
     spec = args.action_spec
     if spec.op == actions.REPORT:
         return None, True
-    facts = [actions.FileFacts(f.path, f.stat.size, f.stat.mtime_ns, f.width, f.height, f.hash)
-             for f in result.files]
+    facts = [actions.FileFacts(f.path, f.stat.size, f.stat.mtime_ns, f.width, f.height, f.hash,
+                               f.stat.device, f.stat.inode) for f in result.files]
     by_path = {f.path: f for f in facts}
     groups = [[by_path[p] for p in g] for g in result.groups]
     steps = actions.plan(groups, spec, args.keep)
