@@ -56,7 +56,8 @@ def flip_in_place(path: Path) -> bytes:
 
 def act_on(group: list[FileFacts], action: str, tmp_path: Path, keep: str = "shortest-path"):
     spec = parse_action(action)
-    steps = plan([group], spec, keep)
+    direct = {frozenset((a.path, b.path)) for a in group for b in group if a != b}
+    steps = plan([group], spec, keep, direct)
     return apply(steps, group, spec, tmp_path / "journal.jsonl")
 
 

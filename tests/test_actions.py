@@ -16,6 +16,7 @@ from vfpd.actions import (
     ActionSpec,
     FileFacts,
     Journal,
+    NOT_DIRECT,
     JournalError,
     apply,
     choose_keeper,
@@ -62,9 +63,13 @@ def copies(video: Path, d: Path, names: list[str]) -> list[Path]:
     return out
 
 
+def every_pair(group: list[FileFacts]) -> set[frozenset[str]]:
+    return {frozenset((a.path, b.path)) for a in group for b in group if a != b}
+
+
 def run(group: list[FileFacts], action: str, tmp_path: Path, keep: str = "oldest"):
     spec = parse_action(action)
-    steps = plan([group], spec, keep)
+    steps = plan([group], spec, keep, every_pair(group))
     journal = tmp_path / f"journal-{len(list(tmp_path.glob('journal-*')))}.jsonl"
     return apply(steps, group, spec, journal), journal
 
@@ -91,8 +96,8 @@ def test_parse_action_rejects_unknown_and_empty_move() -> None:
 def test_report_plans_nothing_and_the_keeper_is_never_in_a_plan(video: Path, tmp_path: Path) -> None:
     files = copies(video, tmp_path / "d", ["a.mp4", "b.mp4", "c.mp4"])
     group = [facts(p) for p in files]
-    assert plan([group], parse_action("report"), "oldest") == []
-    steps = plan([group], parse_action("delete"), "newest")
+    assert plan([group], parse_action("report"), "oldest", every_pair(group)) == []
+    steps = plan([group], parse_action("delete"), "newest", every_pair(group))
     assert sorted(s.path for s in steps) == [str(files[0]), str(files[1])]
     assert all(s.keep == str(files[2]) for s in steps)
 
@@ -251,3 +256,51 @@ def test_bad_journals_give_clear_errors(tmp_path: Path) -> None:
         json.dumps({"journal": "vfpd-actions", "version": 1}) + "\n{not json\n{\"seq\": 1")
     with pytest.raises(JournalError, match="not a JSON line"):
         read_journal(tmp_path / "torn.jsonl")
+
+
+def test_a_member_joined_through_a_chain_is_never_removed_for_the_keeper(
+        video: Path, other_video: Path, tmp_path: Path) -> None:
+    """A~B and B~C verified, A~C not: keeping A removes B, never C."""
+    a, b = copies(video, tmp_path / "d", ["a.mp4", "b.mp4"])
+    (c,) = copies(other_video, tmp_path / "e", ["c.mp4"])
+    os.utime(c, ns=(10**10, 10**10))
+    group = [facts(a), facts(b), facts(c)]
+    direct = {frozenset((str(a), str(b))), frozenset((str(b), str(c)))}
+    steps = plan([group], parse_action("delete"), "oldest", direct)
+    assert [(s.path, s.keep, s.skip) for s in steps] == [
+        (str(b), str(a), None), (str(c), str(a), NOT_DIRECT)]
+    outcomes = apply(steps, group, parse_action("delete"), tmp_path / "j.jsonl")
+    assert [(o.done, o.detail) for o in outcomes] == [(True, "deleted"), (False, NOT_DIRECT)]
+    assert a.exists() and not b.exists() and c.exists()
+
+
+def test_scan_of_two_clips_of_one_video_removes_only_what_matches_the_keeper(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole clip and two clips of it that barely overlap form one group (each clip is verified
+    against the whole); keeping the first clip, the whole is a verified copy of it, the other clip
+    is not: deleting it would lose footage the kept file does not have."""
+    from scan_media import load, segment
+    from vfpd.cli import ctl
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    frames = load("bigbuckbunny")
+    d = tmp_path / "videos"
+    d.mkdir()
+    end = frames[-1][0] + 1
+    first = segment(frames, 0.0, end * 0.4, d / "first.mp4")
+    whole = segment(frames, 0.0, end, d / "whole.mp4")
+    later = segment(frames, end * 0.3, end * 0.7, d / "later.mp4")
+    for n, p in enumerate((first, whole, later)):
+        os.utime(p, ns=(10**9 * (n + 1),) * 2)
+    argv = ["scan", str(d), "--no-cache", "--device", "cpu", "--workers", "1", "--json",
+            "--action", "delete", "--keep", "oldest", "--apply", "--journal",
+            str(tmp_path / "j.jsonl")]
+    ctl.main(argv)
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(map(sorted, doc["groups"])) == [sorted(map(str, (first, whole, later)))]
+    assert {frozenset((p["a"], p["b"])) for p in doc["pairs"]} == {
+        frozenset((str(whole), str(first))), frozenset((str(whole), str(later)))}
+    steps = {s["path"]: s for s in doc["actions"]["steps"]}
+    assert steps[str(whole)]["done"] and not whole.exists()
+    assert not steps[str(later)]["done"] and steps[str(later)]["detail"] == NOT_DIRECT
+    assert first.exists() and later.exists()

@@ -15,7 +15,7 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -93,10 +93,16 @@ class Step:
     skip: str | None = None
 
 
-def plan(groups: Sequence[Sequence[FileFacts]], action: ActionSpec, policy: str) -> list[Step]:
-    """For each group, keep one file by `policy` and apply `action` to the others. Members without
-    a content hash to prove at act time are skipped, and, for links, members that are not
-    byte-identical."""
+NOT_DIRECT = "kept: not directly matched to the kept copy"
+"""Why a member joined to the group only through others (A~B, B~C: C, keeping A) is left."""
+
+
+def plan(groups: Sequence[Sequence[FileFacts]], action: ActionSpec, policy: str,
+         direct: Collection[frozenset[str]]) -> list[Step]:
+    """For each group, keep one file by `policy` and apply `action` to the others that were
+    themselves verified as duplicates of it: `direct` holds the pairs {a, b} scoring at least the
+    threshold in use. Other members are left (NOT_DIRECT), as are members without a content hash
+    to prove at act time and, for links, members that are not byte-identical."""
     steps: list[Step] = []
     if action.op == REPORT:
         return steps
@@ -106,7 +112,9 @@ def plan(groups: Sequence[Sequence[FileFacts]], action: ActionSpec, policy: str)
             if f.path == keeper.path:
                 continue
             skip = None
-            if f.content_hash is None or keeper.content_hash is None:
+            if frozenset((f.path, keeper.path)) not in direct:
+                skip = NOT_DIRECT
+            elif f.content_hash is None or keeper.content_hash is None:
                 skip = "no content hash to prove the match with; scan again"
             elif action.op in LINK_OPS and f.content_hash != keeper.content_hash:
                 skip = f"not byte-identical to the kept file; {action.op} only replaces exact copies"

@@ -222,7 +222,10 @@ def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object
                                f.stat.device, f.stat.inode) for f in result.files]
     by_path = {f.path: f for f in facts}
     groups = [[by_path[p] for p in g] for g in result.groups]
-    steps = actions.plan(groups, spec, args.keep)
+    # Only pairs verified at the threshold in use count: a group joined through a chain never
+    # removes a member for a keeper it was not itself matched with.
+    direct = {frozenset((p.a, p.b)) for p in result.pairs if p.score >= result.settings.threshold}
+    steps = actions.plan(groups, spec, args.keep, direct)
     report: dict[str, object] = {"action": args.action, "keep": args.keep, "applied": args.apply,
                                  "journal": None}
     if not args.apply:
