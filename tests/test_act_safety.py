@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from media_factory import make_video
-from vfpd.actions import FileFacts, apply, parse_action, plan
+from vfpd.actions import FileFacts, apply, open_journal, parse_action, plan
 from vfpd.cli import ctl
 from vfpd.hashing import hash_fd, hash_file
+from vfpd.journal import load_key
 
 SAME_MTIME_NS = 1_600_000_000_000_000_000
 
@@ -58,7 +59,12 @@ def act_on(group: list[FileFacts], action: str, tmp_path: Path, keep: str = "sho
     spec = parse_action(action)
     direct = {frozenset((a.path, b.path)) for a in group for b in group if a != b}
     steps = plan([group], spec, keep, direct)
-    return apply(steps, group, spec, tmp_path / "journal.jsonl")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    sealed = open_journal(tmp_path / "journal.jsonl", load_key(tmp_path / "state"), spec, ["/"])
+    try:
+        return apply(steps, group, sealed, spec)
+    finally:
+        sealed.close()
 
 
 def test_hash_fd_hashes_the_whole_file_whatever_the_offset(tmp_path: Path) -> None:

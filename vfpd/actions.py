@@ -1,25 +1,25 @@
 """Acting on duplicate groups (trash, delete, link, move) safely, with a journal that undo reverses.
 
-plan() is pure: which file of each group is kept (the --keep policy) and what happens to the
-others. apply() carries a plan out, writing each change to the journal (fsynced) before making it,
-and re-checking every file right before touching it. undo() reverses a journal where it can.
-The kept file of a group is never touched, so no group ever loses its last copy.
+plan() is pure: which file of each group is kept (the --keep policy) and which others are acted on
+(only those verified directly against the kept file). act() carries out one change, proving at that
+moment, through the descriptors it acts through, that the file is the one matched with its
+content and that the kept copy is still there with its own; apply() runs a plan through act().
+undo() reverses a sealed journal (vfpd/journal.py) where it can, within its scanned folders.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import secrets
 import shutil
 import stat
-import time
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from vfpd import hashing, trash
+from vfpd.journal import Journal, ReadJournal, read_journal
 
 REPORT, TRASH, DELETE, HARDLINK, SYMLINK, MOVE = (
     "report", "trash", "delete", "hardlink", "symlink", "move")
@@ -27,8 +27,6 @@ ACTION_NAMES = (REPORT, TRASH, DELETE, HARDLINK, SYMLINK, f"{MOVE}:DIR")
 KEEP_POLICIES = ("oldest", "newest", "largest", "highest-res", "shortest-path")
 LINK_OPS = (HARDLINK, SYMLINK)
 REVERSIBLE = (TRASH, MOVE, HARDLINK, SYMLINK)
-JOURNAL_FORMAT = "vfpd-actions"
-JOURNAL_VERSION = 1
 TEMP_PREFIX = ".vfpd-tmp-"
 
 
@@ -122,41 +120,6 @@ def plan(groups: Sequence[Sequence[FileFacts]], action: ActionSpec, policy: str,
     return steps
 
 
-# --- the journal ---------------------------------------------------------------------------------
-
-class Journal:
-    """Append-only JSON lines; every line is fsynced before the change it announces is made."""
-
-    def __init__(self, path: str | Path, action: ActionSpec) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        self._file = os.fdopen(fd, "w", encoding="utf-8")
-        self.write({"journal": JOURNAL_FORMAT, "version": JOURNAL_VERSION,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "action": asdict(action)})
-        dfd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-    def write(self, record: dict[str, object]) -> None:
-        # ensure_ascii keeps non-UTF-8 names (surrogate escapes) exact through a round trip.
-        self._file.write(json.dumps(record, ensure_ascii=True) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _append(path: Path, record: dict[str, object]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, ensure_ascii=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 # --- carrying out a plan -------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -237,6 +200,12 @@ def _open_folder(folder: str) -> int:
     return real
 
 
+def _inside(path: str, roots: Sequence[str]) -> bool:
+    """`path` (absolute, normalized) is one of `roots` or below one."""
+    return os.path.isabs(path) and os.path.normpath(path) == path and any(
+        path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
 def _identity_at(dir_fd: int, name: str) -> tuple[int, int] | None:
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -291,11 +260,16 @@ def act(journal: Journal, seq: int, action: ActionSpec, remove: str, keep: str, 
         raise Refused(f"not byte-identical to the kept file; {action.op} only replaces exact copies")
     target = _Place(remove)
     try:
+        if not _inside(target.path, journal.roots):
+            raise Refused("is outside the scanned folders once symbolic links are resolved")
         try:
             keeper = _Place(keep)
         except Refused as e:
             raise Refused(f"the kept file {keep} {e}; not touching its copies") from None
         try:
+            if not _inside(keeper.path, journal.roots):
+                raise Refused(f"the kept file {keep} is outside the scanned folders once symbolic "
+                              "links are resolved")
             _prove(target, keeper, remove_hash, keep_hash, remove_identity, keep_identity)
             return _carry_out(journal, seq, action, target, keeper)
         finally:
@@ -486,38 +460,40 @@ def _replace_with_copy_of(path: str, source: str, mode: int, mtime_ns: int) -> N
     _fsync_dir(path)
 
 
-def apply(steps: Sequence[Step], facts: Sequence[FileFacts], action: ActionSpec,
-          journal_path: str | Path) -> list[Outcome]:
+def apply(steps: Sequence[Step], facts: Sequence[FileFacts], journal: Journal,
+          action: ActionSpec) -> list[Outcome]:
     """Carry out the steps through act(), journalling each change first. One failing file never
     stops the rest."""
     by_path = {f.path: f for f in facts}
-    journal = Journal(journal_path, action)
     out = []
-    try:
-        for seq, step in enumerate(steps, 1):
-            if step.skip:
-                out.append(Outcome(step, False, step.skip))
-                continue
-            target, keeper = by_path[step.path], by_path[step.keep]
-            assert target.content_hash is not None and keeper.content_hash is not None
-            try:
-                detail = act(journal, seq, action, step.path, step.keep, target.content_hash,
-                             keeper.content_hash, target.identity, keeper.identity)
-                out.append(Outcome(step, True, detail))
-            except Refused as e:
-                out.append(Outcome(step, False, f"skipped: {e}"))
-            except OSError as e:
-                journal.write({"seq": seq, "failed": str(e)})
-                out.append(Outcome(step, False, f"failed: {e.strerror or e}"))
-    finally:
-        journal.close()
+    for seq, step in enumerate(steps, 1):
+        if step.skip:
+            out.append(Outcome(step, False, step.skip))
+            continue
+        target, keeper = by_path[step.path], by_path[step.keep]
+        assert target.content_hash is not None and keeper.content_hash is not None
+        try:
+            detail = act(journal, seq, action, step.path, step.keep, target.content_hash,
+                         keeper.content_hash, target.identity, keeper.identity)
+            out.append(Outcome(step, True, detail))
+        except Refused as e:
+            out.append(Outcome(step, False, f"skipped: {e}"))
+        except OSError as e:
+            journal.write({"seq": seq, "failed": str(e)})
+            out.append(Outcome(step, False, f"failed: {e.strerror or e}"))
     return out
+
+
+def open_journal(path: str | Path, key: bytes, action: ActionSpec, roots: Sequence[str]
+                 ) -> Journal:
+    """A new journal for `action` on files under `roots`."""
+    return Journal(path, key, asdict(action), list(roots))
 
 
 # --- undo ----------------------------------------------------------------------------------------
 
-class JournalError(ValueError):
-    """The journal file is missing, not a vfpd journal, or damaged."""
+RESTORED_MODE_BITS = 0o777
+"""Undo restores permission bits only: never setuid, setgid or sticky, whatever a journal says."""
 
 
 @dataclass(frozen=True)
@@ -529,30 +505,38 @@ class UndoOutcome:
     detail: str
 
 
-def read_journal(path: str | Path) -> tuple[dict[str, object], list[dict[str, object]], set[int]]:
-    """(header, change records in order, seqs already undone)."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise JournalError(f"{path}: no such journal") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise JournalError(f"{path}: cannot read: {e}") from None
-    records = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            # Only the last line can be torn by a crash mid-write; anything else is damage.
-            if n == len(lines):
-                break
-            raise JournalError(f"{path}:{n}: not a JSON line") from None
-    if not records or records[0].get("journal") != JOURNAL_FORMAT:
-        raise JournalError(f"{path}: not a vfpd action journal")
-    changes = [r for r in records[1:] if "op" in r]
-    undone = {int(r["seq"]) for r in records[1:] if r.get("undone")}
-    return records[0], changes, undone
+def _unsafe(r: dict[str, object], journal: ReadJournal) -> str | None:
+    """Why a (sealed) journal line must still not be followed, or None. The seal proves this tool
+    wrote it; these checks hold it to the folders it was allowed to touch, as they are now."""
+    op, path = r.get("op"), r.get("path")
+    if op not in (TRASH, DELETE, MOVE, HARDLINK, SYMLINK) or not isinstance(path, str):
+        return "not an action this tool records"
+    if not _inside(path, journal.roots):
+        return "outside the journal's scanned folders"
+    if os.path.realpath(os.path.dirname(path)) != os.path.dirname(path):
+        return "a folder on its path is now a symbolic link"
+    if not all(isinstance(r.get(k), int) for k in ("seq", "size", "mtime_ns", "mode")):
+        return "a damaged line"
+    temp = r.get("temp")
+    if temp is not None and (not isinstance(temp, str) or os.path.dirname(temp) !=
+                             os.path.dirname(path) or not os.path.basename(temp).startswith(
+                                 TEMP_PREFIX)):
+        return "its private name is not beside it"
+    if op in LINK_OPS and not (isinstance(r.get("keep"), str)
+                               and _inside(str(r["keep"]), journal.roots)):
+        return "the kept file is outside the journal's scanned folders"
+    if op == MOVE:
+        action = journal.header.get("action")
+        target = action.get("target_dir") if isinstance(action, dict) else None
+        dest = r.get("dest")
+        if not (isinstance(dest, str) and isinstance(target, str)
+                and os.path.dirname(dest) == os.path.normpath(target)):
+            return "its destination is not in the journal's move folder"
+    if op == TRASH:
+        f, i = r.get("trash_file"), r.get("trash_info")
+        if not (isinstance(f, str) and isinstance(i, str) and trash.is_slot(f, i)):
+            return "its trash location is not a trash folder"
+    return None
 
 
 def _undo_one(r: dict[str, object]) -> str:
@@ -597,25 +581,43 @@ def _undo_one(r: dict[str, object]) -> str:
                 raise Refused("points elsewhere now")
         if os.path.getsize(keep) != r["size"]:
             raise Refused(f"the kept file {keep} changed size; cannot rebuild the copy")
-        _replace_with_copy_of(path, keep, int(r["mode"]), int(r["mtime_ns"]))
+        mode, mtime_ns = r["mode"], r["mtime_ns"]
+        assert isinstance(mode, int) and isinstance(mtime_ns, int)  # checked by _unsafe
+        _replace_with_copy_of(path, keep, mode & RESTORED_MODE_BITS, mtime_ns)
         return f"an independent copy of {keep} again"
     raise Refused(f"{op} cannot be undone")
 
 
-def undo(journal_path: str | Path) -> list[UndoOutcome]:
-    """Reverse the journal's changes, newest first, where reversible. Each reversal is recorded in
-    the journal, so running undo twice does nothing the second time."""
-    _, changes, undone = read_journal(journal_path)
+def undo(journal_path: str | Path, key: bytes) -> list[UndoOutcome]:
+    """Reverse the journal's changes, newest first, where reversible. The journal must carry this
+    user's seal (JournalRefused otherwise, nothing done), and each line must stay inside its
+    scanned folders. Each reversal is recorded in the journal, so a second run does nothing."""
+    read = read_journal(journal_path, key)
+    changes = [r for r in read.records if "op" in r]
+    undone = {r.get("seq") for r in read.records if r.get("undone")}
     out = []
-    for r in reversed(changes):
-        seq, op, path = int(r["seq"]), str(r["op"]), str(r["path"])
-        if seq in undone:
-            continue
-        try:
-            detail = _undo_one(r)
-        except (Refused, OSError) as e:
-            out.append(UndoOutcome(seq, op, path, False, str(e)))
-            continue
-        _append(Path(journal_path), {"seq": seq, "undone": True})
-        out.append(UndoOutcome(seq, op, path, True, detail))
+    journal: Journal | None = None
+    try:
+        for r in reversed(changes):
+            seq, op, path = r.get("seq"), str(r.get("op")), str(r.get("path"))
+            if seq in undone:
+                continue
+            problem = _unsafe(r, read)
+            if problem is not None:
+                out.append(UndoOutcome(int(seq) if isinstance(seq, int) else -1, op, path, False,
+                                       f"refused: {problem}"))
+                continue
+            assert isinstance(seq, int)
+            try:
+                detail = _undo_one(r)
+            except (Refused, OSError) as e:
+                out.append(UndoOutcome(seq, op, path, False, str(e)))
+                continue
+            if journal is None:
+                journal = Journal.reopen(read, key)
+            journal.write({"seq": seq, "undone": True})
+            out.append(UndoOutcome(seq, op, path, True, detail))
+    finally:
+        if journal is not None:
+            journal.close()
     return out

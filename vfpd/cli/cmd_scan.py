@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from vfpd import actions, matching
+from vfpd import actions, journal, matching
 from vfpd.presets import ACCURATE, FAST, PRESETS
 from vfpd.scan import (
     CLUSTER_METHODS,
@@ -123,6 +123,11 @@ def _validate(args: argparse.Namespace) -> str | None:
         args.action_spec = actions.parse_action(args.action)
     except ValueError as e:
         return str(e)
+    if args.apply and args.action_spec.op != actions.REPORT:
+        try:
+            args.journal_key = journal.load_key(journal.default_key_dir())
+        except (journal.JournalError, OSError) as e:
+            return f"cannot seal the journal: {e}"
     if args.output:
         parent = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(parent):
@@ -239,9 +244,13 @@ def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object
                     f"would {s.op} {shown(s.path)}  (keeping {shown(s.keep)})"
                 print(f"  {what}")
         return report, True
-    journal = Path(args.journal) if args.journal else _default_journal()
-    outcomes = actions.apply(steps, facts, spec, journal)
-    report["journal"] = str(journal)
+    path = Path(args.journal) if args.journal else _default_journal()
+    sealed = actions.open_journal(path, args.journal_key, spec, result.settings.roots)
+    try:
+        outcomes = actions.apply(steps, facts, sealed, spec)
+    finally:
+        sealed.close()
+    report["journal"] = str(path)
     report["steps"] = [{"op": o.step.op, "path": o.step.path, "keep": o.step.keep,
                         "done": o.done, "detail": o.detail} for o in outcomes]
     failed = [o for o in outcomes if not o.done and not o.step.skip]
@@ -250,7 +259,7 @@ def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object
         for o in outcomes:
             mark = "done" if o.done else "NOT done"
             print(f"  {mark}: {o.step.op} {shown(o.step.path)}: {o.detail}")
-        print(f"Journal: {journal}\nUndo with: vfpctl undo {journal}")
+        print(f"Journal: {path}\nUndo with: vfpctl undo {path}")
     return report, not failed
 
 
