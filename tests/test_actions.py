@@ -276,3 +276,51 @@ def test_bad_journals_give_clear_errors(key: bytes, tmp_path: Path) -> None:
     # A line torn by a crash at the very end is ignored, and cut off by the next append.
     (tmp_path / "torn.jsonl").write_text(header + '{"seq": 1, "und')
     assert read_journal(tmp_path / "torn.jsonl", key).records == []
+
+
+def test_a_member_joined_through_a_chain_is_never_removed_for_the_keeper(
+        video: Path, other_video: Path, tmp_path: Path) -> None:
+    """A~B and B~C verified, A~C not: keeping A removes B, never C."""
+    a, b = copies(video, tmp_path / "d", ["a.mp4", "b.mp4"])
+    (c,) = copies(other_video, tmp_path / "e", ["c.mp4"])
+    os.utime(c, ns=(10**10, 10**10))
+    group = [facts(a), facts(b), facts(c)]
+    direct = {frozenset((str(a), str(b))), frozenset((str(b), str(c)))}
+    steps = plan([group], parse_action("delete"), "oldest", direct)
+    assert [(s.path, s.keep, s.skip) for s in steps] == [
+        (str(b), str(a), None), (str(c), str(a), NOT_DIRECT)]
+    outcomes = act_in(tmp_path, steps, group, parse_action("delete"), tmp_path / "j.jsonl")
+    assert [(o.done, o.detail) for o in outcomes] == [(True, "deleted"), (False, NOT_DIRECT)]
+    assert a.exists() and not b.exists() and c.exists()
+
+
+def test_scan_of_two_clips_of_one_video_removes_only_what_matches_the_keeper(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole clip and two clips of it that barely overlap form one group (each clip is verified
+    against the whole); keeping the first clip, the whole is a verified copy of it, the other clip
+    is not: deleting it would lose footage the kept file does not have."""
+    from scan_media import load, segment
+    from vfpd.cli import ctl
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    frames = load("bigbuckbunny")
+    d = tmp_path / "videos"
+    d.mkdir()
+    end = frames[-1][0] + 1
+    first = segment(frames, 0.0, end * 0.4, d / "first.mp4")
+    whole = segment(frames, 0.0, end, d / "whole.mp4")
+    later = segment(frames, end * 0.3, end * 0.7, d / "later.mp4")
+    for n, p in enumerate((first, whole, later)):
+        os.utime(p, ns=(10**9 * (n + 1),) * 2)
+    argv = ["scan", str(d), "--no-cache", "--device", "cpu", "--workers", "1", "--json",
+            "--action", "delete", "--keep", "oldest", "--apply", "--journal",
+            str(tmp_path / "j.jsonl")]
+    ctl.main(argv)
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(map(sorted, doc["groups"])) == [sorted(map(str, (first, whole, later)))]
+    assert {frozenset((p["a"], p["b"])) for p in doc["pairs"]} == {
+        frozenset((str(whole), str(first))), frozenset((str(whole), str(later)))}
+    steps = {s["path"]: s for s in doc["actions"]["steps"]}
+    assert steps[str(whole)]["done"] and not whole.exists()
+    assert not steps[str(later)]["done"] and steps[str(later)]["detail"] == NOT_DIRECT
+    assert first.exists() and later.exists()
