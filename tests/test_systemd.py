@@ -68,6 +68,22 @@ def test_check_catches_a_weak_sandbox(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "FAIL vfpd.service: security exposure" in proc.stdout
 
 
+SECCOMP_HARDENING = ("NoNewPrivileges=yes", "LockPersonality=yes", "RestrictRealtime=yes",
+                     "RestrictSUIDSGID=yes", "RestrictNamespaces=yes",
+                     "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+                     "SystemCallArchitectures=native", "SystemCallFilter=@system-service",
+                     "SystemCallFilter=~@privileged", "SystemCallErrorNumber=EPERM")
+"""The system unit's hardening that needs no privilege (seccomp): the user unit has it too."""
+
+
+def test_user_unit_has_the_system_units_unprivileged_hardening() -> None:
+    system = (UNITS / "vfpd.service").read_text()
+    user = (UNITS / "vfpd.user.service").read_text()
+    for line in (*SECCOMP_HARDENING, "OOMPolicy=continue"):
+        assert f"\n{line}\n" in system, line
+        assert f"\n{line}\n" in user, line
+
+
 def test_system_unit_has_what_an_administrator_expects() -> None:
     text = (UNITS / "vfpd.service").read_text()
     for line in ("Type=notify", "User=vfpd", "Restart=on-failure", "StateDirectory=vfpd",
