@@ -22,7 +22,7 @@ from multiprocessing.connection import wait as wait_ready
 from pathlib import Path
 from queue import SimpleQueue
 
-from vfpd import media
+from vfpd import media, sandbox
 from vfpd.media import MediaError, SampledVideo, SamplingSettings
 
 STOP_GRACE_SECONDS = 2.0
@@ -136,6 +136,10 @@ def _child_main(conn: Connection, memory_limit: int, sampling: SamplingSettings)
     """A worker: decode each path it is sent, answer with (sampled, error), until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which closes the pool
     _prefer_for_oom_kill()
+    try:
+        sandbox.confine()  # no writes, no TCP: the catalog and the network are the daemon's
+    except OSError:
+        pass  # Landlock present but refusing (a kernel quirk): decode unconfined, as before
     resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash on untrusted media leaves no core file
     while True:
