@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from media_factory import make_video
-from vfpd.actions import FileFacts, apply, open_journal, parse_action, plan
+from vfpd.actions import FileFacts, apply, open_journal, parse_action, plan, undo
 from vfpd.cli import ctl
 from vfpd.hashing import hash_fd, hash_file
 from vfpd.journal import load_key
@@ -206,3 +206,5 @@ def test_a_name_swapped_after_the_checks_is_put_back(video: Path, tmp_path: Path
     assert not outcome.done and "replaced by another file while being acted on" in outcome.detail
     assert other.read_bytes() == b"unique content that was never matched"
     assert sorted(p.name for p in other.parent.iterdir()) == ["a.mp4", "bb.mp4", "matched.bin"]
+    # The journal says the change failed with the file left in place: undo has nothing to do.
+    assert undo(tmp_path / "journal.jsonl", load_key(tmp_path / "state")) == []

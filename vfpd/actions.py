@@ -298,13 +298,25 @@ def _carry_out(journal: Journal, seq: int, action: ActionSpec, target: _Place,
         raise ValueError(f"unknown operation {action.op!r}")
     journal.write(record)
     try:
+        detail = _take_and_finish(action, target, keeper, temp, record, slot)
+    except (Refused, OSError) as e:
+        # Undo then knows the file stayed (or was put back) where it was.
+        journal.write({"seq": seq, "failed": str(e)})
+        raise
+    journal.write({"seq": seq, "done": True})
+    return detail
+
+
+def _take_and_finish(action: ActionSpec, target: _Place, keeper: _Place, temp: str,
+                     record: dict[str, object], slot: trash.TrashSlot | None) -> str:
+    try:
         taken = _take_as(target, temp)
     except BaseException:
         if slot is not None:
             trash.release(slot)
         raise
     try:
-        detail = _finish(action, target, keeper, taken, record, slot)
+        return _finish(action, target, keeper, taken, record, slot)
     except BaseException as e:
         back = _put_back(target, taken)
         if slot is not None:
@@ -312,8 +324,6 @@ def _carry_out(journal: Journal, seq: int, action: ActionSpec, target: _Place,
         if isinstance(e, Refused):
             raise Refused(f"{e}{back}") from None
         raise
-    journal.write({"seq": seq, "done": True})
-    return detail
 
 
 def _take_as(place: _Place, temp: str) -> str:
@@ -479,7 +489,6 @@ def apply(steps: Sequence[Step], facts: Sequence[FileFacts], journal: Journal,
         except Refused as e:
             out.append(Outcome(step, False, f"skipped: {e}"))
         except OSError as e:
-            journal.write({"seq": seq, "failed": str(e)})
             out.append(Outcome(step, False, f"failed: {e.strerror or e}"))
     return out
 
@@ -595,6 +604,7 @@ def undo(journal_path: str | Path, key: bytes) -> list[UndoOutcome]:
     read = read_journal(journal_path, key)
     changes = [r for r in read.records if "op" in r]
     undone = {r.get("seq") for r in read.records if r.get("undone")}
+    failed = {r.get("seq") for r in read.records if r.get("failed")}
     out = []
     journal: Journal | None = None
     try:
@@ -608,6 +618,9 @@ def undo(journal_path: str | Path, key: bytes) -> list[UndoOutcome]:
                                        f"refused: {problem}"))
                 continue
             assert isinstance(seq, int)
+            temp = r.get("temp")
+            if seq in failed and not (isinstance(temp, str) and os.path.lexists(temp)):
+                continue  # refused or failed with the file left where it was: nothing to reverse
             try:
                 detail = _undo_one(r)
             except (Refused, OSError) as e:
