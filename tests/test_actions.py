@@ -324,3 +324,19 @@ def test_scan_of_two_clips_of_one_video_removes_only_what_matches_the_keeper(
     assert steps[str(whole)]["done"] and not whole.exists()
     assert not steps[str(later)]["done"] and steps[str(later)]["detail"] == NOT_DIRECT
     assert first.exists() and later.exists()
+
+
+def test_undo_puts_back_a_file_a_crash_left_under_its_private_name(key: bytes, video: Path,
+                                                                    tmp_path: Path) -> None:
+    """A crash after the file was taken (renamed to its private name) and before the change."""
+    a, b = copies(video, tmp_path / "d", ["a.mp4", "b.mp4"])
+    temp = b.parent / ".vfpd-tmp-0123456789abcdef-b.mp4"
+    j = open_journal(tmp_path / "j.jsonl", key, ActionSpec("delete"), [str(tmp_path)])
+    j.write({"seq": 1, "op": "delete", "path": str(b), "keep": str(a), "temp": str(temp),
+             "size": 1, "mtime_ns": 1, "mode": 0o644})
+    j.close()
+    content = b.read_bytes()
+    b.rename(temp)
+    (result,) = undo(tmp_path / "j.jsonl", key)
+    assert result.undone and "interrupted" in result.detail
+    assert b.read_bytes() == content and not temp.exists()
