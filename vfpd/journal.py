@@ -45,17 +45,23 @@ def load_key(directory: Path) -> bytes:
     can read or replace is refused: it would let them seal journals of their own."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / KEY_NAME
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+    if not os.path.lexists(path):
+        # Written whole under a private name, then linked into place (never replacing): a second
+        # process starting at the same moment reads one complete key, never a half-written one.
+        tmp = directory / f".{KEY_NAME}.{secrets.token_hex(8)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
-    except FileExistsError:
-        pass
-    else:
         try:
             os.write(fd, secrets.token_bytes(KEY_BYTES))
             os.fsync(fd)
         finally:
             os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
