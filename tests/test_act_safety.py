@@ -208,3 +208,23 @@ def test_a_name_swapped_after_the_checks_is_put_back(video: Path, tmp_path: Path
     assert sorted(p.name for p in other.parent.iterdir()) == ["a.mp4", "bb.mp4", "matched.bin"]
     # The journal says the change failed with the file left in place: undo has nothing to do.
     assert undo(tmp_path / "journal.jsonl", load_key(tmp_path / "state")) == []
+
+
+def test_a_file_reached_through_a_link_to_outside_the_scanned_folders_is_left(
+        video: Path, tmp_path: Path) -> None:
+    """The scan follows folder links; acting would put a file outside the journal's roots, which
+    undo would then refuse to touch: so it is not acted on."""
+    lib, outside = tmp_path / "lib", tmp_path / "outside"
+    keep = copy_to(video, lib / "a.mp4")
+    copy_to(video, outside / "b.mp4")
+    (lib / "link").symlink_to(outside, target_is_directory=True)
+    group = [facts(keep), facts(lib / "link" / "b.mp4")]
+    spec = parse_action("delete")
+    sealed = open_journal(tmp_path / "j.jsonl", load_key(tmp_path / "state"), spec, [str(lib)])
+    try:
+        (outcome,) = apply(plan([group], spec, "oldest", {frozenset(f.path for f in group)}),
+                           group, sealed, spec)
+    finally:
+        sealed.close()
+    assert not outcome.done and "outside the scanned folders" in outcome.detail
+    assert (outside / "b.mp4").exists()
