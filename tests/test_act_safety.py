@@ -62,7 +62,7 @@ def act_on(group: list[FileFacts], action: str, tmp_path: Path, keep: str = "sho
     tmp_path.mkdir(parents=True, exist_ok=True)
     sealed = open_journal(tmp_path / "journal.jsonl", load_key(tmp_path / "state"), spec, ["/"])
     try:
-        return apply(steps, group, sealed, spec)
+        return apply(steps, group, spec, sealed)
     finally:
         sealed.close()
 
@@ -223,7 +223,7 @@ def test_a_file_reached_through_a_link_to_outside_the_scanned_folders_is_left(
     sealed = open_journal(tmp_path / "j.jsonl", load_key(tmp_path / "state"), spec, [str(lib)])
     try:
         (outcome,) = apply(plan([group], spec, "oldest", {frozenset(f.path for f in group)}),
-                           group, sealed, spec)
+                           group, spec, sealed)
     finally:
         sealed.close()
     assert not outcome.done and "outside the scanned folders" in outcome.detail

@@ -42,7 +42,7 @@ def act_in(tmp_path: Path, steps, group: list[FileFacts], spec: ActionSpec, jour
     """apply() with a journal sealed by the test's key, every file under tmp_path."""
     sealed = open_journal(journal, load_key(tmp_path / "state"), spec, [str(tmp_path)])
     try:
-        return apply(steps, group, sealed, spec)
+        return apply(steps, group, spec, sealed)
     finally:
         sealed.close()
 

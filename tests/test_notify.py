@@ -187,29 +187,3 @@ def test_failing_exec_hook_is_retried_then_given_up(catalog, tmp_path, caplog) -
     assert catalog.counts().outbox_pending == 0
     assert counter.read_text().count("x") == 3  # the first try and 2 retries
     assert any("exited with 3: broken" in r.getMessage() for r in caplog.records)
-
-
-def test_exec_hook_gets_each_existing_path_whole_even_with_a_newline(tmp_path) -> None:
-    """A file name with a newline cannot inject paths: each path is its own variable. A real
-    script prints them NUL-separated, the way docs/webhook.md shows."""
-    from vfpd.service.notify import deliver_exec
-
-    existing = ["/v/evil\n/home/me/precious.mp4", "/v/plain.mp4", "/v/caf\udce9 \t*.mp4"]
-    event = {**EVENT, "existing": [{"path": p, "hash": "a" * 64} for p in existing]}
-    out = tmp_path / "paths.bin"
-    script = tmp_path / "hook.sh"
-    script.write_text(
-        "#!/bin/sh\n"
-        f"exec > '{out}'\n"
-        "i=1\n"
-        "while [ \"$i\" -le \"$VFPD_EXISTING_COUNT\" ]; do\n"
-        "    eval \"path=\\$VFPD_EXISTING_PATH_$i\"\n"
-        "    printf '%s\\0' \"$path\"\n"
-        "    i=$((i + 1))\n"
-        "done\n"
-        "printf '%s\\0' \"${VFPD_EXISTING_PATHS-unset}\"\n")
-    script.chmod(0o755)
-    deliver_exec((str(script),), event, 10.0, {"PATH": os.environ["PATH"]})
-    fields = out.read_bytes().split(b"\0")
-    assert fields[:-2] == [os.fsencode(p) for p in existing]
-    assert fields[-2:] == [b"unset", b""]

@@ -57,7 +57,7 @@ def scanned_and_acted(video: Path, root: Path, action: str, key: bytes,
     journal = root.parent / f"journal-{action.split(':')[0]}.jsonl"
     sealed = open_journal(journal, key, spec, [str(root)])
     try:
-        outcomes = apply(plan([group], spec, "oldest", direct), group, sealed, spec)
+        outcomes = apply(plan([group], spec, "oldest", direct), group, spec, sealed)
     finally:
         sealed.close()
     assert all(o.done for o in outcomes)
@@ -178,7 +178,7 @@ def test_undo_never_restores_setuid_setgid_or_sticky_bits(video: Path, tmp_path:
     sealed = open_journal(tmp_path / "j.jsonl", key, spec, [str(lib)])
     try:
         (outcome,) = apply(plan([group], spec, "oldest", {frozenset(f.path for f in group)}),
-                           group, sealed, spec)
+                           group, spec, sealed)
     finally:
         sealed.close()
     assert outcome.done and (lib / "b.mp4").is_symlink()

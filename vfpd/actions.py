@@ -470,10 +470,10 @@ def _replace_with_copy_of(path: str, source: str, mode: int, mtime_ns: int) -> N
     _fsync_dir(path)
 
 
-def apply(steps: Sequence[Step], facts: Sequence[FileFacts], journal: Journal,
-          action: ActionSpec) -> list[Outcome]:
-    """Carry out the steps through act(), journalling each change first. One failing file never
-    stops the rest."""
+def apply(steps: Sequence[Step], facts: Sequence[FileFacts], action: ActionSpec,
+          journal: Journal) -> list[Outcome]:
+    """Carry out the steps through act(), journalling each change in `journal` (open_journal())
+    first. One failing file never stops the rest."""
     by_path = {f.path: f for f in facts}
     out = []
     for seq, step in enumerate(steps, 1):

@@ -247,7 +247,7 @@ def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object
     path = Path(args.journal) if args.journal else _default_journal()
     sealed = actions.open_journal(path, args.journal_key, spec, result.settings.roots)
     try:
-        outcomes = actions.apply(steps, facts, sealed, spec)
+        outcomes = actions.apply(steps, facts, spec, sealed)
     finally:
         sealed.close()
     report["journal"] = str(path)
