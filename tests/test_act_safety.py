@@ -228,3 +228,57 @@ def test_a_file_reached_through_a_link_to_outside_the_scanned_folders_is_left(
         sealed.close()
     assert not outcome.done and "outside the scanned folders" in outcome.detail
     assert (outside / "b.mp4").exists()
+
+
+def test_an_attacker_swapping_a_folder_for_a_link_in_a_loop_never_costs_a_kept_file(
+        tmp_path: Path) -> None:
+    """A real race: while fifty deletions run, another thread keeps swapping the members' folder
+    for a symbolic link to the kept files' folder (same names, same content). Every kept file
+    survives, whatever the timing; each member is either deleted or left."""
+    import threading
+
+    kept_dir, member_dir = tmp_path / "kept", tmp_path / "members"
+    kept_dir.mkdir()
+    member_dir.mkdir()
+    group_list = []
+    for i in range(50):
+        data = os.urandom(4096)
+        for d in (kept_dir, member_dir):
+            (d / f"{i}.mp4").write_bytes(data)
+            os.utime(d / f"{i}.mp4", ns=(SAME_MTIME_NS, SAME_MTIME_NS))
+        group_list.append([facts(kept_dir / f"{i}.mp4"), facts(member_dir / f"{i}.mp4")])
+    real = tmp_path / "members-real"
+    stop = threading.Event()
+    swaps = 0
+
+    def attacker() -> None:
+        nonlocal swaps
+        while not stop.is_set():
+            member_dir.rename(real)
+            member_dir.symlink_to(kept_dir, target_is_directory=True)
+            member_dir.unlink()
+            real.rename(member_dir)
+            swaps += 1
+
+    spec = parse_action("delete")
+    direct = {frozenset(f.path for f in g) for g in group_list}
+    steps = plan(group_list, spec, "shortest-path", direct)
+    assert all(s.keep.startswith(str(kept_dir)) for s in steps)
+    thread = threading.Thread(target=attacker)
+    thread.start()
+    try:
+        sealed = open_journal(tmp_path / "j.jsonl", load_key(tmp_path / "state"), spec, ["/"])
+        try:
+            outcomes = apply(steps, [f for g in group_list for f in g], spec, sealed)
+        finally:
+            sealed.close()
+    finally:
+        stop.set()
+        thread.join()
+    assert swaps > 0
+    assert sorted(p.name for p in kept_dir.iterdir()) == sorted(f"{i}.mp4" for i in range(50))
+    for g in group_list:
+        assert hash_file(g[0].path) == g[0].content_hash
+    left = {p.name for p in member_dir.iterdir()}
+    for o in outcomes:
+        assert o.done != (os.path.basename(o.step.path) in left), o
