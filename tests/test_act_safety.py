@@ -18,6 +18,10 @@ from vfpd.hashing import hash_fd, hash_file
 from vfpd.journal import load_key
 
 SAME_MTIME_NS = 1_600_000_000_000_000_000
+SWAP_HOLD_SECONDS = 0.001
+"""How long the racing attacker holds each state: long enough that a path-based check-then-unlink
+(the code before act-time proofs) lost 12-26 of 50 kept files in two runs, short enough that the
+loop swaps many times during the deletions."""
 
 
 @pytest.fixture(autouse=True)
@@ -236,6 +240,7 @@ def test_an_attacker_swapping_a_folder_for_a_link_in_a_loop_never_costs_a_kept_f
     for a symbolic link to the kept files' folder (same names, same content). Every kept file
     survives, whatever the timing; each member is either deleted or left."""
     import threading
+    import time
 
     kept_dir, member_dir = tmp_path / "kept", tmp_path / "members"
     kept_dir.mkdir()
@@ -256,8 +261,10 @@ def test_an_attacker_swapping_a_folder_for_a_link_in_a_loop_never_costs_a_kept_f
         while not stop.is_set():
             member_dir.rename(real)
             member_dir.symlink_to(kept_dir, target_is_directory=True)
+            time.sleep(SWAP_HOLD_SECONDS)
             member_dir.unlink()
             real.rename(member_dir)
+            time.sleep(SWAP_HOLD_SECONDS)
             swaps += 1
 
     spec = parse_action("delete")
