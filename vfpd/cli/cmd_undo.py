@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Reverse the changes a `vfpctl scan --apply` recorded "
                                           "in its journal, newest first: trashed and moved files "
                                           "come back, links become copies again. Deletions "
-                                          "cannot be reversed.")
+                                          "cannot be reversed. Only a journal sealed by this "
+                                          "user's vfpd is followed (exit 4 otherwise), and only "
+                                          "inside the folders it scanned.")
     p.add_argument("journal", metavar="JOURNAL", help="the journal file the scan printed")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=run)
