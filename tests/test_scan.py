@@ -260,6 +260,7 @@ def test_cli_json_dry_run_then_trash_and_undo(tmp_path: Path, library: Path,
                                               capsys: pytest.CaptureFixture[str],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # the journal key
     d = tmp_path / "videos"
     d.mkdir()
     shutil.copyfile(library / "carphone.mp4", d / "carphone.mp4")

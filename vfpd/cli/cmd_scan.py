@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from vfpd import actions, matching
+from vfpd import actions, journal, matching
 from vfpd.presets import ACCURATE, FAST, PRESETS
 from vfpd.files import DEFAULT_EXCLUDE, VIDEO_EXTENSIONS, FileRules
 from vfpd.scan import (
@@ -127,6 +127,11 @@ def _validate(args: argparse.Namespace) -> str | None:
         args.action_spec = actions.parse_action(args.action)
     except ValueError as e:
         return str(e)
+    if args.apply and args.action_spec.op != actions.REPORT:
+        try:
+            args.journal_key = journal.load_key(journal.default_key_dir())
+        except (journal.JournalError, OSError) as e:
+            return f"cannot seal the journal: {e}"
     if args.output:
         parent = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(parent):
@@ -222,11 +227,14 @@ def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object
     spec = args.action_spec
     if spec.op == actions.REPORT:
         return None, True
-    facts = [actions.FileFacts(f.path, f.stat.size, f.stat.mtime_ns, f.width, f.height, f.hash)
-             for f in result.files]
+    facts = [actions.FileFacts(f.path, f.stat.size, f.stat.mtime_ns, f.width, f.height, f.hash,
+                               f.stat.device, f.stat.inode) for f in result.files]
     by_path = {f.path: f for f in facts}
     groups = [[by_path[p] for p in g] for g in result.groups]
-    steps = actions.plan(groups, spec, args.keep)
+    # Only pairs verified at the threshold in use count: a group joined through a chain never
+    # removes a member for a keeper it was not itself matched with.
+    direct = {frozenset((p.a, p.b)) for p in result.pairs if p.score >= result.settings.threshold}
+    steps = actions.plan(groups, spec, args.keep, direct)
     report: dict[str, object] = {"action": args.action, "keep": args.keep, "applied": args.apply,
                                  "journal": None}
     if not args.apply:
@@ -240,9 +248,13 @@ def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object
                     f"would {s.op} {shown(s.path)}  (keeping {shown(s.keep)})"
                 print(f"  {what}")
         return report, True
-    journal = Path(args.journal) if args.journal else _default_journal()
-    outcomes = actions.apply(steps, facts, spec, journal)
-    report["journal"] = str(journal)
+    path = Path(args.journal) if args.journal else _default_journal()
+    sealed = actions.open_journal(path, args.journal_key, spec, result.settings.roots)
+    try:
+        outcomes = actions.apply(steps, facts, spec, sealed)
+    finally:
+        sealed.close()
+    report["journal"] = str(path)
     report["steps"] = [{"op": o.step.op, "path": o.step.path, "keep": o.step.keep,
                         "done": o.done, "detail": o.detail} for o in outcomes]
     failed = [o for o in outcomes if not o.done and not o.step.skip]
@@ -251,7 +263,7 @@ def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object
         for o in outcomes:
             mark = "done" if o.done else "NOT done"
             print(f"  {mark}: {o.step.op} {shown(o.step.path)}: {o.detail}")
-        print(f"Journal: {journal}\nUndo with: vfpctl undo {journal}")
+        print(f"Journal: {path}\nUndo with: vfpctl undo {path}")
     return report, not failed
 
 

@@ -113,6 +113,9 @@ def exec_env(event: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, str
     """The hook's environment: ours plus VFPD_* variables describing the event (docs/webhook.md)."""
     existing = event.get("existing", [])
     env = dict(base)
+    # One variable per path: any separator inside one variable could be part of a file name
+    # (a newline injected paths), and NUL, the one byte names cannot hold, ends a variable.
+    env.update({f"VFPD_EXISTING_PATH_{n}": str(e["path"]) for n, e in enumerate(existing, 1)})
     env.update({
         "VFPD_EVENT": str(event.get("event", "duplicate")),
         "VFPD_ID": str(event.get("id", "")),
@@ -121,7 +124,7 @@ def exec_env(event: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, str
         "VFPD_NEW_PATH": str(event["new"]["path"]),
         "VFPD_NEW_HASH": str(event["new"].get("hash", "")),
         "VFPD_EXISTING_PATH": str(existing[0]["path"]) if existing else "",
-        "VFPD_EXISTING_PATHS": "\n".join(str(e["path"]) for e in existing),
+        "VFPD_EXISTING_COUNT": str(len(existing)),
         "VFPD_EXISTING_HASH": str(existing[0].get("hash", "")) if existing else "",
         "VFPD_JSON": json.dumps(event, sort_keys=True),
     })
