@@ -165,6 +165,8 @@ def walk(roots: Sequence[str], extensions: Sequence[str]) -> tuple[list[str], li
                 if wanted(e.name):
                     kind, reason = _link_reason(e.path)
                     errors.append(ScanError(e.path, reason, kind))
+            elif wanted(e.name):
+                files.append(e.path)  # a FIFO or device named like a video: identify says so
 
     for root in roots:
         root = os.path.abspath(root)
@@ -180,6 +182,8 @@ def walk(roots: Sequence[str], extensions: Sequence[str]) -> tuple[list[str], li
 def _os_reason(e: OSError) -> tuple[str, str]:
     if isinstance(e, hashing.FileChanged):
         return "changed", "the file changed while it was being read; scan again when it is complete"
+    if isinstance(e, hashing.HashRefused):
+        return e.kind, e.reason
     if isinstance(e, FileNotFoundError):
         return "vanished", "the file disappeared during the scan"
     if isinstance(e, PermissionError):
@@ -202,7 +206,8 @@ def identify(paths: Iterable[str], catalog: Catalog | None, progress: Progress =
             errors.append(ScanError(path, reason, kind))
             continue
         if not stat.S_ISREG(st.st_mode):
-            errors.append(ScanError(path, "not a regular file"))
+            what = hashing.file_type_name(st.st_mode)
+            errors.append(ScanError(path, f"not a regular file ({what})", "not-a-file"))
             continue
         key = (st.st_dev, st.st_ino)
         if key in by_inode:
@@ -229,7 +234,7 @@ def identify(paths: Iterable[str], catalog: Catalog | None, progress: Progress =
             entry.hash = known.hash
         else:
             try:
-                entry.hash, entry.stat = hashing.hash_and_stat(entry.path)
+                entry.hash, entry.stat = hashing.hash_and_stat(entry.path, follow_symlinks=True)
             except OSError as e:
                 kind, reason = _os_reason(e)
                 errors.append(ScanError(entry.path, reason, kind))

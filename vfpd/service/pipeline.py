@@ -390,8 +390,14 @@ class Pipeline:
                 self._fail(job, "the file changed while it was read (still being written?)",
                            None, permanent=False)
                 return None
-            except FileNotFoundError:
+            except (FileNotFoundError, hashing.FileDeleted):
                 self.catalog.complete_job(job)
+                return None
+            except hashing.HashRefused as e:
+                # A FIFO swapped in, a file too large to be a video: the same next time. A sparse
+                # file may be a download still being filled in, a slow read a busy disk.
+                self._fail(job, f"{e.kind}: {e.reason}", None,
+                           permanent=e.kind in ("not-a-file", "too-large"))
                 return None
             except OSError as e:
                 self._fail(job, f"cannot read: {e.strerror or e}", None, permanent=False)
@@ -601,7 +607,7 @@ class Pipeline:
     def fingerprint_of(self, path: Path) -> tuple[str, Fingerprint]:
         """A file's (hash, fingerprint): stored when the content is known, else decoded in a
         worker and embedded now (nothing is stored)."""
-        digest, _ = hashing.hash_and_stat(path)
+        digest, _ = hashing.hash_and_stat(path, follow_symlinks=True)  # /proc/PID/fd/N
         stored = self.catalog.fingerprint(digest, self.embedder.model_version)
         if stored is not None:
             return digest, stored.fingerprint
