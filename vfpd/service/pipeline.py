@@ -604,26 +604,33 @@ class Pipeline:
 
     # -- queries (control socket threads) --------------------------------------------------------
 
-    def fingerprint_of(self, path: Path) -> tuple[str, Fingerprint]:
+    def fingerprint_of(self, file: hashing.OpenFile, should_stop: Callable[[], bool]
+                       ) -> tuple[str, Fingerprint]:
         """A file's (hash, fingerprint): stored when the content is known, else decoded in a
-        worker and embedded now (nothing is stored)."""
-        digest, _ = hashing.hash_and_stat(path, follow_symlinks=True)  # /proc/PID/fd/N
+        worker and embedded now (nothing is stored). Read through `file.fd` only; abandoned
+        between stages (hashing.HashCancelled) once `should_stop()`."""
+        digest, _ = hashing.hash_open(file, should_stop=should_stop)
         stored = self.catalog.fingerprint(digest, self.embedder.model_version)
         if stored is not None:
             return digest, stored.fingerprint
-        for _, result in self.decoder([str(path)]):
+        # The worker opens the daemon's own descriptor, checked to be readable by the client
+        # (commands.open_descriptor): the file that was hashed, not whatever a name holds now.
+        for _, result in self.decoder([f"/proc/{os.getpid()}/fd/{file.fd}"]):
             if isinstance(result, MediaError):
                 raise ValueError(result.reason)
+            if should_stop():
+                raise hashing.HashCancelled(file.path, "the client left before the answer")
             fp = self.embedder.embed_many([result])[0]
             self._model_used_at = time.monotonic()
             self.wake()  # the idle timer starts again
             return digest, fp
         raise ValueError("the decoder returned nothing")
 
-    def query(self, path: Path, k: int) -> list[dict[str, Any]]:
-        digest, fp = self.fingerprint_of(path)
+    def query(self, file: hashing.OpenFile, k: int, should_stop: Callable[[], bool]
+              ) -> list[dict[str, Any]]:
+        digest, fp = self.fingerprint_of(file, should_stop)
         out: list[dict[str, Any]] = []
-        same = [p for p in self.catalog.paths_for_hash(digest) if p != str(path)]
+        same = [p for p in self.catalog.paths_for_hash(digest) if p != file.path]
         if same:
             out.append({"hash": digest, "paths": same, "path": same[0], "score": 1.0,
                         "similarity": 1.0, "kind": EXACT,
