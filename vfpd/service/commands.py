@@ -177,12 +177,22 @@ def watched_roots(context: ServiceContext) -> list[Path]:
     return [Path(os.path.realpath(p)) for p in context.config.watch.paths]
 
 
+def resolve(raw: str, code: str) -> Path:
+    """`raw` with `..` and symbolic links resolved; CommandError(`code`) when a link on the way
+    cannot be read (realpath raises for /proc/1/cwd and the like: a client's error, not ours)."""
+    try:
+        return Path(os.path.realpath(raw))
+    except OSError as exc:
+        raise CommandError(code, f"cannot resolve {raw[:200]!r}: {exc.strerror or exc}") from None
+
+
 def inside_roots(context: ServiceContext, raw: str) -> Path:
     """The resolved path, when it lies inside a watched root; CommandError(outside-roots) if not.
 
-    Resolving first means `..` and symlinks cannot lead out of a root.
+    Resolving first means `..` and symlinks cannot lead out of a root; a path that cannot be
+    resolved cannot be shown to be inside one.
     """
-    resolved = Path(os.path.realpath(raw))
+    resolved = resolve(raw, E_OUTSIDE_ROOTS)
     roots = watched_roots(context)
     if not any(resolved == r or resolved.is_relative_to(r) for r in roots):
         shown = ", ".join(str(r) for r in roots) or "none configured"
@@ -455,7 +465,7 @@ def cmd_duplicates(context: ServiceContext, args: dict[str, Any], request: Reque
                    ) -> Iterator[dict[str, Any]]:
     prefix = args["path"]
     if prefix is not None:
-        prefix = os.path.realpath(prefix)
+        prefix = str(resolve(prefix, E_BAD_ARGS))
     return duplicate_groups(context.catalog, since=args["since"], kind=args["kind"],
                             min_score=args["min_score"], path_prefix=prefix)
 
