@@ -24,7 +24,7 @@ from control_helpers import CatalogContext, Library, lib  # noqa: F401 - lib is 
 from vfpd.client import Client, ControlError, encode
 from vfpd.hashing import HashCancelled, OpenFile
 from vfpd.service.commands import COMMANDS, Command
-from vfpd.service.control import ControlLimits, ControlServer
+from vfpd.service.control import ControlLimits, ControlServer, RateLimit
 
 PROBE_TIMEOUT_S = 30.0
 """A status probe from another process; it is answered in milliseconds, this only bounds a hang
@@ -351,3 +351,15 @@ def test_a_flood_of_bad_requests_logs_a_line_a_minute(lib: Library, tmp_path: Pa
     assert sum(r.exc_info is not None for r in records) == 1
     text = "\n".join(r.getMessage() for r in records)
     assert "bad-args" in text and "explode" in text
+
+
+def test_rate_limit_counts_what_it_left_out_and_forgets_old_keys() -> None:
+    limit = RateLimit(every_s=0.2, max_keys=8)
+    assert limit.allow("a") == 0
+    assert [limit.allow("a") for _ in range(3)] == [None] * 3
+    assert limit.allow("b") == 0  # another client is not held back by the first
+    time.sleep(0.3)
+    assert limit.allow("a") == 3  # "3 similar ones left out"
+    for i in range(100):  # many clients: memory stays bounded, the oldest are forgotten
+        limit.allow(("uid", i))
+    assert limit.allow("a") == 0 and limit.allow(("uid", 99)) is None

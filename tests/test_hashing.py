@@ -262,7 +262,8 @@ def test_deadline_exceeded_raises(tmp_path: Path) -> None:
         return False
 
     with pytest.raises(HashTimeout) as e:
-        hash_and_stat(p, deadline=time.monotonic() + 0.2, should_stop=slow_source, block_size=4096)
+        hash_and_stat(p, deadline=time.monotonic() + 0.2, should_stop=slow_source,
+                      block_size=4096)
     assert e.value.kind == "timeout" and len(blocks) < 64
     # The default deadline comes from the limits: a budget of nothing is already spent.
     with pytest.raises(HashTimeout):

@@ -613,6 +613,8 @@ class Pipeline:
         stored = self.catalog.fingerprint(digest, self.embedder.model_version)
         if stored is not None:
             return digest, stored.fingerprint
+        if should_stop():
+            raise hashing.HashCancelled(file.path, "the client left before the decode")
         # The worker opens the daemon's own descriptor, checked to be readable by the client
         # (commands.open_descriptor): the file that was hashed, not whatever a name holds now.
         for _, result in self.decoder([f"/proc/{os.getpid()}/fd/{file.fd}"]):
