@@ -363,3 +363,24 @@ def test_rate_limit_counts_what_it_left_out_and_forgets_old_keys() -> None:
     for i in range(100):  # many clients: memory stays bounded, the oldest are forgotten
         limit.allow(("uid", i))
     assert limit.allow("a") == 0 and limit.allow(("uid", 99)) is None
+
+
+def test_blank_lines_do_not_keep_an_idle_connection(lib: Library, tmp_path: Path) -> None:
+    limits = ControlLimits(idle_timeout_s=1.0)
+    with ControlServer(tmp_path / "run" / "v.sock", lib.context, limits=limits) as srv, \
+            _raw(srv.socket_path) as s:
+        sent = 0
+        started = time.monotonic()
+        while time.monotonic() - started < 10 * limits.idle_timeout_s:
+            try:
+                s.sendall(b"\n")  # every 0.2 s: each one alone would restart a naive idle clock
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += 1
+            time.sleep(0.2)
+            if _until(lambda: srv.active_connections() == 0, 0):
+                break
+        assert srv.active_connections() == 0, "blank lines kept the connection open"
+        assert sent < 10 * limits.idle_timeout_s / 0.2
+        reply = _line(s)
+        assert reply is not None and reply["error"]["message"] == "idle too long", reply

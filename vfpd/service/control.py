@@ -472,11 +472,14 @@ class ControlServer:
     def _serve_requests(self, conn: _Connection) -> None:
         buf = bytearray()
         while not self._stopping.is_set():
-            line = self._read_line(conn, buf)
+            # Blank lines (a person typing into socat) are not requests, and do not restart the
+            # idle clock either: a client sending "\n" every few seconds is idle.
+            idle_deadline = time.monotonic() + self.limits.idle_timeout_s
+            line = self._read_line(conn, buf, idle_deadline)
+            while line is not None and not line.strip():
+                line = self._read_line(conn, buf, idle_deadline)
             if line is None:
                 return
-            if not line.strip():
-                continue  # blank lines (a person typing into socat) are not requests
             fds, conn.fds = conn.fds, []
             try:
                 keep_going = self._handle_line(conn, line, fds)
@@ -486,10 +489,11 @@ class ControlServer:
             if not keep_going:
                 return
 
-    def _read_line(self, conn: _Connection, buf: bytearray) -> bytes | None:
+    def _read_line(self, conn: _Connection, buf: bytearray, idle_deadline: float
+                   ) -> bytes | None:
         """The next request line (without newline), or None when the connection should end."""
         limits = self.limits
-        deadline = time.monotonic() + limits.idle_timeout_s
+        deadline = idle_deadline
         started = bool(buf)
         if started:
             deadline = min(deadline, time.monotonic() + limits.request_timeout_s)
