@@ -148,6 +148,8 @@ def test_open_regular_reads_through_one_descriptor(tmp_path: Path) -> None:
         p.rename(tmp_path / "moved.bin")
         p.write_bytes(b"other")  # the name now holds other bytes: the descriptor, its own file
         assert hash_fd(f.fd) == hash_bytes(b"abc")
+        with open(f.proc_path, "rb") as again:  # what a decode worker opens: the same file
+            assert again.read() == b"abc"
         fd = f.fd
     with pytest.raises(OSError):
         os.fstat(fd)  # closed on exit

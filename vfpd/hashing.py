@@ -158,6 +158,13 @@ class OpenFile:
     def file_stat(self) -> FileStat:
         return FileStat.from_stat_result(self.stat)
 
+    @property
+    def proc_path(self) -> str:
+        """A name for this open file that another process (a decode worker) can open: the magic
+        link /proc/<our pid>/fd/N leads to this very inode, whatever its name holds by then. It
+        opens with the opener's rights: hand it on only for a file this process may read."""
+        return f"/proc/{os.getpid()}/fd/{self.fd}"
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)

@@ -617,7 +617,7 @@ class Pipeline:
             raise hashing.HashCancelled(file.path, "the client left before the decode")
         # The worker opens the daemon's own descriptor, checked to be readable by the client
         # (commands.open_descriptor): the file that was hashed, not whatever a name holds now.
-        for _, result in self.decoder([f"/proc/{os.getpid()}/fd/{file.fd}"]):
+        for _, result in self.decoder([file.proc_path]):
             if isinstance(result, MediaError):
                 raise ValueError(result.reason)
             if should_stop():
