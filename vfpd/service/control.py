@@ -413,7 +413,9 @@ class ControlServer:
             same_uid = sum(1 for c in self._connections if c.uid == uid)
             if len(self._connections) >= limits.max_connections:
                 refusal = "too many control connections; try again shortly"
-            elif same_pid >= limits.max_connections_per_process:
+            # pid 0: a peer in a PID namespace we cannot see; such processes are told apart by
+            # nothing, so only their uid's limit applies.
+            elif pid != 0 and same_pid >= limits.max_connections_per_process:
                 refusal = (f"too many connections from process {pid} "
                            f"({limits.max_connections_per_process} at most); close some first")
             elif same_uid >= limits.max_connections_per_uid:
