@@ -384,3 +384,20 @@ def test_blank_lines_do_not_keep_an_idle_connection(lib: Library, tmp_path: Path
         assert sent < 10 * limits.idle_timeout_s / 0.2
         reply = _line(s)
         assert reply is not None and reply["error"]["message"] == "idle too long", reply
+
+
+def test_query_by_path_of_a_fifo_or_sparse_file_in_a_root(server: ControlServer, lib: Library
+                                                          ) -> None:
+    os.mkfifo(lib.root / "fifo.mp4")  # no writer: opening it by name would wait forever
+    sparse = lib.root / "sparse.mp4"
+    with open(sparse, "wb"):
+        pass
+    os.truncate(sparse, 15 * 10**12)
+    with _raw(server.socket_path) as s:
+        reply = _ask(s, {"v": 1, "id": 1, "cmd": "query",
+                         "args": {"path": str(lib.root / "fifo.mp4")}})
+        assert reply["error"]["code"] == "not-found", reply
+        assert "a FIFO" in reply["error"]["message"]
+        reply = _ask(s, {"v": 1, "id": 2, "cmd": "query", "args": {"path": str(sparse)}})
+        assert reply["error"]["code"] == "unreadable", reply
+        assert "larger than the limit" in reply["error"]["message"]
