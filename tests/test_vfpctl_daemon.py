@@ -94,6 +94,14 @@ def test_query_errors(sock: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
     assert code == 1 and "[unreadable]" in err and "not fingerprinted" in err
 
 
+def test_query_of_a_fifo_is_refused_without_waiting(sock: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.mp4"
+    os.mkfifo(fifo)  # no writer ever comes: a blocking open() would never return
+    p = subprocess.run([*VFPCTL, "query", str(fifo), "--socket", str(sock)], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 1 and "not a file: not a regular file (a FIFO)" in p.stderr, p.stderr
+
+
 def test_control_commands(sock: Path, lib: Library, tmp_path: Path,
                           capsys: pytest.CaptureFixture[str]) -> None:
     s = ["--socket", str(sock)]
