@@ -212,18 +212,29 @@ def test_sparse_check_spares_small_and_dense_files(tmp_path: Path) -> None:
     assert hash_and_stat(half, HashLimits(sparse_min_bytes=1 << 20, min_allocated_share=0))
 
 
+def between_blocks(fn: Callable[[], object]) -> Callable[[], bool]:
+    """A should_stop that runs `fn` where the reader checks it between blocks (on its own
+    thread), not where the waiting caller polls it: a hook into the middle of a read."""
+
+    def hook() -> bool:
+        if threading.current_thread().name == "vfpd-hash":
+            fn()
+        return False
+
+    return hook
+
+
 def test_deleted_while_reading_stops(tmp_path: Path) -> None:
     p = tmp_path / "a.mp4"
     p.write_bytes(os.urandom(64 * 4096))
     blocks = []
 
-    def delete_after_first_block() -> bool:
+    def delete_after_first_block() -> None:
         blocks.append(1)
         p.unlink(missing_ok=True)
-        return False
 
     with pytest.raises(FileDeleted) as e:
-        hash_and_stat(p, should_stop=delete_after_first_block, block_size=4096)
+        hash_and_stat(p, should_stop=between_blocks(delete_after_first_block), block_size=4096)
     assert "deleted while reading" in e.value.reason and e.value.kind == "vanished"
     assert len(blocks) == 1, "reading stopped at the next block"
 
@@ -234,23 +245,21 @@ def test_changed_while_reading_is_noticed_through_the_descriptor(tmp_path: Path)
 
     blocks = []
 
-    def append() -> bool:
+    def append() -> None:
         blocks.append(1)
         with open(p, "ab") as f:  # the writer is still at work, through another descriptor
             f.write(b"more" * 4096)
-        return False
 
     with pytest.raises(FileChanged):
-        hash_and_stat(p, should_stop=append, block_size=4096)
+        hash_and_stat(p, should_stop=between_blocks(append), block_size=4096)
     assert len(blocks) == 8, "read up to the size seen at opening, not after the writer"
     st = FileStat.of(p)
 
-    def touch() -> bool:  # same size, new mtime: rewritten in place
+    def touch() -> None:  # same size, new mtime: rewritten in place
         os.utime(p, ns=(st.mtime_ns, st.mtime_ns + 10**9))
-        return False
 
     with pytest.raises(FileChanged):
-        hash_and_stat(p, should_stop=touch, block_size=4096)
+        hash_and_stat(p, should_stop=between_blocks(touch), block_size=4096)
 
 
 def test_deadline_exceeded_raises(tmp_path: Path) -> None:
@@ -258,13 +267,12 @@ def test_deadline_exceeded_raises(tmp_path: Path) -> None:
     p.write_bytes(os.urandom(64 * 4096))
     blocks = []
 
-    def slow_source() -> bool:  # a disk reading at 4 KiB per 50 ms
+    def slow_source() -> None:  # a disk reading at 4 KiB per 50 ms
         blocks.append(1)
         time.sleep(0.05)
-        return False
 
     with pytest.raises(HashTimeout) as e:
-        hash_and_stat(p, deadline=time.monotonic() + 0.2, should_stop=slow_source,
+        hash_and_stat(p, deadline=time.monotonic() + 0.2, should_stop=between_blocks(slow_source),
                       block_size=4096)
     assert e.value.kind == "timeout" and len(blocks) < 64
     # The default deadline comes from the limits: a budget of nothing is already spent.
@@ -283,3 +291,31 @@ def test_refusals_survive_pickling() -> None:
     err = SparseFile("/v/x.mp4", "sparse file: ...")
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is SparseFile and (back.path, back.reason) == (err.path, err.reason)
+
+
+def test_a_read_that_never_returns_lets_the_caller_go(tmp_path: Path) -> None:
+    """A read() stuck in the kernel (a dead NFS server) cannot be interrupted; the caller stops
+    waiting for it at the deadline, or at once when it is told to stop. The stuck read is played
+    by the reader's own check between blocks, which blocks until the test ends."""
+    p = tmp_path / "on-a-dead-server.mp4"
+    p.write_bytes(os.urandom(64 * 4096))
+    release = threading.Event()
+    stuck = between_blocks(release.wait)
+    try:
+        limits = HashLimits(stuck_grace_s=0.2)
+        with pytest.raises(HashTimeout) as e:
+            hash_and_stat(p, limits, deadline=time.monotonic() + 0.1, should_stop=stuck,
+                          block_size=4096)
+        assert "did not return in time" in e.value.reason
+        asked = threading.Event()
+
+        def client_leaves() -> bool:
+            stuck()
+            return asked.is_set()
+
+        timer = threading.Timer(0.2, asked.set)
+        timer.start()
+        with pytest.raises(HashCancelled):
+            hash_and_stat(p, should_stop=client_leaves, block_size=4096)  # default: an hour
+    finally:
+        release.set()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,15 @@ HASH_BASE_SECONDS = 60.0
 HASH_MIN_BYTES_PER_SECOND = 10 << 20
 """The slowest read rate a real source sustains (USB 2 disk, busy NAS: 20-40 MB/s) with margin;
 a file read slower than this (a FUSE file that stalls, a dying disk) gives up its time budget."""
+
+HASH_STUCK_GRACE_S = 5.0
+"""Past its deadline a reader notices at its next block; the caller waits this much longer, then
+stops waiting: a read() that has not returned by then is stuck in the kernel (a dead NFS server,
+a hung FUSE file) and may never return."""
+
+HASH_POLL_S = 0.1
+"""How often a caller waiting for a hash asks should_stop(): a client that left is let go within
+a tenth of a second, even while a read hangs."""
 
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 """O_NONBLOCK: opening a FIFO (or a device) never waits for a writer; O_NOFOLLOW: a symbolic link
@@ -111,6 +121,7 @@ class HashLimits:
     min_allocated_share: float = SPARSE_MIN_ALLOCATED  # 0 turns the sparse check off
     base_seconds: float = HASH_BASE_SECONDS
     min_bytes_per_second: int = HASH_MIN_BYTES_PER_SECOND
+    stuck_grace_s: float = HASH_STUCK_GRACE_S
 
     def budget(self, size: int) -> float:
         """Seconds a file of `size` bytes may take to hash."""
@@ -271,10 +282,50 @@ def hash_open(opened: OpenFile, limits: HashLimits = HashLimits(), *,
     The deadline defaults to now + limits.budget(size). If the file changed while it was being
     read (fstat before != fstat after), raises FileChanged so the caller retries later instead of
     recording a hash for content that no longer exists.
+
+    The reading runs on a helper thread with a descriptor of its own, so that the caller is free
+    again at the deadline (plus limits.stuck_grace_s) or as soon as should_stop() says so, even
+    when one read() never returns; such a thread is left to finish or hang by itself.
     """
     check_hashable(opened.path, opened.stat, limits)
     if deadline is None:
         deadline = time.monotonic() + limits.budget(opened.stat.st_size)
+    own = OpenFile(os.dup(opened.fd), opened.stat, opened.path)
+    outcome: list[tuple[str, FileStat] | BaseException] = []
+    done = threading.Event()
+    given_up = threading.Event()
+
+    def stop() -> bool:
+        return given_up.is_set() or (should_stop is not None and should_stop())
+
+    def read() -> None:
+        try:
+            with own:
+                outcome.append(_hash_here(own, deadline, stop, block_size))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller below
+            outcome.append(e)
+        finally:
+            done.set()
+
+    threading.Thread(target=read, name="vfpd-hash", daemon=True).start()
+    give_up_at = deadline + limits.stuck_grace_s
+    while not done.wait(HASH_POLL_S):
+        if should_stop is not None and should_stop():
+            given_up.set()
+            raise HashCancelled(opened.path, "hashing was cancelled")
+        if time.monotonic() > give_up_at:
+            given_up.set()
+            raise HashTimeout(opened.path, "a read of the file did not return in time (the "
+                                           "file system is not answering)")
+    result = outcome[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def _hash_here(opened: OpenFile, deadline: float, should_stop: Callable[[], bool],
+               block_size: int) -> tuple[str, FileStat]:
+    """hash_open's reading, on the calling thread."""
     # Never past the size seen at opening: a file that grows while it is read (still being
     # written) cannot keep the reader busy, and the fstat below reports it as changed.
     digest = hash_fd(opened.fd, opened.path, size=opened.stat.st_size, deadline=deadline,
