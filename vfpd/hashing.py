@@ -309,14 +309,15 @@ def hash_open(opened: OpenFile, limits: HashLimits = HashLimits(), *,
 
     threading.Thread(target=read, name="vfpd-hash", daemon=True).start()
     give_up_at = deadline + limits.stuck_grace_s
-    while not done.wait(HASH_POLL_S):
-        if should_stop is not None and should_stop():
-            given_up.set()
-            raise HashCancelled(opened.path, "hashing was cancelled")
-        if time.monotonic() > give_up_at:
-            given_up.set()
-            raise HashTimeout(opened.path, "a read of the file did not return in time (the "
-                                           "file system is not answering)")
+    try:
+        while not done.wait(HASH_POLL_S):
+            if should_stop is not None and should_stop():
+                raise HashCancelled(opened.path, "hashing was cancelled")
+            if time.monotonic() > give_up_at:
+                raise HashTimeout(opened.path, "a read of the file did not return in time (the "
+                                               "file system is not answering)")
+    finally:
+        given_up.set()  # the reader stops at its next block if the caller left (Ctrl-C too)
     result = outcome[0]
     if isinstance(result, BaseException):
         raise result
