@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import pytest
 from vfpd import config as config_mod
 from vfpd.catalog import Catalog, ContentInfo, JobState
 from vfpd.fingerprint import FRAME_DIM, VECTOR_DIM, Fingerprint
-from vfpd.hashing import FileStat, hash_and_stat, hash_file
+from vfpd.hashing import FileStat, OpenFile, hash_and_stat, hash_open
 from vfpd.service.context import RootState
 
 MODEL = "test-model-1"
@@ -72,8 +72,9 @@ class CatalogContext:
         return {"type": "flat", "size": self.catalog.model_versions().get(MODEL, 0),
                 "model_version": MODEL}
 
-    def query(self, path: Path, k: int) -> list[dict[str, object]]:
-        content_hash = hash_file(path)
+    def query(self, file: OpenFile, k: int, should_stop: Callable[[], bool]
+              ) -> list[dict[str, object]]:
+        content_hash, _ = hash_open(file, should_stop=should_stop)
         stored = self.catalog.fingerprint(content_hash, MODEL)
         if stored is None:
             raise ValueError("not fingerprinted (this test context cannot embed)")

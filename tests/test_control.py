@@ -338,7 +338,9 @@ def test_hundred_clients_at_once(server: ControlServer) -> None:
         for s in socks:
             reply = read_line(s)
             outcomes["ok" if reply["ok"] else reply["error"]["code"]] += 1
-        assert outcomes["ok"] >= server.limits.max_connections
+        # One process may hold only its share of the pool (the per-process limit).
+        assert outcomes["ok"] >= min(server.limits.max_connections,
+                                     server.limits.max_connections_per_process)
         assert outcomes["ok"] + outcomes["busy"] == n
         assert outcomes["busy"] > 0  # 16 allowed in this fixture: the rest were told so
     finally:

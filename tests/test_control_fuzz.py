@@ -100,6 +100,8 @@ def throw(server: ControlServer, payload: bytes) -> None:
                 break
             if reply.get("stream") == "begin" or "item" in reply:
                 continue
+            # Garbage is the client's error, never the daemon's (and never a logged traceback).
+            assert (reply.get("error") or {}).get("code") != "internal", reply
             replies += 1
         lines = [ln for ln in payload.split(b"\n") if ln.strip()]
         if sent and reply is not None:
@@ -179,3 +181,54 @@ def test_garbage_without_newline_then_silence(server: ControlServer) -> None:
     finally:
         c.close()
     still_serving(server)
+
+
+PATH_COMMANDS = [("query", "path"), ("rescan", "path"), ("retry", "path"),
+                 ("duplicates", "path"), ("ignore", "a")]
+
+_lone = (st.integers(0xD800, 0xDC7F) | st.integers(0xDD00, 0xDFFF)).map(chr)
+"""Surrogates that are not the \udc80-\udcff escapes of undecodable bytes (real names)."""
+_name_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
+
+
+def _ask(server: ControlServer, request: dict) -> dict:
+    c = Conversation(server.socket_path)
+    try:
+        assert c.send(encode(request))
+        reply = c.line()
+    finally:
+        c.close()
+    assert reply is not None
+    return reply
+
+
+@FUZZ
+@given(st.sampled_from(PATH_COMMANDS), _name_text, _lone, _name_text)
+def test_lone_surrogates_in_paths_are_bad_args(server: ControlServer, command: tuple[str, str],
+                                               before: str, lone: str, after: str) -> None:
+    # encode() writes the surrogate as a \u escape, as a client's JSON would; alone (no
+    # surrogates around it to pair with) it is no character and no file name.
+    cmd, arg = command
+    args = {arg: "/" + before + lone + after}
+    if cmd == "ignore":
+        args["b"] = "/x.mp4"
+    reply = _ask(server, {"v": 1, "id": 1, "cmd": cmd, "args": args})
+    assert reply["error"]["code"] == "bad-args", reply
+
+
+@FUZZ
+@given(st.sampled_from(PATH_COMMANDS), st.sampled_from(["self", "thread-self", "1", "self/task/1"]),
+       st.lists(st.sampled_from(["fd", "0", "1", "3", "..", ".", "root", "cwd", "mem", "environ",
+                                 "exe", "map_files", "ns", "net", "etc", "shadow"]), max_size=6))
+def test_proc_paths_are_outside_roots(server: ControlServer, command: tuple[str, str], who: str,
+                                      parts: list[str]) -> None:
+    cmd, arg = command
+    path = "/".join(["/proc", who, *parts])
+    args = {arg: path}
+    if cmd == "ignore":
+        args["b"] = path
+    reply = _ask(server, {"v": 1, "id": 1, "cmd": cmd, "args": args})
+    if cmd == "duplicates":  # a filter, not a file: no groups, or a path it cannot resolve
+        assert reply.get("ok") is True or reply["error"]["code"] == "bad-args", reply
+    else:
+        assert reply["error"]["code"] == "outside-roots", (path, reply)

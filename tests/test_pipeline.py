@@ -34,7 +34,7 @@ from vfpd.config import (
     StorageConfig,
     WatchConfig,
 )
-from vfpd.hashing import FileStat, hash_file
+from vfpd.hashing import FileStat, hash_file, open_regular
 from vfpd.matching import DEFAULT_THRESHOLD
 from vfpd.media import SamplingSettings
 from vfpd.presets import ACCURATE, FAST, Preset
@@ -185,7 +185,8 @@ def test_query_finds_the_original(env: Env, clips) -> None:
     env.add(clips["orig"], "a.mp4")
     env.add(clips["other"], "other.mp4")
     env.drain()
-    results = env.pipeline.query(clips["near"], 5)
+    with open_regular(clips["near"]) as f:
+        results = env.pipeline.query(f, 5, lambda: False)
     assert results[0]["path"] == str(env.root / "a.mp4")
     assert results[0]["duplicate"] and results[0]["score"] >= DEFAULT_THRESHOLD
 
@@ -205,6 +206,21 @@ def test_bad_files_fail_once_with_their_reason(env: Env, clips) -> None:
     assert failed["notes.mp4"].last_error.startswith("not-a-video:")
     assert failed["cut.mp4"].last_error.startswith("truncated:")
     assert env.catalog.job(str(env.root / "vanished.mp4")) is None
+
+
+def test_fifo_and_huge_sparse_file_fail_without_blocking(env: Env, clips) -> None:
+    os.mkfifo(env.root / "fifo.mp4")  # no writer ever comes
+    with open(env.root / "sparse.mp4", "wb"):
+        pass
+    os.truncate(env.root / "sparse.mp4", 15 * 10**12)  # `truncate -s 15T`: hours of holes
+    env.queue(env.root / "fifo.mp4")
+    env.queue(env.root / "sparse.mp4")
+    good = env.add(clips["orig"], "a.mp4")
+    env.drain()
+    failed = {Path(j.path).name: j.last_error for j in env.catalog.iter_jobs(JobState.FAILED)}
+    assert failed["fifo.mp4"].startswith("not-a-file: not a regular file (a FIFO)"), failed
+    assert failed["sparse.mp4"].startswith("too-large:"), failed
+    assert env.catalog.file_by_path(str(good)) is not None  # the queue went on past them
 
 
 def test_decode_timeout_is_retried_then_failed(tmp_path: Path, embedder, clips) -> None:

@@ -21,7 +21,7 @@ from media_factory import sample_clip
 from vfpd.cli import ctl
 from vfpd.client import Client, ControlError, DaemonNotRunning
 from vfpd.hashing import FileStat
-from vfpd.service.control import ControlServer
+from vfpd.service.control import MAX_CONNECTIONS_PER_PROCESS, ControlServer
 
 VFPCTL = [sys.executable, "-m", "vfpd.cli.ctl"]
 
@@ -92,6 +92,14 @@ def test_query_errors(sock: Path, tmp_path: Path, capsys: pytest.CaptureFixture[
     unknown.write_bytes(b"never fingerprinted")
     code, _, err = vfpctl(capsys, "query", str(unknown), "--socket", str(sock))
     assert code == 1 and "[unreadable]" in err and "not fingerprinted" in err
+
+
+def test_query_of_a_fifo_is_refused_without_waiting(sock: Path, tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.mp4"
+    os.mkfifo(fifo)  # no writer ever comes: a blocking open() would never return
+    p = subprocess.run([*VFPCTL, "query", str(fifo), "--socket", str(sock)], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 1 and "not a file: not a regular file (a FIFO)" in p.stderr, p.stderr
 
 
 def test_control_commands(sock: Path, lib: Library, tmp_path: Path,
@@ -357,7 +365,9 @@ def test_non_ascii_file_names(lib: Library, tmp_path: Path) -> None:
 def test_live_stuck_clients_do_not_hold_up_the_pipeline(daemon: LiveDaemon) -> None:
     stuck = []
     try:
-        for _ in range(10):  # half-written requests, never finished
+        # Half-written requests, never finished; one fewer than a process may hold, so that
+        # this process's own status probes below are let in (test_control_limits covers more).
+        for _ in range(MAX_CONNECTIONS_PER_PROCESS - 1):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.connect(str(daemon.sock))
             s.sendall(b'{"v": 1, "id": 1, "cmd": "sta')

@@ -9,9 +9,8 @@ library step (candidates + verification) is vfpd.library.Library, also shared.
 
 from __future__ import annotations
 
+import errno
 import logging
-import os
-import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -107,8 +106,16 @@ def pool_decoder(workers: int, sampling: SamplingSettings) -> PoolDecoder:
 
 # --- identity ----------------------------------------------------------------------------------
 
-class NotAFile(OSError):
-    """The path is not a regular file (a folder, FIFO, device, socket)."""
+class EmptyFile(hashing.HashRefused):
+    """A file of 0 bytes: nothing to look at (a download that never started, a placeholder)."""
+
+    kind = "not-a-video"  # type: ignore[assignment]
+
+
+PERMANENT_REFUSALS = frozenset({"not-a-file", "not-a-video", "too-large"})
+"""Refusals that say something about the file as it is (hashing.HashRefused kinds): the daemon
+fails such a job at once. The others may pass later: a sparse file may be a download still being
+filled in, a slow read a busy disk, a changed file one still being written."""
 
 
 @dataclass(frozen=True)
@@ -129,32 +136,34 @@ def vouched(current: FileStat, known: FileRecord | None) -> str | None:
     return known.hash
 
 
-def identify(path: str, known: FileRecord | None, reread: bool = False) -> Identity:
-    """Stat `path` (not following a link) and hash its content, unless the catalog's record of it
-    (`known`) vouches for the hash and `reread` is not asked (a close-write or a rescan the user
-    asked for re-reads: a rewrite can keep size and mtime). Raises OSError (NotAFile,
-    hashing.FileChanged, FileNotFoundError, PermissionError...)."""
-    st = os.lstat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise NotAFile(f"{path}: not a regular file")
-    fstat = FileStat.from_stat_result(st)
-    digest = None if reread else vouched(fstat, known)
-    if digest is not None:
-        return Identity(path, fstat, digest, read=False)
-    digest, fstat = hashing.hash_and_stat(path)
-    return Identity(path, fstat, digest, read=True)
+def identify(path: str, known: FileRecord | None, reread: bool = False,
+             should_stop: Callable[[], bool] | None = None) -> Identity:
+    """Open `path` once (hashing.open_regular: never blocks, regular files only, no link as the
+    last component) and hash its content through that descriptor, unless the catalog's record of
+    it (`known`) vouches for the hash and `reread` is not asked (a close-write or a rescan the
+    user asked for re-reads: a rewrite can keep size and mtime). Raises OSError:
+    hashing.HashRefused (with EmptyFile) for files not worth reading, else I/O errors."""
+    with hashing.open_regular(path) as opened:
+        fstat = opened.file_stat
+        if fstat.size == 0:
+            raise EmptyFile(path, "the file is empty (0 bytes)")
+        digest = None if reread else vouched(fstat, known)
+        if digest is not None:
+            return Identity(path, fstat, digest, read=False)
+        digest, fstat = hashing.hash_open(opened, should_stop=should_stop)
+        return Identity(path, fstat, digest, read=True)
 
 
 def os_error_reason(e: OSError) -> tuple[str, str]:
     """(kind, reason) for a file that could not be identified."""
-    if isinstance(e, hashing.FileChanged):
-        return "changed", "the file changed while it was being read; it is read again when complete"
+    if isinstance(e, hashing.HashRefused):
+        return e.kind, e.reason
     if isinstance(e, FileNotFoundError):
         return "vanished", "the file disappeared before it was read"
     if isinstance(e, PermissionError):
         return "unreadable", "permission denied"
-    if isinstance(e, NotAFile):
-        return "not-a-file", "not a regular file"
+    if e.errno == errno.ELOOP:
+        return "not-a-file", "a symbolic link (not followed)"
     return "unreadable", f"cannot read the file: {e.strerror or e}"
 
 

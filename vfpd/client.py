@@ -134,6 +134,14 @@ class Client:
             else:
                 self._sock.sendall(line)
         except (BrokenPipeError, ConnectionResetError) as exc:
+            # A daemon past its connection limit answers `busy` and closes before reading the
+            # request: its line is already waiting here and says why.
+            try:
+                refusal = self._read()
+            except ControlError:
+                refusal = {}
+            if refusal.get("ok") is False:
+                self._raise_error(refusal)
             raise ControlError("disconnected",
                                f"the daemon closed the connection ({exc})") from None
         return request_id

@@ -75,7 +75,7 @@ class FileRules:
 
 def walk(root: str | Path, rules: FileRules, on_error: OnError | None = None,
          base: str | Path | None = None) -> Iterator[tuple[str, os.stat_result]]:
-    """Every regular video file under `root` with its lstat, in sorted order. Symbolic links are
+    """Every video file under `root` with its lstat, in sorted order. Symbolic links are
     never followed, to files or to folders: a link is not a second copy (and must never count as
     space to reclaim), a linked folder can loop or be swapped for another mid-way, and its target
     is found where it lies if it is under a root. `root` itself may be a link the user named.
@@ -113,5 +113,7 @@ def walk(root: str | Path, rules: FileRules, on_error: OnError | None = None,
                 st = os.lstat(path)
             except OSError:
                 continue  # deleted while we looked
-            if stat.S_ISREG(st.st_mode):
+            # Not only regular files: a FIFO or device named like a video is reported by whoever
+            # opens it (hashing.open_regular refuses it without blocking), not silently skipped.
+            if not stat.S_ISLNK(st.st_mode) and not stat.S_ISDIR(st.st_mode):
                 yield path, st

@@ -139,9 +139,6 @@ def identify(paths: Iterable[str], catalog: Catalog | None, progress: Progress =
     out = []
     for entry in entries:
         advance(1)
-        if entry.stat.size == 0:
-            errors.append(ScanError(entry.path, "the file is empty (0 bytes)", "not-a-video"))
-            continue
         known = catalog.file_by_path(entry.path) if catalog is not None else None
         try:
             identity = chain.identify(entry.path, known)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from multiprocessing import get_context
+from multiprocessing import get_context, reduction
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_ready
 from pathlib import Path
@@ -145,6 +145,11 @@ def _child_main(conn: Connection, memory_limit: int, sampling: SamplingSettings)
     while True:
         try:
             path = conn.recv()
+            if isinstance(path, tuple):  # ("fd", name): a descriptor of the parent's follows
+                fd = reduction.recv_handle(conn)
+                path = f"/proc/self/fd/{fd}"
+            else:
+                fd = -1
         except (EOFError, OSError):
             return
         if path is None:
@@ -160,10 +165,21 @@ def _child_main(conn: Connection, memory_limit: int, sampling: SamplingSettings)
             reply = (None, _oom(path, memory_limit))
         except Exception as e:  # noqa: BLE001 - any decoder failure is this file's, not the pool's
             reply = (None, WorkerCrashed(path, f"the decoder failed: {type(e).__name__}: {e}"))
+        finally:
+            if fd >= 0:
+                os.close(fd)
         try:
             conn.send(("done", *reply))
         except MemoryError:
             conn.send(("done", None, OutOfMemory(path, "the frames did not fit in the worker's memory limit")))
+
+
+def _own_descriptor(path: str) -> int | None:
+    """The descriptor number when `path` is /proc/<this pid>/fd/N, else None."""
+    prefix = f"/proc/{os.getpid()}/fd/"
+    if path.startswith(prefix) and path[len(prefix):].isdigit():
+        return int(path[len(prefix):])
+    return None
 
 
 class _Worker:
@@ -181,9 +197,17 @@ class _Worker:
 
     def run(self, path: str, timeout: float, per_video_second: float
             ) -> tuple[SampledVideo | None, MediaError | None, bool]:
-        """Decode one file; the bool says whether this worker is still usable."""
+        """Decode one file; the bool says whether this worker is still usable. A path naming one
+        of this process's open descriptors (hashing.OpenFile.proc_path) is sent as the descriptor
+        itself: the sandboxed worker may not look into another process's /proc entry, and must
+        read the file that was opened, not whatever a name holds now."""
+        own_fd = _own_descriptor(path)
         try:
-            self.conn.send(path)
+            if own_fd is None:
+                self.conn.send(path)
+            else:
+                self.conn.send(("fd", path))
+                reduction.send_handle(self.conn, own_fd, self.proc.pid)
         except (BrokenPipeError, OSError):
             return None, self._death(path), False
         start = time.monotonic()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from vfpd import config as config_mod
+from vfpd import hashing
 from vfpd.client import (
     DEFAULT_REPLY_TIMEOUT_S,
     Client,
@@ -264,19 +265,18 @@ def _duplicates(args: argparse.Namespace) -> int:
 def _query(args: argparse.Namespace) -> int:
     # The file is opened here, with the user's rights, and handed over as a descriptor: the
     # daemon reads any file the user can, inside the watched folders or not, and no other.
+    # Opened once without waiting: a FIFO named like a video is refused, not waited on.
     path = resolve_client_path(args.file)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        opened = hashing.open_regular(path, follow_symlinks=True)
+    except hashing.NotRegularFile as exc:
+        print(f"vfpctl: query: {args.file} is not a file: {exc.reason}", file=sys.stderr)
+        return EXIT_REFUSED
     except OSError as exc:
         print(f"vfpctl: query: cannot open {args.file}: {exc.strerror}", file=sys.stderr)
         return EXIT_REFUSED
-    try:
-        if not os.path.isfile(path):
-            print(f"vfpctl: query: {args.file} is not a file", file=sys.stderr)
-            return EXIT_REFUSED
-        return run(args, "query", {"name": path, "k": args.k}, show_query, fds=[fd])
-    finally:
-        os.close(fd)
+    with opened:
+        return run(args, "query", {"name": path, "k": args.k}, show_query, fds=[opened.fd])
 
 
 def _rescan(args: argparse.Namespace) -> int:

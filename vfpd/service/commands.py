@@ -2,12 +2,14 @@
 
 Each command is a plain function of (context, validated args, request); the server (control.py)
 does the framing. Commands that read files accept only paths inside the watched roots, or an open
-file descriptor passed by the client (SCM_RIGHTS), whose access the kernel already checked.
+file descriptor passed by the client (SCM_RIGHTS) that was opened for reading: the kernel checked
+the client's right to read it, and the daemon reads through that descriptor.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import math
 import os
 import stat
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import vfpd
+from vfpd import hashing
 from vfpd.catalog import Catalog, JobState, Kind
 from vfpd.client import E_BAD_ARGS, E_NOT_FOUND, E_OUTSIDE_ROOTS, E_UNREADABLE
 from vfpd.matching import Pair, group_components
@@ -46,6 +49,7 @@ class Request:
     """What came with a request besides its arguments."""
 
     fd: int | None = None  # a descriptor passed with SCM_RIGHTS (query of a file by handle)
+    should_stop: Callable[[], bool] = lambda: False  # the client left or the daemon stops
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,13 @@ def validate_args(command: Command, raw: Any) -> dict[str, Any]:
 def _absolute_path(value: str) -> str:
     if not value or len(value) > MAX_PATH_CHARS or "\0" in value:
         raise ValueError("must be a non-empty path without NUL bytes, at most 4096 characters")
+    try:
+        os.fsencode(value)
+    except UnicodeEncodeError:
+        # A lone surrogate ("\ud800") other than the \udc80-\udcff escapes of undecodable bytes
+        # names no file: no byte string decodes to it.
+        raise ValueError("is not a file name (it holds a lone UTF-16 surrogate that no bytes "
+                         "decode to)") from None
     if not os.path.isabs(value):
         raise ValueError(f"must be an absolute path (the daemon has no working directory of "
                          f"yours), got {value[:200]!r}")
@@ -161,12 +172,22 @@ def watched_roots(context: ServiceContext) -> list[Path]:
     return [Path(os.path.realpath(p)) for p in context.config.watch.paths]
 
 
+def resolve(raw: str, code: str) -> Path:
+    """`raw` with `..` and symbolic links resolved; CommandError(`code`) when a link on the way
+    cannot be read (realpath raises for /proc/1/cwd and the like: a client's error, not ours)."""
+    try:
+        return Path(os.path.realpath(raw))
+    except OSError as exc:
+        raise CommandError(code, f"cannot resolve {raw[:200]!r}: {exc.strerror or exc}") from None
+
+
 def inside_roots(context: ServiceContext, raw: str) -> Path:
     """The resolved path, when it lies inside a watched root; CommandError(outside-roots) if not.
 
-    Resolving first means `..` and symlinks cannot lead out of a root.
+    Resolving first means `..` and symlinks cannot lead out of a root; a path that cannot be
+    resolved cannot be shown to be inside one.
     """
-    resolved = Path(os.path.realpath(raw))
+    resolved = resolve(raw, E_OUTSIDE_ROOTS)
     roots = watched_roots(context)
     if not any(resolved == r or resolved.is_relative_to(r) for r in roots):
         shown = ", ".join(str(r) for r in roots) or "none configured"
@@ -175,18 +196,38 @@ def inside_roots(context: ServiceContext, raw: str) -> Path:
     return resolved
 
 
-def _descriptor_path(fd: int) -> Path:
-    """A path the daemon can open to read the file behind a client's descriptor."""
+def open_descriptor(fd: int, name: str) -> hashing.OpenFile:
+    """The client's file, to be read through (a duplicate of) its own descriptor.
+
+    Only a descriptor opened for reading is taken. One opened with O_PATH (or write-only) proves
+    nothing about the client's right to read the file: reading it with the daemon's rights would
+    make the daemon a confused deputy, telling a caller about a file it may not read.
+    """
     try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
         st = os.fstat(fd)
     except OSError as exc:
         raise CommandError(E_UNREADABLE, f"the passed descriptor is not usable: {exc}") from None
+    if flags & os.O_PATH or (flags & os.O_ACCMODE) not in (os.O_RDONLY, os.O_RDWR):
+        raise CommandError(E_UNREADABLE, "the passed descriptor is not open for reading (opened "
+                                         "with O_PATH or write-only); pass one opened to read")
     if not stat.S_ISREG(st.st_mode):
         raise CommandError(E_BAD_ARGS, "the passed descriptor is not a regular file")
-    # /proc/PID/fd/N reopens the very file the client opened, whatever mount namespace or path
-    # the daemon sees; the kernel still checks the daemon may read the inode. The daemon's pid,
-    # not "self", so that a decoding worker process can open it too.
-    return Path(f"/proc/{os.getpid()}/fd/{fd}")
+    return hashing.OpenFile(os.dup(fd), st, name)
+
+
+def open_inside_roots(context: ServiceContext, raw: str) -> hashing.OpenFile:
+    """A file inside the watched roots, opened once (a FIFO or symlink swapped in after the roots
+    check is refused, never opened by name again)."""
+    target = inside_roots(context, raw)
+    try:
+        return hashing.open_regular(target)
+    except FileNotFoundError:
+        raise CommandError(E_NOT_FOUND, f"{target} does not exist") from None
+    except hashing.NotRegularFile as exc:
+        raise CommandError(E_NOT_FOUND, f"{target} is not a file: {exc.reason}") from None
+    except OSError as exc:
+        raise CommandError(E_UNREADABLE, f"cannot open {target}: {exc.strerror or exc}") from None
 
 
 # -- duplicate groups -----------------------------------------------------------------------------
@@ -312,7 +353,7 @@ def cmd_duplicates(context: ServiceContext, args: dict[str, Any], request: Reque
                    ) -> Iterator[dict[str, Any]]:
     prefix = args["path"]
     if prefix is not None:
-        prefix = os.path.realpath(prefix)
+        prefix = str(resolve(prefix, E_BAD_ARGS))
     return duplicate_groups(context.catalog, since=args["since"], kind=args["kind"],
                             min_score=args["min_score"], path_prefix=prefix)
 
@@ -321,21 +362,19 @@ def cmd_query(context: ServiceContext, args: dict[str, Any], request: Request) -
     if request.fd is not None:
         if args["path"] is not None:
             raise CommandError(E_BAD_ARGS, "query: give a path or pass a descriptor, not both")
-        target = _descriptor_path(request.fd)
-        shown = args["name"] or "(passed file)"
+        opened = open_descriptor(request.fd, args["name"] or "(passed file)")
     elif args["path"] is not None:
-        target = inside_roots(context, args["path"])
-        shown = str(target)
-        if not target.is_file():
-            raise CommandError(E_NOT_FOUND, f"{target} is not a file")
+        opened = open_inside_roots(context, args["path"])
     else:
         raise CommandError(E_BAD_ARGS, "query: give a path inside a watched folder, or pass the "
                                        "open file with SCM_RIGHTS (vfpctl does)")
-    try:
-        matches = context.query(target, args["k"])
-    except (OSError, ValueError) as exc:
-        raise CommandError(E_UNREADABLE, f"cannot fingerprint {shown}: {exc}") from None
-    own = _own_path(request.fd) if request.fd is not None else str(target)
+    with opened:
+        try:
+            matches = context.query(opened, args["k"], request.should_stop)
+        except (OSError, ValueError) as exc:
+            raise CommandError(E_UNREADABLE, f"cannot fingerprint {opened.path}: {exc}") from None
+    shown = opened.path
+    own = _own_path(request.fd) if request.fd is not None else shown
     matches = [m for m in (_without_path(m, own) for m in matches) if m is not None]
     return {"file": shown, "k": args["k"], "matches": matches}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -9,6 +10,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from vfpd.catalog import Catalog
     from vfpd.config import Config
+    from vfpd.hashing import OpenFile
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,11 @@ class ServiceContext(Protocol):
         """{"type": ..., "size": ..., "model_version": ...}"""
         ...
 
-    def query(self, path: Path, k: int) -> list[dict[str, object]]:
-        """Nearest videos to a file (fingerprinted on the fly when unknown), with scores."""
+    def query(self, file: OpenFile, k: int, should_stop: Callable[[], bool]
+              ) -> list[dict[str, object]]:
+        """Nearest videos to an open file (fingerprinted on the fly when unknown), with scores.
+        Everything is read through `file.fd`; `should_stop()` true (the client left) abandons the
+        work between stages with hashing.HashCancelled."""
         ...
 
     def set_verdict(self, a: Path, b: Path, verdict: str) -> dict[str, object]:

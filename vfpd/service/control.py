@@ -1,8 +1,9 @@
 """The control socket server: one JSON request per line in, one JSON reply per line out.
 
 Each connection is served by a thread from a bounded pool (threads are reused, so the catalog's
-per-thread read connections stay bounded too); every read and write has a deadline, so a slow,
-silent or hostile client costs one thread for a few seconds and never the pipeline.
+per-thread read connections stay bounded too); every read and write has a deadline, a process
+and a user may hold only a share of the pool, and a request whose client hangs up is cancelled,
+so a slow, silent or hostile client costs a few threads for a few seconds and never the pipeline.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import json
 import logging
 import os
 import pwd
+import select
 import selectors
 import socket
 import stat
 import struct
 import threading
 import time
+from collections.abc import Hashable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,40 @@ SUN_PATH_MAX = 107
 
 RECV_CHUNK = 65536
 
+MAX_CONNECTIONS = 64
+"""Threads are cheap but not free; 64 concurrent scripts is far past any real use, and further
+clients get a "busy" reply at once instead of queueing."""
+
+MAX_CONNECTIONS_PER_PROCESS = 8
+"""vfpctl holds one connection, a script running requests in parallel a few: one process (a
+runaway loop, a slowloris) can take an eighth of the pool, never all of it."""
+
+MAX_CONNECTIONS_PER_UID = 32
+"""Half the pool: with the system unit, one member of the socket group can never lock out the
+others. (A client with the daemon's own uid could stop the daemon anyway.)"""
+
+IDLE_TIMEOUT_S = 10.0
+"""A connected client that sends nothing for this long is closed: vfpctl sends at once."""
+
+REQUEST_TIMEOUT_S = 10.0
+"""From a request's first byte to its newline: a real client needs microseconds; this bounds
+trickling "slowloris" clients."""
+
+WRITE_TIMEOUT_S = 10.0
+"""A client that stops reading a reply is dropped after this long (per reply line)."""
+
+STOP_JOIN_S = 3.0
+"""How long stop() waits for connection threads. Their sockets are shut first, which cancels
+running queries between blocks and stages; a decode already running in a worker is abandoned to
+finish on its own (the daemon's decode pool is closed right after)."""
+
+CLIENT_LOG_EVERY_S = 60.0
+"""Client trouble (bad requests, refusals, a command failing) is logged once per client and kind
+per minute: a client sending thousands of bad lines a second cannot fill the journal."""
+
+MAX_LOG_KEYS = 4096
+"""Rate-limit entries kept; beyond this the oldest are forgotten (a few hundred KiB at most)."""
+
 
 class ControlSocketError(Exception):
     """The control socket cannot be set up (a live daemon on the path, not a socket, too long)."""
@@ -76,19 +112,14 @@ class ControlLimits:
     """What one client may cost the daemon."""
 
     max_request_bytes: int = MAX_LINE_BYTES
-    # Threads are cheap but not free; 64 concurrent scripts is far past any real use, and further
-    # clients get a "busy" reply at once instead of queueing.
-    max_connections: int = 64
-    # A connected client that sends nothing for this long is closed: vfpctl sends at once.
-    idle_timeout_s: float = 30.0
-    # From a request's first byte to its newline: a real client needs microseconds; this bounds
-    # trickling "slowloris" clients.
-    request_timeout_s: float = 10.0
-    # A client that stops reading a reply is dropped after this long (per reply line).
-    write_timeout_s: float = 10.0
-    # How long stop() waits for connection threads (a running query may take longer: it is
-    # abandoned to finish on its own, its socket already shut).
-    stop_join_s: float = 5.0
+    max_connections: int = MAX_CONNECTIONS
+    max_connections_per_process: int = MAX_CONNECTIONS_PER_PROCESS
+    max_connections_per_uid: int = MAX_CONNECTIONS_PER_UID
+    idle_timeout_s: float = IDLE_TIMEOUT_S
+    request_timeout_s: float = REQUEST_TIMEOUT_S
+    write_timeout_s: float = WRITE_TIMEOUT_S
+    stop_join_s: float = STOP_JOIN_S
+    log_every_s: float = CLIENT_LOG_EVERY_S
 
 
 @dataclass(frozen=True)
@@ -187,9 +218,58 @@ def bind_socket_atomically(path: Path, mode: int, gid: int | None) -> tuple[sock
     return sock, inode
 
 
+class RateLimit:
+    """Says yes at most once per key every `every_s` seconds (thread-safe); used to keep what one
+    client causes in the log to a line a minute."""
+
+    def __init__(self, every_s: float, max_keys: int = MAX_LOG_KEYS) -> None:
+        self.every_s = every_s
+        self.max_keys = max_keys
+        self._lock = threading.Lock()
+        self._last: dict[Hashable, tuple[float, int]] = {}  # key -> (when allowed, said no since)
+
+    def allow(self, key: Hashable) -> int | None:
+        """None to stay quiet; otherwise how many times it said no for this key since the last
+        yes (to report as "N similar messages suppressed")."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last[0] < self.every_s:
+                self._last[key] = (last[0], last[1] + 1)
+                return None
+            self._last.pop(key, None)
+            if len(self._last) >= self.max_keys:
+                # dicts keep insertion order: the first entries are the least recently allowed
+                for old in list(self._last)[: self.max_keys // 4]:
+                    del self._last[old]
+            self._last[key] = (now, 0)
+            return last[1] if last is not None else 0
+
+
+def _suppressed(n: int) -> str:
+    return f" ({n} similar ones left out since the last such line)" if n else ""
+
+
+def _peer_gone(sock: socket.socket) -> bool:
+    """Whether the client has closed its end (or we shut ours): POLLHUP on a Unix stream socket
+    means both directions are shut. A client that only half-closes after its request (socat,
+    nc -N) is still waiting for the answer and is not gone."""
+    try:
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return any(events & (select.POLLHUP | select.POLLERR | select.POLLNVAL)
+                   for _fd, events in poller.poll(0))
+    except (OSError, ValueError):  # closed under us
+        return True
+
+
 @dataclass(eq=False)
 class _Connection:
     sock: socket.socket
+    pid: int = 0
+    uid: int = -1
+    gid: int = -1
+    groups: list[int] = field(default_factory=list)
     future: Future[None] | None = None
     fds: list[int] = field(default_factory=list)
 
@@ -226,6 +306,7 @@ class ControlServer:
         self._lock = threading.Lock()
         self._connections: set[_Connection] = set()
         self._stopping = threading.Event()
+        self._log_limit = RateLimit(limits.log_every_s)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -306,24 +387,46 @@ class ControlServer:
                         continue
                     except OSError as exc:
                         # EMFILE and friends: back off instead of spinning on a full fd table.
-                        log.warning("control socket accept failed: %s", exc)
+                        dropped = self._log_limit.allow("accept")
+                        if dropped is not None:
+                            log.warning("control socket accept failed: %s%s", exc,
+                                        _suppressed(dropped))
                         time.sleep(0.1)
                         continue
                     try:
                         self._admit(sock)
                     except Exception:
                         # The acceptor must outlive any one connection's trouble.
-                        log.exception("control socket: could not admit a connection")
+                        if self._log_limit.allow("admit") is not None:
+                            log.exception("control socket: could not admit a connection")
                         sock.close()
 
     def _admit(self, sock: socket.socket) -> None:
-        conn = _Connection(sock)
+        pid, uid, gid, groups = peer_credentials(sock)
+        conn = _Connection(sock, pid, uid, gid, groups)
+        limits = self.limits
         with self._lock:
-            full = len(self._connections) >= self.limits.max_connections
-            if not full:
+            same_pid = sum(1 for c in self._connections if c.pid == pid)
+            same_uid = sum(1 for c in self._connections if c.uid == uid)
+            if len(self._connections) >= limits.max_connections:
+                refusal = "too many control connections; try again shortly"
+            # pid 0: a peer in a PID namespace we cannot see; such processes are told apart by
+            # nothing, so only their uid's limit applies.
+            elif pid != 0 and same_pid >= limits.max_connections_per_process:
+                refusal = (f"too many connections from process {pid} "
+                           f"({limits.max_connections_per_process} at most); close some first")
+            elif same_uid >= limits.max_connections_per_uid:
+                refusal = (f"too many connections from uid {uid} "
+                           f"({limits.max_connections_per_uid} at most); close some first")
+            else:
+                refusal = None
                 self._connections.add(conn)
-        if full:
-            self._refuse(sock, E_BUSY, "too many control connections; try again shortly")
+        if refusal is not None:
+            dropped = self._log_limit.allow((uid, E_BUSY))
+            if dropped is not None:
+                log.warning("control socket: busy for uid %d pid %d: %s%s", uid, pid, refusal,
+                            _suppressed(dropped))
+            self._refuse(sock, E_BUSY, refusal)
             return
         assert self._pool is not None
         conn.future = self._pool.submit(self._serve, conn)
@@ -343,15 +446,18 @@ class ControlServer:
 
     def _serve(self, conn: _Connection) -> None:
         try:
-            _pid, uid, gid, groups = peer_credentials(conn.sock)
-            if not self.policy.allows(uid, gid, groups):
-                log.warning("control socket: refused peer uid %d gid %d", uid, gid)
+            if not self.policy.allows(conn.uid, conn.gid, conn.groups):
+                dropped = self._log_limit.allow((conn.uid, E_FORBIDDEN))
+                if dropped is not None:
+                    log.warning("control socket: refused peer uid %d gid %d%s", conn.uid,
+                                conn.gid, _suppressed(dropped))
                 self._write_safely(conn, {"id": None, "ok": False, "error": {
-                    "code": E_FORBIDDEN, "message": f"uid {uid} may not use this daemon"}})
+                    "code": E_FORBIDDEN, "message": f"uid {conn.uid} may not use this daemon"}})
                 return
             self._serve_requests(conn)
         except Exception:
-            log.exception("control connection failed")
+            if self._log_limit.allow((conn.uid, "connection")) is not None:
+                log.exception("control connection of uid %d pid %d failed", conn.uid, conn.pid)
         finally:
             for fd in conn.fds:
                 os.close(fd)
@@ -365,11 +471,14 @@ class ControlServer:
     def _serve_requests(self, conn: _Connection) -> None:
         buf = bytearray()
         while not self._stopping.is_set():
-            line = self._read_line(conn, buf)
+            # Blank lines (a person typing into socat) are not requests, and do not restart the
+            # idle clock either: a client sending "\n" every few seconds is idle.
+            idle_deadline = time.monotonic() + self.limits.idle_timeout_s
+            line = self._read_line(conn, buf, idle_deadline)
+            while line is not None and not line.strip():
+                line = self._read_line(conn, buf, idle_deadline)
             if line is None:
                 return
-            if not line.strip():
-                continue  # blank lines (a person typing into socat) are not requests
             fds, conn.fds = conn.fds, []
             try:
                 keep_going = self._handle_line(conn, line, fds)
@@ -379,10 +488,11 @@ class ControlServer:
             if not keep_going:
                 return
 
-    def _read_line(self, conn: _Connection, buf: bytearray) -> bytes | None:
+    def _read_line(self, conn: _Connection, buf: bytearray, idle_deadline: float
+                   ) -> bytes | None:
         """The next request line (without newline), or None when the connection should end."""
         limits = self.limits
-        deadline = time.monotonic() + limits.idle_timeout_s
+        deadline = idle_deadline
         started = bool(buf)
         if started:
             deadline = min(deadline, time.monotonic() + limits.request_timeout_s)
@@ -462,17 +572,29 @@ class ControlServer:
                 f"unknown command {cmd[:80]!r}; known: {', '.join(sorted(self.commands))}"))
         try:
             args = validate_args(command, message.get("args", {}))
-            result = command.run(self.context, args,
-                                 Request(fd=fds[0] if fds else None))
+            result = command.run(self.context, args, Request(
+                fd=fds[0] if fds else None,
+                should_stop=lambda: self._stopping.is_set() or _peer_gone(conn.sock)))
         except CommandError as exc:
             return self._write_safely(conn, _error(request_id, exc.code, exc.message))
         except Exception as exc:
-            log.exception("control command %s failed", cmd)
+            dropped = self._log_limit.allow((conn.uid, E_INTERNAL))
+            if dropped is not None:
+                log.exception("control command %s of uid %d pid %d failed%s", cmd[:80],
+                              conn.uid, conn.pid, _suppressed(dropped))
             return self._write_safely(conn, _error(request_id, E_INTERNAL,
                                                    f"{type(exc).__name__}: {exc}"))
         if command.streams:
             return self._write_stream(conn, request_id, result)
         return self._write_safely(conn, {"id": request_id, "ok": True, "result": result})
+
+    def _log_client_error(self, conn: _Connection, code: str, message: str) -> None:
+        """A refused request says something about the client, not the daemon: worth a line for
+        whoever wonders why a script fails, at most once a minute per client."""
+        dropped = self._log_limit.allow((conn.uid, "client-error"))
+        if dropped is not None:
+            log.info("control: request of uid %d pid %d refused: %s: %s%s", conn.uid, conn.pid,
+                     code, message[:200], _suppressed(dropped))
 
     def _write_stream(self, conn: _Connection, request_id: Any, items: Iterator[Any]) -> bool:
         """Begin line, item lines, end line. Lines are sent in chunks of STREAM_FLUSH_BYTES:
@@ -495,7 +617,10 @@ class ControlServer:
             end = {"id": request_id, "end": True, "ok": False,
                    "error": {"code": exc.code, "message": exc.message}}
         except Exception as exc:
-            log.exception("control stream failed")
+            dropped = self._log_limit.allow((conn.uid, E_INTERNAL))
+            if dropped is not None:
+                log.exception("control stream of uid %d pid %d failed%s", conn.uid, conn.pid,
+                              _suppressed(dropped))
             end = {"id": request_id, "end": True, "ok": False, "error": {
                 "code": E_INTERNAL, "message": f"{type(exc).__name__}: {exc}"}}
         finally:
@@ -521,9 +646,12 @@ class ControlServer:
         except (TypeError, ValueError) as exc:
             log.error("control reply not serialisable: %s", exc)
             data = encode(_error(message.get("id"), E_INTERNAL, "reply not serialisable"))
+        error = message.get("error")
+        if error and error["code"] not in (E_INTERNAL, E_FORBIDDEN):  # logged where they arise
+            self._log_client_error(conn, error["code"], error["message"])
         if not self._send(conn, data):
             return False
-        return not message.get("error") or message["error"]["code"] not in _FATAL_CODES
+        return not error or error["code"] not in _FATAL_CODES
 
 
 _FATAL_CODES = frozenset({E_TOO_LARGE, E_FORBIDDEN, E_TIMEOUT})

@@ -29,6 +29,7 @@ from vfpd.catalog import (
 )
 from vfpd.config import DEFAULT_WEBHOOK_RETRIES, Config, ConfigError
 from vfpd.frame_index import BuildCancelled, build_frame_index
+from vfpd.hashing import OpenFile
 from vfpd.library import Library
 from vfpd.matching import NEAR, PARTIAL
 from vfpd.service import logging as vlog
@@ -476,8 +477,9 @@ class Daemon:
                 self._missing_known_zero = True
         return n
 
-    def query(self, path: Path, k: int) -> list[dict[str, object]]:
-        return self.pipeline.query(Path(path), k)  # type: ignore[return-value]
+    def query(self, file: OpenFile, k: int, should_stop: Callable[[], bool]
+              ) -> list[dict[str, object]]:
+        return self.pipeline.query(file, k, should_stop)  # type: ignore[return-value]
 
     def _hash_of(self, path: Path) -> str:
         rec = self.catalog.file_by_path(str(path))

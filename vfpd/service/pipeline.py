@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from vfpd import chain, hashing
@@ -315,15 +314,17 @@ class Pipeline:
         path = job.path
         old = self.catalog.file_by_path(path)
         try:
-            ident = chain.identify(path, old, reread=job.reason in REREAD_REASONS)
-        except FileNotFoundError:
+            ident = chain.identify(path, old, reread=job.reason in REREAD_REASONS,
+                                   should_stop=self._should_stop)
+        except (FileNotFoundError, hashing.FileDeleted):
             self.catalog.complete_job(job)
             if old is not None:
                 self.catalog.remove_file(path)
             return None
         except OSError as e:
             kind, reason = chain.os_error_reason(e)
-            self._fail(job, reason, None, permanent=kind == "not-a-file")
+            self._fail(job, f"{kind}: {reason}", None,
+                       permanent=kind in chain.PERMANENT_REFUSALS)
             return None
         mv = self.embedder.model_version
         if self.catalog.has_fingerprint(ident.hash, mv):
@@ -447,13 +448,17 @@ class Pipeline:
 
     # -- queries (control socket threads) --------------------------------------------------------
 
-    def fingerprint_of(self, path: Path) -> tuple[str, Fingerprint]:
+    def fingerprint_of(self, file: hashing.OpenFile, should_stop: Callable[[], bool]
+                       ) -> tuple[str, Fingerprint]:
         """A file's (hash, fingerprint) through the chain: stored when the content is known,
-        from stored frames, or decoded in a worker and embedded now (nothing is stored)."""
-        digest, _ = hashing.hash_and_stat(path)
-        work = Work(digest, [str(path)])
+        from stored frames, or decoded in a worker and embedded now (nothing is stored). Read
+        through `file.fd` only (a decode worker opens the daemon's own descriptor, checked to be
+        readable by the client: the file that was hashed, not whatever a name holds now);
+        abandoned between stages (hashing.HashCancelled) once `should_stop()`."""
+        digest, _ = hashing.hash_open(file, should_stop=should_stop)
+        work = Work(digest, [file.proc_path])
         for w in chain.fingerprints([work], self.embedder, self.decoder, self.catalog,
-                                    self.settings.sampling):
+                                    self.settings.sampling, should_stop):
             if w.error is not None:
                 raise ValueError(w.error.reason)
             if w.source != "cache":
@@ -461,14 +466,15 @@ class Pipeline:
                 self.wake()  # the idle timer starts again
             assert w.fingerprint is not None
             return digest, w.fingerprint
-        raise ValueError("the decoder returned nothing")
+        raise hashing.HashCancelled(file.path, "the client left before the answer")
 
-    def query(self, path: Path, k: int) -> list[dict[str, Any]]:
+    def query(self, file: hashing.OpenFile, k: int, should_stop: Callable[[], bool]
+              ) -> list[dict[str, Any]]:
         """The k stored videos nearest to a file, verified; `duplicate` says whether each passes
         the library's accept rule (the threshold), so near misses are marked as such."""
-        digest, fp = self.fingerprint_of(path)
+        digest, fp = self.fingerprint_of(file, should_stop)
         out: list[dict[str, Any]] = []
-        same = [p for p in self.catalog.paths_for_hash(digest) if p != str(path)]
+        same = [p for p in self.catalog.paths_for_hash(digest) if p != file.path]
         if same:
             out.append({"hash": digest, "paths": same, "path": same[0], "score": 1.0,
                         "similarity": 1.0, "kind": EXACT,
