@@ -128,6 +128,10 @@ def _child_main(conn: Connection, memory_limit: int, sampling: SamplingSettings)
             return
         if path is None:
             return
+        # The worker's own clock decides whether the decode kept to its limit: the parent may
+        # read the answer late (a loaded machine, a busy interpreter), which must not turn an
+        # over-long decode into a success.
+        start = time.monotonic()
         try:
             conn.send(("length", _length(path, sampling)))
             reply: tuple[SampledVideo | None, MediaError | None] = (media.sample(path, sampling), None)
@@ -140,9 +144,16 @@ def _child_main(conn: Connection, memory_limit: int, sampling: SamplingSettings)
         except Exception as e:  # noqa: BLE001 - any decoder failure is this file's, not the pool's
             reply = (None, WorkerCrashed(path, f"the decoder failed: {type(e).__name__}: {e}"))
         try:
-            conn.send(("done", *reply))
+            conn.send(("done", *reply, time.monotonic() - start))
         except MemoryError:
-            conn.send(("done", None, OutOfMemory(path, "the frames did not fit in the worker's memory limit")))
+            conn.send(("done", None, OutOfMemory(path, "the frames did not fit in the worker's memory limit"),
+                       time.monotonic() - start))
+
+
+def _timeout(path: str, limit: float, took: float | None = None) -> DecodeTimeout:
+    if took is None:
+        return DecodeTimeout(path, f"decoding took longer than {limit:g} s and was stopped")
+    return DecodeTimeout(path, f"decoding took {took:.2f} s, longer than its limit of {limit:g} s")
 
 
 class _Worker:
@@ -171,8 +182,7 @@ class _Worker:
             ready = wait_ready([self.conn, self.proc.sentinel], max(0.0, deadline - time.monotonic()))
             if not ready:
                 self.kill()
-                return None, DecodeTimeout(path, f"decoding took longer than {deadline - start:g} s "
-                                                 "and was stopped"), False
+                return None, _timeout(path, deadline - start), False
             if self.conn not in ready:
                 return None, self._death(path), False
             try:
@@ -183,7 +193,9 @@ class _Worker:
                 if message[1]:
                     deadline = start + timeout + min(message[1], MAX_COUNTED_LENGTH) * per_video_second
                 continue
-            _, sampled, error = message
+            _, sampled, error, took = message
+            if took > deadline - start:
+                return None, _timeout(path, deadline - start, took), True
             # After running out of memory the worker's heap is in an unknown state: replace it.
             return sampled, error, not isinstance(error, OutOfMemory)
 
