@@ -127,7 +127,7 @@ def test_memory_limit_gives_out_of_memory(tmp_path: Path) -> None:
     with DecodePool(PoolSettings(workers=1, memory_limit=baseline + (40 << 20), sampling=one_thread)) as pool:
         r = pool.decode(big)
         assert r.error is not None and r.error.kind == "out-of-memory", r
-        assert "memory" in r.error.reason
+        assert r.error.reason.startswith("out of memory (limit ")
         ok = pool.decode(small)
         assert ok.ok, ok.error
         pids = pool.pids()
@@ -231,3 +231,18 @@ def test_a_decode_over_its_limit_is_a_timeout_even_when_the_parent_reads_it_late
             os.kill(parent.pid, signal.SIGCONT)
             parent.kill()
             parent.wait()
+
+
+def test_decoder_threads_that_do_not_fit_the_memory_limit_are_out_of_memory(bunny: Path) -> None:
+    """Sixteen frame threads each need a stack and a malloc arena: under a limit 300 MB above the
+    worker's start-up size, starting them fails with EAGAIN, which PyAV raises as
+    BlockingIOError. That is the memory limit speaking, and is said so."""
+    threads16 = media.SamplingSettings(decoder_threads=16)
+    with DecodePool(PoolSettings(workers=1, sampling=threads16)) as pool:
+        assert pool.decode("/nonexistent.mp4").error.kind == "unreadable"  # the worker is up
+        baseline = _vm_size(pool.pids()[0])
+    limit = baseline + (300 << 20)
+    with DecodePool(PoolSettings(workers=1, memory_limit=limit, sampling=threads16)) as pool:
+        r = pool.decode(bunny)
+    assert r.error is not None and r.error.kind == "out-of-memory", r.error
+    assert r.error.reason == f"out of memory (limit {limit >> 20} MB)"

@@ -8,6 +8,7 @@ threaded process can deadlock the child.
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import signal
@@ -87,7 +88,13 @@ FRAME_HEADROOM = 4
 
 
 def _oom(path: str, memory_limit: int) -> OutOfMemory:
-    return OutOfMemory(path, f"decoding needed more than the worker's memory limit of {memory_limit >> 20} MiB")
+    return OutOfMemory(path, f"out of memory (limit {memory_limit >> 20} MB)")
+
+
+def _short_of_address_space(e: OSError) -> bool:
+    """Under RLIMIT_AS a decoder that cannot map a thread's stack or a buffer fails with EAGAIN
+    (pthread_create) or ENOMEM (mmap), which PyAV raises as an OSError such as BlockingIOError."""
+    return e.errno in (errno.EAGAIN, errno.ENOMEM)
 
 
 def _short_of_memory(path: str, sampling: SamplingSettings) -> bool:
@@ -141,13 +148,15 @@ def _child_main(conn: Connection, memory_limit: int, sampling: SamplingSettings)
                 reply = (None, _oom(path, memory_limit))
         except MemoryError:
             reply = (None, _oom(path, memory_limit))
+        except OSError as e:
+            reply = (None, _oom(path, memory_limit) if _short_of_address_space(e) else
+                     WorkerCrashed(path, f"the decoder failed: {type(e).__name__}: {e}"))
         except Exception as e:  # noqa: BLE001 - any decoder failure is this file's, not the pool's
             reply = (None, WorkerCrashed(path, f"the decoder failed: {type(e).__name__}: {e}"))
         try:
             conn.send(("done", *reply, time.monotonic() - start))
         except MemoryError:
-            conn.send(("done", None, OutOfMemory(path, "the frames did not fit in the worker's memory limit"),
-                       time.monotonic() - start))
+            conn.send(("done", None, _oom(path, memory_limit), time.monotonic() - start))
 
 
 def _timeout(path: str, limit: float, took: float | None = None) -> DecodeTimeout:
