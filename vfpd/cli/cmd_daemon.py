@@ -85,12 +85,6 @@ def run(args: argparse.Namespace, cmd: str, request: dict[str, Any],
     except ControlError as exc:
         print(f"vfpctl: {cmd}: {exc.message} [{exc.code}]", file=sys.stderr)
         return EXIT_REFUSED
-    except BrokenPipeError:
-        # Output piped into `head`: stop quietly, like other Unix tools; the rest goes nowhere.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return EXIT_OK
     return EXIT_OK
 
 

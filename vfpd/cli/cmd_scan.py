@@ -123,6 +123,9 @@ def _validate(args: argparse.Namespace) -> str | None:
         args.action_spec = actions.parse_action(args.action)
     except ValueError as e:
         return str(e)
+    if args.apply and args.action_spec.op == actions.REPORT:
+        return ("--apply needs an --action to carry out (trash, delete, hardlink, symlink or "
+                "move:DIR)")
     if args.output:
         parent = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(parent):

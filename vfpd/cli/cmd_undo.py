@@ -13,6 +13,9 @@ import sys
 from vfpd import actions
 from vfpd.cli.cmd_scan import EXIT_FILE_ERRORS, EXIT_OK, EXIT_USAGE, shown
 
+JOURNAL_HEADER_MAX = 64 * 1024
+"""Bytes of a journal's first line read to recognise it; its header is well under 1 kB."""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("undo", help="reverse the changes recorded in a scan journal",
@@ -25,7 +28,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _not_a_journal(path: str) -> bool:
+    """Whether the file's first line is something other than a journal's header (a file that
+    cannot be opened is left to undo to explain)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(JOURNAL_HEADER_MAX)
+    except OSError:
+        return False
+    try:
+        header = json.loads(first)
+    except ValueError:
+        return True
+    return not (isinstance(header, dict) and header.get("journal") == actions.JOURNAL_FORMAT)
+
+
 def run(args: argparse.Namespace) -> int:
+    if _not_a_journal(args.journal):
+        print(f"vfpctl undo: error: {shown(args.journal)} is not a vfpd action journal (the "
+              "file `vfpctl scan --apply` names)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         results = actions.undo(args.journal)
     except actions.JournalError as e:
