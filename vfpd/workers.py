@@ -209,8 +209,14 @@ class _Worker:
             return sampled, error, not isinstance(error, OutOfMemory)
 
     def _death(self, path: str) -> MediaError:
-        self.proc.join(1.0)
-        code = self.proc.exitcode
+        # Reaped under the lock only: two threads waiting on one child (this one, and close()
+        # killing it at a SIGTERM) race in waitpid, and the loser's Process.close() then raises
+        # "Cannot close a process while it is still running".
+        with self._lock:
+            if self._gone:
+                return WorkerCrashed(path, "the decode pool was closed")
+            self.proc.join(1.0)
+            code = self.proc.exitcode
         self.kill()
         if code is not None and code < 0:
             name = signal.Signals(-code).name

@@ -32,7 +32,7 @@ from vfpd.catalog import (
 )
 from vfpd.fingerprint import Fingerprint
 from vfpd.frame_index import FRAME_CANDIDATES, FrameIndex
-from vfpd.hashing import FileStat
+from vfpd.hashing import FileStat, changed
 from vfpd.index import VectorIndex
 from vfpd.matching import EXACT, NONE, VIDEO_MIN_SIM, Match, MatchSettings, verify
 from vfpd.media import MediaError, SampledVideo, SamplingSettings
@@ -95,6 +95,14 @@ class _Work:
     old: FileRecord | None
     sampled: SampledVideo | None = None
     stored_frames: bool = False  # sampled comes from the catalog, not from a decode
+
+
+def _grew(path: str, hashed: FileStat) -> bool:
+    """Whether the file is no longer what was hashed (a writer is still at it)."""
+    try:
+        return changed(FileStat.from_stat_result(os.stat(path)), hashed)
+    except OSError:
+        return False
 
 
 def _segments(m: Match) -> list[dict[str, float]]:
@@ -422,7 +430,11 @@ class Pipeline:
                 if w is None:
                     continue
                 pending.discard(path)
-                if isinstance(result, MediaError):
+                if isinstance(result, MediaError) and _grew(path, w.stat):
+                    # Still being written (its close will queue it again): not the file's fault.
+                    self._fail(w.job, "the file changed while it was decoded (still being "
+                                      "written?)", None, permanent=False)
+                elif isinstance(result, MediaError):
                     permanent = result.kind not in TRANSIENT_KINDS
                     self._fail(w.job, f"{result.kind}: {result.reason}", w.hash, permanent)
                 else:
