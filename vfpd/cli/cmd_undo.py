@@ -11,7 +11,8 @@ import json
 import sys
 
 from vfpd import actions
-from vfpd.cli.cmd_scan import EXIT_FILE_ERRORS, EXIT_OK, EXIT_USAGE, shown
+from vfpd.cli.cmd_scan import EXIT_FILE_ERRORS, EXIT_OK, EXIT_USAGE
+from vfpd.cli.text import shell_quoted
 
 JOURNAL_HEADER_MAX = 64 * 1024
 """Bytes of a journal's first line read to recognise it; its header is well under 1 kB."""
@@ -45,7 +46,7 @@ def _not_a_journal(path: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     if _not_a_journal(args.journal):
-        print(f"vfpctl undo: error: {shown(args.journal)} is not a vfpd action journal (the "
+        print(f"vfpctl undo: error: {shell_quoted(args.journal)} is not a vfpd action journal (the "
               "file `vfpctl scan --apply` names)", file=sys.stderr)
         return EXIT_USAGE
     try:
@@ -61,5 +62,5 @@ def run(args: argparse.Namespace) -> int:
             print("nothing to undo")
         for r in results:
             mark = "undone" if r.undone else "NOT undone"
-            print(f"{mark}: {r.op} {shown(r.path)}: {r.detail}")
+            print(f"{mark}: {r.op} {shell_quoted(r.path)}: {r.detail}")
     return EXIT_OK if all(r.undone for r in results) else EXIT_FILE_ERRORS
