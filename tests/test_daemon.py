@@ -303,7 +303,7 @@ def test_sighup_adds_and_removes_roots(daemon: Daemon, media) -> None:
 def test_second_daemon_on_the_same_state_is_refused(daemon: Daemon) -> None:
     done = subprocess.run([sys.executable, "-m", "vfpd.cli.daemon", "--config",
                            str(daemon.config)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1
+    assert done.returncode == 3  # EXIT_ALREADY_RUNNING, docs/protocol.md
     assert f"another vfpd (pid {daemon.proc.pid}) is running" in done.stderr
 
 

@@ -55,7 +55,7 @@ def test_duplicates_table_and_json(sock: Path, lib: Library,
     assert code == 0
     assert out.index("Group 1: exact") < out.index("Group 2: partial") < out.index("Group 3: near")
     assert "SIZE" in out and "640x360" in out and str(lib.files[0]) in out
-    assert "3 group(s), 13.0 KB reclaimable" in out
+    assert "3 group(s), 13.0 kB reclaimable" in out
     code, out, _ = vfpctl(capsys, "duplicates", "--socket", str(sock), "--json", "--kind", "near",
                           "--min-score", "0.5", "--since", "1d", "--path", str(lib.root))
     groups = json.loads(out)

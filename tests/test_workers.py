@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -125,7 +127,7 @@ def test_memory_limit_gives_out_of_memory(tmp_path: Path) -> None:
     with DecodePool(PoolSettings(workers=1, memory_limit=baseline + (40 << 20), sampling=one_thread)) as pool:
         r = pool.decode(big)
         assert r.error is not None and r.error.kind == "out-of-memory", r
-        assert "memory" in r.error.reason
+        assert r.error.reason.startswith("out of memory (limit ")
         ok = pool.decode(small)
         assert ok.ok, ok.error
         pids = pool.pids()
@@ -163,3 +165,84 @@ def test_settings_are_validated() -> None:
         PoolSettings(timeout=0)
     with pytest.raises(ValueError):
         PoolSettings(per_video_second=-1)
+
+
+LATE_READER = """
+import sys
+from vfpd import media
+from vfpd.workers import DecodePool, PoolSettings
+
+if __name__ == "__main__":
+    every = media.SamplingSettings(keyframes="all")
+    with DecodePool(PoolSettings(workers=1, per_video_second=0, sampling=every)) as pool:
+        first = pool.decode(sys.argv[1])
+        print(first.seconds, flush=True)
+        r = pool.decode(sys.argv[1], timeout=float(sys.stdin.readline()))
+        print(r.error.kind if r.error else "ok", flush=True)
+"""
+
+
+def _spawned_children(pid: int) -> list[int]:
+    """Processes `pid` started with multiprocessing's spawn (not its resource tracker)."""
+    out = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if ppid == pid and b"spawn_main" in cmdline:
+            out.append(int(proc.name))
+    return out
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    try:
+        return any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+
+
+def test_a_decode_over_its_limit_is_a_timeout_even_when_the_parent_reads_it_late(
+        tmp_path: Path, bunny: Path) -> None:
+    """The parent is stopped (as a loaded machine can stall it) while the worker decodes: the
+    worker's answer is waiting when the parent looks again, after the deadline. The decode took
+    longer than its limit, so it is a timeout, as it would have been had the parent been awake."""
+    video = tmp_path / "bunny.mp4"
+    video.write_bytes(bunny.read_bytes())
+    parent = subprocess.Popen([sys.executable, "-c", LATE_READER, str(video)], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        took = float(parent.stdout.readline())
+        [worker] = _spawned_children(parent.pid)
+        parent.stdin.write(f"{took / 3:.3f}\n")
+        parent.stdin.flush()
+        deadline = time.monotonic() + 30
+        while not _has_open(worker, video):
+            assert time.monotonic() < deadline, "the worker never opened the file"
+            time.sleep(0.002)
+        os.kill(parent.pid, signal.SIGSTOP)
+        time.sleep(3 * took + 1)  # the worker finishes meanwhile
+        os.kill(parent.pid, signal.SIGCONT)
+        assert parent.stdout.readline().strip() == "timeout"
+        assert parent.wait(30) == 0
+    finally:
+        if parent.poll() is None:
+            os.kill(parent.pid, signal.SIGCONT)
+            parent.kill()
+            parent.wait()
+
+
+def test_decoder_threads_that_do_not_fit_the_memory_limit_are_out_of_memory(bunny: Path) -> None:
+    """Sixteen frame threads each need a stack and a malloc arena: under a limit 300 MB above the
+    worker's start-up size, starting them fails with EAGAIN, which PyAV raises as
+    BlockingIOError. That is the memory limit speaking, and is said so."""
+    threads16 = media.SamplingSettings(decoder_threads=16)
+    with DecodePool(PoolSettings(workers=1, sampling=threads16)) as pool:
+        assert pool.decode("/nonexistent.mp4").error.kind == "unreadable"  # the worker is up
+        baseline = _vm_size(pool.pids()[0])
+    limit = baseline + (300 << 20)
+    with DecodePool(PoolSettings(workers=1, memory_limit=limit, sampling=threads16)) as pool:
+        r = pool.decode(bunny)
+    assert r.error is not None and r.error.kind == "out-of-memory", r.error
+    assert r.error.reason == f"out of memory (limit {limit >> 20} MB)"

@@ -28,6 +28,7 @@ from vfpd.index import (
     IndexLoadError,
     PayloadSink,
     open_container,
+    rebuild_log_level,
     replay_changes,
     single_thread,
     verify_payload,
@@ -579,7 +580,7 @@ def load_frame_index(catalog: Catalog, model_version: str, center: np.ndarray | 
             raise IndexLoadError(f"{path}: covers catalog sequence {index.covered_seq}, but the "
                                  f"catalog is at {catalog.sequence()} (catalog restored?)")
     except IndexLoadError as e:
-        log.warning("rebuilding frame index from catalog: %s", e)
+        log.log(rebuild_log_level(e, catalog), "rebuilding frame index from catalog: %s", e)
         return None
     loaded = time.monotonic()
     applied = index.catch_up(catalog)

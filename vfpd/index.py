@@ -743,6 +743,13 @@ def verify_payload(view: memoryview, header: Mapping[str, Any], path: Path) -> N
         raise IndexLoadError(f"{path}: checksum mismatch (corrupt file)")
 
 
+def rebuild_log_level(error: IndexLoadError, catalog: Catalog) -> int:
+    """How loudly to say an index is rebuilt: a missing file beside a catalog that never held a
+    fingerprint is a first start (INFO); anything else lost work or a fault (WARNING)."""
+    first = isinstance(error.__cause__, FileNotFoundError) and catalog.sequence() == 0
+    return logging.INFO if first else logging.WARNING
+
+
 def open_index(catalog: Catalog, model_version: str, path: Path | str,
                dim: int = VECTOR_DIM, settings: IndexSettings = IndexSettings(),
                save_rebuilt: bool = True) -> VectorIndex:
@@ -758,7 +765,7 @@ def open_index(catalog: Catalog, model_version: str, path: Path | str,
             raise IndexLoadError(f"{path}: covers catalog sequence {index.covered_seq}, but the "
                                  f"catalog is at {catalog.sequence()} (catalog restored?)")
     except IndexLoadError as e:
-        log.warning("rebuilding index from catalog: %s", e)
+        log.log(rebuild_log_level(e, catalog), "rebuilding index from catalog: %s", e)
         index = VectorIndex.from_catalog(catalog, model_version, dim, settings)
         if save_rebuilt:
             index.save(path)

@@ -15,7 +15,7 @@ when it holds only a part of each video (their ends overlap, neither is inside t
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import faiss
@@ -479,12 +479,33 @@ def _components(nodes: set[str], adj: dict[str, dict[str, float]]) -> list[set[s
     return out
 
 
-def group_components(pairs: Sequence[Pair]) -> list[list[str]]:
+CannotLink = Iterable[tuple[str, str]]
+"""Pairs of files a person marked as not duplicates (`vfpctl ignore A B`)."""
+
+
+def _cannot_link_map(cannot_link: CannotLink) -> dict[str, set[str]]:
+    apart: dict[str, set[str]] = defaultdict(set)
+    for a, b in cannot_link:
+        if a != b:
+            apart[a].add(b)
+            apart[b].add(a)
+    return apart
+
+
+def group_components(pairs: Sequence[Pair], cannot_link: CannotLink = ()) -> list[list[str]]:
     """Connected components of the pairs, guarded against chaining: every member of a group has a
     confirmed pair with the group's centre (its best-connected member). Members of a component
-    that do not are grouped again among themselves, the same way."""
+    that do not are grouped again among themselves, the same way.
+
+    Cannot-links (a person's "not duplicates") win over any score, whatever else links the two
+    files: their own pair is dropped, and the centre takes its neighbours strongest link first,
+    passing over one that is cannot-linked to a member already taken; it is grouped again with
+    the rest. Without cannot-links the result is the same as before they existed."""
+    apart = _cannot_link_map(cannot_link)
     adj: dict[str, dict[str, float]] = defaultdict(dict)
     for p in pairs:
+        if p.b in apart.get(p.a, ()):
+            continue
         adj[p.a][p.b] = max(p.score, adj[p.a].get(p.b, 0.0))
         adj[p.b][p.a] = max(p.score, adj[p.b].get(p.a, 0.0))
     groups: list[list[str]] = []
@@ -499,8 +520,12 @@ def group_components(pairs: Sequence[Pair]) -> list[list[str]]:
             return (len(links), sum(links), x)
 
         centre = max(comp, key=centrality)
-        members = {centre} | {y for y in adj[centre] if y in comp}
-        groups.append(sorted(members))
+        members = {centre}
+        for y in sorted((y for y in adj[centre] if y in comp), key=lambda y: (-adj[centre][y], y)):
+            if not apart.get(y, set()) & members:
+                members.add(y)
+        if len(members) > 1:
+            groups.append(sorted(members))
         rest = comp - members
         if rest:
             pending.extend(_components(rest, adj))
@@ -511,15 +536,20 @@ class ClusterUnavailable(RuntimeError):
     """--cluster dbscan without scikit-learn installed."""
 
 
-def group_dbscan(pairs: Sequence[Pair], threshold: float) -> list[list[str]]:
+def group_dbscan(pairs: Sequence[Pair], threshold: float, cannot_link: CannotLink = ()
+                 ) -> list[list[str]]:
     """DBSCAN (scikit-learn) on the distance 1 - score of the confirmed pairs, eps = 1 - threshold,
-    two files make a cluster. Files without a pair are at distance "infinity" and never clustered."""
+    two files make a cluster. Files without a pair are at distance "infinity" and never clustered.
+    Cannot-links: their pairs are left out, and a cluster that still holds a cannot-linked pair
+    (joined through others) is split by group_components' rule on the pairs inside it."""
     try:
         from scipy.sparse import csr_matrix
         from sklearn.cluster import DBSCAN
     except ImportError as e:
         raise ClusterUnavailable(
             "--cluster dbscan needs scikit-learn: pip install 'vfpd[cluster]'") from e
+    apart = _cannot_link_map(cannot_link)
+    pairs = [p for p in pairs if p.b not in apart.get(p.a, ())]
     names = sorted({p.a for p in pairs} | {p.b for p in pairs})
     if not names:
         return []
@@ -540,4 +570,13 @@ def group_dbscan(pairs: Sequence[Pair], threshold: float) -> list[list[str]]:
     for name, label in zip(names, labels):
         if label >= 0:
             clusters[int(label)].append(name)
-    return sorted(sorted(c) for c in clusters.values() if len(c) > 1)
+    groups: list[list[str]] = []
+    for c in clusters.values():
+        members = set(c)
+        if any(apart.get(x, set()) & members for x in c):
+            inside = [p for p in pairs if p.a in members and p.b in members]
+            groups.extend(group_components(inside, cannot_link=[
+                (x, y) for x in c for y in apart.get(x, ())]))
+        elif len(c) > 1:
+            groups.append(sorted(c))
+    return sorted(groups)

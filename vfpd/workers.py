@@ -8,6 +8,7 @@ threaded process can deadlock the child.
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import signal
@@ -103,7 +104,13 @@ FRAME_HEADROOM = 4
 
 
 def _oom(path: str, memory_limit: int) -> OutOfMemory:
-    return OutOfMemory(path, f"decoding needed more than the worker's memory limit of {memory_limit >> 20} MiB")
+    return OutOfMemory(path, f"out of memory (limit {memory_limit >> 20} MB)")
+
+
+def _short_of_address_space(e: OSError) -> bool:
+    """Under RLIMIT_AS a decoder that cannot map a thread's stack or a buffer fails with EAGAIN
+    (pthread_create) or ENOMEM (mmap), which PyAV raises as an OSError such as BlockingIOError."""
+    return e.errno in (errno.EAGAIN, errno.ENOMEM)
 
 
 def _short_of_memory(path: str, sampling: SamplingSettings) -> bool:
@@ -154,6 +161,10 @@ def _child_main(conn: Connection, memory_limit: int, sampling: SamplingSettings)
             return
         if path is None:
             return
+        # The worker's own clock decides whether the decode kept to its limit: the parent may
+        # read the answer late (a loaded machine, a busy interpreter), which must not turn an
+        # over-long decode into a success.
+        start = time.monotonic()
         try:
             conn.send(("length", _length(path, sampling)))
             reply: tuple[SampledVideo | None, MediaError | None] = (media.sample(path, sampling), None)
@@ -163,15 +174,24 @@ def _child_main(conn: Connection, memory_limit: int, sampling: SamplingSettings)
                 reply = (None, _oom(path, memory_limit))
         except MemoryError:
             reply = (None, _oom(path, memory_limit))
+        except OSError as e:
+            reply = (None, _oom(path, memory_limit) if _short_of_address_space(e) else
+                     WorkerCrashed(path, f"the decoder failed: {type(e).__name__}: {e}"))
         except Exception as e:  # noqa: BLE001 - any decoder failure is this file's, not the pool's
             reply = (None, WorkerCrashed(path, f"the decoder failed: {type(e).__name__}: {e}"))
         finally:
             if fd >= 0:
                 os.close(fd)
         try:
-            conn.send(("done", *reply))
+            conn.send(("done", *reply, time.monotonic() - start))
         except MemoryError:
-            conn.send(("done", None, OutOfMemory(path, "the frames did not fit in the worker's memory limit")))
+            conn.send(("done", None, _oom(path, memory_limit), time.monotonic() - start))
+
+
+def _timeout(path: str, limit: float, took: float | None = None) -> DecodeTimeout:
+    if took is None:
+        return DecodeTimeout(path, f"decoding took longer than {limit:g} s and was stopped")
+    return DecodeTimeout(path, f"decoding took {took:.2f} s, longer than its limit of {limit:g} s")
 
 
 def _own_descriptor(path: str) -> int | None:
@@ -216,8 +236,7 @@ class _Worker:
             ready = wait_ready([self.conn, self.proc.sentinel], max(0.0, deadline - time.monotonic()))
             if not ready:
                 self.kill()
-                return None, DecodeTimeout(path, f"decoding took longer than {deadline - start:g} s "
-                                                 "and was stopped"), False
+                return None, _timeout(path, deadline - start), False
             if self.conn not in ready:
                 return None, self._death(path), False
             try:
@@ -228,13 +247,21 @@ class _Worker:
                 if message[1]:
                     deadline = start + timeout + min(message[1], MAX_COUNTED_LENGTH) * per_video_second
                 continue
-            _, sampled, error = message
+            _, sampled, error, took = message
+            if took > deadline - start:
+                return None, _timeout(path, deadline - start, took), True
             # After running out of memory the worker's heap is in an unknown state: replace it.
             return sampled, error, not isinstance(error, OutOfMemory)
 
     def _death(self, path: str) -> MediaError:
-        self.proc.join(1.0)
-        code = self.proc.exitcode
+        # Reaped under the lock only: two threads waiting on one child (this one, and close()
+        # killing it at a SIGTERM) race in waitpid, and the loser's Process.close() then raises
+        # "Cannot close a process while it is still running".
+        with self._lock:
+            if self._gone:
+                return WorkerCrashed(path, "the decode pool was closed")
+            self.proc.join(1.0)
+            code = self.proc.exitcode
         self.kill()
         if code is not None and code < 0:
             name = signal.Signals(-code).name

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from vfpd import config as config_mod
 from vfpd import hashing
+from vfpd.cli.text import human_size, shell_quoted
 from vfpd.client import (
     DEFAULT_REPLY_TIMEOUT_S,
     Client,
@@ -86,12 +87,6 @@ def run(args: argparse.Namespace, cmd: str, request: dict[str, Any],
     except ControlError as exc:
         print(f"vfpctl: {cmd}: {exc.message} [{exc.code}]", file=sys.stderr)
         return EXIT_REFUSED
-    except BrokenPipeError:
-        # Output piped into `head`: stop quietly, like other Unix tools; the rest goes nowhere.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-        return EXIT_OK
     return EXIT_OK
 
 
@@ -108,16 +103,6 @@ def _print_json(result: Any, out: TextIO) -> None:
 
 
 # -- formatting ---------------------------------------------------------------------------------
-
-def human_size(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
 
 def human_duration(seconds: float | None) -> str:
     if seconds is None:
@@ -183,7 +168,7 @@ def show_status(st: dict[str, Any], args: argparse.Namespace, out: TextIO) -> No
     roots = st.get("roots") or []
     out.write(f"{'roots:':<16}{'none configured' if not roots else ''}\n")
     for r in roots:
-        out.write(f"  {r['path']}  [{r['mode']}: {r['reason']}]\n")
+        out.write(f"  {shell_quoted(r['path'])}  [{r['mode']}: {r['reason']}]\n")
 
 
 def show_duplicates(groups: Iterable[dict[str, Any]], args: argparse.Namespace,
@@ -198,7 +183,8 @@ def show_duplicates(groups: Iterable[dict[str, Any]], args: argparse.Namespace,
         rows = [[human_size(m.get("size")), human_duration(m.get("duration")),
                  f"{m['width']}x{m['height']}" if m.get("width") else "?",
                  f"{m['score']:.2f}" if m.get("score") is not None else "-",
-                 m.get("kind") or "", m.get("path") or "(no path)"] for m in g["members"]]
+                 m.get("kind") or "",
+                 shell_quoted(m["path"]) if m.get("path") else "(no path)"] for m in g["members"]]
         table(rows, ["SIZE", "LENGTH", "RESOLUTION", "SCORE", "KIND", "PATH"], out,
               right=frozenset({0, 1, 3}))
         out.write("\n")
@@ -211,7 +197,7 @@ def show_duplicates(groups: Iterable[dict[str, Any]], args: argparse.Namespace,
 
 def show_query(result: dict[str, Any], args: argparse.Namespace, out: TextIO) -> None:
     matches = result.get("matches") or []
-    out.write(f"Nearest to {result.get('file')}:\n")
+    out.write(f"Nearest to {shell_quoted(str(result.get('file')))}:\n")
     if not matches:
         out.write("  nothing in the library yet\n")
         return
@@ -220,14 +206,16 @@ def show_query(result: dict[str, Any], args: argparse.Namespace, out: TextIO) ->
         paths = m.get("paths") or ([m["path"]] if m.get("path") else [])
         score = m.get("score")
         rows.append([f"{score:.3f}" if isinstance(score, (int, float)) else "?",
-                     str(m.get("kind") or ""), paths[0] if paths else str(m.get("hash", "?"))[:16]
+                     str(m.get("kind") or ""),
+                     (shell_quoted(paths[0]) if paths else str(m.get("hash", "?"))[:16])
                      + (f" (+{len(paths) - 1} more)" if len(paths) > 1 else "")])
     table(rows, ["SCORE", "KIND", "PATH"], out, right=frozenset({0}))
 
 
 def show_failures(items: Iterable[dict[str, Any]], args: argparse.Namespace,
                   out: TextIO) -> None:
-    rows = [[str(f.get("attempts", "?")), f.get("path", "?"), (f.get("reason") or "")[:120]]
+    rows = [[str(f.get("attempts", "?")), shell_quoted(f.get("path", "?")),
+             (f.get("reason") or "")[:120]]
             for f in items]
     if not rows:
         out.write("No failed files.\n")
@@ -282,7 +270,8 @@ def _query(args: argparse.Namespace) -> int:
 def _rescan(args: argparse.Namespace) -> int:
     request = {"path": resolve_client_path(args.path)} if args.path else {}
     return run(args, "rescan", request, _message(
-        lambda r: f"queued {r['queued']} file(s) for a rescan of {r['path'] or 'every root'}"))
+        lambda r: f"queued {r['queued']} file(s) for a rescan of "
+                  f"{shell_quoted(r['path']) if r['path'] else 'every root'}"))
 
 
 def _pause(args: argparse.Namespace) -> int:
@@ -300,13 +289,14 @@ def _failures(args: argparse.Namespace) -> int:
 
 def _retry(args: argparse.Namespace) -> int:
     return run(args, "retry", {"path": resolve_client_path(args.path)},
-               _message(lambda r: f"queued {r['path']} again"))
+               _message(lambda r: f"queued {shell_quoted(r['path'])} again"))
 
 
 def _verdict(cmd: str, words: str) -> Callable[[argparse.Namespace], int]:
     def go(args: argparse.Namespace) -> int:
         return run(args, cmd, {"a": resolve_client_path(args.a), "b": resolve_client_path(args.b)},
-                   _message(lambda r: f"recorded: {r.get('a', args.a)} and {r.get('b', args.b)} "
+                   _message(lambda r: f"recorded: {shell_quoted(r.get('a', args.a))} and "
+                                      f"{shell_quoted(r.get('b', args.b))} "
                                       f"{words} (kept by content, survives renames)"))
     return go
 

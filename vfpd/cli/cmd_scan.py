@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vfpd import actions, journal, matching
+from vfpd.cli.text import human_size, shell_quoted
 from vfpd.presets import ACCURATE, FAST, PRESETS
 from vfpd.files import DEFAULT_EXCLUDE, VIDEO_EXTENSIONS, FileRules
 from vfpd.scan import (
@@ -78,19 +79,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def shown(path: str) -> str:
-    """A path as printable text, undecodable bytes escaped (names need not be UTF-8)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1000:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
 def _usage_error(message: str) -> int:
     print(f"vfpctl scan: error: {message}", file=sys.stderr)
     return EXIT_USAGE
@@ -127,7 +115,10 @@ def _validate(args: argparse.Namespace) -> str | None:
         args.action_spec = actions.parse_action(args.action)
     except ValueError as e:
         return str(e)
-    if args.apply and args.action_spec.op != actions.REPORT:
+    if args.apply and args.action_spec.op == actions.REPORT:
+        return ("--apply needs an --action to carry out (trash, delete, hardlink, symlink or "
+                "move:DIR)")
+    if args.apply:
         try:
             args.journal_key = journal.load_key(journal.default_key_dir())
         except (journal.JournalError, OSError) as e:
@@ -185,17 +176,18 @@ def print_text(result: ScanResult) -> None:
         best.setdefault((p.a, p.b), p)
         best.setdefault((p.b, p.a), p)
     total = sum(_waste(g, result) for g in result.groups)
-    print(f"{len(result.groups)} group(s) of duplicates, {_size(total)} reclaimable, among "
+    print(f"{len(result.groups)} group(s) of duplicates, {human_size(total)} reclaimable, among "
           f"{len(result.files)} file(s) scanned in {result.seconds:.1f} s"
           + (f"; {len(result.errors)} file(s) could not be used" if result.errors else "") + ".")
     for n, g in enumerate(result.groups, 1):
-        print(f"\nGroup {n}: {len(g)} files, {_size(_waste(g, result))} reclaimable")
+        print(f"\nGroup {n}: {len(g)} files, {human_size(_waste(g, result))} reclaimable")
         ordered = sorted(g, key=lambda p: -files[p].stat.size)
         for i, path in enumerate(ordered):
             f = files[path]
             res = f"{f.width}x{f.height}" if f.width else "?"
             dur = f"{f.duration:.1f} s" if f.duration is not None else "?"
-            line = f"  {res:>10} {dur:>9} {_size(f.stat.size):>9}  {shown(path)}"
+            line = (f"  {res:>10} {dur:>9} {human_size(f.stat.size):>9}  "
+                    f"{shell_quoted(path)}")
             links = [best[(path, o)] for o in ordered[:i] if (path, o) in best]
             if links:
                 p = max(links, key=lambda p: p.score)
@@ -206,13 +198,29 @@ def print_text(result: ScanResult) -> None:
                         ((s.b_start, s.b_end), p.a)
                     theirs = (s.b_start, s.b_end) if p.a == path else (s.a_start, s.a_end)
                     line += (f": {mine[0]:.1f}-{mine[1]:.1f} s here = {theirs[0]:.1f}-"
-                             f"{theirs[1]:.1f} s of {shown(os.path.basename(other))}")
+                             f"{theirs[1]:.1f} s of {shell_quoted(os.path.basename(other))}")
                 line += "]"
             print(line)
     if result.errors:
         print("\nCould not use:")
         for e in result.errors:
-            print(f"  {shown(e.path)}: {e.reason}")
+            print(f"  {shell_quoted(e.path)}: {e.reason}")
+
+
+def print_plan(steps: Sequence[actions.Step]) -> None:
+    """The dry run, group by group: the copy kept first, marked, then what would happen to the
+    others."""
+    kept: list[str] = []
+    for s in steps:
+        if s.keep not in kept:
+            kept.append(s.keep)
+    for keep in kept:
+        print(f"  {'keep':<12} {shell_quoted(keep)}")
+        for s in steps:
+            if s.keep == keep:
+                what = f"{'skip':<12} {shell_quoted(s.path)}: {s.skip}" if s.skip else \
+                    f"{'would ' + s.op:<12} {shell_quoted(s.path)}"
+                print(f"  {what}")
 
 
 def _default_journal() -> Path:
@@ -243,10 +251,7 @@ def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object
         if not args.json:
             print(f"\nDry run of --action {args.action} --keep {args.keep} "
                   "(nothing changed; add --apply to do it):")
-            for s in steps:
-                what = f"skip {shown(s.path)}: {s.skip}" if s.skip else \
-                    f"would {s.op} {shown(s.path)}  (keeping {shown(s.keep)})"
-                print(f"  {what}")
+            print_plan(steps)
         return report, True
     path = Path(args.journal) if args.journal else _default_journal()
     sealed = actions.open_journal(path, args.journal_key, spec, result.settings.roots)
@@ -262,8 +267,8 @@ def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object
         print(f"\n--action {args.action} --keep {args.keep}:")
         for o in outcomes:
             mark = "done" if o.done else "NOT done"
-            print(f"  {mark}: {o.step.op} {shown(o.step.path)}: {o.detail}")
-        print(f"Journal: {path}\nUndo with: vfpctl undo {path}")
+            print(f"  {mark}: {o.step.op} {shell_quoted(o.step.path)}: {o.detail}")
+        print(f"Journal: {shell_quoted(path)}\nUndo with: vfpctl undo {shell_quoted(path)}")
     return report, not failed
 
 

@@ -12,7 +12,11 @@ import json
 import sys
 
 from vfpd import actions, journal
-from vfpd.cli.cmd_scan import EXIT_FILE_ERRORS, EXIT_OK, EXIT_USAGE, shown
+from vfpd.cli.cmd_scan import EXIT_FILE_ERRORS, EXIT_OK, EXIT_USAGE
+from vfpd.cli.text import shell_quoted
+
+JOURNAL_HEADER_MAX = 64 * 1024
+"""Bytes of a journal's first line read to recognise it; its header is well under 1 kB."""
 
 EXIT_REFUSED = 4
 
@@ -30,7 +34,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _not_a_journal(path: str) -> bool:
+    """Whether the file's first line is something other than a journal's header (a file that
+    cannot be opened is left to undo to explain)."""
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(JOURNAL_HEADER_MAX)
+    except OSError:
+        return False
+    try:
+        header = json.loads(first)
+    except ValueError:
+        return True
+    return not (isinstance(header, dict) and header.get("journal") == journal.JOURNAL_FORMAT)
+
+
 def run(args: argparse.Namespace) -> int:
+    if _not_a_journal(args.journal):
+        print(f"vfpctl undo: error: {shell_quoted(args.journal)} is not a vfpd action journal (the "
+              "file `vfpctl scan --apply` names)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         results = actions.undo(args.journal, journal.load_key(journal.default_key_dir()))
     except journal.JournalRefused as e:
@@ -47,5 +70,5 @@ def run(args: argparse.Namespace) -> int:
             print("nothing to undo")
         for r in results:
             mark = "undone" if r.undone else "NOT undone"
-            print(f"{mark}: {r.op} {shown(r.path)}: {r.detail}")
+            print(f"{mark}: {r.op} {shell_quoted(r.path)}: {r.detail}")
     return EXIT_OK if all(r.undone for r in results) else EXIT_FILE_ERRORS

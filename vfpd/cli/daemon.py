@@ -1,4 +1,8 @@
-"""`vfpd`: run the daemon in the foreground (what systemd runs), or check a config and exit."""
+"""`vfpd`: run the daemon in the foreground (what systemd runs), or check a config and exit.
+
+Exit codes (docs/protocol.md): 0 stopped cleanly or config ok; 1 could not start or failed;
+2 bad config; 3 another vfpd already runs with the same state folder.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="config file (default: $CONFIGURATION_DIRECTORY/config.toml, "
                         "/etc/vfpd/config.toml for root, else the user config dir)")
     p.add_argument("--check-config", action="store_true",
-                   help="validate the config, print where things go, and exit (0 ok, 2 bad)")
+                   help="validate the config, print where things go (warning about watched folders "
+                        "that do not exist), and exit (0 ok, 2 bad)")
     p.add_argument("--log-level", choices=LOG_LEVELS, help="override [log] level")
     p.add_argument("--version", action="version", version=f"vfpd {vfpd.__version__}")
     return p
@@ -44,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  watch:   {', '.join(map(str, cfg.watch.paths)) or '(nothing yet)'}")
         print(f"  state:   {cfg.storage.state_dir}")
         print(f"  socket:  {cfg.control.socket}")
+        for path in cfg.watch.paths:
+            if not path.is_dir():
+                print(f"vfpd: warning: watched folder {path} "
+                      f"{'is not a folder' if path.exists() else 'does not exist'}; it is "
+                      "watched once it does", file=sys.stderr)
         return EXIT_OK
     from vfpd.service import logging as vlog
     from vfpd.service.daemon import Daemon

@@ -80,6 +80,14 @@ class StartupError(Exception):
     """The daemon cannot start (socket taken, catalog unusable); the message says why."""
 
 
+EXIT_ALREADY_RUNNING = 3
+"""Another vfpd holds the state folder (docs/protocol.md): a restart cannot help."""
+
+
+class AlreadyRunning(StartupError):
+    """Another daemon holds the state directory's lock."""
+
+
 class Daemon:
     """One running vfpd. Implements vfpd.service.context.ServiceContext for the control socket."""
 
@@ -159,7 +167,7 @@ class Daemon:
         except BlockingIOError:
             other = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise StartupError(f"another vfpd (pid {other}) is running with state directory "
+            raise AlreadyRunning(f"another vfpd (pid {other}) is running with state directory "
                                f"{state}") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -193,7 +201,7 @@ class Daemon:
                 self.watcher.start()
             except StartupError as e:
                 log.error("cannot start: %s", e)
-                return 1
+                return EXIT_ALREADY_RUNNING if isinstance(e, AlreadyRunning) else 1
             self._background(self._reconcile_all, "vfpd-reconcile")
             if self.library.frame_index is None:
                 self._background(self._build_frame_index, "vfpd-frame-index")

@@ -12,6 +12,7 @@ back-off and reported as `degraded` until work goes through again.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -61,6 +62,14 @@ class PipelineSettings:
     sampling: SamplingSettings = SamplingSettings()
     """How the decoder samples: stored frames sampled the same way are re-embedded instead of
     decoding the file again."""
+
+
+def _grew(path: str, hashed: FileStat) -> bool:
+    """Whether the file is no longer what was hashed (a writer is still at it)."""
+    try:
+        return hashing.changed(FileStat.from_stat_result(os.stat(path)), hashed)
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -299,6 +308,12 @@ class Pipeline:
             handle: _Job = w.tag  # type: ignore[assignment]
             if id(w) not in done or self._should_stop():
                 self._release(handle.job)  # stopped early: done again at the next start
+                continue
+            if w.error is not None and _grew(w.path, handle.stat):
+                # Still being written (its close queues it again): not the file's fault.
+                log.info("%s changed while it was decoded (still being written?)", w.path)
+                self._fail(handle.job, "the file changed while it was decoded (still being "
+                                       "written?)", None, permanent=False)
                 continue
             if w.error is not None:
                 self._fail(handle.job, f"{w.error.kind}: {w.error.reason}", w.hash,
