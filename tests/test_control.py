@@ -216,6 +216,25 @@ def test_ignore_and_confirm_store_verdicts_by_hash(server: ControlServer, lib: L
     assert verdicts == ["confirmed"]
 
 
+def test_ignored_pair_is_never_in_one_group_whatever_links_it(server: ControlServer,
+                                                               lib: Library) -> None:
+    """0~1 and 1~2 are pairs; 0~2 is too. `ignore 0 2` keeps 0 and 2 apart although 1 links
+    both to each other: the verdict is a cannot-link for the grouping (issue 17)."""
+    h = [lib.catalog.file_by_path(str(f)).hash for f in lib.files[:3]]  # type: ignore[union-attr]
+    lib.catalog.add_duplicate(h[0], h[2], 0.91, "near")
+
+    def groups(c: Client) -> list[set[str]]:
+        return [{m["path"] for m in g["members"]} for g in c.collect("duplicates")]
+
+    a, b = str(lib.files[0]), str(lib.files[2])
+    with Client(server.socket_path) as c:
+        assert any({a, b} <= g for g in groups(c))
+        c.call("ignore", {"a": a, "b": b})
+        after = groups(c)
+        assert not any({a, b} <= g for g in after), after
+        assert any(str(lib.files[1]) in g for g in after)  # the rest still grouped
+
+
 # -- protocol errors ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("line", "code"), [

@@ -253,10 +253,24 @@ def find_pairs(entries: Sequence[FileEntry], fps: dict[str, Fingerprint],
     return sorted(pairs, key=lambda p: (-p.score, p.a, p.b))
 
 
-def group(pairs: Sequence[Pair], settings: ScanSettings) -> list[list[str]]:
+def group(pairs: Sequence[Pair], settings: ScanSettings,
+          cannot_link: matching.CannotLink = ()) -> list[list[str]]:
     if settings.cluster == "dbscan":
-        return matching.group_dbscan(pairs, settings.threshold)
-    return matching.group_components(pairs)
+        return matching.group_dbscan(pairs, settings.threshold, cannot_link)
+    return matching.group_components(pairs, cannot_link)
+
+
+def rejected(entries: Sequence[FileEntry], catalog: Catalog | None) -> set[frozenset[str]]:
+    """Path pairs whose contents a person marked "not a duplicate" (kept in the scan's catalog
+    by `vfpctl apply`, or `vfpctl ignore` in the daemon's): never a pair, never one group."""
+    if catalog is None:
+        return set()
+    paths_of: dict[str, list[str]] = defaultdict(list)
+    for e in entries:
+        if e.hash is not None:
+            paths_of[e.hash].append(e.path)
+    return {frozenset((a, b)) for ha, hb in catalog.rejected_pairs()
+            for a in paths_of.get(ha, ()) for b in paths_of.get(hb, ())}
 
 
 def waste(group_paths: Sequence[str], files: dict[str, FileEntry]) -> int:
@@ -279,9 +293,12 @@ def scan(settings: ScanSettings, embedder: Embedder, decode: Decoder,
     errors += id_errors + fp_errors
     failed = {e.path for e in fp_errors}
     good = [e for e in entries if e.hash in fps and e.path not in failed]
-    pairs = find_pairs(good, fps, settings, embedder.frame_center, progress)
+    apart = rejected(good, catalog)
+    pairs = [p for p in find_pairs(good, fps, settings, embedder.frame_center, progress)
+             if frozenset((p.a, p.b)) not in apart]
     by_path = {e.path: e for e in good}
-    groups = sorted(group(pairs, settings), key=lambda g: (-waste(g, by_path), g))
+    groups = sorted(group(pairs, settings, [tuple(sorted(p)) for p in apart]),
+                    key=lambda g: (-waste(g, by_path), g))
     return ScanResult(settings, embedder.model_version, good, pairs, groups,
                       sorted(errors, key=lambda e: e.path), time.monotonic() - started,
                       fingerprinted=len(fps) - cached, cached=cached)

@@ -84,6 +84,12 @@ class DuplicateStore(CatalogCore):
                                      "WHERE hash_a = ? AND hash_b = ?", (a, b)).fetchone()
         return _dup(row) if row else None
 
+    def rejected_pairs(self) -> list[tuple[str, str]]:
+        """Content pairs a person marked "not a duplicate": cannot-links for grouping
+        (matching.group_components), whatever else links the two."""
+        return [(a, b) for a, b in self._reader().execute(
+            "SELECT hash_a, hash_b FROM duplicates WHERE verdict = ?", (Verdict.NOT_DUPLICATE,))]
+
     def duplicates(self, *, since: float | None = None, kind: Kind | None = None,
                    min_score: float | None = None, path_prefix: str | None = None,
                    content_hash: str | None = None, include_rejected: bool = False

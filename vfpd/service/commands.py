@@ -244,7 +244,7 @@ def duplicate_groups(catalog: Catalog, *, since: float | None = None, kind: str 
     """
     pairs = [Pair(d.hash_a, d.hash_b, d.score, d.kind) for d in catalog.duplicates(
         since=since, kind=kind, min_score=min_score, path_prefix=path_prefix)]
-    groups = [list(g) for g in group_components(pairs)]
+    groups = [list(g) for g in group_components(pairs, catalog.rejected_pairs())]
     best: dict[tuple[str, str], Pair] = {}
     for p in pairs:
         best[(p.a, p.b)] = p
