@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
-from vfpd.atomic import atomic_writer, remove_stale_temps
+from vfpd.atomic import atomic_writer
 from vfpd.fingerprint import FRAME_DIM, Fingerprint
 from vfpd.index import (
     HEADER_SIZE,
     IndexLoadError,
+    load_saved,
     PayloadSink,
     open_container,
-    rebuild_log_level,
     replay_changes,
     single_thread,
     verify_payload,
@@ -572,15 +572,9 @@ def load_frame_index(catalog: Catalog, model_version: str, center: np.ndarray | 
     warning saying why) when it is missing / corrupt / of another model / ahead of the catalog
     and must be rebuilt (build_frame_index)."""
     started = time.monotonic()
-    if remove_stale_temps(path):
-        log.info("removed temporary frame index files left by an interrupted save")
-    try:
-        index = FrameIndex.load(path, model_version, center, settings)
-        if index.covered_seq > catalog.sequence():
-            raise IndexLoadError(f"{path}: covers catalog sequence {index.covered_seq}, but the "
-                                 f"catalog is at {catalog.sequence()} (catalog restored?)")
-    except IndexLoadError as e:
-        log.log(rebuild_log_level(e, catalog), "rebuilding frame index from catalog: %s", e)
+    index = load_saved(lambda: FrameIndex.load(path, model_version, center, settings), catalog,
+                       path, "frame index")
+    if index is None:
         return None
     loaded = time.monotonic()
     applied = index.catch_up(catalog)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 
 import blake3
 import faiss
@@ -743,11 +743,35 @@ def verify_payload(view: memoryview, header: Mapping[str, Any], path: Path) -> N
         raise IndexLoadError(f"{path}: checksum mismatch (corrupt file)")
 
 
-def rebuild_log_level(error: IndexLoadError, catalog: Catalog) -> int:
+class _Covering(Protocol):
+    covered_seq: int
+
+
+L = TypeVar("L", bound=_Covering)
+
+
+def _rebuild_log_level(error: IndexLoadError, catalog: Catalog) -> int:
     """How loudly to say an index is rebuilt: a missing file beside a catalog that never held a
     fingerprint is a first start (INFO); anything else lost work or a fault (WARNING)."""
     first = isinstance(error.__cause__, FileNotFoundError) and catalog.sequence() == 0
     return logging.INFO if first else logging.WARNING
+
+
+def load_saved(load: Callable[[], L], catalog: Catalog, path: Path | str, what: str) -> L | None:
+    """A saved index (`load()`), after removing the temporary files of an interrupted save;
+    None, with a log line saying why, when it is missing, unusable or ahead of the catalog (a
+    restored catalog) and must be rebuilt. Shared by the video and the frame index."""
+    if remove_stale_temps(path):
+        log.info("removed temporary %s files left by an interrupted save", what)
+    try:
+        index = load()
+        if index.covered_seq > catalog.sequence():
+            raise IndexLoadError(f"{path}: covers catalog sequence {index.covered_seq}, but the "
+                                 f"catalog is at {catalog.sequence()} (catalog restored?)")
+    except IndexLoadError as e:
+        log.log(_rebuild_log_level(e, catalog), "rebuilding %s from catalog: %s", what, e)
+        return None
+    return index
 
 
 def open_index(catalog: Catalog, model_version: str, path: Path | str,
@@ -757,15 +781,9 @@ def open_index(catalog: Catalog, model_version: str, path: Path | str,
     the file is missing / corrupt / of an old layout / of another model or dimension / ahead of
     the catalog, rebuilt from the catalog's stored vectors (logged as a warning) and saved."""
     started = time.monotonic()
-    if remove_stale_temps(path):
-        log.info("removed temporary index files left by an interrupted save")
-    try:
-        index = VectorIndex.load(path, model_version, dim, settings)
-        if index.covered_seq > catalog.sequence():
-            raise IndexLoadError(f"{path}: covers catalog sequence {index.covered_seq}, but the "
-                                 f"catalog is at {catalog.sequence()} (catalog restored?)")
-    except IndexLoadError as e:
-        log.log(rebuild_log_level(e, catalog), "rebuilding index from catalog: %s", e)
+    index = load_saved(lambda: VectorIndex.load(path, model_version, dim, settings), catalog,
+                       path, "index")
+    if index is None:
         index = VectorIndex.from_catalog(catalog, model_version, dim, settings)
         if save_rebuilt:
             index.save(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from vfpd.catalog import Catalog
@@ -13,12 +13,17 @@ if TYPE_CHECKING:
     from vfpd.hashing import OpenFile
 
 
+WatchMode = Literal["inotify", "polling", "missing"]
+"""How a root is watched: kernel events, a periodic walk (network filesystems, or inotify's
+watch limit reached), or not at all (the folder is gone; looked for again)."""
+
+
 @dataclass(frozen=True)
 class RootState:
     """One watched root and how it is watched right now."""
 
     path: str
-    mode: str  # "inotify" | "polling" | "missing"
+    mode: WatchMode
     reason: str  # why this mode (e.g. "configured poll", "inotify watch limit reached")
 
 

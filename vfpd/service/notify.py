@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import vfpd
 from vfpd.catalog import Catalog, OutboxItem, RetryPolicy
@@ -28,10 +28,12 @@ from vfpd.config import NotifyConfig
 log = logging.getLogger("vfpd.notify")
 duplicates_log = logging.getLogger("vfpd.duplicate")
 
-SINK_LOG = "log"
-SINK_DESKTOP = "desktop"
-SINK_WEBHOOK = "webhook"
-SINK_EXEC = "exec"
+Sink = Literal["log", "desktop", "webhook", "exec"]
+"""Where an event is announced; each sink has its own delivery row in the outbox."""
+SINK_LOG: Sink = "log"
+SINK_DESKTOP: Sink = "desktop"
+SINK_WEBHOOK: Sink = "webhook"
+SINK_EXEC: Sink = "exec"
 PAYLOAD_VERSION = 2  # 2: the event id became 128 random bits (a string) instead of the outbox row
 # Events fetched from the outbox per round: a burst of hundreds is delivered in a few rounds.
 CLAIM_BATCH = 50

@@ -41,7 +41,7 @@ from watchdog.observers.polling import PollingObserver
 from vfpd import files
 from vfpd.config import WatchConfig
 from vfpd.files import FileRules
-from vfpd.service.context import RootState
+from vfpd.service.context import RootState, WatchMode
 
 log = logging.getLogger("vfpd.watcher")
 
@@ -329,7 +329,7 @@ class Watcher(FileSystemEventHandler):
             except KeyError:
                 pass  # the emitter already stopped itself (its root was deleted)
 
-    def _set_state(self, root: str, mode: str, reason: str) -> None:
+    def _set_state(self, root: str, mode: WatchMode, reason: str) -> None:
         with self._lock:
             self._states[root] = RootState(path=root, mode=mode, reason=reason)
 
