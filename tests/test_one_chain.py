@@ -22,9 +22,10 @@ from scan_media import load, make_copy, pan_frames, rate, resize
 
 Pairs = dict[frozenset[str], tuple[float, str]]
 
-THRESHOLD = 0.5
+THRESHOLD = 0.4
 """Below the default, so that the crop and the trim of bikes (which the shipped weights score
-0.6-0.7) are pairs in both answers too; the look-alikes stay well below it."""
+0.46-0.50 in this folder: the model's known weak spot, issue 12) are pairs in both answers too;
+the shared intro scores 0.30, the black leaders nothing."""
 
 
 def _with_leader(frames: list[np.ndarray], seconds: float, fps: float) -> list[np.ndarray]:

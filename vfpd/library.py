@@ -1,12 +1,12 @@
-"""The library a video is compared with: video index, frame index, the model's background frame
-feature, candidate search and verification — one way to score a pair, for the scan (in memory)
-and for the daemon (persisted, caught up from the catalog).
+"""The library a video is compared with: video index, frame index, the library's background
+frame feature, candidate search and verification — one way to score a pair, for the scan (in
+memory) and for the daemon (persisted, caught up from the catalog).
 
 This and the catalog are the seams a distributed implementation plugs into (docs/architecture.md
-lists the calls). Scores are a pure function of the two fingerprints, the model (its background)
-and the recurring-content counts the library holds when the later of the two arrives; the scan
-adds files in walk order and the daemon in job order, which for one folder is the same order,
-so both give the same pairs with the same scores.
+lists the calls). A score depends on the two fingerprints and on what the library holds when the
+later of the two arrives (its background, the recurring-content counts); the scan adds files in
+walk order and the daemon in job order, which for one folder is the same order, so both give the
+same pairs with the same scores.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from vfpd.fingerprint import Fingerprint
+from vfpd.model.center import video_mean
 from vfpd.frame_index import FRAME_CANDIDATES, FrameHits, FrameIndex
 from vfpd.index import VectorIndex
 from vfpd.matching import (
@@ -34,6 +35,10 @@ from vfpd.matching import (
 
 if TYPE_CHECKING:
     from vfpd.catalog import Catalog, StoredFingerprint
+
+CENTER_SAMPLE = 2000
+"""Stored fingerprints a persisted library's background is first estimated from (enough for a
+stable mean, quick to read at start-up); every fingerprint added later counts too."""
 
 DEFAULT_CANDIDATES = 50
 """Video-index neighbours verified per new video. The shipped model's video vectors rank copies
@@ -83,22 +88,53 @@ class MemoryStore:
 class Library:
     """Candidates and verification over a set of fingerprints of one model version."""
 
-    def __init__(self, model_version: str, settings: LibrarySettings, center: np.ndarray | None,
-                 index: VectorIndex, frame_index: FrameIndex | None,
-                 store: FingerprintStore) -> None:
+    def __init__(self, model_version: str, settings: LibrarySettings,
+                 model_center: np.ndarray | None, index: VectorIndex,
+                 frame_index: FrameIndex | None, store: FingerprintStore,
+                 background: Iterable[Fingerprint] = ()) -> None:
+        """`model_center`: the weights' own background (vfpd/model/center.py), which the frame
+        index's stored frames are centred with. `background`: fingerprints already in the library
+        that its own background is first estimated from (at most CENTER_SAMPLE are read)."""
         self.model_version = model_version
         self.settings = settings
-        self.center = center
+        self.model_center = model_center
         self.index = index
         self.frame_index = frame_index
         self.store = store
         self._lock = threading.Lock()
+        self._sum: np.ndarray | None = None
+        self._videos = 0
+        for i, fp in enumerate(background):
+            if i >= CENTER_SAMPLE:
+                break
+            self._count(fp)
 
     @classmethod
     def in_memory(cls, model_version: str, settings: LibrarySettings,
-                  center: np.ndarray | None) -> Library:
-        return cls(model_version, settings, center, VectorIndex(model_version),
-                   FrameIndex(model_version, center=center), MemoryStore())
+                  model_center: np.ndarray | None) -> Library:
+        return cls(model_version, settings, model_center, VectorIndex(model_version),
+                   FrameIndex(model_version, center=model_center), MemoryStore())
+
+    # -- the library's background ---------------------------------------------------------------------
+
+    def _count(self, fp: Fingerprint) -> None:
+        m = video_mean(fp)
+        if m is not None:
+            with self._lock:
+                self._sum = m if self._sum is None else self._sum + m
+                self._videos += 1
+
+    def center(self, extra: Fingerprint | None = None) -> np.ndarray | None:
+        """The background removed before frames are compared: the mean over the library's videos
+        of each video's mean informative frame feature, counting `extra` (a video not yet in the
+        library) as one more. What a library's footage shares says nothing about a pair of it: a
+        folder of one camera's clips has that camera's view as its background."""
+        m = video_mean(extra) if extra is not None else None
+        with self._lock:
+            total, n = self._sum, self._videos
+        if m is not None:
+            total, n = (m if total is None else total + m), n + 1
+        return None if total is None else (total / n).astype(np.float32)
 
     # -- what counts --------------------------------------------------------------------------------
 
@@ -121,25 +157,28 @@ class Library:
         counts = hits.shared(len(fp.timestamps), FRAME_MIN_SIM_FOR_CANDIDATE)
         return recurring_weights(counts, self.settings.match)
 
-    def _transferred(self, a: Fingerprint, a_weights: np.ndarray | None, b: Fingerprint
-                     ) -> np.ndarray | None:
+    def _transferred(self, a: Fingerprint, a_weights: np.ndarray | None, b: Fingerprint,
+                     center: np.ndarray | None) -> np.ndarray | None:
         """The stored video's frame weights: each frame takes the weight of its most similar
         frame of the new video when they show the same picture, else full weight, so recurring
         content weighs the same on both sides of a pair."""
         if a_weights is None or len(a.timestamps) == 0 or len(b.timestamps) == 0:
             return None
-        fa = centred(np.asarray(a.frame_features, np.float32), self.center)
-        fb = centred(np.asarray(b.frame_features, np.float32), self.center)
+        fa = centred(np.asarray(a.frame_features, np.float32), center)
+        fb = centred(np.asarray(b.frame_features, np.float32), center)
         sim = fb @ fa.T
         best = sim.argmax(axis=1)
         same = sim[np.arange(len(fb)), best] >= FRAME_MIN_SIM_FOR_CANDIDATE
         return np.where(same, a_weights[best], 1.0)
 
-    def score(self, a: Fingerprint, b: Fingerprint, hits: FrameHits | None = None) -> Match:
-        """Verify `a` (the new video, or the one asked about) against stored `b`."""
+    def score(self, a: Fingerprint, b: Fingerprint, hits: FrameHits | None = None,
+              center: np.ndarray | None = None) -> Match:
+        """Verify `a` (the new video, or the one asked about) against stored `b`, both in the
+        library or `center` given (the background counting `a`)."""
+        center = self.center() if center is None else center
         weights = self._weights(a, hits if hits is not None else self._lookup(a))
-        return verify(a, b, self.settings.match, weights, self._transferred(a, weights, b),
-                      self.center)
+        return verify(a, b, self.settings.match, weights,
+                      self._transferred(a, weights, b, center), center)
 
     def _lookup(self, fp: Fingerprint) -> FrameHits | None:
         return self.frame_index.lookup(fp) if self.frame_index is not None else None
@@ -165,6 +204,9 @@ class Library:
                     if i not in seen]
         stored = self.store.fingerprints_by_ids(ids)
         vector = np.asarray(fp.vector, np.float32)
+        known = exclude_hash is not None and any(  # a stored content asked about again
+            sf.hash == exclude_hash for sf in stored.values())
+        center = self.center(None if known else fp)
         out: list[Verified] = []
         for i in ids:
             sf = stored.get(i)
@@ -172,7 +214,7 @@ class Library:
                 continue
             if sf.fingerprint.model_version != fp.model_version:
                 continue
-            m = self.score(fp, sf.fingerprint, hits)
+            m = self.score(fp, sf.fingerprint, hits, center)
             sim = float(vector @ np.asarray(sf.fingerprint.vector, np.float32))
             out.append(Verified(sf.hash, m, sim, self.accepts(m)))
         out.sort(key=lambda v: (-v.match.score, v.hash))
@@ -194,12 +236,16 @@ class Library:
         self.index.add([fid], np.asarray(fp.vector, np.float32)[None])
         if self.frame_index is not None:
             self.frame_index.add([(fid, fp)])
+        self._count(fp)
 
-    def catch_up(self, catalog: Catalog) -> None:
-        """Apply the catalog's fingerprint changes to both indexes (the daemon)."""
+    def catch_up(self, catalog: Catalog, new: Fingerprint | None = None) -> None:
+        """Apply the catalog's fingerprint changes to both indexes (the daemon); `new`, the
+        fingerprint just committed, counts in the library's background."""
         self.index.catch_up(catalog)
         if self.frame_index is not None:
             self.frame_index.catch_up(catalog)
+        if new is not None:
+            self._count(new)
 
     def save(self, index_path: Path, frame_index_path: Path) -> None:
         """Write both indexes atomically (each records the catalog state it covers)."""

@@ -1,8 +1,9 @@
-"""The model's background frame feature: the mean over many videos of each video's mean
-informative frame feature, stored with the weights. The matcher removes it from every frame
-feature before comparing (matching.centred), so what all footage shares (the network's own bias,
-flat and dark pictures) does not count as similarity. It belongs to the model, not to a library:
-a pair then scores the same in any library, in the scan and in the daemon."""
+"""The model's background frame feature: the mean over many varied videos of each video's mean
+informative frame feature, stored with the weights. The frame index stores frames centred with it
+(matching.centred), so what all footage shares (the network's own bias, flat and dark pictures)
+does not count as similarity when candidates are looked up; it is fixed for a model, so the index
+never needs re-centring as the library grows. Verification uses the library's own background
+(vfpd.library.Library.center), which also removes what one library's footage shares."""
 
 from __future__ import annotations
 

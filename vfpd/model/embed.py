@@ -97,8 +97,8 @@ class Embedder:
     @property
     def frame_center(self) -> np.ndarray | None:
         """The model's background frame feature (weights meta "frame_center", see
-        vfpd.model.center): what the matcher removes from every frame feature before comparing.
-        None for weights that carry none (the matcher then uses each pair's own mean)."""
+        vfpd.model.center): what the frame index centres the frames it stores with. None for
+        weights that carry none (frames are then stored as they are)."""
         if self._center is None:
             self._center = (center_of(load_blob(self.weights)),)
         return self._center[0]

@@ -265,7 +265,7 @@ class Daemon:
         candidates come from the video index alone."""
         lib = self.library
         try:
-            index = build_frame_index(self.catalog, lib.model_version, lib.center,
+            index = build_frame_index(self.catalog, lib.model_version, lib.model_center,
                                       self.config.storage.state_dir / FRAME_INDEX_NAME,
                                       should_stop=self._stopping.is_set)
         except BuildCancelled as e:

@@ -446,7 +446,7 @@ class Pipeline:
                         m.kind, m.score, new, [FileRef(p, v.hash) for p in others],
                         tuple(m.segments)), sinks):
                     announced += 1
-        self.library.catch_up(cat)
+        self.library.catch_up(cat, fp)
         with self._cond:
             self._unsaved += 1
         self.processed += 1

@@ -94,7 +94,8 @@ def open_library(catalog: Catalog, embedder: Embedder, settings: LibrarySettings
     frame_index = load_frame_index(catalog, mv, center, path)
     if frame_index is None and catalog.model_versions().get(mv, 0) <= FRAME_INDEX_SYNC_MAX:
         frame_index = build_frame_index(catalog, mv, center, path)
-    return Library(mv, settings, center, index, frame_index, catalog)
+    return Library(mv, settings, center, index, frame_index, catalog,
+                   background=(s.fingerprint for s in catalog.iter_fingerprints(mv)))
 
 
 @dataclass(frozen=True)
