@@ -22,7 +22,11 @@ from vfpd import trash
 REPORT, TRASH, DELETE, HARDLINK, SYMLINK, MOVE = (
     "report", "trash", "delete", "hardlink", "symlink", "move")
 ACTION_NAMES = (REPORT, TRASH, DELETE, HARDLINK, SYMLINK, f"{MOVE}:DIR")
-KEEP_POLICIES = ("oldest", "newest", "largest", "highest-res", "shortest-path")
+KEEP_POLICIES = ("oldest", "newest", "largest", "highest-res", "shortest-path", "best")
+QUALITY_ORDER = ("resolution", "bit rate", "frame rate", "duration", "size")
+"""--keep best: the copy people would keep, compared field by field in this order. Resolution
+first (detail lost to downscaling never comes back), then bit rate (fewer compression artefacts at
+the same size of picture), frame rate (motion), duration (a trim lost footage), size last."""
 LINK_OPS = (HARDLINK, SYMLINK)
 REVERSIBLE = (TRASH, MOVE, HARDLINK, SYMLINK)
 JOURNAL_FORMAT = "vfpd-actions"
@@ -58,6 +62,37 @@ class FileFacts:
     width: int | None = None
     height: int | None = None
     content_hash: str | None = None
+    duration: float | None = None
+    bit_rate: int | None = None  # bits per second, the file's average
+    fps: float | None = None
+
+
+def _quality(f: FileFacts) -> tuple[float, ...]:
+    """QUALITY_ORDER as a key, larger is better; unknown values count as the lowest."""
+    return ((f.width or 0) * (f.height or 0), f.bit_rate or 0, round(f.fps or 0.0, 2),
+            round(f.duration or 0.0, 1), f.size)
+
+
+def keep_reason(members: Sequence[FileFacts], keeper: FileFacts, policy: str) -> str:
+    """Why `keeper` is the copy kept, in words: for `best`, the first quality field in which it
+    beats the runner-up (and the fields in which all copies tie before it)."""
+    if policy != "best":
+        return {"oldest": "the oldest", "newest": "the newest", "largest": "the largest",
+                "highest-res": "the highest resolution", "shortest-path": "the shortest path"
+                }.get(policy, policy)
+    others = [f for f in members if f.path != keeper.path]
+    if not others:
+        return "the only copy"
+    mine = _quality(keeper)
+    runner = max(others, key=_quality)
+    theirs = _quality(runner)
+    for i, name in enumerate(QUALITY_ORDER):
+        if mine[i] != theirs[i]:
+            tied = QUALITY_ORDER[:i]
+            lead = f"same {', '.join(tied)}; " if tied else ""
+            return f"{lead}highest {name}"
+    tied = sum(_quality(f) == mine for f in others)
+    return f"best quality, tied with {tied} other cop{'y' if tied == 1 else 'ies'}; the first path"
 
 
 def choose_keeper(members: Sequence[FileFacts], policy: str) -> FileFacts:
@@ -68,6 +103,7 @@ def choose_keeper(members: Sequence[FileFacts], policy: str) -> FileFacts:
         "largest": lambda f: (-f.size, f.path),
         "highest-res": lambda f: (-(f.width or 0) * (f.height or 0), -f.size, f.path),
         "shortest-path": lambda f: (len(f.path), f.path),
+        "best": lambda f: (tuple(-v for v in _quality(f)), f.path),
     }
     if policy not in keys:
         raise ValueError(f"unknown keep policy {policy!r}; choose one of {', '.join(KEEP_POLICIES)}")
@@ -84,19 +120,30 @@ class Step:
     skip: str | None = None
 
 
-def plan(groups: Sequence[Sequence[FileFacts]], action: ActionSpec, policy: str) -> list[Step]:
+def in_reference(path: str, reference: Sequence[str]) -> bool:
+    """Whether `path` is inside one of the reference folders (absolute, normalised paths)."""
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in reference)
+
+
+def plan(groups: Sequence[Sequence[FileFacts]], action: ActionSpec, policy: str,
+         reference: Sequence[str] = ()) -> list[Step]:
     """For each group, keep one file by `policy` and apply `action` to the others. Links are only
-    planned between byte-identical files (same content hash); other members are skipped."""
+    planned between byte-identical files (same content hash); other members are skipped. Files
+    inside a `reference` folder are never acted on, and the keeper is one of them when the group
+    has any (by `policy` among them)."""
     steps: list[Step] = []
     if action.op == REPORT:
         return steps
     for group in groups:
-        keeper = choose_keeper(group, policy)
+        refs = [f for f in group if in_reference(f.path, reference)]
+        keeper = choose_keeper(refs or group, policy)
         for f in sorted(group, key=lambda f: f.path):
             if f.path == keeper.path:
                 continue
             skip = None
-            if action.op in LINK_OPS and (
+            if f in refs:
+                skip = "in a reference folder; never touched"
+            elif action.op in LINK_OPS and (
                     f.content_hash is None or f.content_hash != keeper.content_hash):
                 skip = f"not byte-identical to the kept file; {action.op} only replaces exact copies"
             steps.append(Step(action.op, f.path, keeper.path, skip))

@@ -15,17 +15,26 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
 from vfpd import actions, matching
 from vfpd.presets import ACCURATE, FAST, PRESETS
+from vfpd.report import MAYBE_BAND, MemberFacts, review_groups, split_maybe, write_report
 from vfpd.scan import (
     CLUSTER_METHODS,
     DEFAULT_EXTENSIONS,
     ScanResult,
     ScanSettings,
     default_cache_dir,
+    group,
     pool_decoder,
     scan,
+    waste,
 )
+
+if TYPE_CHECKING:
+    from vfpd.catalog import Catalog
 
 EXIT_OK = 0
 EXIT_FILE_ERRORS = 1
@@ -61,8 +70,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--action", default="report", metavar="ACTION",
                    help="what to do with the copies: report (default), trash, delete, hardlink, "
                         "symlink or move:DIR. A dry run unless --apply")
-    p.add_argument("--keep", choices=actions.KEEP_POLICIES, default="oldest",
-                   help="which file of a group is kept (default: oldest)")
+    p.add_argument("--keep", choices=actions.KEEP_POLICIES, default=None,
+                   help="which file of a group is kept (default: oldest for --action, best for "
+                        "the --report suggestions; best: resolution, then bit rate, frame rate, "
+                        "duration, size)")
+    p.add_argument("--reference", action="append", default=[], metavar="DIR",
+                   help="a folder whose files are never acted on (kept in preference); "
+                        "may be given several times")
+    p.add_argument("--report", metavar="DIR",
+                   help="also write a review page (DIR/index.html with thumbnails) whose "
+                        "decisions `vfpctl apply` carries out (docs/report.md)")
     p.add_argument("--apply", action="store_true", help="really carry out --action")
     p.add_argument("--journal", metavar="FILE",
                    help="journal of the changes for `vfpctl undo` (default: in the user state "
@@ -123,6 +140,12 @@ def _validate(args: argparse.Namespace) -> str | None:
         args.action_spec = actions.parse_action(args.action)
     except ValueError as e:
         return str(e)
+    for ref in args.reference:
+        if not os.path.isdir(ref):
+            return f"--reference {ref}: no such folder"
+    args.reference = [os.path.abspath(r) for r in args.reference]
+    if args.report and os.path.exists(args.report) and not os.path.isdir(args.report):
+        return f"--report {args.report}: exists and is not a folder"
     if args.output:
         parent = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(parent):
@@ -213,23 +236,91 @@ def _default_journal() -> Path:
     return Path(platformdirs.user_state_dir("vfpd")) / "journals" / f"scan-{stamp}.jsonl"
 
 
+def _settled(result: ScanResult, settings: ScanSettings, catalog: Catalog | None
+             ) -> tuple[ScanResult, list[matching.Pair]]:
+    """The result at `settings`' threshold, without the pairs the user judged not to be
+    duplicates (`vfpctl apply`, in the cache's catalog), and the maybe pairs just below it."""
+    hashes = {f.path: f.hash for f in result.files}
+
+    def rejected(p: matching.Pair) -> bool:
+        ha, hb = hashes.get(p.a), hashes.get(p.b)
+        if catalog is None or ha is None or hb is None or ha == hb:
+            return False
+        known = catalog.duplicate(ha, hb)
+        return known is not None and known.verdict == "not_duplicate"
+
+    sure, maybe = split_maybe((p for p in result.pairs if not rejected(p)), settings.threshold)
+    by_path = {f.path: f for f in result.files}
+    groups = sorted(group(sure, settings), key=lambda g: (-waste(g, by_path), g))
+    return replace(result, settings=settings, pairs=sure, groups=groups), maybe
+
+
+def _write_report(args: argparse.Namespace, result: ScanResult,
+                  maybe: list[matching.Pair]) -> bool:
+    facts = {f.path: MemberFacts(f.path, f.hash, f.stat.size, f.stat.mtime_ns / 1e9, f.duration,
+                                 f.width, f.height, f.codec) for f in result.files}
+    cards = review_groups(result.groups, result.pairs, maybe, facts)
+    try:
+        stats = write_report(args.report, cards, source="scan",
+                             threshold=result.settings.threshold,
+                             roots=[os.path.abspath(r) for r in result.settings.roots],
+                             keep_policy=args.keep or "best", workers=args.workers)
+    except OSError as e:
+        print(f"vfpctl scan: error: cannot write the report to {args.report}: {e}",
+              file=sys.stderr)
+        return False
+    for problem in stats.thumb_errors:
+        print(f"vfpctl scan: warning: thumbnails: {shown(problem)}", file=sys.stderr)
+    if not args.json:
+        print(f"\nReview page: {stats.path} ({stats.cards} cards, {stats.thumbs} thumbnails, "
+              f"{_size(stats.bytes)}); apply its decisions with `vfpctl apply FILE.json`")
+    return True
+
+
+def _facts(result: ScanResult, keep: str) -> list[actions.FileFacts]:
+    """What the plan needs of each file; for --keep best also the frame rate of grouped files,
+    read in the isolated thumbnail children (a hostile file must not hang the action)."""
+    fps: dict[str, float | None] = {}
+    if keep == "best":
+        from vfpd.thumbs import ThumbJob, extract_all
+
+        grouped = {p for g in result.groups for p in g}
+        fps = {r.job.path: r.fps for r in extract_all(ThumbJob(p, (), ()) for p in sorted(grouped))}
+    return [actions.FileFacts(f.path, f.stat.size, f.stat.mtime_ns, f.width, f.height, f.hash,
+                              duration=f.duration,
+                              bit_rate=int(f.stat.size * 8 / f.duration) if f.duration else None,
+                              fps=fps.get(f.path))
+            for f in result.files]
+
+
 def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object] | None, bool]:
     """Plan (and with --apply carry out) the action; returns (report, all went well)."""
     spec = args.action_spec
     if spec.op == actions.REPORT:
         return None, True
-    facts = [actions.FileFacts(f.path, f.stat.size, f.stat.mtime_ns, f.width, f.height, f.hash)
-             for f in result.files]
+    keep = args.keep or "oldest"
+    facts = _facts(result, keep)
     by_path = {f.path: f for f in facts}
     groups = [[by_path[p] for p in g] for g in result.groups]
-    steps = actions.plan(groups, spec, args.keep)
-    report: dict[str, object] = {"action": args.action, "keep": args.keep, "applied": args.apply,
-                                 "journal": None}
+    steps = actions.plan(groups, spec, keep, args.reference)
+    report: dict[str, object] = {"action": args.action, "keep": keep, "applied": args.apply,
+                                 "journal": None, "reference": args.reference}
+    reasons = []
+    for g in groups:
+        refs = [f for f in g if actions.in_reference(f.path, args.reference)]
+        keeper = actions.choose_keeper(refs or g, keep)
+        reasons.append({"keep": keeper.path, "reason": ("in a reference folder; " if refs else "")
+                        + actions.keep_reason(refs or g, keeper, keep)})
+    report["kept"] = reasons
+    if not args.json:
+        print(f"\nKept per group (--keep {keep}):")
+        for r in reasons:
+            print(f"  {shown(str(r['keep']))}: {r['reason']}")
     if not args.apply:
         report["steps"] = [{"op": s.op, "path": s.path, "keep": s.keep, "done": False,
                             "detail": s.skip or "dry run"} for s in steps]
         if not args.json:
-            print(f"\nDry run of --action {args.action} --keep {args.keep} "
+            print(f"\nDry run of --action {args.action} --keep {keep} "
                   "(nothing changed; add --apply to do it):")
             for s in steps:
                 what = f"skip {shown(s.path)}: {s.skip}" if s.skip else \
@@ -243,7 +334,7 @@ def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object
                         "done": o.done, "detail": o.detail} for o in outcomes]
     failed = [o for o in outcomes if not o.done and not o.step.skip]
     if not args.json:
-        print(f"\n--action {args.action} --keep {args.keep}:")
+        print(f"\n--action {args.action} --keep {keep}:")
         for o in outcomes:
             mark = "done" if o.done else "NOT done"
             print(f"  {mark}: {o.step.op} {shown(o.step.path)}: {o.detail}")
@@ -276,8 +367,12 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         embedder = Embedder(device=args.device, version_suffix=preset.version_suffix)
-        result = scan(settings, embedder, pool_decoder(args.workers, settings.sampling),
+        # With --report the scan also keeps the pairs just below the threshold, shown as "maybe".
+        searched = replace(settings, threshold=max(0.0, threshold - MAYBE_BAND)) \
+            if args.report else settings
+        result = scan(searched, embedder, pool_decoder(args.workers, settings.sampling),
                       catalog, bars)
+        result, maybe = _settled(result, settings, catalog)
     except (RuntimeError, OSError, ValueError, WeightsError) as e:
         print(f"vfpctl scan: error: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -288,6 +383,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         print_text(result)
     report, actions_ok = _act(args, result)
+    if args.report and not _write_report(args, result, maybe):
+        return EXIT_FAILED
     doc = result_json(result, report)
     text = json.dumps(doc, indent=1, ensure_ascii=True)
     if args.json:
