@@ -180,6 +180,12 @@ def test_page_in_chromium_shows_every_group_and_thumbnail(scanned: tuple[dict, P
         assert browser.js("document.querySelectorAll('article.card[data-tier=maybe]').length") > 0
         browser.screenshot(tmp_path / "maybe.png")
         assert (tmp_path / "duplicates.png").stat().st_size > 10_000
+        # A phone: one column, nothing wider than the screen.
+        browser.call("Emulation.setDeviceMetricsOverride", width=390, height=844,
+                     deviceScaleFactor=2, mobile=True)
+        browser.js("document.getElementById('tab-duplicate').click()")
+        assert browser.js("document.documentElement.scrollWidth") <= 390
+        browser.screenshot(tmp_path / "phone.png")
         assert browser.errors() == []
     finally:
         browser.close()
@@ -254,3 +260,24 @@ def test_decisions_clicked_on_the_page_are_applied_and_undone(originals: Path, h
              for c in _cards(tmp_path / "again") if c["tier"] == "maybe"]
     judged = {os.path.basename(verdict["a"]), os.path.basename(verdict["b"])}
     assert judged not in names
+
+
+def test_scan_keep_best_and_reference_say_which_copy_stays_and_why(originals: Path, home: Path,
+                                                                  tmp_path: Path) -> None:
+    folder = tmp_path / "videos"
+    shutil.copytree(originals, folder)
+    (folder / "ref").mkdir()
+    os.rename(folder / "bikes-reencode.mp4", folder / "ref" / "bikes-reencode.mp4")
+    common = ["scan", str(folder), "--cache", str(home / "cache"), "--workers", "2",
+              "--action", "trash", "--keep", "best"]
+    best = vfpctl(home, *common)
+    assert best.returncode == 0, best.stderr
+    kept = best.stdout.split("Kept per group (--keep best):")[1].splitlines()[1]
+    # bikes.mp4 and bikes-exact.mp4 are the same bytes at the highest quality.
+    assert "/bikes-exact.mp4: best quality, tied with 1 other copy" in kept
+    ref = vfpctl(home, *common, "--reference", str(folder / "ref"))
+    assert ref.returncode == 0, ref.stderr
+    kept = ref.stdout.split("Kept per group (--keep best):")[1].splitlines()[1]
+    assert "/ref/bikes-reencode.mp4: in a reference folder" in kept
+    assert "would trash " + str(folder / "bikes.mp4") in ref.stdout
+    assert "ref/bikes-reencode.mp4  (keeping" not in ref.stdout
