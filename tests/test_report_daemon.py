@@ -19,6 +19,12 @@ from vfpd.cli import ctl
 from vfpd.hashing import hash_and_stat
 from vfpd.service.control import ControlServer
 
+from browser import CHROMIUM, Browser
+
+
+
+HOSTILE = "bikes <!--<script>alert(1)</script x> <img src=x onerror=alert(2)>.mp4".replace("/", "")
+"""A file name made to break out of the page's data or markup (a name holds no slash)."""
 
 
 @pytest.fixture
@@ -30,7 +36,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, Path, Catalog]]:
     root = tmp_path / "videos"
     root.mkdir()
     shutil.copyfile(sample_clip("bikes"), root / "bikes.mp4")
-    shutil.copyfile(sample_clip("bikes"), root / "bikes copy.mp4")
+    shutil.copyfile(sample_clip("bikes"), root / HOSTILE)
     make_copy(load("bikes"), "reencode", root / "bikes-small.mp4")
     cfg = config_mod.parse({"watch": {"paths": [str(root)]},
                             "storage": {"state_dir": str(tmp_path / "state"),
@@ -69,7 +75,7 @@ def test_report_from_the_daemon_then_a_verdict_back_to_it(
     assert "Review page:" in capsys.readouterr().out
     [card] = _cards(report)
     names = {Path(m["path"]).name: m for m in card["members"]}
-    assert set(names) == {"bikes.mp4", "bikes copy.mp4", "bikes-small.mp4"}
+    assert set(names) == {"bikes.mp4", HOSTILE, "bikes-small.mp4"}
     assert all((report / th["src"]).stat().st_size > 0
                for m in card["members"] for th in m["thumbs"])
     assert names["bikes-small.mp4"]["fps"] == pytest.approx(25.0, abs=0.1)
@@ -103,3 +109,45 @@ def test_report_without_a_daemon_says_so(tmp_path: Path,
     code = ctl.main(["report", "--socket", str(tmp_path / "none.sock"), "--output",
                      str(tmp_path / "r")])
     assert code == 3 and "not running" in capsys.readouterr().err
+
+
+def test_report_refuses_a_folder_holding_other_files(served: tuple[Path, Path, Catalog],
+                                                     tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    sock, _, _ = served
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thumbs").mkdir()
+    precious = home / "thumbs" / "holiday.webp"
+    precious.write_bytes(b"mine")
+    code = ctl.main(["report", "--socket", str(sock), "--output", str(home)])
+    assert code == 2 and "holds no vfpd report" in capsys.readouterr().err
+    assert precious.read_bytes() == b"mine"
+    # A folder with an earlier report is written again: its old thumbnails replaced.
+    report = tmp_path / "report"
+    assert ctl.main(["report", "--socket", str(sock), "--output", str(report),
+                     "--workers", "1"]) == 0
+    stale = report / "thumbs" / "stale.webp"
+    stale.write_bytes(b"old")
+    assert ctl.main(["report", "--socket", str(sock), "--output", str(report),
+                     "--workers", "1"]) == 0
+    assert not stale.exists() and len(list((report / "thumbs").iterdir())) == 12
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_a_hostile_file_name_is_shown_as_text(served: tuple[Path, Path, Catalog],
+                                              tmp_path: Path) -> None:
+    sock, root, _ = served
+    report = tmp_path / "report"
+    assert ctl.main(["report", "--socket", str(sock), "--output", str(report),
+                     "--workers", "1"]) == 0
+    browser = Browser(tmp_path / "profile")
+    try:
+        browser.open((report / "index.html").as_uri())
+        paths = browser.js("[...document.querySelectorAll('.path')].map(e => e.textContent)")
+        assert any(str(root / HOSTILE) in p for p in paths)
+        assert browser.js("document.querySelectorAll('script').length") == 2
+        assert browser.js("document.querySelectorAll('img[src=x]').length") == 0
+        assert browser.errors() == []
+    finally:
+        browser.close()

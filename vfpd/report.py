@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -283,10 +282,34 @@ class ReportStats:
 
 
 def page_html(data: dict[str, object]) -> str:
-    """The template with the data inlined: '</' is escaped so no path can end the script."""
+    """The template with the data inlined; every '<' is escaped, so no file name can end the
+    script element or open an HTML comment inside it."""
     template = resources.files("vfpd").joinpath("report_assets/page.html").read_text("utf-8")
-    blob = json.dumps(data, ensure_ascii=True, separators=(",", ":")).replace("</", "<\\/")
+    blob = json.dumps(data, ensure_ascii=True, separators=(",", ":")).replace("<", "\\u003c")
     return template.replace("/*VFPD_DATA*/null", blob, 1)
+
+
+class ReportTargetError(OSError):
+    """The report folder holds something else than a vfpd report: it is not written into."""
+
+
+REPORT_MARKER = '<script id="vfpd-data"'
+"""How an earlier report's index.html is recognised (the template's data element)."""
+
+
+def check_target(out: Path) -> None:
+    """A new or empty folder, or one holding an earlier report, may be written; anything else
+    (`--report ~` by mistake) is refused rather than mixed with the user's files."""
+    if not out.exists() or not any(out.iterdir()):
+        return
+    index = out / "index.html"
+    try:
+        earlier = index.is_file() and REPORT_MARKER in index.read_text("utf-8", errors="replace")
+    except OSError:
+        earlier = False
+    if not earlier:
+        raise ReportTargetError(f"{out} is not empty and holds no vfpd report; "
+                                "choose a new or empty folder")
 
 
 def write_report(out_dir: str | Path, groups: Sequence[ReviewGroup], *, source: str,
@@ -299,9 +322,10 @@ def write_report(out_dir: str | Path, groups: Sequence[ReviewGroup], *, source: 
 
     out = Path(out_dir)
     thumbs_dir = out / "thumbs"
-    if thumbs_dir.exists():
-        shutil.rmtree(thumbs_dir)
-    thumbs_dir.mkdir(parents=True)
+    check_target(out)
+    thumbs_dir.mkdir(parents=True, exist_ok=True)
+    for old in thumbs_dir.glob("*.webp"):  # only what an earlier report put there
+        old.unlink()
     wanted: dict[str, dict[float, str]] = {}
     for g in groups:
         for path, moments in strips(g).items():

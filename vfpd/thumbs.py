@@ -178,18 +178,24 @@ def extract_all(jobs: Iterable[ThumbJob], workers: int = 2,
     done: queue.SimpleQueue[ThumbResult] = queue.SimpleQueue()
 
     def serve() -> None:
-        child = _Child(memory_limit, width)
+        child: _Child | None = None
         try:
             while (job := todo.get()) is not None:
-                result = child.run(job, timeout)
+                result = None
+                try:
+                    child = child or _Child(memory_limit, width)
+                    result = child.run(job, timeout)
+                    why = (f"no thumbnail within {timeout:.0f} s (the decoder hung or crashed); "
+                           "the child was killed")
+                except OSError as e:  # no process could be started: every job still answers
+                    why = f"no thumbnail process could be started: {e}"
                 if result is None:
-                    result = ThumbResult(job, (False,) * len(job.times),
-                                         f"no thumbnail within {timeout:.0f} s (the decoder "
-                                         "hung or crashed); the child was killed")
-                    child = _Child(memory_limit, width)
+                    result = ThumbResult(job, (False,) * len(job.times), why)
+                    child = None  # run() killed it; the next job gets a fresh one
                 done.put(result)
         finally:
-            child.stop()
+            if child is not None:
+                child.stop()
 
     with ThreadPoolExecutor(n) as pool:
         futures = [pool.submit(serve) for _ in range(n)]

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from vfpd.cli.cmd_daemon import not_running_hint, socket_path
     from vfpd.client import Client, ControlError, DaemonNotRunning
     from vfpd.config import ConfigError
-    from vfpd.report import write_report
+    from vfpd.report import check_target, write_report
 
     if args.keep not in actions.KEEP_POLICIES:
         print(f"vfpctl report: error: --keep must be one of {', '.join(actions.KEEP_POLICIES)}",
@@ -85,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.workers < 1:
         print("vfpctl report: error: --workers must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        check_target(Path(args.output))
+    except OSError as e:
+        print(f"vfpctl report: error: --output: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
         path = socket_path(args)

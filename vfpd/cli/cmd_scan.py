@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING
 
 from vfpd import actions, matching
 from vfpd.presets import ACCURATE, FAST, PRESETS
-from vfpd.report import MAYBE_BAND, MemberFacts, review_groups, split_maybe, write_report
+from vfpd.report import (
+    MAYBE_BAND,
+    MemberFacts,
+    check_target,
+    review_groups,
+    split_maybe,
+    write_report,
+)
 from vfpd.scan import (
     CLUSTER_METHODS,
     DEFAULT_EXTENSIONS,
@@ -144,8 +151,13 @@ def _validate(args: argparse.Namespace) -> str | None:
         if not os.path.isdir(ref):
             return f"--reference {ref}: no such folder"
     args.reference = [os.path.abspath(r) for r in args.reference]
-    if args.report and os.path.exists(args.report) and not os.path.isdir(args.report):
-        return f"--report {args.report}: exists and is not a folder"
+    if args.report:
+        if os.path.exists(args.report) and not os.path.isdir(args.report):
+            return f"--report {args.report}: exists and is not a folder"
+        try:
+            check_target(Path(args.report))
+        except OSError as e:
+            return f"--report: {e}"
     if args.output:
         parent = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(parent):
