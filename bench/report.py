@@ -43,9 +43,10 @@ FIRST_SCREEN_JS = """new Promise(done => {
     const r = i.getBoundingClientRect(); return r.top < innerHeight && r.bottom > 0; });
   const check = () => {
     const imgs = inView();
-    if (document.querySelector('article.card') && imgs.length && imgs.every(i => i.complete && i.naturalWidth > 0))
-      done({first_screen: performance.now(), cards: document.querySelectorAll('article.card').length,
-            images: imgs.length,
+    const ready = imgs.length && imgs.every(i => i.complete && i.naturalWidth > 0);
+    if (document.querySelector('article.card') && ready)
+      done({first_screen: performance.now(), images: imgs.length,
+            cards: document.querySelectorAll('article.card').length,
             dom: performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd});
     else requestAnimationFrame(check);
   };
@@ -95,7 +96,7 @@ def build(out: Path, groups: int, seed: int = 7) -> tuple[int, int, int]:
     job = ThumbJob(str(clip), tuple(i * 10.0 / DISTINCT_THUMBS for i in range(DISTINCT_THUMBS)),
                    tuple(str(pool / f"{i}.webp") for i in range(DISTINCT_THUMBS)))
     [result] = list(extract_all([job], workers=1))
-    sources = [p for p, ok in zip(job.outputs, result.written) if ok]
+    sources = [p for p, ok in zip(job.outputs, result.written, strict=True) if ok]
     count = 0
     for c in cards:
         for m in c["members"]:  # type: ignore[attr-defined]

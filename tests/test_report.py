@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from browser import CHROMIUM, Browser
 from media_factory import sample_clip
 from scan_media import load, make_copy, procedural, segment
+
 from vfpd import hashing
 from vfpd.catalog import Catalog
 

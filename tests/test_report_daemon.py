@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser import CHROMIUM, Browser
 from control_helpers import CatalogContext, fingerprint, unit_vector
 from media_factory import sample_clip
 from scan_media import load, make_copy
@@ -18,10 +19,6 @@ from vfpd.catalog import Catalog, ContentInfo
 from vfpd.cli import ctl
 from vfpd.hashing import hash_and_stat
 from vfpd.service.control import ControlServer
-
-from browser import CHROMIUM, Browser
-
-
 
 HOSTILE = "bikes <!--<script>alert(1)</script x> <img src=x onerror=alert(2)>.mp4".replace("/", "")
 """A file name made to break out of the page's data or markup (a name holds no slash)."""
@@ -49,9 +46,10 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, Path, Catalog]]:
     for p in sorted(root.iterdir()):
         h, st = hash_and_stat(p)
         hashes[p.name] = h
+        width, height = (320, 136) if "small" in p.name else (640, 272)
         catalog.store_result(str(p), st, h, info=ContentInfo(
-            size=st.size, duration=10.0, codec="h264", width=640 if "small" not in p.name else 320,
-            height=272 if "small" not in p.name else 136), fingerprint=fingerprint(unit_vector(rng)))
+            size=st.size, duration=10.0, codec="h264", width=width, height=height),
+            fingerprint=fingerprint(unit_vector(rng)))
     catalog.add_duplicate(hashes["bikes.mp4"], hashes["bikes-small.mp4"], 0.99, "near")
     with ControlServer(tmp_path / "run" / "vfpd.sock", CatalogContext(cfg, catalog)) as srv:
         yield srv.socket_path, root, catalog

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from vfpd import actions
-from vfpd.matching import EXACT, Pair, Segment
+from vfpd.matching import EXACT, Pair
 from vfpd.thumbs import ThumbJob, extract_all, filmstrip_times
 
 REPORT_FORMAT = "vfpd-report"
