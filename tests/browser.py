@@ -87,6 +87,22 @@ class Browser:
             raise RuntimeError(f"page script failed: {r['exceptionDetails']}")
         return r["result"].get("value")
 
+    def click(self, selector: str) -> None:
+        """A real mouse click (pressed and released) at the middle of the first element that
+        matches, scrolled into view first: what a person's click does, events and all."""
+        box = self.js(f"""(() => {{
+            const e = document.querySelector({json.dumps(selector)});
+            if (!e) return null;
+            e.scrollIntoView({{block: 'center'}});
+            const r = e.getBoundingClientRect();
+            return {{x: r.left + r.width / 2, y: r.top + r.height / 2}};
+        }})()""")
+        if box is None:
+            raise LookupError(f"nothing on the page matches {selector!r}")
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=box["x"], y=box["y"],
+                      button="left", clickCount=1)
+
     def screenshot(self, path: Path) -> None:
         data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         path.write_bytes(base64.b64decode(data["data"]))
