@@ -211,3 +211,10 @@ def filmstrip_times(start: float, end: float, count: int) -> list[float]:
     span = max(end - start, 0.0)
     return [start + span * (i + 0.5) / count for i in range(count)]
 
+
+
+def frame_rates(paths: Iterable[str], workers: int = 2) -> dict[str, float | None]:
+    """Each file's frame rate, read in the isolated children (for --keep best): a hostile file
+    costs its child and gets None."""
+    return {r.job.path: r.fps for r in extract_all(
+        (ThumbJob(p, (), ()) for p in sorted(paths)), workers=workers)}

@@ -167,3 +167,43 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=1, ensure_ascii=True))
     return EXIT_OK if ok else EXIT_FILE_ERRORS
+
+
+CHANGED_SINCE_DAEMON = "its content changed since the daemon saw it (content hash differs)"
+
+
+def act_on_daemon_groups(args: argparse.Namespace, items: list[dict[str, object]]) -> int:
+    """`vfpctl duplicates --action ...`: the daemon's groups acted on like `scan --action`. Every
+    member is hashed again first; one whose content is no longer what the daemon recorded is
+    left out of its group (and so is never acted on nor kept)."""
+    from vfpd.cli.cmd_scan import act_on
+    from vfpd.thumbs import frame_rates
+
+    keep = args.keep or "oldest"
+    members = [m for item in items for m in item["members"]]  # type: ignore[attr-defined]
+    now = current_state({str(m["path"]) for m in members})
+    fps = frame_rates(now) if keep == "best" else {}
+    groups, left_out = [], []
+    for item in items:
+        group = []
+        for m in item["members"]:  # type: ignore[attr-defined]
+            state = now[m["path"]]
+            if state.facts is None or state.facts.content_hash != m["hash"]:
+                why = state.problem or CHANGED_SINCE_DAEMON
+                left_out.append(f"{m['path']}: {why}")
+                continue
+            duration = m.get("duration")
+            group.append(actions.FileFacts(
+                m["path"], state.facts.size, state.facts.mtime_ns, m.get("width"),
+                m.get("height"), m["hash"], duration=duration,
+                bit_rate=int(state.facts.size * 8 / duration) if duration else None,
+                fps=fps.get(m["path"])))
+        if len(group) > 1:
+            groups.append(group)
+    for why in left_out:
+        print(f"vfpctl duplicates: left out: {shown(why)}", file=sys.stderr)
+    report, ok = act_on(groups, args, keep)
+    if args.json:
+        print(json.dumps({"groups": len(groups), "left_out": left_out, "actions": report},
+                         indent=1, ensure_ascii=True))
+    return EXIT_OK if ok and not left_out else EXIT_FILE_ERRORS

@@ -13,9 +13,8 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
-
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vfpd import actions, matching
@@ -39,6 +38,7 @@ from vfpd.scan import (
     scan,
     waste,
 )
+from vfpd.thumbs import frame_rates
 
 if TYPE_CHECKING:
     from vfpd.catalog import Catalog
@@ -290,14 +290,8 @@ def _write_report(args: argparse.Namespace, result: ScanResult,
 
 
 def _facts(result: ScanResult, keep: str) -> list[actions.FileFacts]:
-    """What the plan needs of each file; for --keep best also the frame rate of grouped files,
-    read in the isolated thumbnail children (a hostile file must not hang the action)."""
-    fps: dict[str, float | None] = {}
-    if keep == "best":
-        from vfpd.thumbs import ThumbJob, extract_all
-
-        grouped = {p for g in result.groups for p in g}
-        fps = {r.job.path: r.fps for r in extract_all(ThumbJob(p, (), ()) for p in sorted(grouped))}
+    """What the plan needs of each file; for --keep best also the frame rate of grouped files."""
+    fps = frame_rates({p for g in result.groups for p in g}) if keep == "best" else {}
     return [actions.FileFacts(f.path, f.stat.size, f.stat.mtime_ns, f.width, f.height, f.hash,
                               duration=f.duration,
                               bit_rate=int(f.stat.size * 8 / f.duration) if f.duration else None,
@@ -307,13 +301,20 @@ def _facts(result: ScanResult, keep: str) -> list[actions.FileFacts]:
 
 def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object] | None, bool]:
     """Plan (and with --apply carry out) the action; returns (report, all went well)."""
-    spec = args.action_spec
-    if spec.op == actions.REPORT:
+    if args.action_spec.op == actions.REPORT:
         return None, True
     keep = args.keep or "oldest"
     facts = _facts(result, keep)
     by_path = {f.path: f for f in facts}
-    groups = [[by_path[p] for p in g] for g in result.groups]
+    return act_on([[by_path[p] for p in g] for g in result.groups], args, keep)
+
+
+def act_on(groups: list[list[actions.FileFacts]], args: argparse.Namespace, keep: str
+           ) -> tuple[dict[str, object], bool]:
+    """Plan `args.action_spec` over the groups (keeping by `keep`, never touching
+    `args.reference`), print the kept file of each group and why, and with `args.apply` carry it
+    out with a journal. Shared by `scan --action` and `duplicates --action`."""
+    spec = args.action_spec
     steps = actions.plan(groups, spec, keep, args.reference)
     report: dict[str, object] = {"action": args.action, "keep": keep, "applied": args.apply,
                                  "journal": None, "reference": args.reference}
@@ -340,7 +341,7 @@ def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object
                 print(f"  {what}")
         return report, True
     journal = Path(args.journal) if args.journal else _default_journal()
-    outcomes = actions.apply(steps, facts, spec, journal)
+    outcomes = actions.apply(steps, [f for g in groups for f in g], spec, journal)
     report["journal"] = str(journal)
     report["steps"] = [{"op": o.step.op, "path": o.step.path, "keep": o.step.keep,
                         "done": o.done, "detail": o.detail} for o in outcomes]
