@@ -152,3 +152,24 @@ def test_plan_never_touches_reference_files_and_keeps_one_of_them() -> None:
     steps = actions.plan([[ref, big]], actions.ActionSpec(actions.TRASH), "best", ["/lib/ref"])
     assert [(s.path, s.keep, s.skip) for s in steps] == [("/lib/new/b.mp4", "/lib/ref/a.mp4", None)]
     assert not actions.in_reference("/lib/reference/x.mp4", ["/lib/ref"])
+
+
+def test_names_that_are_not_utf8_survive_the_decisions_file(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]
+                                                            ) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    latin1 = os.fsdecode(bytes(tmp_path) + b"/caf\xe9.mp4")  # "\udce9": the page's escape
+    Path(latin1).write_bytes(b"x" * 500)
+    kept = tmp_path / "kept.mp4"
+    kept.write_bytes(b"x" * 500)
+    path = tmp_path / "decisions.json"
+    # ensure_ascii writes the lone surrogate as \udce9, as the page's JSON.stringify does.
+    path.write_text(json.dumps(_doc([(kept, "keep"), (Path(latin1), "hardlink")])))
+    assert "\\udce9" in path.read_text()
+    journal = tmp_path / "j.jsonl"
+    assert ctl.main(["apply", str(path), "--apply", "--journal", str(journal)]) == 0
+    assert os.path.samefile(os.fsencode(latin1), kept)
+    assert ctl.main(["undo", str(journal)]) == 0
+    assert not os.path.samefile(os.fsencode(latin1), kept)
+    assert "caf" in capsys.readouterr().out
