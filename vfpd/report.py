@@ -88,17 +88,18 @@ def review_groups(groups: Sequence[Sequence[str]], pairs: Sequence[Pair],
     """One card per duplicate group (with its pairs), then one per maybe pair whose files are
     not already in one group together: the best such pair between a file and a group (or a
     lone file) stands for all of them, so a near miss of a five-copy group is one card."""
-    out = []
-    grouped: dict[str, int] = {}
-    for n, g in enumerate(groups):
-        members = set(g)
-        for p in g:
-            grouped[p] = n
-        out.append(ReviewGroup("duplicate", tuple(facts[p] for p in g),
-                               tuple(p for p in pairs if p.a in members and p.b in members)))
-    best: dict[frozenset[object], Pair] = {}
+    grouped = {path: n for n, g in enumerate(groups) for path in g}
+    inside: list[list[Pair]] = [[] for _ in groups]
+    for p in pairs:
+        n = grouped.get(p.a)
+        if n is not None and grouped.get(p.b) == n:
+            inside[n].append(p)
+    out = [ReviewGroup("duplicate", tuple(facts[path] for path in g), tuple(inside[n]))
+           for n, g in enumerate(groups)]
+    best: dict[frozenset[int | str], Pair] = {}
     for p in maybe_pairs:
-        ga, gb = grouped.get(p.a, p.a), grouped.get(p.b, p.b)
+        ga: int | str = grouped.get(p.a, p.a)
+        gb: int | str = grouped.get(p.b, p.b)
         if ga == gb:
             continue
         key = frozenset((ga, gb))
