@@ -270,7 +270,8 @@ def _timed_scan(paths: Sequence[Path], workers: int, preset: object,
     """The product's whole one-shot scan of the set's folder (walk, BLAKE3, decode in the worker
     pool, embed while decoding, candidates, verification, groups), no cache: the cost a user sees."""
     from vfpd.model.embed import Embedder  # noqa: PLC0415
-    from vfpd.scan import ScanSettings, pool_decoder, scan  # noqa: PLC0415
+    from vfpd.chain import pool_decoder  # noqa: PLC0415
+    from vfpd.scan import ScanSettings, scan  # noqa: PLC0415
 
     folders = sorted({str(p.parent) for p in paths})
     settings = ScanSettings(roots=tuple(folders), workers=workers, match=preset.match,  # type: ignore[attr-defined]

@@ -537,7 +537,7 @@ def judge(groups: Iterable[Iterable[str]], items: list[Item]) -> Found:
 
 
 def _run_backlog(videos: Path, items: list[Item], workers: int) -> dict[str, object]:
-    from vfpd.catalog import Catalog, CatalogError
+    from vfpd.catalog import Catalog, CatalogError, JobState
     from vfpd.service.commands import duplicate_groups
 
     home = Path(tempfile.mkdtemp(prefix="vfpd-bb-", dir="/tmp"))
@@ -571,7 +571,7 @@ def _run_backlog(videos: Path, items: list[Item], workers: int) -> dict[str, obj
             c = cat.counts()
             groups = [[os.path.relpath(m["path"], videos) for m in g["members"]]
                       for g in duplicate_groups(cat)]
-            failed = [(j.path, j.last_error) for j in cat.iter_jobs("failed")]
+            failed = [(j.path, j.last_error) for j in cat.iter_jobs(JobState.FAILED)]
         announced = {e["new"]["path"] for _, e in d.events}
         return {"ready": ready, "total": total, "files": c.files, "contents": c.contents,
                 "failed": failed, "groups": groups, "announced": len(announced),

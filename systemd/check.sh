@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Check vfpd's systemd units with systemd-analyze: `verify` must be silent for the system unit,
-# the system unit with the GPU drop-in, and the user unit; the system unit's offline security
+# the system unit with each drop-in (GPU, webhook credential), and the user unit; the system unit's offline security
 # exposure must be at most MAX_EXPOSURE. Usage: systemd/check.sh [PATH_TO_VFPD]
 # ExecStart is pointed at PATH_TO_VFPD (default: `command -v vfpd`), because verify insists that
 # the binary exists.
@@ -14,10 +14,13 @@ if [ -z "$vfpd" ] || [ ! -x "$vfpd" ]; then
 fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/system/vfpd.service.d" "$work/gpu/vfpd.service.d" "$work/user" "$work/run"
+mkdir -p "$work/system/vfpd.service.d" "$work/gpu/vfpd.service.d" "$work/cred/vfpd.service.d" \
+    "$work/user" "$work/run"
 sed "s|^ExecStart=[^ ]*|ExecStart=$vfpd|" "$here/vfpd.service" >"$work/system/vfpd.service"
 cp "$work/system/vfpd.service" "$work/gpu/vfpd.service"
 cp "$here/vfpd.service.d/gpu.conf" "$work/gpu/vfpd.service.d/gpu.conf"
+cp "$work/system/vfpd.service" "$work/cred/vfpd.service"
+cp "$here/vfpd.service.d/webhook-credential.conf" "$work/cred/vfpd.service.d/"
 sed "s|^ExecStart=[^ ]*|ExecStart=$vfpd|" "$here/vfpd.user.service" >"$work/user/vfpd.service"
 
 fail=0
@@ -30,6 +33,8 @@ quiet() {  # run a verify; any output at all is a finding
 }
 quiet "vfpd.service" systemd-analyze verify "$work/system/vfpd.service"
 quiet "vfpd.service + gpu.conf" env SYSTEMD_UNIT_PATH="$work/gpu:" systemd-analyze verify vfpd.service
+quiet "vfpd.service + webhook-credential.conf" env SYSTEMD_UNIT_PATH="$work/cred:" \
+    systemd-analyze verify vfpd.service
 quiet "vfpd.user.service" env XDG_RUNTIME_DIR="$work/run" systemd-analyze --user verify \
     "$work/user/vfpd.service"
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from vfpd import config as config_mod
-from vfpd.catalog import JOB_FAILED, Catalog, ContentInfo
+from vfpd.catalog import Catalog, ContentInfo, JobState
 from vfpd.fingerprint import FRAME_DIM, VECTOR_DIM, Fingerprint
 from vfpd.hashing import FileStat, hash_and_stat, hash_file
 from vfpd.service.context import RootState
@@ -45,6 +45,9 @@ class CatalogContext:
     def paused(self) -> bool:
         return self._paused
 
+    def health(self) -> dict[str, object]:
+        return {"state": "ok", "reason": None}
+
     def pause(self) -> None:
         self._paused = True
 
@@ -60,13 +63,13 @@ class CatalogContext:
 
     def retry(self, path: Path) -> bool:
         job = self.catalog.job(str(path))
-        if job is None or job.state != JOB_FAILED:
+        if job is None or job.state != JobState.FAILED:
             return False
         self.catalog.enqueue(str(path), "retry")
         return True
 
     def index_info(self) -> dict[str, object]:
-        return {"type": "flat", "size": self.catalog.counts().fingerprints.get(MODEL, 0),
+        return {"type": "flat", "size": self.catalog.model_versions().get(MODEL, 0),
                 "model_version": MODEL}
 
     def query(self, path: Path, k: int) -> list[dict[str, object]]:
@@ -75,15 +78,10 @@ class CatalogContext:
         if stored is None:
             raise ValueError("not fingerprinted (this test context cannot embed)")
         query = stored.fingerprint.vector
-        best: list[tuple[float, int]] = []
-        for ids, vectors in self.catalog.iter_vectors(MODEL):
-            scores = vectors @ query
-            best += list(zip(scores.tolist(), ids.tolist(), strict=True))
-        best.sort(reverse=True)
-        hashes = self.catalog.hashes_for_ids([i for _, i in best[: k + 1]])
+        best = sorted(((float(f.fingerprint.vector @ query), f.hash)
+                       for f in self.catalog.iter_fingerprints(MODEL)), reverse=True)
         out = []
-        for score, i in best[: k + 1]:
-            h = hashes[i]
+        for score, h in best[: k + 1]:
             if h == content_hash:
                 continue
             out.append({"hash": h, "paths": self.catalog.paths_for_hash(h),

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from catalog_checks import integrity_problems, schema_version
 from vfpd.catalog import (
-    JOB_FAILED,
-    JOB_QUEUED,
     MIGRATIONS,
     PRIORITY_BACKLOG,
     PRIORITY_NEW,
@@ -20,6 +19,7 @@ from vfpd.catalog import (
     Catalog,
     CatalogError,
     ContentInfo,
+    JobState,
     RetryPolicy,
     migrate,
 )
@@ -64,8 +64,8 @@ def test_open_creates_wal_database_at_current_schema(cat: Catalog) -> None:
     conn = sqlite3.connect(cat.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
-    assert cat.schema_version() == SCHEMA_VERSION
-    assert cat.integrity_check() == []
+    assert schema_version(cat.path) == SCHEMA_VERSION
+    assert integrity_problems(cat.path) == []
 
 
 def test_store_result_round_trips_fingerprint_frames_and_file(cat: Catalog) -> None:
@@ -89,15 +89,13 @@ def test_store_result_round_trips_fingerprint_frames_and_file(cat: Catalog) -> N
     content = cat.content(h(1))
     assert (content.codec, content.width, content.duration) == ("h264", 320, 6.0)
     assert cat.job("/v/a.mp4") is None, "the job leaves the queue with its result"
-    assert cat.files_by_inode(7, 101)[0].path == "/v/a.mp4"
-    assert list(cat.hashes_without_fingerprint("other-model")) == [h(1)]
 
 
 def test_same_hash_at_two_paths_is_an_alias_without_new_fingerprint(cat: Catalog) -> None:
     cat.store_result("/v/a.mp4", stat(1), h(1), fingerprint=make_fp(1))
     assert cat.store_result("/v/copy.mp4", stat(2), h(1)) is None
     assert cat.paths_for_hash(h(1)) == ["/v/a.mp4", "/v/copy.mp4"]
-    assert cat.counts().fingerprints == {MODEL: 1}
+    assert cat.model_versions() == {MODEL: 1} and cat.counts().fingerprints == 1
 
 
 def test_move_keeps_hash_delete_keeps_history_purge_removes(cat: Catalog) -> None:
@@ -114,17 +112,55 @@ def test_move_keeps_hash_delete_keeps_history_purge_removes(cat: Catalog) -> Non
     assert cat.content(h(1)) is None and not cat.has_fingerprint(h(1), MODEL)
     changes = list(cat.changes_since(MODEL, seq))
     assert [c.op for c in changes] == ["remove"]
-    assert cat.integrity_check() == []
+    assert integrity_problems(cat.path) == []
 
 
 def test_replacing_a_fingerprint_logs_remove_then_add(cat: Catalog) -> None:
     first = cat.store_result("/v/a.mp4", stat(1), h(1), fingerprint=make_fp(1))
-    second = cat.add_fingerprint(h(1), make_fp(2))
+    second = cat.store_result("/v/a.mp4", stat(1), h(1), fingerprint=make_fp(2))
     assert second > first
     ops = [(c.op, c.fingerprint_id) for c in cat.changes_since(MODEL, 0)]
     assert ops == [("add", first), ("remove", first), ("add", second)]
-    ids = [i for batch, _ in cat.iter_vectors(MODEL) for i in batch]
-    assert ids == [second]
+    seq, batches = cat.snapshot_vectors(MODEL)
+    assert seq == 3 and [i for batch, _ in batches for i in batch] == [second]
+
+
+def test_contents_in_bulk_for_duplicate_groups(cat: Catalog) -> None:
+    info = ContentInfo(100, 5.0, "h264", 320, 240)
+    cat.store_result("/v/a.mp4", stat(1, 100), h(1), info=info, now=10.0)
+    cat.store_result("/v/b.mp4", stat(2, 100), h(1), now=20.0)  # the same bytes again
+    cat.store_result("/w/c.mp4", stat(3, 50), h(2), now=30.0)
+    # More hashes than one IN (...) list takes, most of them unknown.
+    many = [h(i) for i in range(1, 1200)]
+    assert cat.paths_for_hashes(many) == {h(1): ["/v/a.mp4", "/v/b.mp4"], h(2): ["/w/c.mp4"]}
+    assert cat.sizes_and_path_counts(many) == {h(1): (100, 2), h(2): (50, 1)}
+    got = cat.contents(many)
+    assert sorted(got) == sorted([h(1), h(2)])
+    assert (got[h(1)].size, got[h(1)].duration, got[h(1)].width) == (100, 5.0, 320)
+    assert cat.aliased_contents() == [h(1)]
+    assert cat.aliased_contents(since=15.0) == [h(1)], "b.mp4 came at 20"
+    assert cat.aliased_contents(since=25.0) == []
+    assert cat.aliased_contents(path_prefix="/v") == [h(1)]
+    assert cat.aliased_contents(path_prefix="/w") == []
+
+
+def test_counts_leave_rejected_pairs_out_and_see_their_own_transaction(cat: Catalog) -> None:
+    cat.store_result("/a", stat(1), h(1), fingerprint=make_fp(1))
+    cat.store_result("/b", stat(2), h(2), fingerprint=make_fp(2, model="other"))
+    cat.add_duplicate(h(1), h(2), 0.9, "near")
+    cat.enqueue("/c", "created")
+    cat.outbox_enqueue({"a": 1}, ["log", "webhook"])
+    counts = cat.counts()
+    assert (counts.files, counts.contents, counts.fingerprints, counts.duplicates) == (2, 2, 2, 1)
+    assert (counts.jobs_queued, counts.jobs_failed, counts.outbox_pending) == (1, 0, 2)
+    cat.set_verdict(h(1), h(2), "not_duplicate")
+    with cat.transaction():
+        cat.store_result("/c", stat(3), h(3))
+        assert cat.counts().files == 3, "inside a transaction: its own writes"
+        assert (cat.counts().duplicates, cat.counts().jobs_queued) == (0, 0)
+    cat.close()
+    with pytest.raises(CatalogError, match="closed"):
+        cat.counts()
 
 
 def test_jobs_new_before_backlog_and_leased_once(cat: Catalog) -> None:
@@ -154,20 +190,62 @@ def test_fail_job_backs_off_then_fails_with_reason(tmp_path: Path) -> None:
         cat.enqueue("/v/bad.mp4", "changed", now=0.0)
         job = cat.claim_jobs(1, now=0.0)[0]
         job = cat.fail_job(job, "Truncated: moov atom not found", content_hash=h(1), now=0.0)
-        assert (job.state, job.attempts, job.next_try) == (JOB_QUEUED, 1, 10.0)
+        assert (job.state, job.attempts, job.next_try) == (JobState.QUEUED, 1, 10.0)
         assert cat.claim_jobs(1, now=5.0) == [], "not due before the back-off"
         job = cat.fail_job(cat.claim_jobs(1, now=10.0)[0], "again", now=10.0)
         assert job.next_try == 25.0, "back-off doubles, capped at backoff_max_s"
         job = cat.fail_job(cat.claim_jobs(1, now=25.0)[0], "Truncated: final", now=25.0)
-        assert (job.state, job.attempts, job.last_error) == (JOB_FAILED, 3, "Truncated: final")
+        assert (job.state, job.attempts, job.last_error) == (JobState.FAILED, 3, "Truncated: final")
         assert cat.claim_jobs(1, now=1e9) == []
-        assert [j.path for j in cat.iter_jobs(JOB_FAILED)] == ["/v/bad.mp4"]
+        assert [j.path for j in cat.iter_jobs(JobState.FAILED)] == ["/v/bad.mp4"]
         assert cat.file_by_path("/v/bad.mp4").state == "failed"
         assert cat.content(h(1)).decode_failures == 1
         assert cat.counts().jobs_failed == 1
         cat.enqueue("/v/bad.mp4", "changed", now=30.0)
         again = cat.job("/v/bad.mp4")
-        assert (again.state, again.attempts) == (JOB_QUEUED, 0), "a changed file gets new tries"
+        assert (again.state, again.attempts) == (JobState.QUEUED, 0), \
+            "a changed file gets new tries"
+
+
+def test_a_permanent_failure_uses_up_the_tries_in_one_call(tmp_path: Path) -> None:
+    policy = RetryPolicy(max_attempts=3, backoff_s=10.0)
+    with Catalog(tmp_path / "c.db", jobs=policy) as cat:
+        cat.store_result("/v/text.mp4", stat(1), h(1))
+        cat.enqueue("/v/text.mp4", "changed", now=0.0)
+        cat.enqueue("/v/flaky.mp4", "created", now=0.0)
+        flaky, text = sorted(cat.claim_jobs(2, now=0.0), key=lambda j: j.path)
+        failed = cat.fail_job(text, "not a video", content_hash=h(1), now=0.0, permanent=True)
+        assert (failed.state, failed.attempts, failed.last_error) == (
+            JobState.FAILED, 3, "not a video")
+        assert cat.file_by_path("/v/text.mp4").state == "failed"
+        assert cat.content(h(1)).decode_failures == 1, "one failure, not one per used-up try"
+        retried = cat.fail_job(flaky, "timeout", now=0.0)
+        assert (retried.state, retried.attempts) == (JobState.QUEUED, 1), "not permanent: retried"
+        # A later permanent reason ends the tries left, whatever was counted before.
+        retried = cat.fail_job(retried, "not a video", now=20.0, permanent=True)
+        assert (retried.state, retried.attempts) == (JobState.FAILED, 3)
+        assert {j.path for j in cat.iter_jobs(JobState.FAILED)} == {"/v/flaky.mp4", "/v/text.mp4"}
+
+
+def test_next_job_due_is_the_earliest_claimable_queued_job(cat: Catalog) -> None:
+    assert cat.next_job_due() is None, "an empty queue: nothing to wake up for"
+    cat.enqueue("/v/a.mp4", "created", now=50.0)
+    cat.enqueue("/v/b.mp4", "created", PRIORITY_BACKLOG, now=40.0)
+    assert cat.next_job_due() == 40.0, "the earliest, whatever its priority"
+    leased = cat.claim_jobs(2, now=45.0)
+    assert [j.path for j in leased] == ["/v/b.mp4"]
+    # The leased job cannot be claimed before its lease ends: a.mp4 is next.
+    assert cat.next_job_due() == 50.0
+    cat.fail_job(cat.claim_jobs(1, now=60.0)[0], "timeout", now=60.0)
+    cat.release_job(leased[0])
+    assert cat.next_job_due() == 40.0
+    retry = cat.job("/v/a.mp4").next_try
+    assert retry == 60.0 + cat.job_policy.backoff_s
+    cat.complete_job(leased[0])
+    assert cat.next_job_due() == retry, "a retry waiting for its back-off"
+    failed = cat.fail_job(cat.claim_jobs(1, now=retry)[0], "bad", now=retry, permanent=True)
+    assert failed.state == JobState.FAILED
+    assert cat.next_job_due() is None, "failed jobs are never due"
 
 
 def test_job_re_enqueued_while_processing_is_not_dropped(cat: Catalog) -> None:
@@ -205,7 +283,8 @@ def test_duplicates_ordered_refreshed_filtered_and_verdict_survives_rename(cat: 
     assert cat.duplicate(h(2), h(1)).verdict == "not_duplicate"
     assert {x.kind for x in cat.duplicates()} == {"exact", "partial"}, "rejected pairs hidden"
     assert len(list(cat.duplicates(include_rejected=True))) == 3
-    assert [v.verdict for v in cat.verdicts()] == ["not_duplicate"]
+    assert [d.verdict for d in cat.duplicates(include_rejected=True) if d.verdict] == [
+        "not_duplicate"]
     assert not cat.set_verdict(h(1), h(4), "confirmed")
     with pytest.raises(ValueError, match="kind"):
         cat.add_duplicate(h(1), h(4), 0.5, "similar")
@@ -244,6 +323,38 @@ def test_outbox_per_sink_delivery_with_backoff_and_give_up(tmp_path: Path) -> No
         assert cat.outbox_fail(oid, "webhook", "still refused", now=6.0)
         assert cat.outbox_claim("webhook", now=1e9) == []
         assert cat.outbox_prune(older_than=100.0) == 1
+
+
+def test_outbox_next_due_per_sink_and_prune_keeps_what_is_pending(tmp_path: Path) -> None:
+    policy = RetryPolicy(max_attempts=3, backoff_s=5.0)
+    with Catalog(tmp_path / "c.db", deliveries=policy) as cat:
+        assert cat.outbox_next_due("log") is None
+        old = cat.outbox_enqueue({"a": 1}, ["log", "webhook"], now=10.0)
+        new = cat.outbox_enqueue({"a": 2}, ["log"], now=20.0)
+        assert (cat.outbox_next_due("log"), cat.outbox_next_due("webhook")) == (10.0, 10.0)
+        assert cat.outbox_next_due("exec") is None, "no event for that sink"
+        cat.outbox_ack(old, "log", now=21.0)
+        assert cat.outbox_next_due("log") == 20.0
+        cat.outbox_ack(new, "log", now=21.0)
+        assert cat.outbox_next_due("log") is None
+        assert not cat.outbox_fail(old, "webhook", "refused", now=30.0)
+        assert cat.outbox_next_due("webhook") == 30.0 + policy.delay(1), "the retry's time"
+        # Both events are old enough; `old` still waits for its webhook delivery.
+        assert cat.outbox_prune(older_than=1000.0) == 1
+        assert cat.outbox_next_due("webhook") == 35.0
+        assert [i.id for i in cat.outbox_claim("webhook", now=1e9)] == [old]
+        assert cat.outbox_prune(older_than=15.0) == 0, "pending: never pruned, however old"
+        assert cat.outbox_fail(old, "webhook", "refused", now=40.0) is False
+        assert cat.outbox_fail(old, "webhook", "refused", now=50.0), "given up"
+        assert cat.outbox_next_due("webhook") is None
+        assert cat.outbox_prune(older_than=5.0) == 0, "given up, but not older than the cut"
+        assert cat.outbox_prune(older_than=15.0) == 1
+        assert integrity_problems(cat.path) == []
+        conn = sqlite3.connect(f"file:{cat.path}?mode=ro", uri=True)
+        try:  # the deliveries went with their events
+            assert conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0] == 0
+        finally:
+            conn.close()
 
 
 def test_reader_snapshot_never_blocks_the_writer(cat: Catalog) -> None:
@@ -333,8 +444,8 @@ def test_migrates_from_every_earlier_version(tmp_path: Path, version: int) -> No
         fillers[version](conn)
     conn.close()
     with Catalog(path) as cat:
-        assert cat.schema_version() == SCHEMA_VERSION == len(MIGRATIONS)
-        assert cat.integrity_check() == []
+        assert schema_version(cat.path) == SCHEMA_VERSION == len(MIGRATIONS)
+        assert integrity_problems(cat.path) == []
         if version >= 1:
             assert cat.file_by_path("/v/a.mp4").hash == h(1)
             stored = cat.fingerprint(h(1), MODEL)
@@ -353,7 +464,7 @@ def test_migrates_from_every_earlier_version(tmp_path: Path, version: int) -> No
             assert queued.path == "/v/queued.mp4"
             if version >= 3:
                 assert (queued.priority, queued.generation) == (0, 2)
-                (failed,) = cat.iter_jobs(JOB_FAILED)
+                (failed,) = cat.iter_jobs(JobState.FAILED)
                 assert (failed.path, failed.attempts, failed.last_error) == (
                     "/v/sub/ünï.mp4", 3, "truncated: x")
         # The migrated catalog is fully usable.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from vfpd import media, scan
-from vfpd.catalog import JOB_FAILED, Catalog, path_key, path_text
+from vfpd.catalog import Catalog, JobState, path_key, path_text
 from vfpd.hashing import FileStat, hash_and_stat
 from vfpd.media import MediaError, SampledVideo
 
@@ -94,7 +94,7 @@ def test_jobs_with_undecodable_names(tmp_path: Path, weird_dir: Path) -> None:
                            now=job.next_try)
         job = cat.fail_job(cat.claim_jobs(5, now=job.next_try)[0], "truncated: again",
                            now=job.next_try)
-        assert [j.path for j in cat.iter_jobs(JOB_FAILED)] == [p]
+        assert [j.path for j in cat.iter_jobs(JobState.FAILED)] == [p]
 
 
 def test_a_text_path_is_refused_by_the_schema(tmp_path: Path) -> None:

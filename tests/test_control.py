@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from control_helpers import Library, lib  # noqa: F401 - lib is a fixture
 
-from vfpd.catalog import JOB_FAILED
+from vfpd.catalog import JobState
 from vfpd.client import Client, ControlError, DaemonNotRunning, encode
 from vfpd.hashing import FileStat
 from vfpd.service.control import ControlLimits, ControlServer, ControlSocketError
@@ -193,7 +193,7 @@ def test_failures_and_retry(server: ControlServer, lib: Library) -> None:
         assert c.call("retry", {"path": str(bad)}) == {"path": str(bad), "queued": True}
         assert c.collect("failures") == []
     job = lib.catalog.job(str(bad))
-    assert job is not None and job.state != JOB_FAILED
+    assert job is not None and job.state != JobState.FAILED
 
 
 def test_ignore_and_confirm_store_verdicts_by_hash(server: ControlServer, lib: Library) -> None:
@@ -212,8 +212,8 @@ def test_ignore_and_confirm_store_verdicts_by_hash(server: ControlServer, lib: L
         with pytest.raises(ControlError) as e:
             c.call("ignore", {"a": a, "b": a})
         assert e.value.code == "bad-args"
-    verdicts = list(lib.catalog.verdicts())
-    assert [v.verdict for v in verdicts] == ["confirmed"]
+    verdicts = [d.verdict for d in lib.catalog.duplicates(include_rejected=True) if d.verdict]
+    assert verdicts == ["confirmed"]
 
 
 # -- protocol errors ----------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from media_factory import encode, make_video, read_frames, sample_clip
-from test_daemon import WEIGHTS, Daemon, NotifyListener, WebhookServer, wait_until
+from harness.daemon import WEIGHTS, Daemon, NotifyListener, WebhookServer, wait_until
 from vfpd import config
 from vfpd.client import Client
 from vfpd.model.embed import DEFAULT_WEIGHTS, weights_version

@@ -11,13 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
+from harness.daemon import WEIGHTS, Daemon, NotifyListener, WebhookServer, wait_until
 from media_factory import encode, moving_scene, read_frames, sample_clip
 from scan_media import pan_frames, resize
-from test_daemon import Daemon, NotifyListener, WebhookServer, wait_until
+
 from vfpd.client import Client
 from vfpd.frame_index import FrameIndex
 from vfpd.hashing import hash_file
+from vfpd.model.center import center_of
+from vfpd.model.embed import DEFAULT_WEIGHTS
+from vfpd.model.network import load_blob
 
 FPS = 10.0  # the sampler takes one frame a second: 10 fps keeps the files small and quick
 WIDTH, HEIGHT = 192, 144
@@ -137,7 +140,8 @@ def test_corrupt_frame_index_is_rebuilt_in_the_background_and_used(daemon: Daemo
     path = daemon.state / "frames.faiss"
     with daemon.catalog() as cat:
         model = next(iter(cat.model_versions()))
-    assert len(FrameIndex.load(path, model)) == 7  # saved at the stop
+    background = center_of(load_blob(Path(WEIGHTS) if WEIGHTS else DEFAULT_WEIGHTS))
+    assert len(FrameIndex.load(path, model, background)) == 7  # saved at the stop
     data = bytearray(path.read_bytes())
     data[-10] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -160,4 +164,4 @@ def test_corrupt_frame_index_is_rebuilt_in_the_background_and_used(daemon: Daemo
                            for e in daemon.hook.for_path(root / "clip2.mp4")),
                what=lambda: "clip2's event naming the long video; the log ends:\n"
                + daemon.text()[-4000:])
-    assert FrameIndex.load(path, model) is not None  # the rebuild was saved
+    assert FrameIndex.load(path, model, background) is not None  # the rebuild was saved

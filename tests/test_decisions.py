@@ -24,7 +24,8 @@ def _files(tmp_path: Path, **contents: bytes) -> dict[str, Path]:
 
 
 def _doc(*groups: list[tuple[Path, str]], not_duplicate: list[dict] | None = None) -> dict:
-    return {"format": "vfpd-decisions", "version": 1, "groups": [
+    roots = sorted({str(p.parent) for g in groups for p, _ in g})
+    return {"format": "vfpd-decisions", "version": 1, "roots": roots, "groups": [
         {"id": f"g{n}", "tier": "duplicate",
          "members": [{"path": str(p), "hash": hashing.hash_file(p), "size": p.stat().st_size,
                       "decision": d} for p, d in g],
@@ -83,11 +84,14 @@ def test_reference_folders_and_contradictions_are_left_alone(tmp_path: Path) -> 
 @pytest.mark.parametrize("doc, message", [
     ({"format": "something-else", "version": 1, "groups": []}, "not a vfpd decisions file"),
     ({"format": "vfpd-decisions", "version": 2, "groups": []}, "version 2 is not supported"),
-    ({"format": "vfpd-decisions", "version": 1, "groups": [{"members": [
+    ({"format": "vfpd-decisions", "version": 1, "groups": []}, "missing 'roots'"),
+    ({"format": "vfpd-decisions", "version": 1, "roots": ["relative"], "groups": []},
+     "absolute paths"),
+    ({"format": "vfpd-decisions", "version": 1, "roots": ["/"], "groups": [{"members": [
         {"path": "/x", "hash": "h", "size": 1, "decision": "shred"}]}]}, "is not one of"),
-    ({"format": "vfpd-decisions", "version": 1, "groups": [{"members": [
+    ({"format": "vfpd-decisions", "version": 1, "roots": ["/"], "groups": [{"members": [
         {"path": "/x", "size": 1, "decision": "keep"}]}]}, "missing 'hash'"),
-    ({"format": "vfpd-decisions", "version": 1, "groups": [{"members": [
+    ({"format": "vfpd-decisions", "version": 1, "roots": ["/"], "groups": [{"members": [
         {"path": "/x", "hash": "h", "size": True, "decision": "keep"}]}]}, "wrong type"),
 ])
 def test_damaged_decision_files_are_refused(doc: dict, message: str) -> None:
@@ -149,8 +153,13 @@ def test_keep_best_follows_the_quality_order_and_says_why() -> None:
 def test_plan_never_touches_reference_files_and_keeps_one_of_them() -> None:
     ref = actions.FileFacts("/lib/ref/a.mp4", 10, 1, 320, 240, "h")
     big = actions.FileFacts("/lib/new/b.mp4", 99, 2, 1920, 1080, "h")
-    steps = actions.plan([[ref, big]], actions.ActionSpec(actions.TRASH), "best", ["/lib/ref"])
+    direct = {frozenset((ref.path, big.path))}
+    steps = actions.plan([[ref, big]], actions.ActionSpec(actions.TRASH), "best", direct,
+                         ["/lib/ref"])
     assert [(s.path, s.keep, s.skip) for s in steps] == [("/lib/new/b.mp4", "/lib/ref/a.mp4", None)]
+    # Without the reference folder the best copy is kept and the reference one would go.
+    steps = actions.plan([[ref, big]], actions.ActionSpec(actions.TRASH), "best", direct)
+    assert [(s.path, s.skip) for s in steps] == [("/lib/ref/a.mp4", None)]
     assert not actions.in_reference("/lib/reference/x.mp4", ["/lib/ref"])
 
 

@@ -114,7 +114,7 @@ def test_clip_of_a_long_video_finds_it(settings: FrameIndexSettings) -> None:
     rng = np.random.default_rng(2)
     others = library(50, 50, seed=3)
     long = footage(rng, 400)  # longer than the per-video cap: only every ~6th frame is stored
-    index = FrameIndex(MODEL, settings, center=BACKGROUND, center_videos=51)
+    index = FrameIndex(MODEL, settings, center=BACKGROUND)
     index.add((i, fp) for i, fp in enumerate(others))
     index.add([(500, fingerprint(long, rng))])
     assert index.kind == (FLAT if settings.flat_max_frames > 10_000 else IVFPQ)
@@ -135,7 +135,7 @@ def test_thirty_seconds_cut_from_a_forty_minute_video_finds_it() -> None:
     long = Fingerprint(vector=unit(rng.standard_normal(VECTOR_DIM)),
                        frame_features=seconds[::8], timestamps=np.arange(0, 2400, 8.0),
                        informative=np.ones(300, bool), duration=2400.0, model_version=MODEL)
-    index = FrameIndex(MODEL, center=BACKGROUND, center_videos=41)
+    index = FrameIndex(MODEL, center=BACKGROUND)
     index.add((i, fp) for i, fp in enumerate(library(40, 60, seed=15)))
     index.add([(500, long)])
     assert 150 <= index.frames - stored_frames(library(40, 60, seed=15)) <= 160
@@ -148,7 +148,7 @@ def test_thirty_seconds_cut_from_a_forty_minute_video_finds_it() -> None:
 
 def test_add_is_idempotent_and_remove_drops_every_frame() -> None:
     fps = library(5, 10, seed=4)
-    index = FrameIndex(MODEL, center=BACKGROUND, center_videos=5)
+    index = FrameIndex(MODEL, center=BACKGROUND)
     assert index.add(enumerate(fps)) == 5
     assert index.add(enumerate(fps)) == 0
     assert index.frames == 50
@@ -163,7 +163,7 @@ def test_add_is_idempotent_and_remove_drops_every_frame() -> None:
 
 def test_growing_past_the_flat_limit_switches_to_ivfpq_and_keeps_everything(caplog) -> None:
     fps = library(40, 60, seed=5)
-    index = FrameIndex(MODEL, SMALL_IVF, center=BACKGROUND, center_videos=40)
+    index = FrameIndex(MODEL, SMALL_IVF, center=BACKGROUND)
     with caplog.at_level(logging.INFO, logger="vfpd.frame_index"):
         for i, fp in enumerate(fps):
             index.add([(i, fp)])
@@ -186,25 +186,25 @@ def fill(cat: Catalog, fps: list[Fingerprint], start: int = 0) -> list[int]:
 @pytest.mark.parametrize("settings", [FrameIndexSettings(), SMALL_IVF], ids=[FLAT, IVFPQ])
 def test_save_load_round_trip(tmp_path: Path, settings: FrameIndexSettings) -> None:
     fps = library(40, 60, seed=6)
-    index = FrameIndex(MODEL, settings, center=BACKGROUND, center_videos=40)
+    index = FrameIndex(MODEL, settings, center=BACKGROUND)
     index.add(enumerate(fps))
     index.covered_seq = 123
     index.save(tmp_path / "frames.faiss")
-    back = FrameIndex.load(tmp_path / "frames.faiss", MODEL, settings)
-    assert back.kind == index.kind and back.covered_seq == 123 and back.center_videos == 40
+    back = FrameIndex.load(tmp_path / "frames.faiss", MODEL, BACKGROUND, settings)
+    assert back.kind == index.kind and back.covered_seq == 123
     assert back.owners().tolist() == index.owners().tolist()
     assert back.stored_ids().tolist() == index.stored_ids().tolist()
     np.testing.assert_array_equal(back.center, index.center)
     for fp in fps[:5]:
         assert back.candidates(fp) == index.candidates(fp)
     with pytest.raises(IndexLoadError, match="made for model"):
-        FrameIndex.load(tmp_path / "frames.faiss", "base-2", settings)
+        FrameIndex.load(tmp_path / "frames.faiss", "base-2", BACKGROUND, settings)
 
 
 def test_catalog_catch_up_follows_adds_and_removals(tmp_path: Path) -> None:
     with Catalog(tmp_path / "c.db") as cat:
         fids = fill(cat, library(6, 10, seed=7))
-        index = open_frame_index(cat, MODEL, tmp_path / "frames.faiss")
+        index = open_frame_index(cat, MODEL, BACKGROUND, tmp_path / "frames.faiss")
         assert index.owners().tolist() == sorted(fids)
         assert index.covered_seq == cat.sequence()
         more = fill(cat, library(3, 10, seed=8), start=100)
@@ -216,30 +216,17 @@ def test_catalog_catch_up_follows_adds_and_removals(tmp_path: Path) -> None:
         index.save(tmp_path / "frames.faiss")
         # Loaded and caught up: changes made after the save are applied at the next start.
         later = fill(cat, library(2, 10, seed=9), start=200)
-        again = open_frame_index(cat, MODEL, tmp_path / "frames.faiss")
+        again = open_frame_index(cat, MODEL, BACKGROUND, tmp_path / "frames.faiss")
         assert again.owners().tolist() == sorted(fids[1:] + more + later)
 
 
-def test_background_is_re_estimated_while_the_library_is_small(tmp_path: Path) -> None:
-    s = FrameIndexSettings(center_sample=4)
-    with Catalog(tmp_path / "c.db") as cat:
-        index = open_frame_index(cat, MODEL, tmp_path / "frames.faiss", s)
-        assert index.center is None and len(index) == 0
-        for i, fp in enumerate(library(5, 10, seed=10)):
-            fill(cat, [fp], start=i)
-            index.catch_up(cat)
-            assert len(index) == i + 1
-        # Re-centred at 2 and 4 videos, then frozen on a 4-video sample.
-        assert index.center_videos == 4 and index.center is not None
-
-
 @pytest.mark.parametrize("damage", ["missing", "garbage", "truncated", "flipped", "other-model",
-                                    "video-index", "ahead"])
+                                    "other-background", "video-index", "ahead"])
 def test_unusable_file_is_rebuilt_from_the_catalog(tmp_path: Path, damage: str, caplog) -> None:
     path = tmp_path / "frames.faiss"
     with Catalog(tmp_path / "c.db") as cat:
         fids = fill(cat, library(8, 10, seed=11))
-        good = open_frame_index(cat, MODEL, path)
+        good = open_frame_index(cat, MODEL, BACKGROUND, path)
         if damage == "missing":
             path.unlink()
         elif damage == "garbage":
@@ -252,13 +239,18 @@ def test_unusable_file_is_rebuilt_from_the_catalog(tmp_path: Path, damage: str, 
             path.write_bytes(bytes(data))
         elif damage == "other-model":
             FrameIndex("base-0", center=BACKGROUND).save(path)
+        elif damage == "other-background":  # frames centred on another model background
+            other = FrameIndex(MODEL, center=unit(BACKGROUND + 0.1))
+            other.add((fid, cat.fingerprints_by_ids([fid])[fid].fingerprint) for fid in fids)
+            other.covered_seq = cat.sequence()
+            other.save(path)
         elif damage == "video-index":
             VectorIndex(MODEL).save(path)
         else:
             good.covered_seq = cat.sequence() + 10
             good.save(path)
         with caplog.at_level(logging.WARNING, logger="vfpd.frame_index"):
-            index = open_frame_index(cat, MODEL, path)
+            index = open_frame_index(cat, MODEL, BACKGROUND, path)
         assert "rebuilding frame index from catalog" in caplog.text
         assert index.owners().tolist() == sorted(fids)
         assert index.covered_seq == cat.sequence()
@@ -266,7 +258,7 @@ def test_unusable_file_is_rebuilt_from_the_catalog(tmp_path: Path, damage: str, 
         for fid in fids[:3]:
             assert index.candidates(stored[fid].fingerprint)[0][0] == fid
         # The rebuilt file was saved and now loads as it is.
-        assert FrameIndex.load(path, MODEL).owners().tolist() == sorted(fids)
+        assert FrameIndex.load(path, MODEL, BACKGROUND).owners().tolist() == sorted(fids)
 
 
 def test_a_build_can_be_cancelled(tmp_path: Path) -> None:
@@ -279,20 +271,31 @@ def test_a_build_can_be_cancelled(tmp_path: Path) -> None:
             return True
 
         with pytest.raises(BuildCancelled):
-            FrameIndex.from_catalog(cat, MODEL, should_stop=stop)
+            FrameIndex.from_catalog(cat, MODEL, BACKGROUND, should_stop=stop)
         assert asked
-        assert len(FrameIndex.from_catalog(cat, MODEL, should_stop=lambda: False)) == 300
+        assert len(FrameIndex.from_catalog(cat, MODEL, BACKGROUND, should_stop=lambda: False)) == 300
 
 
-def test_videos_without_informative_frames_do_not_trigger_rebuilds(tmp_path: Path, caplog) -> None:
+def test_videos_without_informative_frames_store_nothing(tmp_path: Path) -> None:
     rng = np.random.default_rng(13)
     black = [fingerprint(footage(rng, 5), rng, informative=np.zeros(5, bool)) for _ in range(9)]
     with Catalog(tmp_path / "c.db") as cat:
-        index = open_frame_index(cat, MODEL, tmp_path / "frames.faiss")
-        with caplog.at_level(logging.INFO, logger="vfpd.frame_index"):
-            for i, fp in enumerate(black):
-                fill(cat, [fp], start=i)
-                index.catch_up(cat)
-        assert len(index) == 9 and index.frames == 0 and index.center is None
-        # Re-estimated at 2, 4 and 8 videos (doubling), not after every one.
-        assert caplog.text.count("built from catalog") == 3
+        index = open_frame_index(cat, MODEL, BACKGROUND, tmp_path / "frames.faiss")
+        for i, fp in enumerate(black):
+            fill(cat, [fp], start=i)
+            index.catch_up(cat)
+        assert len(index) == 9 and index.frames == 0
+        assert index.candidates(black[0]) == []
+
+
+def test_shared_counts_the_videos_holding_each_frame() -> None:
+    """Recurring content (an intro in many videos) is what the library's weights lower: each
+    frame of a new video counts the stored videos that hold the same picture."""
+    rng = np.random.default_rng(16)
+    intro = footage(rng, 4)
+    index = FrameIndex(MODEL, center=BACKGROUND)
+    for i in range(6):
+        index.add([(i, fingerprint(np.concatenate([intro, footage(rng, 8)]), rng))])
+    new = fingerprint(np.concatenate([intro, footage(rng, 8)]), rng)
+    counts = index.lookup(new).shared(len(new.timestamps), 0.6)
+    assert counts[:4].min() >= 5 and counts[4:].max() == 0

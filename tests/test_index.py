@@ -155,7 +155,7 @@ def fill(cat: Catalog, start: int, n: int, model: str = MODEL) -> dict[int, np.n
 
 
 def assert_matches_catalog(index: VectorIndex, cat: Catalog, model: str = MODEL) -> None:
-    stored = {int(i): v for ids, vs in cat.iter_vectors(model) for i, v in zip(ids, vs)}
+    stored = {int(i): v for ids, vs in cat.snapshot_vectors(model)[1] for i, v in zip(ids, vs)}
     assert index.ids().tolist() == sorted(stored)
     for fid, vec in list(stored.items())[:5]:
         _, ids = index.search(vec, 1)

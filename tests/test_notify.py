@@ -14,12 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from catalog_checks import outbox_ids
 from vfpd.catalog import Catalog
 from vfpd.config import NotifyConfig, WebhookConfig
+from vfpd.events import DuplicateEvent, FileRef
 from vfpd.service.notify import (
+    OUTBOX_RETENTION_S,
     SINK_DESKTOP,
     SINK_EXEC,
     SINK_LOG,
+    SINK_WEBHOOK,
     Notifier,
     deliver_desktop,
     delivery_policy,
@@ -28,11 +32,8 @@ from vfpd.service.notify import (
     log_line,
 )
 
-EVENT = {
-    "event": "duplicate", "kind": "near", "score": 0.912,
-    "new": {"path": "/v/new copy.mp4", "hash": "b" * 64},
-    "existing": [{"path": "/v/orig.mp4", "hash": "a" * 64}],
-}
+EVENT = DuplicateEvent.make("near", 0.912, FileRef("/v/new copy.mp4", "b" * 64, 3811245, 30.0),
+                            [FileRef("/v/orig.mp4", "a" * 64)], ()).to_json()
 
 
 class Hook(http.server.BaseHTTPRequestHandler):
@@ -135,7 +136,8 @@ def test_every_sink_delivers_once(catalog, hook, tmp_path, caplog) -> None:
         wait_for(lambda: catalog.counts().outbox_pending == 0)
     finally:
         notifier.stop()
-    assert handler.received == [{"version": 1, "id": oid, **EVENT}]
+    assert oid >= 1
+    assert handler.received == [{"version": 2, **EVENT}]  # the event's own random id
     assert (tmp_path / "exec.txt").read_text() == (
         "near 0.9120 /v/new copy.mp4|/v/orig.mp4|arg with space; $(not a shell)\n")
     assert "new copy.mp4 duplicates orig.mp4: near, 91%" in (tmp_path / "desktop.txt").read_text()
@@ -187,3 +189,47 @@ def test_failing_exec_hook_is_retried_then_given_up(catalog, tmp_path, caplog) -
     assert catalog.counts().outbox_pending == 0
     assert counter.read_text().count("x") == 3  # the first try and 2 retries
     assert any("exited with 3: broken" in r.getMessage() for r in caplog.records)
+
+
+def test_announced_events_are_pruned_after_the_retention_pending_ones_never(catalog,
+                                                                            caplog) -> None:
+    notifier = Notifier(catalog, NotifyConfig(desktop=False), {})
+    assert notifier.sinks() == [SINK_LOG]
+    old = time.time() - OUTBOX_RETENTION_S - 60
+    announced_old = catalog.outbox_enqueue(EVENT, [SINK_LOG], now=old)
+    # Its webhook delivery waits for a sink that is not configured now (it may be again).
+    pending_old = catalog.outbox_enqueue(EVENT, [SINK_LOG, SINK_WEBHOOK], now=old)
+    announced_recent = catalog.outbox_enqueue(EVENT, [SINK_LOG])
+    caplog.set_level(logging.INFO, logger="vfpd.notify")
+    notifier.start()
+    notifier.wake()
+    try:
+        wait_for(lambda: announced_old not in outbox_ids(catalog.path))
+    finally:
+        notifier.stop()
+    assert catalog.outbox_next_due(SINK_LOG) is None, "all three were announced"
+    assert outbox_ids(catalog.path) == {pending_old, announced_recent}
+    assert catalog.outbox_next_due(SINK_WEBHOOK) is not None
+    assert "pruned 1 announced events older than 7 days from the outbox" in caplog.text
+
+
+def test_a_retry_left_by_an_earlier_run_is_made_when_due(catalog, tmp_path) -> None:
+    out = tmp_path / "exec.txt"
+    script = tmp_path / "hook.sh"
+    script.write_text(f"#!/bin/sh\necho \"$VFPD_KIND\" >> {out}\n")
+    script.chmod(0o755)
+    notifier = Notifier(catalog, NotifyConfig(log=False, desktop=False, exec=(str(script),)), {})
+    oid = catalog.outbox_enqueue(EVENT, notifier.sinks())
+    # The previous daemon marked it, failed, and put it back for a retry; then it stopped.
+    catalog.outbox_ack(oid, SINK_EXEC)
+    assert not catalog.outbox_fail(oid, SINK_EXEC, "exited with 1")
+    due = catalog.outbox_next_due(SINK_EXEC)
+    assert due is not None and due > time.time() - 1
+    notifier.start()  # no wake(): nothing new was committed, the retry's time alone wakes it
+    try:
+        wait_for(lambda: out.exists())
+    finally:
+        notifier.stop()
+    assert time.time() >= due
+    assert out.read_text() == "near\n"
+    assert catalog.outbox_next_due(SINK_EXEC) is None

@@ -13,29 +13,36 @@ import pytest
 
 from media_factory import encode, make_video, read_frames, sample_clip
 from vfpd.catalog import (
-    JOB_FAILED,
     PRIORITY_BACKLOG,
     PRIORITY_NEW,
     UNTAGGED_SAMPLING,
     Catalog,
+    JobState,
     RetryPolicy,
     encode_frames,
     frames_sampling,
     sampling_tag,
 )
 from vfpd import media
-from vfpd.config import WatchConfig
+from vfpd.chain import PoolDecoder
+from vfpd.config import (
+    Config,
+    ControlConfig,
+    DecodeConfig,
+    ModelConfig,
+    NotifyConfig,
+    StorageConfig,
+    WatchConfig,
+)
 from vfpd.hashing import FileStat, hash_file
-from vfpd.index import VectorIndex
 from vfpd.matching import DEFAULT_THRESHOLD
-from vfpd.service.daemon import PoolDecoder
 from vfpd.media import SamplingSettings
 from vfpd.presets import ACCURATE, FAST, Preset
-from vfpd.service.pipeline import REASON_MODEL, Pipeline, PipelineSettings, Reconciled, reconcile
+from vfpd.service.intake import REASON_MODEL, Reconciled, reconcile
 from vfpd.service.watcher import Filter
+from vfpd.service.wiring import Parts, wire
 from vfpd.workers import PoolSettings
 
-SINKS = ["log"]
 
 
 @pytest.fixture(scope="module")
@@ -70,19 +77,18 @@ class Env:
         self.root = root
         self.catalog = Catalog(state / "catalog.db",
                                jobs=RetryPolicy(max_attempts=max_attempts, backoff_s=0.1))
-        self.index = VectorIndex(embedder.model_version)
         self.decoder = PoolDecoder(PoolSettings(workers=1, timeout=timeout, per_video_second=0,
                                                 sampling=preset.sampling))
-        self.events = 0
-        self.pipeline = Pipeline(
-            self.catalog, self.index, state / "index.faiss", embedder, self.decoder,
-            PipelineSettings(batch_size=4, threshold=preset.threshold, candidates=50,
-                             idle_unload_seconds=300, match=preset.match,
-                             sampling=preset.sampling), lambda: SINKS, self._event)
+        # The daemon's own wiring (vfpd/service/wiring.py) with the log sink only.
+        cfg = Config(StorageConfig(state, state), ControlConfig(state / "vfpd.sock"),
+                     watch=WatchConfig(paths=(root,)), notify=NotifyConfig(desktop=False),
+                     model=ModelConfig(batch_size=4, idle_unload_seconds=300,
+                                       preset=preset.name),
+                     decode=DecodeConfig(workers=1))
+        wired = wire(cfg, self.catalog, Parts(embedder, self.decoder, self.decoder.close), {})
+        self.library, self.pipeline = wired.library, wired.pipeline
+        self.index = self.library.index
         self.pipeline.start()
-
-    def _event(self) -> None:
-        self.events += 1
 
     def background(self, clips: dict) -> None:
         for i, src in enumerate(clips["bg"]):
@@ -194,7 +200,7 @@ def test_bad_files_fail_once_with_their_reason(env: Env, clips) -> None:
     env.queue(cut)
     env.queue(env.root / "vanished.mp4")  # deleted before it was processed: just dropped
     env.drain()
-    failed = {Path(j.path).name: j for j in env.catalog.iter_jobs(JOB_FAILED)}
+    failed = {Path(j.path).name: j for j in env.catalog.iter_jobs(JobState.FAILED)}
     assert set(failed) == {"notes.mp4", "cut.mp4"}
     assert failed["notes.mp4"].last_error.startswith("not-a-video:")
     assert failed["cut.mp4"].last_error.startswith("truncated:")
@@ -211,7 +217,7 @@ def test_decode_timeout_is_retried_then_failed(tmp_path: Path, embedder, clips) 
         # Each try kills the worker and starts a new one (a Python process: about a second, many
         # on a loaded machine); the deadline only has to catch a pipeline that stopped retrying.
         deadline = time.monotonic() + 120
-        while (job := e.catalog.job(str(path))) is None or job.state != JOB_FAILED:
+        while (job := e.catalog.job(str(path))) is None or job.state != JobState.FAILED:
             assert time.monotonic() < deadline, (job, e.pipeline.busy, e.decoder)
             time.sleep(0.05)
         assert job.attempts == 2 and job.last_error.startswith("timeout:")
@@ -257,10 +263,10 @@ def test_frames_are_tagged_with_their_sampling(tmp_path: Path) -> None:
     assert frames_sampling(encode_frames(sampled)) == UNTAGGED_SAMPLING
     assert frames_sampling(encode_frames(sampled, FAST.sampling)) == sampling_tag(FAST.sampling)
     with Catalog(tmp_path / "c.db") as cat:
-        for h in ("a", "b"):
-            cat.store_result(f"/v/{h}.mp4", FileStat(1, 1, ord(h), 1), h * 64)
-        cat.store_frames("a" * 64, sampled)  # untagged: counts as accurate
-        cat.store_frames("b" * 64, sampled, sampling=FAST.sampling)
+        # Untagged (as before the tag existed): counts as accurate.
+        cat.store_result("/v/a.mp4", FileStat(1, 1, ord("a"), 1), "a" * 64, frames=sampled)
+        cat.store_result("/v/b.mp4", FileStat(1, 1, ord("b"), 1), "b" * 64, frames=sampled,
+                         sampling=FAST.sampling)
         assert cat.load_frames("a" * 64, ACCURATE.sampling) is not None
         assert cat.load_frames("a" * 64, FAST.sampling) is None
         assert cat.load_frames("b" * 64, ACCURATE.sampling) is None
@@ -319,7 +325,7 @@ def restart(env: Env, tmp_path: Path, embedder, preset: Preset = ACCURATE,
     new = Env(env.root, tmp_path, embedder, preset=preset)
     new.pipeline.pause()
     new.decoder.close()
-    new.decoder = new.pipeline.decoder = CountingDecoder(
+    new.decoder = new.pipeline.decoder = CountingDecoder(  # type: ignore[assignment]
         PoolSettings(workers=1, timeout=60, per_video_second=0, sampling=preset.sampling))
     reconcile(new.catalog, [new.root], Filter.of(WatchConfig(paths=(new.root,))),
               model_version=embedder.model_version)

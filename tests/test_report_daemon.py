@@ -88,7 +88,8 @@ def test_report_from_the_daemon_then_a_verdict_back_to_it(
     assert pair["kind"] == "near" and pair["score"] == pytest.approx(0.99)
     a, b = card["members"][pair["a"]], card["members"][pair["b"]]
     decisions = tmp_path / "decisions.json"
-    decisions.write_text(json.dumps({"format": "vfpd-decisions", "version": 1, "groups": [{
+    decisions.write_text(json.dumps({"format": "vfpd-decisions", "version": 1,
+                                     "roots": [str(root)], "groups": [{
         "id": card["id"], "tier": "duplicate",
         "members": [{"path": m["path"], "hash": m["hash"], "size": m["size"],
                      "decision": "undecided"} for m in card["members"]],
@@ -149,30 +150,3 @@ def test_a_hostile_file_name_is_shown_as_text(served: tuple[Path, Path, Catalog]
         assert browser.errors() == []
     finally:
         browser.close()
-
-
-def test_duplicates_action_acts_on_the_daemons_groups_and_undo_restores(
-        served: tuple[Path, Path, Catalog], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    sock, root, _ = served
-    before = {p.name: p.read_bytes() for p in root.iterdir()}
-    s = ["--socket", str(sock)]
-    assert ctl.main(["duplicates", *s, "--action", "trash", "--keep", "best"]) == 0
-    out = capsys.readouterr().out
-    assert out.count("would trash") == 2 and "best quality, tied with 1 other copy" in out
-    assert {p.name: p.read_bytes() for p in root.iterdir()} == before
-    journal = tmp_path / "j.jsonl"
-    assert ctl.main(["duplicates", *s, "--action", "trash", "--keep", "best", "--apply",
-                     "--journal", str(journal), "--json"]) == 0
-    doc = json.loads(capsys.readouterr().out)
-    assert doc["left_out"] == [] and [s["done"] for s in doc["actions"]["steps"]] == [True, True]
-    assert [p.name for p in root.iterdir()] == [Path(doc["actions"]["kept"][0]["keep"]).name]
-    assert ctl.main(["undo", str(journal)]) == 0
-    assert {p.name: p.read_bytes() for p in root.iterdir()} == before
-    # A file changed since the daemon saw it is left out; the rest of the group still counts.
-    (root / "bikes-small.mp4").write_bytes(b"re-encoded again, differently")
-    code = ctl.main(["duplicates", *s, "--action", "trash", "--reference", str(root)])
-    out, err = capsys.readouterr()
-    assert code == 1 and "bikes-small.mp4: its content changed" in err
-    assert "reference folder" in out and "would trash" not in out

@@ -26,7 +26,8 @@ from vfpd import hashing
 from vfpd.catalog import Catalog
 from vfpd.cli import ctl
 from vfpd.matching import DEFAULT_THRESHOLD
-from vfpd.scan import ScanResult, ScanSettings, pool_decoder, scan
+from vfpd.chain import pool_decoder
+from vfpd.scan import ScanResult, ScanSettings, scan
 
 BIKES_COPIES = tuple(TRANSFORMS)
 MODEL_LIMITED = ("crop", "trim")
@@ -259,6 +260,7 @@ def test_cli_json_dry_run_then_trash_and_undo(tmp_path: Path, library: Path,
                                               capsys: pytest.CaptureFixture[str],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # the journal key
     d = tmp_path / "videos"
     d.mkdir()
     shutil.copyfile(library / "carphone.mp4", d / "carphone.mp4")

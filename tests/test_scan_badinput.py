@@ -17,7 +17,9 @@ import pytest
 
 from media_factory import encode, moving_scene
 from vfpd.cli import ctl
-from vfpd.scan import ScanSettings, identify, pool_decoder, scan, walk
+from vfpd.chain import pool_decoder
+from vfpd.files import FileRules
+from vfpd.scan import ScanSettings, identify, scan, walk
 
 SECONDS, FPS = 5.0, 25.0
 
@@ -76,15 +78,14 @@ def bad_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
+# Symbolic links (broken-link.mp4, self-loop.mp4, sub/back-to-parent) are not followed, so they
+# are neither files nor errors (vfpd/files.py): the scan and the daemon skip them alike.
 EXPECTED_ERRORS = {
     "empty.mp4": "empty",
     "truncated.mp4": "",
     "truncated-copy.mp4": "",
     "text.mp4": "",
     "audio-only.mp4": "no video",
-    "broken-link.mp4": "broken symbolic link",
-    "self-loop.mp4": "symbolic link loop",
-    "back-to-parent": "symbolic link loop",
     "deleted-before-hashing.mp4": "disappeared",
     "deleted-before-decoding.avi": "",
 }
@@ -205,7 +206,7 @@ def test_unreadable_file_is_reported(tmp_path: Path) -> None:
     encode(d / "locked.mp4", _frames(3)[:25], fps=FPS)
     os.chmod(d / "locked.mp4", 0)
     if os.geteuid() != 0:
-        entries, errors = identify(walk([str(d)], [".mp4"])[0], None)
+        entries, errors = identify(walk([str(d)], FileRules.of([".mp4"]))[0], None)
         assert [(os.path.basename(e.path), e.reason) for e in errors] == [
             ("locked.mp4", "permission denied")]
         return
@@ -230,7 +231,7 @@ def _identify_as_nobody(d: Path) -> list[list[str]]:
             os.close(read_fd)
             os.setgid(65534)
             os.setuid(65534)
-            entries, errors = identify(walk([str(d)], [".mp4"])[0], None)
+            entries, errors = identify(walk([str(d)], FileRules.of([".mp4"]))[0], None)
             os.write(write_fd, json.dumps([[e.path, e.reason] for e in errors]).encode())
         finally:
             os._exit(0)
@@ -251,15 +252,17 @@ def test_cuda_asked_without_cuda_exits_three(tmp_path: Path,
     assert "cuda" in capsys.readouterr().err
 
 
-def test_symlinks_and_hardlinks_to_one_file_are_one_file(tmp_path: Path) -> None:
+def test_symlinks_are_not_files_and_hardlinks_are_one_file(tmp_path: Path) -> None:
     encode(tmp_path / "z-real.mp4", _frames(4)[:25], fps=FPS)
     os.symlink("z-real.mp4", tmp_path / "a-link.mp4")
     os.link(tmp_path / "z-real.mp4", tmp_path / "m-hard.mp4")
-    entries, errors = identify(walk([str(tmp_path)], [".mp4"])[0], None)
+    (tmp_path / "linked-folder").symlink_to(tmp_path)
+    entries, errors = identify(walk([str(tmp_path)], FileRules.of([".mp4"]))[0], None)
     assert errors == []
     (entry,) = entries
-    assert os.path.basename(entry.path) == "m-hard.mp4"  # a real name, first in walk order
-    assert sorted(os.path.basename(a) for a in entry.aliases) == ["a-link.mp4", "z-real.mp4"]
+    assert os.path.basename(entry.path) == "m-hard.mp4"  # first in walk order
+    # The symbolic link is no copy (and no space to reclaim); the hard link is the same file.
+    assert [os.path.basename(a) for a in entry.aliases] == ["z-real.mp4"]
 
 
 def test_dbscan_without_scikit_learn_is_a_clear_usage_error(tmp_path: Path) -> None:

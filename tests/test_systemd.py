@@ -38,7 +38,7 @@ def run_check(units: Path) -> subprocess.CompletedProcess[str]:
 def test_units_verify_clean_and_system_unit_exposure_at_most_2() -> None:
     proc = run_check(UNITS)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("verify clean") == 3
+    assert proc.stdout.count("verify clean") == 4
     found = re.search(r"security exposure ([0-9.]+)", proc.stdout)
     assert found is not None, proc.stdout
     exposure = float(found.group(1))
@@ -68,6 +68,22 @@ def test_check_catches_a_weak_sandbox(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "FAIL vfpd.service: security exposure" in proc.stdout
 
 
+SECCOMP_HARDENING = ("NoNewPrivileges=yes", "LockPersonality=yes", "RestrictRealtime=yes",
+                     "RestrictSUIDSGID=yes", "RestrictNamespaces=yes",
+                     "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+                     "SystemCallArchitectures=native", "SystemCallFilter=@system-service",
+                     "SystemCallFilter=~@privileged", "SystemCallErrorNumber=EPERM")
+"""The system unit's hardening that needs no privilege (seccomp): the user unit has it too."""
+
+
+def test_user_unit_has_the_system_units_unprivileged_hardening() -> None:
+    system = (UNITS / "vfpd.service").read_text()
+    user = (UNITS / "vfpd.user.service").read_text()
+    for line in (*SECCOMP_HARDENING, "OOMPolicy=continue"):
+        assert f"\n{line}\n" in system, line
+        assert f"\n{line}\n" in user, line
+
+
 def test_system_unit_has_what_an_administrator_expects() -> None:
     text = (UNITS / "vfpd.service").read_text()
     for line in ("Type=notify", "User=vfpd", "Restart=on-failure", "StateDirectory=vfpd",
@@ -93,16 +109,27 @@ def test_sysusers_creates_the_vfpd_user(tmp_path: Path) -> None:
     assert any(g.startswith("vfpd:") for g in (tmp_path / "etc" / "group").read_text().split())
 
 
-@pytest.mark.skipif(shutil.which("systemd-tmpfiles") is None, reason="systemd-tmpfiles missing")
-def test_tmpfiles_seeds_the_config_once(tmp_path: Path) -> None:
+@pytest.mark.skipif(shutil.which("systemd-tmpfiles") is None
+                    or shutil.which("systemd-sysusers") is None,
+                    reason="systemd-tmpfiles or systemd-sysusers missing")
+def test_tmpfiles_seeds_the_config_once_readable_by_root_and_vfpd_only(tmp_path: Path) -> None:
+    """The config may hold a webhook's Authorization header: never world-readable."""
     example = tmp_path / "usr/local/share/vfpd/config.example.toml"
     example.parent.mkdir(parents=True)
+    (tmp_path / "etc").mkdir()
     shutil.copy(UNITS / "config.example.toml", example)
+    subprocess.run(["systemd-sysusers", f"--root={tmp_path}",
+                    str(UNITS / "sysusers.d" / "vfpd.conf")], check=True, capture_output=True,
+                   timeout=60)
     conf = str(UNITS / "tmpfiles.d" / "vfpd.conf")
     cmd = ["systemd-tmpfiles", "--create", f"--root={tmp_path}", conf]
     subprocess.run(cmd, check=True, capture_output=True, timeout=60)
     seeded = tmp_path / "etc/vfpd/config.toml"
     assert seeded.read_text() == example.read_text()
+    st = seeded.stat()
+    vfpd_gid = next(int(line.split(":")[2]) for line in
+                    (tmp_path / "etc/group").read_text().splitlines() if line.startswith("vfpd:"))
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 0, vfpd_gid)
     seeded.write_text("# edited by the admin\n")
     subprocess.run(cmd, check=True, capture_output=True, timeout=60)
     assert seeded.read_text() == "# edited by the admin\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -77,8 +78,8 @@ def test_validation_and_batch_workers(data_dir: Path, tmp_path: Path) -> None:
     # Four videos so that two are held out; one batch-building process (no leak afterwards).
     d = tmp_path / "four"
     d.mkdir()
-    for name in ["a.mp4", "b.mkv"]:
-        (d / name).symlink_to(data_dir / name)
+    for name in ["a.mp4", "b.mkv"]:  # copies: training follows no symbolic link (vfpd/files.py)
+        shutil.copyfile(data_dir / name, d / name)
     make_video(d / "c.mp4", seconds=6.0, fps=10, width=96, height=64, seed=3)
     make_video(d / "d.mp4", seconds=6.0, fps=10, width=96, height=64, seed=4)
     out = train(_settings(d, tmp_path, val_fraction=0.5, num_workers=1), log=lambda m: None)

@@ -23,7 +23,6 @@ from vfpd.service.watcher import (
     Filter,
     Watcher,
     WatchEvent,
-    walk,
 )
 
 SETTLE = 0.6
@@ -174,10 +173,10 @@ def test_walk_filters(tmp_path: Path) -> None:
         (tmp_path / p).write_bytes(b"x")
     os.symlink(tmp_path / "a.mp4", tmp_path / "link.mp4")
     cfg = WatchConfig(paths=(tmp_path,), exclude=(".*", "skip"))
-    found = sorted(os.path.relpath(p, tmp_path) for p, _ in walk(tmp_path, Filter.of(cfg)))
+    found = sorted(os.path.relpath(p, tmp_path) for p, _ in Filter.of(cfg).walk(tmp_path))
     assert found == ["a.mp4", "b.MKV", "d/e.mov"]
     flat = Filter.of(replace(cfg, recursive=False))
-    assert sorted(os.path.relpath(p, tmp_path) for p, _ in walk(tmp_path, flat)) == [
+    assert sorted(os.path.relpath(p, tmp_path) for p, _ in flat.walk(tmp_path)) == [
         "a.mp4", "b.MKV"]
 
 

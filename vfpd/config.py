@@ -16,6 +16,8 @@ from typing import Any
 
 import platformdirs
 
+from vfpd.files import DEFAULT_EXCLUDE, VIDEO_EXTENSIONS, FileRules
+
 APP = "vfpd"
 CONFIG_NAME = "config.toml"
 SOCKET_NAME = "vfpd.sock"
@@ -24,12 +26,6 @@ SYSTEM_STATE_DIR = Path("/var/lib/vfpd")
 SYSTEM_RUNTIME_DIR = Path("/run/vfpd")
 SYSTEM_CACHE_DIR = Path("/var/cache/vfpd")
 
-DEFAULT_EXTENSIONS = (
-    ".mp4", ".m4v", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".m2ts", ".wmv",
-    ".flv", ".3gp", ".ogv",
-)
-# Hidden files and folders: rsync's in-flight temp names (.name.XXXXXX), desktop trash folders.
-DEFAULT_EXCLUDE = (".*",)
 # Long enough for a copy over SMB/NFS to show a size change between two looks, short enough that a
 # person dropping a file in hears about it within seconds.
 DEFAULT_SETTLE_SECONDS = 2.0
@@ -82,12 +78,16 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class WatchConfig:
     paths: tuple[Path, ...] = ()
-    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    extensions: tuple[str, ...] = VIDEO_EXTENSIONS
     recursive: bool = True
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     settle_seconds: float = DEFAULT_SETTLE_SECONDS
     poll: tuple[Path, ...] = ()  # roots watched by polling (network filesystems)
     poll_interval: float = DEFAULT_POLL_INTERVAL
+
+    @property
+    def rules(self) -> FileRules:
+        return FileRules.of(self.extensions, self.exclude, self.recursive)
 
 
 @dataclass(frozen=True)
@@ -359,7 +359,7 @@ def parse(data: Mapping[str, Any], source: Path | None = None,
     s.finish()
 
     control = _control(section("control"), env)
-    notify = _notify(section("notify"), source)
+    notify = _notify(section("notify"), source, env)
 
     s = section("model")
     model = ModelConfig(
@@ -402,7 +402,7 @@ def _watch(s: _Section) -> WatchConfig:
             if p.is_relative_to(q) or q.is_relative_to(p):
                 raise s.error("paths", f"{p} and {q} overlap; list only the outer folder")
     exts = []
-    for e in s.strings("extensions", DEFAULT_EXTENSIONS):
+    for e in s.strings("extensions", VIDEO_EXTENSIONS):
         e = e.lower()
         exts.append(e if e.startswith(".") else "." + e)
     poll_raw = s.get("poll")
@@ -456,7 +456,28 @@ def _control(s: _Section, env: Mapping[str, str]) -> ControlConfig:
     return c
 
 
-def _notify(s: _Section, source: Path | None) -> NotifyConfig:
+def _header_value(h: _Section, name: str, value: object, env: Mapping[str, str]) -> str:
+    """A header's value: a string, or { credential = "ID" }, read from the service's systemd
+    credentials ($CREDENTIALS_DIRECTORY/ID, LoadCredential=), so the secret stays out of a config
+    file that others can read (docs/systemd.md)."""
+    if isinstance(value, str):
+        return value
+    if not (isinstance(value, dict) and set(value) == {"credential"}
+            and isinstance(value["credential"], str) and value["credential"]
+            and "/" not in value["credential"]):
+        raise h.error("headers", f"{name} must be a \"value\" string or {{ credential = \"ID\" }}")
+    directory = env.get("CREDENTIALS_DIRECTORY", "")
+    if not directory:
+        raise h.error("headers", f"{name} names the credential {value['credential']!r}, but no "
+                                 "credentials were passed (LoadCredential= in the unit)")
+    try:
+        return (Path(directory) / value["credential"]).read_text(encoding="utf-8").strip("\r\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise h.error("headers", f"{name}: cannot read the credential "
+                                 f"{value['credential']!r}: {e}") from None
+
+
+def _notify(s: _Section, source: Path | None, env: Mapping[str, str]) -> NotifyConfig:
     hook_raw = s.get("webhook")
     webhook = None
     if hook_raw is not None:
@@ -471,9 +492,9 @@ def _notify(s: _Section, source: Path | None) -> NotifyConfig:
         if not url.startswith(("http://", "https://")):
             raise h.error("url", f"must start with http:// or https://, got {url!r}")
         headers_raw = h.get("headers") or {}
-        if not isinstance(headers_raw, dict) or not all(
-                isinstance(v, str) for v in headers_raw.values()):
+        if not isinstance(headers_raw, dict):
             raise h.error("headers", "must be a table of header = \"value\" strings")
+        headers_raw = {k: _header_value(h, k, v, env) for k, v in headers_raw.items()}
         webhook = WebhookConfig(
             url=url,
             timeout=h.number("timeout", DEFAULT_WEBHOOK_TIMEOUT, 0.0, strict_low=True),

@@ -61,6 +61,7 @@ class GroupDecision:
 
 @dataclass(frozen=True)
 class Decisions:
+    roots: tuple[str, ...]  # the report's folders: nothing outside them is acted on
     groups: tuple[GroupDecision, ...]
 
     def named(self) -> set[str]:
@@ -88,6 +89,9 @@ def parse(doc: Any) -> Decisions:
     if doc.get("version") != DECISIONS_VERSION:
         raise DecisionsError(f"decisions version {doc.get('version')!r} is not supported "
                              f"(this vfpctl reads version {DECISIONS_VERSION})")
+    roots = _field(doc, "roots", list, "decisions")
+    if not roots or not all(isinstance(r, str) and r.startswith("/") for r in roots):
+        raise DecisionsError("decisions: 'roots' must list the report's folders (absolute paths)")
     groups = []
     for n, g in enumerate(_field(doc, "groups", list, "decisions")):
         where = f"groups[{n}]"
@@ -115,7 +119,7 @@ def parse(doc: Any) -> Decisions:
                 _field(v, "kind", str, vw)))
         groups.append(GroupDecision(str(g.get("id", n)), str(g.get("tier", "duplicate")),
                                     tuple(members), tuple(verdicts)))
-    return Decisions(tuple(groups))
+    return Decisions(tuple(roots), tuple(groups))
 
 
 def load(path: str | Path) -> Decisions:
@@ -176,7 +180,7 @@ def plan(decisions: Decisions, now: Mapping[str, Now], reference: Sequence[str] 
             if m.path in torn:
                 skip = f"decided differently in another card ({', '.join(sorted(choices[m.path]))})"
             elif actions.in_reference(m.path, reference):
-                skip = "in a reference folder; never touched"
+                skip = actions.IN_REFERENCE
             elif (problem := unchanged(m)) is not None:
                 skip = problem
             elif keeper is None:

@@ -117,12 +117,6 @@ TRAIN_SAMPLE = 65_536
 """Frames used to train the IVF-PQ quantisers (64 per list: more only slows k-means down on the
 2-core target machine)."""
 
-CENTER_SAMPLE = 2000
-"""Videos whose mean informative frame feature make the index's background (matching.frame_center).
-Frames are stored centred, so the background is fixed per index: re-estimated (by a rebuild from
-the catalog) each time the library doubles until it rests on this many videos, then frozen — the
-same sample size the pipeline uses for its own estimate."""
-
 KMEANS_ITERATIONS = 10
 """k-means iterations for the coarse and the PQ quantisers. FAISS's default 25 mostly refines
 centroids that candidate retrieval does not need exact; 10 trains 65k frames in ~5 s on one core.
@@ -153,7 +147,6 @@ class FrameIndexSettings:
     pq_m: int = PQ_M
     pq_bits: int = PQ_BITS
     train_sample: int = TRAIN_SAMPLE
-    center_sample: int = CENTER_SAMPLE
 
     def __post_init__(self) -> None:
         if not 1 <= self.base_frames_per_video <= self.max_frames_per_video <= 1 << SLOT_BITS:
@@ -173,13 +166,12 @@ class FrameIndexInfo:
     model_version: str
     covered_seq: int
     bytes_per_frame: int
-    center_videos: int
 
     def to_json(self) -> dict[str, object]:
         return {"type": self.kind, "videos": self.videos, "frames": self.frames,
                 "bytes_per_frame": self.bytes_per_frame,
                 "memory_bytes": self.frames * self.bytes_per_frame,
-                "covered_seq": self.covered_seq, "center_videos": self.center_videos}
+                "covered_seq": self.covered_seq}
 
 
 # -- pure helpers --------------------------------------------------------------------------------
@@ -213,12 +205,11 @@ def select_frames(fp: Fingerprint, center: np.ndarray | None,
     return np.ascontiguousarray(kept[_even(len(kept), frame_budget(fp.duration, settings))])
 
 
-def query_frames(fp: Fingerprint, center: np.ndarray | None,
-                 settings: FrameIndexSettings = FrameIndexSettings()) -> np.ndarray:
-    """The frames of a new video that ask the index: informative, centred, evenly thinned."""
+def query_rows(fp: Fingerprint, settings: FrameIndexSettings = FrameIndexSettings()
+               ) -> np.ndarray:
+    """The rows of a video's frames that ask the index: informative ones, evenly thinned."""
     rows = np.flatnonzero(np.asarray(fp.informative, bool))
-    rows = rows[_even(len(rows), settings.query_max_frames)]
-    return centred(np.asarray(fp.frame_features)[rows], center)
+    return rows[_even(len(rows), settings.query_max_frames)]
 
 
 def tally(sims: np.ndarray, ids: np.ndarray, min_sim: float) -> dict[int, float]:
@@ -240,11 +231,41 @@ def tally(sims: np.ndarray, ids: np.ndarray, min_sim: float) -> dict[int, float]
     return {int(o): float(v) for o, v in zip(uniq, votes)}
 
 
-def _video_mean(fp: Fingerprint) -> np.ndarray | None:
-    informative = np.asarray(fp.informative, bool)
-    if not informative.any():
-        return None
-    return np.asarray(fp.frame_features, np.float64)[informative].mean(axis=0)
+@dataclass(frozen=True)
+class FrameHits:
+    """What the stored frames answered to one video's query frames: for each query row (a row of
+    the video's frames), its neighbours' similarities and ids (owner << SLOT_BITS | slot)."""
+
+    rows: np.ndarray
+    sims: np.ndarray
+    ids: np.ndarray
+
+    def candidates(self, k: int, min_sim: float, exclude: Iterable[int] = ()
+                   ) -> list[tuple[int, float]]:
+        """The k owners with the most votes (see tally), most first."""
+        if k <= 0:
+            return []
+        votes = tally(self.sims, self.ids, min_sim)
+        for fid in exclude:
+            votes.pop(int(fid), None)
+        return sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+
+    def shared(self, n_frames: int, min_sim: float) -> np.ndarray:
+        """For each of the video's n_frames frames, how many stored videos hold a frame at least
+        `min_sim` similar (recurring content: intros, logos). A frame that did not ask (thinned
+        out of a long video) takes the count of the nearest one that did; one with no informative
+        neighbour, 0."""
+        counts = np.zeros(n_frames, np.int64)
+        if len(self.rows) == 0:
+            return counts
+        ok = (self.ids >= 0) & (self.sims >= min_sim)
+        per_row = np.array([len(np.unique(self.ids[r][ok[r]] >> SLOT_BITS))
+                            for r in range(len(self.rows))], np.int64)
+        nearest = np.clip(np.searchsorted(self.rows, np.arange(n_frames)), 0, len(self.rows) - 1)
+        below = np.clip(nearest - 1, 0, len(self.rows) - 1)
+        pick = np.where(np.abs(self.rows[below] - np.arange(n_frames))
+                        < np.abs(self.rows[nearest] - np.arange(n_frames)), below, nearest)
+        return per_row[pick]
 
 
 def _slot_ids(fids: Sequence[int]) -> np.ndarray:
@@ -260,12 +281,12 @@ class FrameIndex:
     second one so that the slow switch to IVF-PQ can train while searches go on."""
 
     def __init__(self, model_version: str, settings: FrameIndexSettings = FrameIndexSettings(),
-                 center: np.ndarray | None = None, center_videos: int = 0) -> None:
+                 center: np.ndarray | None = None) -> None:
+        """`center`: the model's background frame feature (vfpd.library.Library.center); frames
+        are stored centred with it, so an index is only valid for one background."""
         self.model_version = model_version
         self.settings = settings
         self.center = None if center is None else np.asarray(center, np.float32).reshape(FRAME_DIM)
-        self.center_videos = center_videos
-        """Videos the background was estimated from (with or without informative frames)."""
         self.covered_seq = 0
         self._lock = threading.RLock()
         self._writer = threading.RLock()
@@ -356,23 +377,25 @@ class FrameIndex:
 
     # -- queries -----------------------------------------------------------------------------------
 
+    def lookup(self, fp: Fingerprint) -> FrameHits:
+        """Search the stored frames with fp's informative frames (evenly thinned)."""
+        rows = query_rows(fp, self.settings)
+        q = centred(np.asarray(fp.frame_features)[rows], self.center)
+        n = 0
+        with self._lock:
+            if len(q) and self._index.ntotal:
+                n = min(self.settings.neighbours_per_frame, self._index.ntotal)
+                with single_thread():
+                    sims, ids = self._index.search(q, n)
+        if n == 0:
+            sims, ids = np.zeros((len(rows), 0), np.float32), np.zeros((len(rows), 0), np.int64)
+        return FrameHits(rows, sims, ids)
+
     def candidates(self, fp: Fingerprint, k: int = FRAME_CANDIDATES,
                    exclude: Iterable[int] = ()) -> list[tuple[int, float]]:
         """The k stored videos whose frames most resemble fp's: [(fingerprint id, votes)], most
         votes first. Votes are summed best similarities, one per query frame."""
-        q = query_frames(fp, self.center, self.settings)
-        if len(q) == 0 or k <= 0:
-            return []
-        with self._lock:
-            if self._index.ntotal == 0:
-                return []
-            n = min(self.settings.neighbours_per_frame, self._index.ntotal)
-            with single_thread():
-                sims, ids = self._index.search(q, n)
-        votes = tally(sims, ids, self.settings.vote_min_sim)
-        for fid in exclude:
-            votes.pop(int(fid), None)
-        return sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+        return self.lookup(fp).candidates(k, self.settings.vote_min_sim, exclude)
 
     def __contains__(self, fid: int) -> bool:
         with self._lock:
@@ -413,27 +436,14 @@ class FrameIndex:
             s = self.settings
             per = FRAME_DIM * 4 + 8 if self._kind == FLAT else (s.pq_m * s.pq_bits + 7) // 8 + 8
             return FrameIndexInfo(self._kind, len(self._owners), int(self._index.ntotal),
-                                  self.model_version, self.covered_seq, per, self.center_videos)
+                                  self.model_version, self.covered_seq, per)
 
     # -- catalog ---------------------------------------------------------------------------------
 
-    def _needs_new_center(self) -> bool:
-        with self._lock:
-            videos = len(self._owners)
-        return (self.center_videos < self.settings.center_sample
-                and videos >= 2 * max(self.center_videos, 1))
-
     def catch_up(self, catalog: Catalog) -> int:
-        """Apply the catalog's fingerprint changes after covered_seq, in order; re-centre (rebuild
-        from the catalog) while the background rests on too few videos. Returns changes applied."""
-        with self._writer:
-            applied = self._apply_changes(catalog)
-            if self._needs_new_center():
-                self._adopt(FrameIndex.from_catalog(catalog, self.model_version, self.settings))
-                applied += self._apply_changes(catalog)
-            return applied
+        """Apply the catalog's fingerprint changes after covered_seq, in order. Returns changes
+        applied."""
 
-    def _apply_changes(self, catalog: Catalog) -> int:
         def add(changes: list[Change]) -> None:
             ids = [c.fingerprint_id for c in changes]
             for start in range(0, len(ids), FETCH_BATCH):
@@ -442,20 +452,15 @@ class FrameIndex:
                 # A fingerprint gone since its "add" has a "remove" later in the log.
                 self.add((fid, stored[fid].fingerprint) for fid in chunk if fid in stored)
 
-        applied, covered = replay_changes(catalog, self.model_version, self.covered_seq, add,
-                                          lambda fid: self.remove([fid]))
-        with self._lock:
-            self.covered_seq = max(covered, self.covered_seq)
-        return applied
-
-    def _adopt(self, other: FrameIndex) -> None:
-        with self._lock:
-            self._index, self._kind, self._owners = other._index, other._kind, other._owners
-            self.center, self.center_videos = other.center, other.center_videos
-            self.covered_seq = other.covered_seq
+        with self._writer:
+            applied, covered = replay_changes(catalog, self.model_version, self.covered_seq, add,
+                                              lambda fid: self.remove([fid]))
+            with self._lock:
+                self.covered_seq = max(covered, self.covered_seq)
+            return applied
 
     @classmethod
-    def from_catalog(cls, catalog: Catalog, model_version: str,
+    def from_catalog(cls, catalog: Catalog, model_version: str, center: np.ndarray | None,
                      settings: FrameIndexSettings = FrameIndexSettings(),
                      should_stop: Callable[[], bool] | None = None) -> FrameIndex:
         """Build from the fingerprints stored in the catalog, covering the sequence read first
@@ -463,16 +468,7 @@ class FrameIndex:
         asked between batches; when it says yes, BuildCancelled is raised."""
         started = time.monotonic()
         seq = catalog.sequence()
-        total, n, seen = None, 0, 0
-        for stored in catalog.iter_fingerprints(model_version):
-            if seen >= settings.center_sample:
-                break
-            seen += 1
-            m = _video_mean(stored.fingerprint)
-            if m is not None:
-                total, n = (m if total is None else total + m), n + 1
-        center = None if total is None else (total / n).astype(np.float32)
-        index = cls(model_version, settings, center, seen)
+        index = cls(model_version, settings, center)
         batch: list[tuple[int, Fingerprint]] = []
         for stored in catalog.iter_fingerprints(model_version):
             batch.append((stored.id, stored.fingerprint))
@@ -509,14 +505,15 @@ class FrameIndex:
                 "format": FORMAT, "model_version": self.model_version,
                 "dim": FRAME_DIM, "kind": self._kind, "covered_seq": self.covered_seq,
                 "count": len(self._owners), "frames": int(self._index.ntotal),
-                "center_videos": self.center_videos, "has_center": self.center is not None,
+                "center_videos": 0, "has_center": self.center is not None,
             }, payload)
 
     @classmethod
-    def load(cls, path: Path | str, model_version: str,
+    def load(cls, path: Path | str, model_version: str, center: np.ndarray | None,
              settings: FrameIndexSettings = FrameIndexSettings()) -> FrameIndex:
         """Load and verify a saved frame index. Raises IndexLoadError saying why it cannot be
-        used (missing, truncated, garbage, checksum, a video index, other model version)."""
+        used (missing, truncated, garbage, checksum, a video index, other model version, frames
+        centred on another background than `center`)."""
         path = Path(path)
         f, header = open_container(path, MAGIC, FORMAT, HEADER_KEYS, "frame index")
         with f:
@@ -534,9 +531,10 @@ class FrameIndex:
                 finally:
                     view.release()
             owners = np.frombuffer(rest[:8 * count], dtype="<i8").astype(np.int64)
-            center = (np.frombuffer(rest[8 * count:], dtype="<f4").copy()
-                      if header["has_center"] else None)
-            if len(owners) != count or (center is not None and center.shape != (FRAME_DIM,)):
+            stored_center = (np.frombuffer(rest[8 * count:], dtype="<f4").copy()
+                             if header["has_center"] else None)
+            if len(owners) != count or (stored_center is not None
+                                        and stored_center.shape != (FRAME_DIM,)):
                 raise IndexLoadError(f"{path}: payload does not match its header")
             f.seek(HEADER_SIZE)
             try:
@@ -552,7 +550,12 @@ class FrameIndex:
         if raw.ntotal != int(header["frames"]):
             raise IndexLoadError(f"{path}: holds {raw.ntotal} frames, header says "
                                  f"{header['frames']}")
-        index = cls(model_version, settings, center, int(header["center_videos"]))
+        want = None if center is None else np.asarray(center, np.float32).reshape(FRAME_DIM)
+        if (want is None) != (stored_center is None) or (
+                want is not None and not np.array_equal(want, stored_center)):
+            raise IndexLoadError(f"{path}: its frames are centred on another background "
+                                 "(weights from before the model shipped its background)")
+        index = cls(model_version, settings, want)
         if kind == IVFPQ:
             raw.nprobe = settings.nprobe
         index._index, index._kind = raw, kind
@@ -561,8 +564,9 @@ class FrameIndex:
         return index
 
 
-def load_frame_index(catalog: Catalog, model_version: str, path: Path | str,
-                     settings: FrameIndexSettings = FrameIndexSettings()) -> FrameIndex | None:
+def load_frame_index(catalog: Catalog, model_version: str, center: np.ndarray | None,
+                     path: Path | str, settings: FrameIndexSettings = FrameIndexSettings()
+                     ) -> FrameIndex | None:
     """The saved frame index for `model_version`, caught up with the catalog; None (with a
     warning saying why) when it is missing / corrupt / of another model / ahead of the catalog
     and must be rebuilt (build_frame_index)."""
@@ -570,7 +574,7 @@ def load_frame_index(catalog: Catalog, model_version: str, path: Path | str,
     if remove_stale_temps(path):
         log.info("removed temporary frame index files left by an interrupted save")
     try:
-        index = FrameIndex.load(path, model_version, settings)
+        index = FrameIndex.load(path, model_version, center, settings)
         if index.covered_seq > catalog.sequence():
             raise IndexLoadError(f"{path}: covers catalog sequence {index.covered_seq}, but the "
                                  f"catalog is at {catalog.sequence()} (catalog restored?)")
@@ -585,21 +589,22 @@ def load_frame_index(catalog: Catalog, model_version: str, path: Path | str,
     return index
 
 
-def build_frame_index(catalog: Catalog, model_version: str, path: Path | str | None,
-                      settings: FrameIndexSettings = FrameIndexSettings(),
+def build_frame_index(catalog: Catalog, model_version: str, center: np.ndarray | None,
+                      path: Path | str | None, settings: FrameIndexSettings = FrameIndexSettings(),
                       should_stop: Callable[[], bool] | None = None) -> FrameIndex:
     """Build the frame index from the catalog's stored fingerprints, catch up, save to `path`."""
-    index = FrameIndex.from_catalog(catalog, model_version, settings, should_stop)
+    index = FrameIndex.from_catalog(catalog, model_version, center, settings, should_stop)
     index.catch_up(catalog)
     if path is not None:
         index.save(path)
     return index
 
 
-def open_frame_index(catalog: Catalog, model_version: str, path: Path | str,
-                     settings: FrameIndexSettings = FrameIndexSettings()) -> FrameIndex:
+def open_frame_index(catalog: Catalog, model_version: str, center: np.ndarray | None,
+                     path: Path | str, settings: FrameIndexSettings = FrameIndexSettings()
+                     ) -> FrameIndex:
     """The frame index for `model_version`: loaded and caught up, or rebuilt and saved."""
-    index = load_frame_index(catalog, model_version, path, settings)
+    index = load_frame_index(catalog, model_version, center, path, settings)
     if index is None:
-        index = build_frame_index(catalog, model_version, path, settings)
+        index = build_frame_index(catalog, model_version, center, path, settings)
     return index

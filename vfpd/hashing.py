@@ -59,6 +59,22 @@ def hash_file(path: Path | str, block_size: int = HASH_BLOCK_SIZE) -> str:
     return hasher.hexdigest()
 
 
+def hash_fd(fd: int, block_size: int = HASH_BLOCK_SIZE) -> str:
+    """BLAKE3 of everything an open descriptor reads from its start, as hash_file gives it: for
+    callers that must hash the very file they then act on (no re-open by name). Raises OSError."""
+    hasher = blake3.blake3()
+    buffer = bytearray(block_size)
+    view = memoryview(buffer)
+    offset = 0
+    while True:
+        n = os.preadv(fd, [buffer], offset)
+        if not n:
+            break
+        hasher.update(view[:n])
+        offset += n
+    return hasher.hexdigest()
+
+
 def hash_bytes(data: bytes) -> str:
     """BLAKE3 of `data` as hex; the same value hash_file gives for a file with this content."""
     return blake3.blake3(data).hexdigest()

@@ -126,14 +126,19 @@ def reserve(path: str | Path) -> TrashSlot:
     raise TrashError(errno.EEXIST, f"no free name in {files} for {path.name}")
 
 
-def move_in(path: str | Path, slot: TrashSlot) -> None:
-    """Move the file into its reserved slot; on failure the reservation is released."""
-    try:
-        os.rename(path, slot.file_path)
-    except OSError:
-        release(slot)
-        raise
-    _fsync_dir(os.path.dirname(slot.file_path))
+def is_slot(file_path: str, info_path: str) -> bool:
+    """Whether (files/NAME, info/NAME.trashinfo) is a slot of a trash directory this module uses:
+    the home trash or a volume's, and the two halves belong together."""
+    trash_dir = os.path.dirname(os.path.dirname(file_path))
+    uid = str(os.getuid())
+    return (os.path.normpath(file_path) == file_path
+            and os.path.dirname(file_path) == os.path.join(trash_dir, "files")
+            and info_path == os.path.join(trash_dir, "info",
+                                          os.path.basename(file_path) + INFO_SUFFIX)
+            and (trash_dir == str(home_trash())
+                 or os.path.basename(trash_dir) == f".Trash-{uid}"
+                 or (os.path.basename(trash_dir) == uid
+                     and os.path.basename(os.path.dirname(trash_dir)) == ".Trash")))
 
 
 def release(slot: TrashSlot) -> None:

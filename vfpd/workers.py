@@ -22,7 +22,7 @@ from multiprocessing.connection import wait as wait_ready
 from pathlib import Path
 from queue import SimpleQueue
 
-from vfpd import media
+from vfpd import media, sandbox
 from vfpd.media import MediaError, SampledVideo, SamplingSettings
 
 STOP_GRACE_SECONDS = 2.0
@@ -31,6 +31,22 @@ STOP_GRACE_SECONDS = 2.0
 
 MAX_COUNTED_LENGTH = 6 * 3600.0
 """Seconds of declared length that earn extra time at most: a header can lie about the length."""
+
+
+WORKER_OOM_SCORE_ADJ = 500
+"""Added to a decode worker's oom_score_adj (-1000..1000) at its start: under memory pressure the
+kernel kills a worker (one file fails and is tried again later) before the daemon (every job
+stops). Raising one's own score needs no privilege, so this works in any unit or none."""
+
+
+def _prefer_for_oom_kill() -> None:
+    try:
+        with open("/proc/self/oom_score_adj", "r+") as f:
+            current = int(f.read())
+            f.seek(0)
+            f.write(str(min(1000, current + WORKER_OOM_SCORE_ADJ)))
+    except (OSError, ValueError):
+        pass  # no /proc: the kernel's own choice stands
 
 
 class DecodeTimeout(MediaError):
@@ -119,6 +135,11 @@ def _length(path: str, sampling: SamplingSettings) -> float | None:
 def _child_main(conn: Connection, memory_limit: int, sampling: SamplingSettings) -> None:
     """A worker: decode each path it is sent, answer with (sampled, error), until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which closes the pool
+    _prefer_for_oom_kill()
+    try:
+        sandbox.confine()  # no writes, no TCP: the catalog and the network are the daemon's
+    except OSError:
+        pass  # Landlock present but refusing (a kernel quirk): decode unconfined, as before
     resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash on untrusted media leaves no core file
     while True:

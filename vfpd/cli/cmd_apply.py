@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from vfpd import actions, decisions, hashing
+from vfpd import actions, decisions, hashing, journal
 from vfpd.cli.cmd_scan import EXIT_FILE_ERRORS, EXIT_OK, EXIT_USAGE, shown
 
 APPLY_ACTION = actions.ActionSpec("decisions")
@@ -58,7 +58,8 @@ def current_state(paths: set[str]) -> dict[str, decisions.Now]:
             out[path] = decisions.Now(None, f"cannot be read: {e.strerror or e}")
             continue
         out[path] = decisions.Now(actions.FileFacts(path, st.size, st.mtime_ns,
-                                                    content_hash=digest))
+                                                    content_hash=digest, device=st.device,
+                                                    inode=st.inode))
     return out
 
 
@@ -98,7 +99,7 @@ def record_verdicts(args: argparse.Namespace, verdicts: list[decisions.NotDuplic
         print(f"vfpctl apply: warning: daemon not asked: {e}", file=sys.stderr)
     if not pending:
         return out
-    from vfpd.catalog import Catalog
+    from vfpd.catalog import Catalog, Kind, Verdict
     from vfpd.scan import default_cache_dir
 
     cache = Path(args.cache) if args.cache else default_cache_dir()
@@ -110,9 +111,9 @@ def record_verdicts(args: argparse.Namespace, verdicts: list[decisions.NotDuplic
                 out.append({"a": v.a, "b": v.b, "recorded": None,
                             "cache": f"{cache} has not seen these files: scan with this --cache"})
                 continue
-            kind = v.kind if v.kind in ("exact", "near", "partial") else "near"
+            kind = v.kind if v.kind in tuple(Kind) else Kind.NEAR
             catalog.add_duplicate(v.hash_a, v.hash_b, v.score, kind)
-            catalog.set_verdict(v.hash_a, v.hash_b, "not_duplicate")
+            catalog.set_verdict(v.hash_a, v.hash_b, Verdict.NOT_DUPLICATE)
             out.append({"a": v.a, "b": v.b, "recorded": "cache", "cache": str(cache)})
     return out
 
@@ -128,6 +129,13 @@ def run(args: argparse.Namespace) -> int:
     except decisions.DecisionsError as e:
         print(f"vfpctl apply: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    key = b""
+    if args.apply:
+        try:
+            key = journal.load_key(journal.default_key_dir())
+        except (journal.JournalError, OSError) as e:
+            print(f"vfpctl apply: error: cannot seal the journal: {e}", file=sys.stderr)
+            return EXIT_USAGE
     now = current_state(decided.named())
     steps = decisions.plan(decided, now, reference)
     verdicts = decisions.verdicts(decided)
@@ -145,10 +153,18 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  would record: {shown(v.a)} and {shown(v.b)} are not duplicates")
         ok = not any(s.skip for s in steps)
     else:
-        journal = Path(args.journal) if args.journal else _default_journal()
+        path = Path(args.journal) if args.journal else _default_journal()
         facts = [n.facts for n in now.values() if n.facts is not None]
-        outcomes = actions.apply(steps, facts, APPLY_ACTION, journal) if steps else []
-        doc["journal"] = str(journal) if steps else None
+        outcomes = []
+        if steps:
+            # Sealed like scan's journals, over the report's folders: act() refuses anything
+            # outside them once links are resolved, and undo follows only this user's seal.
+            sealed = actions.open_journal(path, key, APPLY_ACTION, decided.roots)
+            try:
+                outcomes = actions.apply(steps, facts, APPLY_ACTION, sealed)
+            finally:
+                sealed.close()
+        doc["journal"] = str(path) if steps else None
         doc["steps"] = [{"op": o.step.op, "path": o.step.path, "keep": o.step.keep,
                          "done": o.done, "detail": o.detail} for o in outcomes]
         doc["verdicts"] = record_verdicts(args, verdicts) if verdicts else []
@@ -161,49 +177,9 @@ def run(args: argparse.Namespace) -> int:
                     f"NOT recorded: {r.get('cache') or r.get('daemon')}"
                 print(f"not a duplicate: {shown(str(r['a']))} / {shown(str(r['b']))} ({where})")
             if steps:
-                print(f"Journal: {journal}\nUndo with: vfpctl undo {journal}")
+                print(f"Journal: {path}\nUndo with: vfpctl undo {path}")
         ok = all(o.done for o in outcomes) and all(
             r["recorded"] for r in doc["verdicts"])  # type: ignore[union-attr]
     if args.json:
         print(json.dumps(doc, indent=1, ensure_ascii=True))
     return EXIT_OK if ok else EXIT_FILE_ERRORS
-
-
-CHANGED_SINCE_DAEMON = "its content changed since the daemon saw it (content hash differs)"
-
-
-def act_on_daemon_groups(args: argparse.Namespace, items: list[dict[str, object]]) -> int:
-    """`vfpctl duplicates --action ...`: the daemon's groups acted on like `scan --action`. Every
-    member is hashed again first; one whose content is no longer what the daemon recorded is
-    left out of its group (and so is never acted on nor kept)."""
-    from vfpd.cli.cmd_scan import act_on
-    from vfpd.thumbs import frame_rates
-
-    keep = args.keep or "oldest"
-    members = [m for item in items for m in item["members"]]  # type: ignore[attr-defined]
-    now = current_state({str(m["path"]) for m in members})
-    fps = frame_rates(now) if keep == "best" else {}
-    groups, left_out = [], []
-    for item in items:
-        group = []
-        for m in item["members"]:  # type: ignore[attr-defined]
-            state = now[m["path"]]
-            if state.facts is None or state.facts.content_hash != m["hash"]:
-                why = state.problem or CHANGED_SINCE_DAEMON
-                left_out.append(f"{m['path']}: {why}")
-                continue
-            duration = m.get("duration")
-            group.append(actions.FileFacts(
-                m["path"], state.facts.size, state.facts.mtime_ns, m.get("width"),
-                m.get("height"), m["hash"], duration=duration,
-                bit_rate=int(state.facts.size * 8 / duration) if duration else None,
-                fps=fps.get(m["path"])))
-        if len(group) > 1:
-            groups.append(group)
-    for why in left_out:
-        print(f"vfpctl duplicates: left out: {shown(why)}", file=sys.stderr)
-    report, ok = act_on(groups, args, keep)
-    if args.json:
-        print(json.dumps({"groups": len(groups), "left_out": left_out, "actions": report},
-                         indent=1, ensure_ascii=True))
-    return EXIT_OK if ok and not left_out else EXIT_FILE_ERRORS

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from vfpd import actions
 from vfpd import config as config_mod
 from vfpd.client import (
     DEFAULT_REPLY_TIMEOUT_S,
@@ -159,9 +158,12 @@ def _refingerprint_line(missing: Any) -> str:
 def show_status(st: dict[str, Any], args: argparse.Namespace, out: TextIO) -> None:
     index = st.get("index") or {}
     retrain = st.get("last_retrain")
+    health = st.get("health") or {}
     lines = [
         ("vfpd", f"{st['version']} (pid {st.get('pid', '?')}), up "
                  f"{human_duration(st['uptime_s'])}{', PAUSED' if st.get('paused') else ''}"),
+        ("health", "ok" if health.get("state", "ok") == "ok"
+         else f"DEGRADED: {health.get('reason')}"),
         ("queue", f"{st['queue']} file(s) waiting"),
         ("files", f"{st['files']} files, {st['hashes']} distinct contents, "
                   f"{st['fingerprints']} fingerprints"),
@@ -256,35 +258,7 @@ def _duplicates(args: argparse.Namespace) -> int:
         request["min_score"] = args.min_score
     if args.path is not None:
         request["path"] = resolve_client_path(args.path)
-    if args.action == actions.REPORT:
-        return run(args, "duplicates", request, show_duplicates)
-    # Acting on the groups: vfpd/cli/cmd_apply.py, with scan --action's safety and journal.
-    args.action_spec = actions.parse_action(args.action)
-    outcome: list[int] = []
-    as_json, args.json = args.json, False  # run() would print the stream itself
-
-    def act(items: Iterable[dict[str, Any]], args: argparse.Namespace, out: TextIO) -> None:
-        from vfpd.cli.cmd_apply import act_on_daemon_groups
-
-        args.json = as_json
-        outcome.append(act_on_daemon_groups(args, list(items)))
-
-    code = run(args, "duplicates", request, act)
-    return outcome[0] if code == EXIT_OK and outcome else code
-
-
-def _action(value: str) -> str:
-    try:
-        actions.parse_action(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return value
-
-
-def _folder(value: str) -> str:
-    if not os.path.isdir(value):
-        raise argparse.ArgumentTypeError(f"{value}: no such folder")
-    return os.path.abspath(value)
+    return run(args, "duplicates", request, show_duplicates)
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -405,15 +379,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(a clip of a longer video)")
     p.add_argument("--min-score", type=_score, metavar="S", help="only pairs scoring at least S")
     p.add_argument("--path", metavar="PREFIX", help="only groups with a file inside this folder")
-    p.add_argument("--action", default=actions.REPORT, type=_action, metavar="ACTION",
-                   help="act on every group like `vfpctl scan --action`: trash, delete, "
-                        "hardlink, symlink or move:DIR (a dry run unless --apply)")
-    p.add_argument("--keep", choices=actions.KEEP_POLICIES, default=None,
-                   help="which file of a group is kept with --action (default: oldest)")
-    p.add_argument("--reference", action="append", default=[], type=_folder, metavar="DIR",
-                   help="a folder whose files are never acted on; may be given several times")
-    p.add_argument("--apply", action="store_true", help="really carry out --action")
-    p.add_argument("--journal", metavar="FILE", help="journal of the changes for `vfpctl undo`")
     p = add("query", _query, "the videos in the library nearest to a file (any file you can read)")
     p.add_argument("file", metavar="FILE")
     p.add_argument("-k", type=_positive, default=10, help="how many neighbours (default 10)")

@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from vfpd import actions, matching
+from vfpd import actions, journal, matching
+from vfpd.catalog import Catalog, Verdict
+from vfpd.files import DEFAULT_EXCLUDE, VIDEO_EXTENSIONS, FileRules
 from vfpd.presets import ACCURATE, FAST, PRESETS
 from vfpd.report import (
     MAYBE_BAND,
@@ -29,19 +30,14 @@ from vfpd.report import (
 )
 from vfpd.scan import (
     CLUSTER_METHODS,
-    DEFAULT_EXTENSIONS,
     ScanResult,
     ScanSettings,
     default_cache_dir,
     group,
-    pool_decoder,
     scan,
     waste,
 )
 from vfpd.thumbs import frame_rates
-
-if TYPE_CHECKING:
-    from vfpd.catalog import Catalog
 
 EXIT_OK = 0
 EXIT_FILE_ERRORS = 1
@@ -67,8 +63,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the JSON result instead of text")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="where the model runs (default: CUDA when present)")
-    p.add_argument("--extensions", nargs="+", metavar="EXT", default=list(DEFAULT_EXTENSIONS),
-                   help="file name endings to scan (default: common video containers)")
+    p.add_argument("--extensions", nargs="+", metavar="EXT", default=list(VIDEO_EXTENSIONS),
+                   help="file name endings to scan (default: common video containers, the "
+                        "daemon's list)")
+    p.add_argument("--exclude", nargs="+", metavar="GLOB", default=list(DEFAULT_EXCLUDE),
+                   help="skip paths matching these globs, as the daemon's [watch] exclude "
+                        "(default: hidden files and folders; recycle bins and snapshots are "
+                        "always skipped, symbolic links never followed)")
     p.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1),
                    help="decoding processes (default: one per CPU)")
     p.add_argument("--cluster", choices=CLUSTER_METHODS, default="components",
@@ -158,6 +159,11 @@ def _validate(args: argparse.Namespace) -> str | None:
             check_target(Path(args.report))
         except OSError as e:
             return f"--report: {e}"
+    if args.apply and args.action_spec.op != actions.REPORT:
+        try:
+            args.journal_key = journal.load_key(journal.default_key_dir())
+        except (journal.JournalError, OSError) as e:
+            return f"cannot seal the journal: {e}"
     if args.output:
         parent = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(parent):
@@ -259,7 +265,7 @@ def _settled(result: ScanResult, settings: ScanSettings, catalog: Catalog | None
         if catalog is None or ha is None or hb is None or ha == hb:
             return False
         known = catalog.duplicate(ha, hb)
-        return known is not None and known.verdict == "not_duplicate"
+        return known is not None and known.verdict == Verdict.NOT_DUPLICATE
 
     sure, maybe = split_maybe((p for p in result.pairs if not rejected(p)), settings.threshold)
     by_path = {f.path: f for f in result.files}
@@ -293,7 +299,7 @@ def _facts(result: ScanResult, keep: str) -> list[actions.FileFacts]:
     """What the plan needs of each file; for --keep best also the frame rate of grouped files."""
     fps = frame_rates({p for g in result.groups for p in g}) if keep == "best" else {}
     return [actions.FileFacts(f.path, f.stat.size, f.stat.mtime_ns, f.width, f.height, f.hash,
-                              duration=f.duration,
+                              f.stat.device, f.stat.inode, duration=f.duration,
                               bit_rate=int(f.stat.size * 8 / f.duration) if f.duration else None,
                               fps=fps.get(f.path))
             for f in result.files]
@@ -301,21 +307,17 @@ def _facts(result: ScanResult, keep: str) -> list[actions.FileFacts]:
 
 def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object] | None, bool]:
     """Plan (and with --apply carry out) the action; returns (report, all went well)."""
-    if args.action_spec.op == actions.REPORT:
+    spec = args.action_spec
+    if spec.op == actions.REPORT:
         return None, True
     keep = args.keep or "oldest"
     facts = _facts(result, keep)
     by_path = {f.path: f for f in facts}
-    return act_on([[by_path[p] for p in g] for g in result.groups], args, keep)
-
-
-def act_on(groups: list[list[actions.FileFacts]], args: argparse.Namespace, keep: str
-           ) -> tuple[dict[str, object], bool]:
-    """Plan `args.action_spec` over the groups (keeping by `keep`, never touching
-    `args.reference`), print the kept file of each group and why, and with `args.apply` carry it
-    out with a journal. Shared by `scan --action` and `duplicates --action`."""
-    spec = args.action_spec
-    steps = actions.plan(groups, spec, keep, args.reference)
+    groups = [[by_path[p] for p in g] for g in result.groups]
+    # Only pairs verified at the threshold in use count: a group joined through a chain never
+    # removes a member for a keeper it was not itself matched with.
+    direct = {frozenset((p.a, p.b)) for p in result.pairs if p.score >= result.settings.threshold}
+    steps = actions.plan(groups, spec, keep, direct, args.reference)
     report: dict[str, object] = {"action": args.action, "keep": keep, "applied": args.apply,
                                  "journal": None, "reference": args.reference}
     reasons = []
@@ -340,9 +342,13 @@ def act_on(groups: list[list[actions.FileFacts]], args: argparse.Namespace, keep
                     f"would {s.op} {shown(s.path)}  (keeping {shown(s.keep)})"
                 print(f"  {what}")
         return report, True
-    journal = Path(args.journal) if args.journal else _default_journal()
-    outcomes = actions.apply(steps, [f for g in groups for f in g], spec, journal)
-    report["journal"] = str(journal)
+    path = Path(args.journal) if args.journal else _default_journal()
+    sealed = actions.open_journal(path, args.journal_key, spec, result.settings.roots)
+    try:
+        outcomes = actions.apply(steps, facts, spec, sealed)
+    finally:
+        sealed.close()
+    report["journal"] = str(path)
     report["steps"] = [{"op": o.step.op, "path": o.step.path, "keep": o.step.keep,
                         "done": o.done, "detail": o.detail} for o in outcomes]
     failed = [o for o in outcomes if not o.done and not o.step.skip]
@@ -351,7 +357,7 @@ def act_on(groups: list[list[actions.FileFacts]], args: argparse.Namespace, keep
         for o in outcomes:
             mark = "done" if o.done else "NOT done"
             print(f"  {mark}: {o.step.op} {shown(o.step.path)}: {o.detail}")
-        print(f"Journal: {journal}\nUndo with: vfpctl undo {journal}")
+        print(f"Journal: {path}\nUndo with: vfpctl undo {path}")
     return report, not failed
 
 
@@ -361,7 +367,8 @@ def run(args: argparse.Namespace) -> int:
         return _usage_error(problem)
     preset = FAST if args.fast else ACCURATE
     threshold = preset.threshold if args.threshold is None else args.threshold
-    settings = ScanSettings(roots=tuple(args.roots), extensions=tuple(args.extensions),
+    settings = ScanSettings(roots=tuple(args.roots),
+                            rules=FileRules.of(args.extensions, args.exclude),
                             threshold=threshold, cluster=args.cluster, workers=args.workers,
                             match=preset.match, sampling=preset.sampling, preset=preset.name)
     catalog = None
@@ -375,21 +382,23 @@ def run(args: argparse.Namespace) -> int:
             print(f"vfpctl scan: warning: cache not usable, scanning without it: {e}",
                   file=sys.stderr)
     bars = _Bars()
+    from vfpd.chain import pool_decoder
     from vfpd.model.embed import Embedder
     from vfpd.model.network import WeightsError
 
+    decoder = pool_decoder(args.workers, settings.sampling)
     try:
         embedder = Embedder(device=args.device, version_suffix=preset.version_suffix)
         # With --report the scan also keeps the pairs just below the threshold, shown as "maybe".
         searched = replace(settings, threshold=max(0.0, threshold - MAYBE_BAND)) \
             if args.report else settings
-        result = scan(searched, embedder, pool_decoder(args.workers, settings.sampling),
-                      catalog, bars)
+        result = scan(searched, embedder, decoder, catalog, bars)
         result, maybe = _settled(result, settings, catalog)
     except (RuntimeError, OSError, ValueError, WeightsError) as e:
         print(f"vfpctl scan: error: {e}", file=sys.stderr)
         return EXIT_FAILED
     finally:
+        decoder.close()
         bars.close()
         if catalog is not None:
             catalog.close()

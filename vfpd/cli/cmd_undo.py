@@ -1,7 +1,8 @@
 """`vfpctl undo JOURNAL`: reverse what `vfpctl scan --action ... --apply` did, where reversible.
 
-Exit codes: 0 every change was reversed; 1 some could not be (deleted files, files changed since);
-2 the journal is missing or not a vfpd journal.
+Exit codes: 0 every change was reversed; 1 some could not be (deleted files, files changed since,
+lines outside the journal's folders); 2 the journal is missing or not a vfpd journal; 4 refused:
+the journal fails its seal (not written by this vfpd for this user, or altered), nothing done.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import argparse
 import json
 import sys
 
-from vfpd import actions
+from vfpd import actions, journal
 from vfpd.cli.cmd_scan import EXIT_FILE_ERRORS, EXIT_OK, EXIT_USAGE, shown
+
+EXIT_REFUSED = 4
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Reverse the changes a `vfpctl scan --apply` recorded "
                                           "in its journal, newest first: trashed and moved files "
                                           "come back, links become copies again. Deletions "
-                                          "cannot be reversed.")
+                                          "cannot be reversed. Only a journal sealed by this "
+                                          "user's vfpd is followed (exit 4 otherwise), and only "
+                                          "inside the folders it scanned.")
     p.add_argument("journal", metavar="JOURNAL", help="the journal file the scan printed")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=run)
@@ -27,8 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        results = actions.undo(args.journal)
-    except actions.JournalError as e:
+        results = actions.undo(args.journal, journal.load_key(journal.default_key_dir()))
+    except journal.JournalRefused as e:
+        print(f"vfpctl undo: refused: {e}; nothing was undone", file=sys.stderr)
+        return EXIT_REFUSED
+    except journal.JournalError as e:
         print(f"vfpctl undo: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:

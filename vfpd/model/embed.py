@@ -11,7 +11,8 @@ import torch
 
 from vfpd.fingerprint import Fingerprint
 from vfpd.media import SampledVideo
-from vfpd.model.network import FingerprintNet, WeightsError, load_model
+from vfpd.model.center import center_of
+from vfpd.model.network import FingerprintNet, WeightsError, load_blob, load_model
 
 DEFAULT_WEIGHTS = Path(__file__).with_name("weights") / "base.pt"
 """The base weights shipped in the package (see weights/CARD.md)."""
@@ -91,6 +92,16 @@ class Embedder:
         self.model_version = weights_version(self.weights) + version_suffix
         self._lock = threading.Lock()
         self._model: FingerprintNet | None = None
+        self._center: tuple[np.ndarray | None] | None = None
+
+    @property
+    def frame_center(self) -> np.ndarray | None:
+        """The model's background frame feature (weights meta "frame_center", see
+        vfpd.model.center): what the matcher removes from every frame feature before comparing.
+        None for weights that carry none (the matcher then uses each pair's own mean)."""
+        if self._center is None:
+            self._center = (center_of(load_blob(self.weights)),)
+        return self._center[0]
 
     @property
     def loaded(self) -> bool:

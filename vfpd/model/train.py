@@ -17,13 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vfpd import media
+from vfpd import files, media
 from vfpd.atomic import atomic_writer
+from vfpd.files import VIDEO_EXTENSIONS, FileRules
 from vfpd.model.augment import AugmentConfig, TimeConfig, augment_views, time_view
 from vfpd.model.network import FingerprintNet, NetConfig, WeightsError, load_blob, save_weights
-
-VIDEO_SUFFIXES = frozenset(
-    ".mp4 .mkv .avi .mov .webm .m4v .mpg .mpeg .ts .wmv .flv .3gp .ogv .mts .m2ts".split())
 
 CACHE_INTERVAL = 0.25
 """Seconds between cached frames: four times denser than the 1-s sampling of fingerprints, so a
@@ -129,7 +127,7 @@ class CachedVideo:
 def list_videos(data_dir: Path) -> list[Path]:
     if not data_dir.is_dir():
         raise TrainingError(f"{data_dir}: not a directory")
-    return sorted(p for p in data_dir.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    return [Path(p) for p, _ in files.walk(data_dir, FileRules())]
 
 
 def _cache_name(path: Path, data_dir: Path) -> str:
@@ -169,7 +167,7 @@ def build_cache(data_dir: Path, cache_dir: Path, workers: int,
     """Every video of `data_dir` as densely sampled frames, decoding only those not cached yet."""
     paths = list_videos(data_dir)
     if not paths:
-        raise TrainingError(f"{data_dir}: no video files found (looked for {', '.join(sorted(VIDEO_SUFFIXES))})")
+        raise TrainingError(f"{data_dir}: no video files found (looked for {', '.join(VIDEO_EXTENSIONS)})")
     cache_dir.mkdir(parents=True, exist_ok=True)
     names = {p: _cache_name(p, data_dir) for p in paths}
     todo = [p for p in paths if not (cache_dir / names[p]).exists()]
@@ -565,10 +563,37 @@ def train(s: TrainSettings, log: Callable[[str], None] = print) -> dict[str, obj
                 break
     finally:
         del it, loader
+    _store_background(best_path(s.checkpoint), videos, s.device, log)
     summary = {"epochs": epoch, "steps": step, "best_score": best, "history": history,
                "best_weights": str(best_path(s.checkpoint))}
     _atomic_json(s.checkpoint.with_name(s.checkpoint.stem + ".history.json"), history)
     return summary
+
+
+def _store_background(weights: Path, videos: list[CachedVideo], device: str,
+                      log: Callable[[str], None]) -> None:
+    """Estimate the weights' background frame feature (vfpd/model/center.py) on the training
+    videos, sampled on the fingerprints' 1 s grid, and store it in the weights' meta."""
+    from vfpd.model import center
+    from vfpd.model.embed import Embedder
+
+    if not weights.exists():
+        return
+    step = max(1, round(VIEW_INTERVAL / CACHE_INTERVAL))
+    embedder = Embedder(weights=weights, device=device)
+    fps = []
+    for v in videos:
+        frames = v.frames[::step]
+        if len(frames):
+            fps.append(embedder.embed(media.SampledVideo(
+                frames, v.times[::step].astype(np.float64), media.informative_mask(frames),
+                v.duration, media.VideoInfo("cache", "cache", 64, 64, v.duration, None, 0))))
+    try:
+        center.store(weights, center.estimate(fps))
+    except ValueError as e:
+        log(f"no background stored in {weights} ({e}): the matcher uses each pair's own mean")
+        return
+    log(f"background frame feature of {len(fps)} videos stored in {weights}")
 
 
 def _settings_dict(s: TrainSettings) -> dict[str, object]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
-import sqlite3
 import stat
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import vfpd
-from vfpd.catalog import JOB_FAILED, Catalog, path_text, prefix_bounds
+from vfpd.catalog import Catalog, JobState, Kind
 from vfpd.client import E_BAD_ARGS, E_NOT_FOUND, E_OUTSIDE_ROOTS, E_UNREADABLE
 from vfpd.matching import Pair, group_components
 from vfpd.service.context import ServiceContext
@@ -32,8 +30,6 @@ DEFAULT_QUERY_K = 10
 
 MAX_PATH_CHARS = 4096
 """PATH_MAX on Linux: no real path is longer."""
-
-KINDS = ("exact", "near", "partial")
 
 
 class CommandError(Exception):
@@ -50,7 +46,6 @@ class Request:
     """What came with a request besides its arguments."""
 
     fd: int | None = None  # a descriptor passed with SCM_RIGHTS (query of a file by handle)
-    status: StatusReader | None = None  # the server's warm connection for `status`
 
 
 @dataclass(frozen=True)
@@ -139,8 +134,8 @@ def _k(value: int) -> int:
 
 
 def _kind(value: str) -> str:
-    if value not in KINDS:
-        raise ValueError(f"must be one of {', '.join(KINDS)}, got {value[:40]!r}")
+    if value not in tuple(Kind):
+        raise ValueError(f"must be one of {', '.join(Kind)}, got {value[:40]!r}")
     return value
 
 
@@ -196,23 +191,6 @@ def _descriptor_path(fd: int) -> Path:
 
 # -- duplicate groups -----------------------------------------------------------------------------
 
-SQL_CHUNK = 500
-"""Hashes per IN (...) list: under SQLite's default limit of 999 bound parameters."""
-
-
-def _read_connection(catalog: Catalog) -> sqlite3.Connection:
-    # Aggregates the Catalog API does not offer (sizes and path counts of many contents at once)
-    # run on a connection of our own, read-only, so they can never write or block the writer.
-    conn = sqlite3.connect(f"file:{catalog.path}?mode=ro", uri=True, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 10000")
-    return conn
-
-
-def _chunks(items: list[str]) -> Iterator[list[str]]:
-    for i in range(0, len(items), SQL_CHUNK):
-        yield items[i:i + SQL_CHUNK]
-
-
 def duplicate_groups(catalog: Catalog, *, since: float | None = None, kind: str | None = None,
                      min_score: float | None = None, path_prefix: str | None = None
                      ) -> Iterator[dict[str, Any]]:
@@ -230,73 +208,39 @@ def duplicate_groups(catalog: Catalog, *, since: float | None = None, kind: str 
     for p in pairs:
         best[(p.a, p.b)] = p
     del pairs
-    conn = _read_connection(catalog)
-    try:
-        grouped = {h for g in groups for h in g}
-        if kind in (None, "exact") and (min_score is None or min_score <= 1.0):
-            groups += [[h] for h in _aliased_contents(conn, since, path_prefix) if h not in grouped]
-        del grouped
-        stats: dict[str, tuple[int, int]] = {}
-        for chunk in _chunks(sorted({h for g in groups for h in g})):
-            marks = ",".join("?" * len(chunk))
-            stats.update((h, (size, n)) for h, size, n in conn.execute(
-                f"SELECT c.hash, c.size, (SELECT COUNT(*) FROM files f WHERE f.hash = c.hash) "
-                f"FROM contents c WHERE c.hash IN ({marks})", chunk))
+    grouped = {h for g in groups for h in g}
+    if kind in (None, "exact") and (min_score is None or min_score <= 1.0):
+        groups += [[h] for h in catalog.aliased_contents(since, path_prefix) if h not in grouped]
+    del grouped
+    stats = catalog.sizes_and_path_counts(sorted({h for g in groups for h in g}))
 
-        def waste(group: list[str]) -> int:
-            sizes = [stats.get(h, (0, 0)) for h in group]
-            total = sum(size * max(n, 1) for size, n in sizes)
-            return total - max((size for size, _ in sizes), default=0)
+    def waste(group: list[str]) -> int:
+        sizes = [stats.get(h, (0, 0)) for h in group]
+        total = sum(size * max(n, 1) for size, n in sizes)
+        return total - max((size for size, _ in sizes), default=0)
 
-        ranked = sorted(((waste(g), g) for g in groups), key=lambda wg: (-wg[0], wg[1]))
-        del groups, stats
-        for i in range(0, len(ranked), GROUP_BATCH):
-            batch = ranked[i:i + GROUP_BATCH]
-            contents, paths = _members(conn, [h for _, g in batch for h in g])
-            for group_waste, group in batch:
-                item = _group_item(group, best, contents, paths)
-                if item is not None:
-                    item["waste"] = group_waste
-                    yield item
-    finally:
-        conn.close()
+    ranked = sorted(((waste(g), g) for g in groups), key=lambda wg: (-wg[0], wg[1]))
+    del groups, stats
+    for i in range(0, len(ranked), GROUP_BATCH):
+        batch = ranked[i:i + GROUP_BATCH]
+        contents, paths = _members(catalog, [h for _, g in batch for h in g])
+        for group_waste, group in batch:
+            item = _group_item(group, best, contents, paths)
+            if item is not None:
+                item["waste"] = group_waste
+                yield item
 
 
 GROUP_BATCH = 256
 """Groups whose members are read with one query: few round trips, bounded memory."""
 
 
-def _members(conn: sqlite3.Connection, hashes: list[str]
+def _members(catalog: Catalog, hashes: list[str]
              ) -> tuple[dict[str, tuple[Any, ...]], dict[str, list[str]]]:
     """(size, duration, width, height, first_seen) and sorted paths of each content."""
-    contents: dict[str, tuple[Any, ...]] = {}
-    paths: dict[str, list[str]] = {}
-    for chunk in _chunks(hashes):
-        marks = ",".join("?" * len(chunk))
-        for h, *rest in conn.execute(
-                f"SELECT hash, size, duration, width, height, first_seen FROM contents "
-                f"WHERE hash IN ({marks})", chunk):
-            contents[h] = tuple(rest)
-        for h, path in conn.execute(
-                f"SELECT hash, path FROM files WHERE hash IN ({marks}) ORDER BY path", chunk):
-            paths.setdefault(h, []).append(path_text(path))
-    return contents, paths
-
-
-def _aliased_contents(conn: sqlite3.Connection, since: float | None,
-                      path_prefix: str | None) -> list[str]:
-    sql = ("SELECT hash FROM files WHERE hash IS NOT NULL GROUP BY hash HAVING COUNT(*) > 1")
-    having: list[str] = []
-    args: list[Any] = []
-    if since is not None:
-        having.append("MAX(first_seen) >= ?")
-        args.append(since)
-    if path_prefix is not None:
-        having.append("SUM(path = ? OR (path >= ? AND path < ?)) > 0")
-        args += list(prefix_bounds(path_prefix))
-    if having:
-        sql += " AND " + " AND ".join(having)
-    return [r[0] for r in conn.execute(sql, args)]
+    contents = {h: (c.size, c.duration, c.width, c.height, c.first_seen)
+                for h, c in catalog.contents(hashes).items()}
+    return contents, catalog.paths_for_hashes(hashes)
 
 
 def _group_item(group: list[str], best: dict[tuple[str, str], Pair],
@@ -337,12 +281,7 @@ def _group_item(group: list[str], best: dict[tuple[str, str], Pair],
 # -- commands -------------------------------------------------------------------------------------
 
 def cmd_status(context: ServiceContext, args: dict[str, Any], request: Request) -> dict[str, Any]:
-    reader = request.status if request.status is not None else StatusReader()
-    try:
-        counts = reader.counts(context.catalog)
-    finally:
-        if request.status is None:
-            reader.close()
+    counts = context.catalog.counts()
     index = dict(context.index_info())
     return {
         "version": vfpd.__version__,
@@ -350,74 +289,23 @@ def cmd_status(context: ServiceContext, args: dict[str, Any], request: Request) 
         "started_at": context.started_at,
         "uptime_s": round(max(0.0, time.time() - context.started_at), 3),
         "paused": context.paused(),
+        "health": context.health(),
         "roots": [{"path": r.path, "mode": r.mode, "reason": r.reason} for r in context.roots()],
         # The catalog's queued jobs include those in flight (a job leaves the queue only with
         # its result), so this is the queue length without asking the daemon a second time.
-        "queue": counts["queue"],
-        "files": counts["files"],
-        "hashes": counts["hashes"],
-        "fingerprints": counts["fingerprints"],
-        "duplicates": counts["duplicates"],
-        "failed": counts["failed"],
-        "notify_backlog": counts["notify_backlog"],
+        "queue": counts.jobs_queued,
+        "files": counts.files,
+        "hashes": counts.contents,
+        "fingerprints": counts.fingerprints,
+        "duplicates": counts.duplicates,
+        "failed": counts.jobs_failed,
+        "notify_backlog": counts.outbox_pending,
         "index": index,
         "model_version": index.get("model_version"),
         "last_retrain": context.last_retrain(),
     }
 
 
-_STATUS_COUNTS = {
-    "files": "SELECT COUNT(*) FROM files",
-    "hashes": "SELECT COUNT(*) FROM contents",
-    "fingerprints": "SELECT COUNT(*) FROM fingerprints",
-    "duplicates": "SELECT COUNT(*) FROM duplicates WHERE verdict IS NULL "
-                  "OR verdict != 'not_duplicate'",
-    "queue": "SELECT COUNT(*) FROM jobs WHERE state = 'queued'",
-    "failed": "SELECT COUNT(*) FROM jobs WHERE state = 'failed'",
-    "notify_backlog": "SELECT COUNT(*) FROM deliveries WHERE state = 'pending'",
-}
-
-
-STATUS_CACHE_KIB = 32768
-"""Page cache of the status connection: the covering indexes the totals scan take ~20 MB per
-100k files; kept warm, a status call costs well under a millisecond instead of re-reading them."""
-
-
-class StatusReader:
-    """One long-lived read-only connection for `status`, shared under a lock (each call takes
-    about a millisecond). Not Catalog.counts(): that also splits fingerprints by model version,
-    a GROUP BY sorting every fingerprint row (~70 ms at 100k fingerprints), and its per-thread
-    readers have SQLite's default 2 MB cache, too small to keep the indexes warm."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._path: Path | None = None
-
-    def counts(self, catalog: Catalog) -> dict[str, int]:
-        """The totals `status` shows, from one read snapshot."""
-        with self._lock:
-            if self._conn is None or self._path != catalog.path:
-                self.close_locked()
-                self._conn = _read_connection(catalog)
-                self._conn.execute(f"PRAGMA cache_size = -{STATUS_CACHE_KIB}")
-                self._path = catalog.path
-            conn = self._conn
-            conn.execute("BEGIN")
-            try:
-                return {key: conn.execute(sql).fetchone()[0]
-                        for key, sql in _STATUS_COUNTS.items()}
-            finally:
-                conn.execute("COMMIT")
-
-    def close_locked(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def close(self) -> None:
-        with self._lock:
-            self.close_locked()
 
 
 def cmd_duplicates(context: ServiceContext, args: dict[str, Any], request: Request
@@ -490,7 +378,7 @@ def cmd_resume(context: ServiceContext, args: dict[str, Any], request: Request) 
 def cmd_failures(context: ServiceContext, args: dict[str, Any], request: Request
                  ) -> Iterator[dict[str, Any]]:
     return ({"path": j.path, "reason": j.last_error, "attempts": j.attempts, "job": j.reason}
-            for j in context.catalog.iter_jobs(JOB_FAILED))
+            for j in context.catalog.iter_jobs(JobState.FAILED))
 
 
 def cmd_retry(context: ServiceContext, args: dict[str, Any], request: Request) -> dict[str, Any]:

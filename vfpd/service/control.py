@@ -44,7 +44,6 @@ from vfpd.service.commands import (
     Command,
     CommandError,
     Request,
-    StatusReader,
     validate_args,
 )
 from vfpd.service.context import ServiceContext
@@ -227,7 +226,6 @@ class ControlServer:
         self._lock = threading.Lock()
         self._connections: set[_Connection] = set()
         self._stopping = threading.Event()
-        self._status = StatusReader()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -270,7 +268,6 @@ class ControlServer:
         for conn in connections:
             if conn.future is not None and conn.future.cancelled():
                 conn.sock.close()
-        self._status.close()
         self._pool = None
 
     def __enter__(self) -> ControlServer:
@@ -466,7 +463,7 @@ class ControlServer:
         try:
             args = validate_args(command, message.get("args", {}))
             result = command.run(self.context, args,
-                                 Request(fd=fds[0] if fds else None, status=self._status))
+                                 Request(fd=fds[0] if fds else None))
         except CommandError as exc:
             return self._write_safely(conn, _error(request_id, exc.code, exc.message))
         except Exception as exc:

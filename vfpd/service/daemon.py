@@ -1,5 +1,6 @@
-"""The daemon: wires catalog, index, model, decoder, watcher, pipeline, notifier and control socket,
-owns the lifecycle (start, SIGHUP reload, SIGTERM/SIGINT stop) and talks to systemd.
+"""The daemon's lifecycle: start (catalog, then the parts vfpd/service/wiring.py puts together,
+watcher, control socket), SIGHUP reload, SIGTERM/SIGINT stop, health and systemd's watchdog.
+Watch events go to vfpd/service/intake.py.
 
 The main thread only waits: for watcher events, signals and watchdog ticks. Work happens on the
 pipeline thread, deliveries on the notifier threads, requests on the control server's threads.
@@ -14,48 +15,42 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from vfpd import config as config_mod
 from vfpd.catalog import (
-    JOB_FAILED,
     PRIORITY_NEW,
     Catalog,
     CatalogError,
-    FileRecord,
+    JobState,
     RetryPolicy,
 )
 from vfpd.config import DEFAULT_WEBHOOK_RETRIES, Config, ConfigError
-from vfpd.frame_index import BuildCancelled, FrameIndex, build_frame_index, load_frame_index
-from vfpd.hashing import FileStat
-from vfpd.index import VectorIndex, open_index
-from vfpd.matching import NEAR, verify
-from vfpd.media import MediaError, SampledVideo
-from vfpd.presets import PRESETS, Preset
+from vfpd.frame_index import BuildCancelled, build_frame_index
+from vfpd.library import Library
+from vfpd.matching import NEAR, PARTIAL
 from vfpd.service import logging as vlog
 from vfpd.service.context import RootState
+from vfpd.service.intake import Intake, reconcile
 from vfpd.service.notify import Notifier, delivery_policy
-from vfpd.service.pipeline import Decoder, Embedder, Pipeline, PipelineSettings, reconcile
+from vfpd.service.pipeline import Pipeline
 from vfpd.service.sdnotify import SystemdNotifier
-from vfpd.service.watcher import (
-    DirDeleted,
-    FileDeleted,
-    FileMoved,
-    FileSettled,
-    RootAppeared,
-    Watcher,
-    WatchEvent,
+from vfpd.service.watcher import RootAppeared, Watcher, WatchEvent
+from vfpd.service.wiring import (
+    CATALOG_NAME,
+    FRAME_INDEX_NAME,
+    Parts,
+    build_parts,
+    pipeline_settings,
+    preset,
+    wire,
 )
 
 log = logging.getLogger("vfpd.daemon")
 
-CATALOG_NAME = "catalog.db"
 LOCK_NAME = "vfpd.lock"
-INDEX_NAME = "index.faiss"
-FRAME_INDEX_NAME = "frames.faiss"
 # Webhook back-off: 2 s before the first retry, then x4 each time (2, 8, 32, 128, 512 s): a
 # receiver restarting is covered by the first tries, a day-long outage is not waited out.
 WEBHOOK_BACKOFF_SECONDS = 2.0
@@ -71,9 +66,10 @@ STOP_PIPELINE_SECONDS = 5.0
 # count took, so polling `vfpctl status` spends at most ~5 % of a core on it.
 MISSING_RECOUNT_FACTOR = 20.0
 
-# A file deleted from one root and settled in another within this time, with the same inode,
-# size and mtime, was moved: settle time plus a margin for a busy event queue.
-MOVE_PAIRING_SECONDS = 60.0
+# The systemd watchdog is fed only while the pipeline thread is alive and has finished a round
+# (work, or a wait that ended) within this long; its longest wait is an idle sleep, woken by
+# the next file, so a busy back-log file (a long decode) stays well inside it.
+PROGRESS_STALE_SECONDS = 600.0
 
 STOP = "stop"
 RELOAD = "reload"
@@ -81,101 +77,6 @@ RELOAD = "reload"
 
 class StartupError(Exception):
     """The daemon cannot start (socket taken, catalog unusable); the message says why."""
-
-
-@dataclass(frozen=True)
-class Parts:
-    """What the daemon is made of, built by `build_parts` (the only place that imports the
-    model and the worker pool, so tests and benchmarks can choose how to build them)."""
-
-    embedder: Embedder
-    decoder: Decoder
-    close: Callable[[], None]
-
-
-def build_parts(cfg: Config) -> Parts:
-    from vfpd.model.embed import Embedder as ModelEmbedder
-
-    from vfpd.model.network import load_blob
-
-    # [model] batch_size counts videos per batch (the pipeline's); the embedder's own batch is
-    # frames per forward pass, which it sizes itself. The preset's suffix keeps fingerprints of
-    # another sampling apart (another model version: re-fingerprinted after a change).
-    embedder = ModelEmbedder(weights=cfg.model.weights, device=cfg.model.device,
-                             version_suffix=preset(cfg).version_suffix)
-    # The model itself loads when work arrives; a weights file that cannot be read must stop
-    # start-up now, not fail every file later.
-    load_blob(embedder.weights)
-    decoder, close = _decode_pool(cfg)
-    return Parts(embedder, decoder, close)
-
-
-class PoolDecoder:
-    """The pipeline's decoder: vfpd.workers' isolated pool, started when work arrives and stopped
-    when the pipeline goes idle (idle workers hold ~100 MB each for nothing)."""
-
-    def __init__(self, settings: Any) -> None:
-        self.settings = settings
-        self._lock = threading.Lock()
-        self._pool: Any = None
-        self._closed = False
-
-    def _get(self) -> Any:
-        from vfpd.workers import DecodePool
-
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the decoder is closed")
-            if self._pool is None:
-                self._pool = DecodePool(self.settings)
-            return self._pool
-
-    def __call__(self, paths: Sequence[str]) -> Iterator[tuple[str, SampledVideo | MediaError]]:
-        for r in self._get().map(paths):
-            yield r.path, (r.sampled if r.error is None else r.error)
-
-    def unload(self) -> None:
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-        self.unload()
-
-
-def _decode_pool(cfg: Config) -> tuple[Decoder, Callable[[], None]]:
-    from vfpd.workers import PoolSettings
-
-    decoder = PoolDecoder(PoolSettings(workers=cfg.decode.workers,
-                                       timeout=cfg.decode.timeout_seconds,
-                                       per_video_second=cfg.decode.timeout_per_video_second,
-                                       memory_limit=cfg.decode.memory_mb << 20,
-                                       sampling=preset(cfg).sampling))
-    return decoder, decoder.close
-
-
-def preset(cfg: Config) -> Preset:
-    return PRESETS[cfg.model.preset]
-
-
-def threshold(cfg: Config, running: Preset | None = None) -> float:
-    """[detect] threshold, or the default of the preset (`running`, else the configured one)."""
-    if cfg.detect.threshold is not None:
-        return cfg.detect.threshold
-    return (running or preset(cfg)).threshold
-
-
-def pipeline_settings(cfg: Config, running: Preset | None = None) -> PipelineSettings:
-    """The pipeline's settings; `running` is the preset the daemon started with (a changed
-    [model] preset takes effect at the next restart, with the embedder it belongs to)."""
-    p = running or preset(cfg)
-    return PipelineSettings(batch_size=cfg.model.batch_size, threshold=threshold(cfg, p),
-                            candidates=cfg.detect.candidates,
-                            idle_unload_seconds=cfg.model.idle_unload_seconds,
-                            match=p.match, sampling=p.sampling)
 
 
 class Daemon:
@@ -195,12 +96,11 @@ class Daemon:
         self._queued = 0
         self._reconciling = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._gone: dict[tuple[int, int], tuple[FileRecord, float]] = {}
         self.catalog: Catalog
-        self.index: VectorIndex
-        self.frame_index: FrameIndex | None = None
+        self.library: Library
         self._stopping = threading.Event()
         self.pipeline: Pipeline
+        self.intake: Intake
         self.notifier: Notifier
         self.watcher: Watcher
         self.control: Any = None
@@ -237,19 +137,13 @@ class Daemon:
                 self._parts = build_parts(cfg)
             except Exception as e:  # weights unreadable, CUDA asked for but absent, ...
                 raise StartupError(f"cannot set up the model or decoders: {e}") from e
-        mv = self._parts.embedder.model_version
-        self.index = open_index(self.catalog, mv, state / INDEX_NAME)
+        wired = wire(cfg, self.catalog, self._parts, self.env, self.preset)
+        self.library, self.pipeline, self.notifier = wired.library, wired.pipeline, wired.notifier
+        index = self.library.index
         log.info("catalog %s: index of model %s (preset %s) holds %d fingerprints (%s)",
-                 state / CATALOG_NAME, mv, self.preset.name, len(self.index), self.index.kind)
-        # A missing or unusable frame index is rebuilt in the background once running (see
-        # _build_frame_index): at a million videos that reads every stored fingerprint.
-        self.frame_index = load_frame_index(self.catalog, mv, state / FRAME_INDEX_NAME)
-        self.notifier = Notifier(self.catalog, cfg.notify, self.env)
-        self.pipeline = Pipeline(self.catalog, self.index, state / INDEX_NAME,
-                                 self._parts.embedder, self._parts.decoder,
-                                 pipeline_settings(cfg, self.preset), self.notifier.sinks,
-                                 self.notifier.wake,
-                                 self.frame_index, state / FRAME_INDEX_NAME)
+                 state / CATALOG_NAME, index.model_version, self.preset.name, len(index),
+                 index.kind)
+        self.intake = Intake(self.catalog, self.pipeline.wake)
         self.watcher = Watcher(cfg.watch, self._events.put)
 
     def _lock_state(self, state: Path) -> None:
@@ -300,7 +194,7 @@ class Daemon:
                 log.error("cannot start: %s", e)
                 return 1
             self._background(self._reconcile_all, "vfpd-reconcile")
-            if self.frame_index is None:
+            if self.library.frame_index is None:
                 self._background(self._build_frame_index, "vfpd-frame-index")
             status = self._status()
             self._sd.ready(status)
@@ -360,9 +254,10 @@ class Daemon:
     def _build_frame_index(self) -> None:
         """Rebuild the frame index from the catalog while the daemon serves; until it is there,
         candidates come from the video index alone."""
-        mv = self.pipeline.embedder.model_version
+        lib = self.library
         try:
-            index = build_frame_index(self.catalog, mv, self.pipeline.frame_index_path,
+            index = build_frame_index(self.catalog, lib.model_version, lib.center,
+                                      self.config.storage.state_dir / FRAME_INDEX_NAME,
                                       should_stop=self._stopping.is_set)
         except BuildCancelled as e:
             log.info("%s (the daemon is stopping); it is rebuilt at the next start", e)
@@ -371,8 +266,7 @@ class Daemon:
             log.exception("cannot build the frame index; clips of longer videos are found "
                           "only through the video index until the next start")
             return
-        self.frame_index = index
-        self.pipeline.frame_index = index
+        lib.frame_index = index
         index.catch_up(self.catalog)  # (what the pipeline committed while it was adopted)
 
     def _background(self, fn: Callable[[], None], name: str) -> None:
@@ -404,7 +298,8 @@ class Daemon:
                 self._on_watch_event(item)  # type: ignore[arg-type]
             now = time.monotonic()
             if next_ping is not None and now >= next_ping:
-                self._sd.watchdog()
+                if self.healthy():
+                    self._sd.watchdog()
                 next_ping = now + ping  # type: ignore[operator]
             # Counting the queue reads the catalog: at most every STATUS_INTERVAL, and only
             # while there is work (or when asked with an empty item).
@@ -415,7 +310,9 @@ class Daemon:
     def _status(self, queued: int | None = None) -> str:
         queued = self.queue_length() if queued is None else queued
         paused = " (paused)" if self.pipeline.paused else ""
-        return f"{queued} queued, {len(self.index)} fingerprints{paused}"
+        problem = self.problem()
+        degraded = f" (degraded: {problem})" if problem else ""
+        return f"{queued} queued, {len(self.library.index)} fingerprints{paused}{degraded}"
 
     def _update_status(self) -> None:
         self._queued = self.queue_length()
@@ -427,61 +324,13 @@ class Daemon:
             self._last_status = status
 
     def _on_watch_event(self, ev: WatchEvent) -> None:
-        cat = self.catalog
         try:
-            if isinstance(ev, FileSettled):
-                if self._came_back(ev.path):
-                    return
-                cat.enqueue(ev.path, "new", PRIORITY_NEW)
-                log.debug("queued %s (%s)", ev.path, ev.how)
-                self.pipeline.wake()
-            elif isinstance(ev, FileMoved):
-                try:
-                    fstat: FileStat | None = FileStat.of(ev.dest)
-                except OSError:
-                    fstat = None
-                if cat.move_file(ev.src, ev.dest, fstat):
-                    log.info("moved %s -> %s", ev.src, ev.dest)
-                else:
-                    cat.enqueue(ev.dest, "new", PRIORITY_NEW)
-                    self.pipeline.wake()
-            elif isinstance(ev, FileDeleted):
-                rec = cat.file_by_path(ev.path)
-                if cat.remove_file(ev.path):
-                    log.info("deleted %s", ev.path)
-                    if rec is not None and rec.hash is not None:
-                        self._gone[(rec.stat.device, rec.stat.inode)] = (rec, time.monotonic())
-            elif isinstance(ev, DirDeleted):
-                n = cat.remove_files_under(ev.path)
-                if n:
-                    log.info("folder %s left: %d file(s) forgotten", ev.path, n)
-            elif isinstance(ev, RootAppeared):
+            if isinstance(ev, RootAppeared):
                 self._background(lambda p=Path(ev.path): self._reconcile([p]), "vfpd-reconcile")
+            else:
+                self.intake.handle(ev)
         except Exception:
             log.exception("cannot record %s", ev)
-
-    def _came_back(self, path: str) -> bool:
-        """A file that left one root and arrived in another is one move (inotify sees two
-        halves): same device, inode, size and mtime as a file deleted moments ago. Its path is
-        recorded at once, with no re-hash and no duplicate announced."""
-        now = time.monotonic()
-        for key, (_, when) in list(self._gone.items()):
-            if now - when > MOVE_PAIRING_SECONDS:
-                del self._gone[key]
-        try:
-            fstat = FileStat.of(path)
-        except OSError:
-            return False
-        entry = self._gone.get((fstat.device, fstat.inode))
-        if entry is None:
-            return False
-        rec = entry[0]
-        if (rec.stat.size, rec.stat.mtime_ns) != (fstat.size, fstat.mtime_ns) or rec.hash is None:
-            return False
-        del self._gone[(fstat.device, fstat.inode)]
-        self.catalog.store_result(path, fstat, rec.hash)
-        log.info("moved %s -> %s", rec.path, path)
-        return True
 
     # -- reconcile and reload --------------------------------------------------------------------
 
@@ -492,7 +341,7 @@ class Daemon:
         self._reconciling.set()
         try:
             started = time.monotonic()
-            mv = self.pipeline.embedder.model_version
+            mv = self.library.model_version
             done = reconcile(self.catalog, roots, self.watcher.filter,
                              retry_failed=retry_failed, model_version=mv)
             log.info("reconciled %d folder(s) in %.1f s: %d queued, %d moved, %d gone",
@@ -574,20 +423,41 @@ class Daemon:
 
     def retry(self, path: Path) -> bool:
         job = self.catalog.job(str(path))
-        if job is None or job.state != JOB_FAILED:
+        if job is None or job.state != JobState.FAILED:
             return False
         self.catalog.enqueue(str(path), "retry", PRIORITY_NEW)
         self.pipeline.wake()
         return True
 
+    def problem(self) -> str | None:
+        """Why the daemon cannot do its work now (None while it can): the pipeline thread died,
+        or it keeps failing (disk full, catalog locked), or it has not finished a round for
+        PROGRESS_STALE_SECONDS."""
+        p = self.pipeline
+        if not p.alive and not self._stopping.is_set():
+            return "the processing thread stopped"
+        if p.problem is not None:
+            return p.problem
+        if time.monotonic() - p.progress_at > PROGRESS_STALE_SECONDS and p.busy:
+            return f"no progress for {PROGRESS_STALE_SECONDS:.0f} s"
+        return None
+
+    def healthy(self) -> bool:
+        return self.problem() is None
+
+    def health(self) -> dict[str, object]:
+        problem = self.problem()
+        return {"state": "degraded" if problem else "ok", "reason": problem}
+
     def index_info(self) -> dict[str, object]:
-        info = self.index.info()
+        frame_index = self.library.frame_index
+        info = self.library.index.info()
         return {"type": info.kind, "size": info.size, "model_version": info.model_version,
                 "dim": info.dim, "covered_seq": info.covered_seq,
                 "preset": self.preset.name, "missing_fingerprints": self.missing_fingerprints(),
                 "fingerprinted": {"decoded": self.pipeline.decoded,
                                   "from_stored_frames": self.pipeline.reembedded},
-                "frames": (self.frame_index.info().to_json() if self.frame_index is not None
+                "frames": (frame_index.info().to_json() if frame_index is not None
                            else {"type": "building"})}
 
     def missing_fingerprints(self) -> int:
@@ -625,13 +495,13 @@ class Daemon:
         cat = self.catalog
         with cat.transaction():
             if cat.duplicate(ha, hb) is None:
-                # Never detected: record the pair so the verdict has a home and detection obeys.
-                mv = self.pipeline.embedder.model_version
+                # Never detected: record the pair, scored the one way every pair is (the
+                # library), so the verdict has a home and detection obeys.
+                mv = self.library.model_version
                 fa, fb = cat.fingerprint(ha, mv), cat.fingerprint(hb, mv)
-                m = (verify(fa.fingerprint, fb.fingerprint, self.preset.match)
-                     if fa and fb else None)
+                m = self.library.score(fa.fingerprint, fb.fingerprint) if fa and fb else None
                 cat.add_duplicate(ha, hb, m.score if m else 0.0,
-                                  m.kind if m and m.kind in ("near", "partial") else NEAR,
+                                  m.kind if m and m.kind in (NEAR, PARTIAL) else NEAR,
                                   [s.to_json() for s in m.segments] if m else None)
             cat.set_verdict(ha, hb, stored)
         log.info("verdict %s on %s and %s", stored, a, b)

@@ -32,7 +32,7 @@ SINK_LOG = "log"
 SINK_DESKTOP = "desktop"
 SINK_WEBHOOK = "webhook"
 SINK_EXEC = "exec"
-PAYLOAD_VERSION = 1
+PAYLOAD_VERSION = 2  # 2: the event id became 128 random bits (a string) instead of the outbox row
 # Events fetched from the outbox per round: a burst of hundreds is delivered in a few rounds.
 CLAIM_BATCH = 50
 # notify-send returns in milliseconds; a stuck session bus must not hold the sink for long.
@@ -40,8 +40,13 @@ DESKTOP_TIMEOUT = 10.0
 # The catalog counts one attempt when an event is marked delivered and one more when a failure
 # puts it back, so each failed try of a sink counts twice against the retry policy.
 ATTEMPTS_PER_TRY = 2
-# "Any time from now on" when asking the outbox whether retries are waiting at all.
-FAR_FUTURE = 100 * 365 * 86400.0
+OUTBOX_RETENTION_S = 7 * 86400.0
+"""Announced events stay in the outbox for a week, then are pruned: long enough to look up what
+was sent (a webhook's `id`, a failed delivery's error) after a weekend away, short enough that the
+outbox does not grow with every duplicate ever found."""
+OUTBOX_PRUNE_EVERY_S = 3600.0
+"""Pruning runs at most once an hour, and only when a sink wakes up anyway (an idle daemon stays
+asleep): events a few minutes past the retention harm no one."""
 # Output of an exec hook kept for the log: enough for an error message, not a flood.
 EXEC_OUTPUT_CHARS = 500
 
@@ -73,8 +78,9 @@ def enabled_sinks(config: NotifyConfig, env: Mapping[str, str]) -> list[str]:
 
 
 def body(item: OutboxItem) -> dict[str, Any]:
-    """What a sink receives: the stored payload plus the event id (docs/webhook.md)."""
-    return {"version": PAYLOAD_VERSION, "id": item.id, **item.payload}
+    """What a sink receives: the stored event (vfpd.events.DuplicateEvent) with the format's
+    version (docs/webhook.md)."""
+    return {"version": PAYLOAD_VERSION, **item.payload}
 
 
 def log_line(event: Mapping[str, Any]) -> str:
@@ -107,6 +113,9 @@ def exec_env(event: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, str
     """The hook's environment: ours plus VFPD_* variables describing the event (docs/webhook.md)."""
     existing = event.get("existing", [])
     env = dict(base)
+    # One variable per path: any separator inside one variable could be part of a file name
+    # (a newline injected paths), and NUL, the one byte names cannot hold, ends a variable.
+    env.update({f"VFPD_EXISTING_PATH_{n}": str(e["path"]) for n, e in enumerate(existing, 1)})
     env.update({
         "VFPD_EVENT": str(event.get("event", "duplicate")),
         "VFPD_ID": str(event.get("id", "")),
@@ -115,7 +124,7 @@ def exec_env(event: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, str
         "VFPD_NEW_PATH": str(event["new"]["path"]),
         "VFPD_NEW_HASH": str(event["new"].get("hash", "")),
         "VFPD_EXISTING_PATH": str(existing[0]["path"]) if existing else "",
-        "VFPD_EXISTING_PATHS": "\n".join(str(e["path"]) for e in existing),
+        "VFPD_EXISTING_COUNT": str(len(existing)),
         "VFPD_EXISTING_HASH": str(existing[0].get("hash", "")) if existing else "",
         "VFPD_JSON": json.dumps(event, sort_keys=True),
     })
@@ -173,6 +182,7 @@ class Notifier:
         self._stopping = False
         self._wakeups = 0
         self._threads: dict[str, threading.Thread] = {}
+        self._pruned_at: float | None = None
 
     def sinks(self) -> list[str]:
         with self._cond:
@@ -224,7 +234,6 @@ class Notifier:
             raise DeliveryError(f"unknown sink {sink!r}")
 
     def _run(self, sink: str) -> None:
-        retry_at: dict[int, float] = {}
         while True:
             with self._cond:
                 if self._stopping:
@@ -234,37 +243,49 @@ class Notifier:
                 items = self.catalog.outbox_claim(sink, CLAIM_BATCH)
             except Exception:
                 log.exception("cannot read the outbox for %s", sink)
-                items = []
-            for item in items:
+                items = None
+            for item in items or ():
                 with self._cond:
                     if self._stopping:
                         return
-                retry_at.pop(item.id, None)
-                self._one(sink, item, retry_at)
+                self._one(sink, item)
+            self._prune()
             with self._cond:
                 if self._stopping:
                     return
-                if len(items) == CLAIM_BATCH or self._wakeups != seen:
+                if items is not None and len(items) == CLAIM_BATCH or self._wakeups != seen:
                     continue
-                now = time.time()
-                timeout = None
-                if retry_at:
-                    timeout = max(0.0, min(retry_at.values()) - now) + 0.01
-                elif self._has_later(sink):
-                    # Retries left by an earlier run, due at a time we do not know.
-                    timeout = self.catalog.delivery_policy.backoff_s
-                self._cond.wait(timeout)
-                now = time.time()
-                for oid in [o for o, t in retry_at.items() if t <= now]:
-                    del retry_at[oid]
+                due = self._next_due(sink) if items is not None else self._retry_later()
+                # Just past the due time, so that the delivery is due when we look again.
+                self._cond.wait(None if due is None else max(0.0, due - time.time()) + 0.01)
 
-    def _has_later(self, sink: str) -> bool:
+    def _next_due(self, sink: str) -> float | None:
         try:
-            return bool(self.catalog.outbox_claim(sink, 1, now=time.time() + FAR_FUTURE))
+            return self.catalog.outbox_next_due(sink)
         except Exception:
-            return False
+            log.exception("cannot read the outbox for %s", sink)
+            return self._retry_later()
 
-    def _one(self, sink: str, item: OutboxItem, retry_at: dict[int, float]) -> None:
+    def _retry_later(self) -> float:
+        """When to look at an outbox that could not be read again (not in a tight loop)."""
+        return time.time() + self.catalog.delivery_policy.backoff_s
+
+    def _prune(self) -> None:
+        with self._cond:
+            now = time.monotonic()
+            if self._pruned_at is not None and now - self._pruned_at < OUTBOX_PRUNE_EVERY_S:
+                return
+            self._pruned_at = now
+        try:
+            pruned = self.catalog.outbox_prune(older_than=time.time() - OUTBOX_RETENTION_S)
+        except Exception:
+            log.exception("cannot prune the outbox")
+            return
+        if pruned:
+            log.info("pruned %d announced events older than %.0f days from the outbox", pruned,
+                     OUTBOX_RETENTION_S / 86400)
+
+    def _one(self, sink: str, item: OutboxItem) -> None:
         cat = self.catalog
         cat.outbox_ack(item.id, sink)  # first: whatever happens next, never announced twice
         if sink == SINK_LOG:
@@ -281,7 +302,6 @@ class Notifier:
                           sink, tries, e)
             else:
                 delay = cat.delivery_policy.delay(item.attempts + ATTEMPTS_PER_TRY)
-                retry_at[item.id] = time.time() + delay
                 log.warning("event %d to %s failed (%s); retrying in %.0f s", item.id, sink, e,
                             delay)
             return

@@ -12,7 +12,6 @@ condition variable, so an idle daemon spends no CPU here.
 from __future__ import annotations
 
 import errno
-import fnmatch
 import logging
 import math
 import os
@@ -39,7 +38,9 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
+from vfpd import files
 from vfpd.config import WatchConfig
+from vfpd.files import FileRules
 from vfpd.service.context import RootState
 
 log = logging.getLogger("vfpd.watcher")
@@ -105,17 +106,15 @@ Sink = Callable[[WatchEvent], None]
 
 @dataclass(frozen=True)
 class Filter:
-    """Which paths are videos we watch: under a root, a known extension, not excluded."""
+    """Which paths are videos we watch: under a root, and wanted by the file rules (vfpd/files.py,
+    the scan's rules too)."""
 
     roots: tuple[str, ...]
-    extensions: frozenset[str]
-    exclude: tuple[str, ...]
-    recursive: bool
+    rules: FileRules
 
     @classmethod
     def of(cls, config: WatchConfig) -> Filter:
-        return cls(tuple(str(p) for p in config.paths), frozenset(config.extensions),
-                   config.exclude, config.recursive)
+        return cls(tuple(str(p) for p in config.paths), config.rules)
 
     def root_of(self, path: str) -> str | None:
         for root in self.roots:
@@ -123,26 +122,23 @@ class Filter:
                 return root
         return None
 
-    def excluded(self, rel: str) -> bool:
-        parts = rel.split("/")
-        for pattern in self.exclude:
-            if "/" in pattern:
-                if fnmatch.fnmatchcase(rel, pattern):
-                    return True
-            elif any(fnmatch.fnmatchcase(part, pattern) for part in parts):
-                return True
-        return False
-
     def is_video(self, path: str) -> bool:
         root = self.root_of(path)
         if root is None or path == root:
             return False
-        if os.path.splitext(path)[1].lower() not in self.extensions:
-            return False
-        rel = os.path.relpath(path, root)
-        if not self.recursive and "/" in rel:
-            return False
-        return not self.excluded(rel)
+        return self.rules.wants(os.path.relpath(path, root))
+
+    def walk(self, folder: str | Path) -> Iterator[tuple[str, os.stat_result]]:
+        """Every watched video under `folder` (a root or a folder below one) with its lstat;
+        unreadable folders are skipped, logged."""
+        root = self.root_of(str(folder))
+        if root is None:
+            return iter(())
+        return files.walk(folder, self.rules, _log_unlistable, base=root)
+
+
+def _log_unlistable(path: str, reason: str) -> None:
+    log.warning("%s: %s", path, reason)
 
 
 def inotify_watch_count() -> int:
@@ -168,32 +164,6 @@ def count_dirs(root: str) -> int:
         dirnames[:] = [d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))]
         n += len(dirnames)
     return n
-
-
-def walk(root: Path, flt: Filter) -> Iterator[tuple[str, os.stat_result]]:
-    """Every watched regular video file under `root` with its stat; symlinks are not followed
-    (a link is not a copy, and linked folders can loop). Unreadable folders are skipped, logged."""
-
-    def on_error(e: OSError) -> None:
-        log.warning("cannot list %s: %s", e.filename, e.strerror)
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=False):
-        rel_dir = os.path.relpath(dirpath, root)
-        if not flt.recursive:
-            dirnames.clear()
-        else:
-            dirnames[:] = sorted(d for d in dirnames if not flt.excluded(
-                d if rel_dir == "." else f"{rel_dir}/{d}"))
-        for name in sorted(filenames):
-            path = os.path.join(dirpath, name)
-            if not flt.is_video(path):
-                continue
-            try:
-                st = os.lstat(path)
-            except OSError:
-                continue  # deleted while we looked
-            if stat.S_ISREG(st.st_mode):
-                yield path, st
 
 
 @dataclass
@@ -441,7 +411,7 @@ class Watcher(FileSystemEventHandler):
         file is taken once it is stable; one still being written sends its own events."""
         if flt.root_of(path) is None or not os.path.isdir(path):
             return
-        for file, _ in walk(Path(path), flt):
+        for file, _ in flt.walk(path):
             with self._lock:
                 if file in self._pending:
                     continue

@@ -1,0 +1,117 @@
+"""How the daemon's parts are put together from a config: model and decoders, the persisted
+Library (video index + frame index over the catalog), the pipeline and the notifier. The daemon
+and the tests call the same functions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from vfpd.catalog import Catalog
+from vfpd.chain import Decoder, PoolDecoder
+from vfpd.config import Config
+from vfpd.frame_index import build_frame_index, load_frame_index
+from vfpd.index import open_index
+from vfpd.library import Library, LibrarySettings
+from vfpd.presets import PRESETS, Preset
+from vfpd.service.notify import Notifier
+from vfpd.service.pipeline import Embedder, Pipeline, PipelineSettings
+
+log = logging.getLogger("vfpd.daemon")
+
+CATALOG_NAME = "catalog.db"
+INDEX_NAME = "index.faiss"
+FRAME_INDEX_NAME = "frames.faiss"
+FRAME_INDEX_SYNC_MAX = 5000
+"""Up to this many stored fingerprints a missing frame index is built before the daemon takes work
+(about a second): the first start and small libraries then search frames from the first file on,
+as the scan does. Larger ones are rebuilt in the background while the daemon serves."""
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What the daemon computes with, built by `build_parts` (the only place that imports the
+    model and the worker pool, so tests and benchmarks can choose how to build them)."""
+
+    embedder: Embedder
+    decoder: Decoder
+    close: Callable[[], None]
+
+
+def preset(cfg: Config) -> Preset:
+    return PRESETS[cfg.model.preset]
+
+
+def threshold(cfg: Config, running: Preset | None = None) -> float:
+    """[detect] threshold, or the default of the preset (`running`, else the configured one)."""
+    if cfg.detect.threshold is not None:
+        return cfg.detect.threshold
+    return (running or preset(cfg)).threshold
+
+
+def pipeline_settings(cfg: Config, running: Preset | None = None) -> PipelineSettings:
+    """The pipeline's settings; `running` is the preset the daemon started with (a changed
+    [model] preset takes effect at the next restart, with the embedder it belongs to)."""
+    p = running or preset(cfg)
+    return PipelineSettings(
+        batch_size=cfg.model.batch_size,
+        library=LibrarySettings(threshold(cfg, p), cfg.detect.candidates, p.match),
+        idle_unload_seconds=cfg.model.idle_unload_seconds, sampling=p.sampling)
+
+
+def build_parts(cfg: Config) -> Parts:
+    from vfpd.model.embed import Embedder as ModelEmbedder
+    from vfpd.model.network import load_blob
+    from vfpd.workers import PoolSettings
+
+    # [model] batch_size counts videos per batch (the pipeline's); the embedder's own batch is
+    # frames per forward pass, which it sizes itself. The preset's suffix keeps fingerprints of
+    # another sampling apart (another model version: re-fingerprinted after a change).
+    embedder = ModelEmbedder(weights=cfg.model.weights, device=cfg.model.device,
+                             version_suffix=preset(cfg).version_suffix)
+    # The model itself loads when work arrives; a weights file that cannot be read must stop
+    # start-up now, not fail every file later.
+    load_blob(embedder.weights)
+    decoder = PoolDecoder(PoolSettings(workers=cfg.decode.workers,
+                                       timeout=cfg.decode.timeout_seconds,
+                                       per_video_second=cfg.decode.timeout_per_video_second,
+                                       memory_limit=cfg.decode.memory_mb << 20,
+                                       sampling=preset(cfg).sampling))
+    return Parts(embedder, decoder, decoder.close)
+
+
+def open_library(catalog: Catalog, embedder: Embedder, settings: LibrarySettings,
+                 state: Path) -> Library:
+    """The persisted library: the video index loaded (or rebuilt from the catalog) and caught up;
+    the frame index loaded, or None in it when it must be rebuilt (in the background: at a
+    million videos that reads every stored fingerprint)."""
+    mv = embedder.model_version
+    center = embedder.frame_center  # type: ignore[attr-defined]
+    index = open_index(catalog, mv, state / INDEX_NAME)
+    path = state / FRAME_INDEX_NAME
+    frame_index = load_frame_index(catalog, mv, center, path)
+    if frame_index is None and catalog.model_versions().get(mv, 0) <= FRAME_INDEX_SYNC_MAX:
+        frame_index = build_frame_index(catalog, mv, center, path)
+    return Library(mv, settings, center, index, frame_index, catalog)
+
+
+@dataclass(frozen=True)
+class Wired:
+    library: Library
+    pipeline: Pipeline
+    notifier: Notifier
+
+
+def wire(cfg: Config, catalog: Catalog, parts: Parts, env: Mapping[str, str],
+         running: Preset | None = None) -> Wired:
+    """Library, notifier and pipeline over an open catalog, as the daemon runs them."""
+    state = cfg.storage.state_dir
+    settings = pipeline_settings(cfg, running)
+    library = open_library(catalog, parts.embedder, settings.library, state)
+    notifier = Notifier(catalog, cfg.notify, env)
+    pipeline = Pipeline(catalog, library, parts.embedder, parts.decoder, settings,
+                        notifier.sinks, notifier.wake,
+                        save=lambda: library.save(state / INDEX_NAME, state / FRAME_INDEX_NAME))
+    return Wired(library, pipeline, notifier)
