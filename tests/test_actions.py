@@ -95,7 +95,7 @@ def test_keep_policies_choose_the_expected_file(tmp_path: Path) -> None:
     assert pick == {"oldest": "/x/a.mp4", "newest": "/x/long/name.mp4", "largest": "/x/a.mp4",
                     "highest-res": "/x/bb.mp4", "shortest-path": "/x/a.mp4"}
     with pytest.raises(ValueError, match="keep policy"):
-        choose_keeper(group, "best")
+        choose_keeper(group, "finest")
 
 
 def test_parse_action_rejects_unknown_and_empty_move() -> None:

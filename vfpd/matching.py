@@ -270,13 +270,18 @@ def _segments(a: _Frames, valid: np.ndarray, m: np.ndarray, slope: float, offset
         return ()
     times = a.times[matched]
     breaks = np.flatnonzero(np.diff(times) > s.segment_gap_steps * a.step)
+    # A matched sample stands for the step after it, and the time tolerance lets samples just past
+    # either end of b match b's first or last frame: each run is cut to the stretch of a that the
+    # alignment maps inside b (0 .. b's end), so both sides of a segment are the same footage.
+    b_last = min(b.end + b.step, b.duration)
+    a_lo, a_hi = (0.0 - offset) / slope, (b_last - offset) / slope
     out = []
     for run in np.split(np.arange(len(times)), breaks + 1):
-        a0, a1 = float(times[run[0]]), min(float(times[run[-1]]) + a.step, a.duration)
-        b_last = min(b.end + b.step, b.duration)
-        b0 = min(max(slope * a0 + offset, b.start), b_last)
-        b1 = min(max(slope * a1 + offset, b.start), b_last)
-        out.append(Segment(a0, a1, b0, b1))
+        a0 = max(float(times[run[0]]), a_lo, 0.0)
+        a1 = min(float(times[run[-1]]) + a.step, a.duration, a_hi)
+        if a1 <= a0:
+            continue
+        out.append(Segment(a0, a1, slope * a0 + offset, slope * a1 + offset))
     return tuple(out)
 
 

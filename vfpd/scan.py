@@ -35,6 +35,9 @@ class ScanSettings:
     cluster: str = "components"
     workers: int = max(1, os.cpu_count() or 1)
     candidates: int = DEFAULT_CANDIDATES
+    maybe_band: float = 0.0
+    """Pairs this much below the threshold are kept apart as "maybe" (the review page's near
+    misses, vfpd.report.MAYBE_BAND): never grouped, never acted on."""
     match: MatchSettings = MatchSettings()
     sampling: SamplingSettings = SamplingSettings()
     preset: str = "accurate"  # vfpd/presets.py: names the sampling + match pair above, for reports
@@ -49,7 +52,8 @@ class ScanSettings:
 
     @property
     def library(self) -> LibrarySettings:
-        return LibrarySettings(self.threshold, self.candidates, self.match)
+        return LibrarySettings(max(0.0, self.threshold - self.maybe_band), self.candidates,
+                               self.match)
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,8 @@ class ScanResult:
     seconds: float
     fingerprinted: int = 0
     cached: int = 0
+    maybe: list[Pair] = field(default_factory=list)
+    """Pairs in the settings' maybe band just below the threshold (not in `pairs` or `groups`)."""
 
 
 class Embedder(Fingerprinter, Protocol):
@@ -294,14 +300,23 @@ def scan(settings: ScanSettings, embedder: Embedder, decode: Decoder,
     failed = {e.path for e in fp_errors}
     good = [e for e in entries if e.hash in fps and e.path not in failed]
     apart = rejected(good, catalog)
-    pairs = [p for p in find_pairs(good, fps, settings, embedder.frame_center, progress)
+    found = [p for p in find_pairs(good, fps, settings, embedder.frame_center, progress)
              if frozenset((p.a, p.b)) not in apart]
+    pairs, maybe = split_maybe(found, settings.threshold)
     by_path = {e.path: e for e in good}
     groups = sorted(group(pairs, settings, [tuple(sorted(p)) for p in apart]),
                     key=lambda g: (-waste(g, by_path), g))
     return ScanResult(settings, embedder.model_version, good, pairs, groups,
                       sorted(errors, key=lambda e: e.path), time.monotonic() - started,
-                      fingerprinted=len(fps) - cached, cached=cached)
+                      fingerprinted=len(fps) - cached, cached=cached, maybe=maybe)
+
+
+def split_maybe(pairs: Iterable[Pair], threshold: float) -> tuple[list[Pair], list[Pair]]:
+    """(pairs at or above the threshold, the others: the maybe tier)."""
+    sure, maybe = [], []
+    for p in pairs:
+        (sure if p.score >= threshold else maybe).append(p)
+    return sure, maybe
 
 
 def default_cache_dir() -> Path:

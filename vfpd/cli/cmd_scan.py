@@ -13,12 +13,21 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from vfpd import actions, journal, matching
 from vfpd.cli.text import human_size, shell_quoted
 from vfpd.presets import ACCURATE, FAST, PRESETS
 from vfpd.files import DEFAULT_EXCLUDE, VIDEO_EXTENSIONS, FileRules
+from vfpd.presets import ACCURATE, FAST, PRESETS
+from vfpd.report import (
+    MAYBE_BAND,
+    MemberFacts,
+    check_target,
+    review_groups,
+    write_report,
+)
 from vfpd.scan import (
     CLUSTER_METHODS,
     ScanResult,
@@ -26,6 +35,7 @@ from vfpd.scan import (
     default_cache_dir,
     scan,
 )
+from vfpd.thumbs import frame_rates
 
 EXIT_OK = 0
 EXIT_FILE_ERRORS = 1
@@ -66,8 +76,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--action", default="report", metavar="ACTION",
                    help="what to do with the copies: report (default), trash, delete, hardlink, "
                         "symlink or move:DIR. A dry run unless --apply")
-    p.add_argument("--keep", choices=actions.KEEP_POLICIES, default="oldest",
-                   help="which file of a group is kept (default: oldest)")
+    p.add_argument("--keep", choices=actions.KEEP_POLICIES, default=None,
+                   help="which file of a group is kept (default: oldest for --action, best for "
+                        "the --report suggestions; best: resolution, then bit rate, frame rate, "
+                        "duration, size)")
+    p.add_argument("--reference", action="append", default=[], metavar="DIR",
+                   help="a folder whose files are never acted on (kept in preference); "
+                        "may be given several times")
+    p.add_argument("--report", metavar="DIR",
+                   help="also write a review page (DIR/index.html with thumbnails) whose "
+                        "decisions `vfpctl apply` carries out (docs/report.md)")
     p.add_argument("--apply", action="store_true", help="really carry out --action")
     p.add_argument("--journal", metavar="FILE",
                    help="journal of the changes for `vfpctl undo` (default: in the user state "
@@ -115,6 +133,17 @@ def _validate(args: argparse.Namespace) -> str | None:
         args.action_spec = actions.parse_action(args.action)
     except ValueError as e:
         return str(e)
+    for ref in args.reference:
+        if not os.path.isdir(ref):
+            return f"--reference {ref}: no such folder"
+    args.reference = [os.path.abspath(r) for r in args.reference]
+    if args.report:
+        if os.path.exists(args.report) and not os.path.isdir(args.report):
+            return f"--report {args.report}: exists and is not a folder"
+        try:
+            check_target(Path(args.report))
+        except OSError as e:
+            return f"--report: {e}"
     if args.apply and args.action_spec.op == actions.REPORT:
         return ("--apply needs an --action to carry out (trash, delete, hardlink, symlink or "
                 "move:DIR)")
@@ -230,26 +259,69 @@ def _default_journal() -> Path:
     return Path(platformdirs.user_state_dir("vfpd")) / "journals" / f"scan-{stamp}.jsonl"
 
 
+def _write_report(args: argparse.Namespace, result: ScanResult,
+                  maybe: list[matching.Pair]) -> bool:
+    facts = {f.path: MemberFacts(f.path, f.hash, f.stat.size, f.stat.mtime_ns / 1e9, f.duration,
+                                 f.width, f.height, f.codec) for f in result.files}
+    cards = review_groups(result.groups, result.pairs, maybe, facts)
+    try:
+        stats = write_report(args.report, cards, source="scan",
+                             threshold=result.settings.threshold,
+                             roots=[os.path.abspath(r) for r in result.settings.roots],
+                             keep_policy=args.keep or "best", workers=args.workers)
+    except OSError as e:
+        print(f"vfpctl scan: error: cannot write the report to {args.report}: {e}",
+              file=sys.stderr)
+        return False
+    for problem in stats.thumb_errors:
+        print(f"vfpctl scan: warning: thumbnails: {problem}", file=sys.stderr)
+    if not args.json:
+        print(f"\nReview page: {stats.path} ({stats.cards} cards, {stats.thumbs} thumbnails, "
+              f"{human_size(stats.bytes)}); apply its decisions with `vfpctl apply FILE.json`")
+    return True
+
+
+def _facts(result: ScanResult, keep: str) -> list[actions.FileFacts]:
+    """What the plan needs of each file; for --keep best also the frame rate of grouped files."""
+    fps = frame_rates({p for g in result.groups for p in g}) if keep == "best" else {}
+    return [actions.FileFacts(f.path, f.stat.size, f.stat.mtime_ns, f.width, f.height, f.hash,
+                              f.stat.device, f.stat.inode, duration=f.duration,
+                              bit_rate=int(f.stat.size * 8 / f.duration) if f.duration else None,
+                              fps=fps.get(f.path))
+            for f in result.files]
+
+
 def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object] | None, bool]:
     """Plan (and with --apply carry out) the action; returns (report, all went well)."""
     spec = args.action_spec
     if spec.op == actions.REPORT:
         return None, True
-    facts = [actions.FileFacts(f.path, f.stat.size, f.stat.mtime_ns, f.width, f.height, f.hash,
-                               f.stat.device, f.stat.inode) for f in result.files]
+    keep = args.keep or "oldest"
+    facts = _facts(result, keep)
     by_path = {f.path: f for f in facts}
     groups = [[by_path[p] for p in g] for g in result.groups]
     # Only pairs verified at the threshold in use count: a group joined through a chain never
     # removes a member for a keeper it was not itself matched with.
     direct = {frozenset((p.a, p.b)) for p in result.pairs if p.score >= result.settings.threshold}
-    steps = actions.plan(groups, spec, args.keep, direct)
-    report: dict[str, object] = {"action": args.action, "keep": args.keep, "applied": args.apply,
-                                 "journal": None}
+    steps = actions.plan(groups, spec, keep, direct, args.reference)
+    report: dict[str, object] = {"action": args.action, "keep": keep, "applied": args.apply,
+                                 "journal": None, "reference": args.reference}
+    reasons = []
+    for g in groups:
+        refs = [f for f in g if actions.in_reference(f.path, args.reference)]
+        keeper = actions.choose_keeper(refs or g, keep)
+        reasons.append({"keep": keeper.path, "reason": ("in a reference folder; " if refs else "")
+                        + actions.keep_reason(refs or g, keeper, keep)})
+    report["kept"] = reasons
+    if not args.json:
+        print(f"\nKept per group (--keep {keep}):")
+        for r in reasons:
+            print(f"  {shell_quoted(str(r['keep']))}: {r['reason']}")
     if not args.apply:
         report["steps"] = [{"op": s.op, "path": s.path, "keep": s.keep, "done": False,
                             "detail": s.skip or "dry run"} for s in steps]
         if not args.json:
-            print(f"\nDry run of --action {args.action} --keep {args.keep} "
+            print(f"\nDry run of --action {args.action} --keep {keep} "
                   "(nothing changed; add --apply to do it):")
             print_plan(steps)
         return report, True
@@ -264,7 +336,7 @@ def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object
                         "done": o.done, "detail": o.detail} for o in outcomes]
     failed = [o for o in outcomes if not o.done and not o.step.skip]
     if not args.json:
-        print(f"\n--action {args.action} --keep {args.keep}:")
+        print(f"\n--action {args.action} --keep {keep}:")
         for o in outcomes:
             mark = "done" if o.done else "NOT done"
             print(f"  {mark}: {o.step.op} {shell_quoted(o.step.path)}: {o.detail}")
@@ -293,14 +365,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"vfpctl scan: warning: cache not usable, scanning without it: {e}",
                   file=sys.stderr)
     bars = _Bars()
+    from vfpd.chain import pool_decoder
     from vfpd.model.embed import Embedder
     from vfpd.model.network import WeightsError
-
-    from vfpd.chain import pool_decoder
 
     decoder = pool_decoder(args.workers, settings.sampling)
     try:
         embedder = Embedder(device=args.device, version_suffix=preset.version_suffix)
+        # With --report the scan also keeps the pairs just below the threshold, shown as "maybe".
+        if args.report:
+            settings = replace(settings, maybe_band=MAYBE_BAND)
         result = scan(settings, embedder, decoder, catalog, bars)
     except (RuntimeError, OSError, ValueError, WeightsError) as e:
         print(f"vfpctl scan: error: {e}", file=sys.stderr)
@@ -313,6 +387,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.json:
         print_text(result)
     report, actions_ok = _act(args, result)
+    if args.report and not _write_report(args, result, result.maybe):
+        return EXIT_FAILED
     doc = result_json(result, report)
     text = json.dumps(doc, indent=1, ensure_ascii=True)
     if args.json:
