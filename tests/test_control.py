@@ -556,3 +556,18 @@ def test_undecodable_file_names_survive_the_round_trip(server: ControlServer,
     reply = json.loads(data)
     assert reply["error"]["code"] == "outside-roots"
     assert os.fsencode(weird).decode("utf-8", "surrogateescape") in reply["error"]["message"]
+
+
+def test_hard_links_reclaim_nothing_in_a_group_s_waste(server: ControlServer,
+                                                       lib: Library) -> None:
+    """clip5 has a byte-identical copy (clip5b, its own inode) and, now, a hard link: deleting
+    the hard link frees nothing, so the group's waste stays one copy's size (the scan's rule)."""
+    import os
+
+    link = lib.root / "clip5-link.mp4"
+    os.link(lib.files[5], link)
+    h = lib.catalog.file_by_path(str(lib.files[5])).hash  # type: ignore[union-attr]
+    lib.catalog.store_result(str(link), FileStat.of(link), h)
+    with Client(server.socket_path) as c:
+        (exact,) = [g for g in c.collect("duplicates") if g["kind"] == "exact"]
+    assert exact["waste"] == 6000

@@ -537,6 +537,12 @@ def group_components(pairs: Sequence[Pair], cannot_link: CannotLink = ()) -> lis
     return sorted(groups)
 
 
+def reclaimable(sizes: Sequence[int]) -> int:
+    """Bytes freed by keeping only the largest file of a group: one size per file (hard links of
+    one file are one file, symbolic links are none). The scan and the daemon rank groups by it."""
+    return sum(sizes) - max(sizes, default=0)
+
+
 class ClusterUnavailable(RuntimeError):
     """--cluster dbscan without scikit-learn installed."""
 

@@ -280,9 +280,8 @@ def rejected(entries: Sequence[FileEntry], catalog: Catalog | None) -> set[froze
 
 
 def waste(group_paths: Sequence[str], files: dict[str, FileEntry]) -> int:
-    """Bytes freed by keeping only the largest copy of a group."""
-    sizes = [files[p].stat.size for p in group_paths]
-    return sum(sizes) - max(sizes)
+    """Bytes freed by keeping only the largest copy of a group (one entry per inode)."""
+    return matching.reclaimable([files[p].stat.size for p in group_paths])
 
 
 def scan(settings: ScanSettings, embedder: Embedder, decode: Decoder,

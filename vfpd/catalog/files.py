@@ -105,13 +105,15 @@ class FileStore(CatalogCore):
         return out
 
     def sizes_and_path_counts(self, hashes: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """(size, number of paths) of each known content: what ranking duplicate groups by the
-        space they waste needs, without reading their paths."""
+        """(size, number of files) of each known content, hard links of one file counted once
+        (they hold no space of their own): what ranking duplicate groups by the space they waste
+        needs, without reading their paths. The scan counts the same way (one entry per inode)."""
         out: dict[str, tuple[int, int]] = {}
         conn = self._reader()
         for chunk, marks in chunks(hashes):
             out.update((h, (size, n)) for h, size, n in conn.execute(
-                "SELECT c.hash, c.size, (SELECT COUNT(*) FROM files f WHERE f.hash = c.hash) "
+                "SELECT c.hash, c.size, (SELECT COUNT(DISTINCT f.device || ':' || f.inode) "
+                "FROM files f WHERE f.hash = c.hash) "
                 f"FROM contents c WHERE c.hash IN ({marks})", chunk))
         return out
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 from vfpd import actions, journal, matching
 from vfpd.cli.text import human_size, shell_quoted
-from vfpd.presets import ACCURATE, FAST, PRESETS
 from vfpd.files import DEFAULT_EXCLUDE, VIDEO_EXTENSIONS, FileRules
 from vfpd.presets import ACCURATE, FAST, PRESETS
 from vfpd.report import (

@@ -23,7 +23,7 @@ import vfpd
 from vfpd import hashing
 from vfpd.catalog import Catalog, JobState, Kind
 from vfpd.client import E_BAD_ARGS, E_NOT_FOUND, E_OUTSIDE_ROOTS, E_UNREADABLE
-from vfpd.matching import Pair, group_components
+from vfpd.matching import Pair, group_components, reclaimable
 from vfpd.service.context import ServiceContext
 
 MAX_QUERY_K = 1000
@@ -256,9 +256,11 @@ def duplicate_groups(catalog: Catalog, *, since: float | None = None, kind: str 
     stats = catalog.sizes_and_path_counts(sorted({h for g in groups for h in g}))
 
     def waste(group: list[str]) -> int:
-        sizes = [stats.get(h, (0, 0)) for h in group]
-        total = sum(size * max(n, 1) for size, n in sizes)
-        return total - max((size for size, _ in sizes), default=0)
+        sizes: list[int] = []
+        for h in group:
+            size, files = stats.get(h, (0, 1))
+            sizes += [size] * max(files, 1)
+        return reclaimable(sizes)
 
     ranked = sorted(((waste(g), g) for g in groups), key=lambda wg: (-wg[0], wg[1]))
     del groups, stats
