@@ -419,3 +419,38 @@ def test_another_preset_decodes_again(library: Env, tmp_path: Path, clips) -> No
         assert env.take() == []  # the known pair is not announced again
     finally:
         env.close()
+
+
+def test_a_catalog_locked_by_another_process_degrades_then_work_resumes(env: Env, clips) -> None:
+    """Another process holds the catalog's write lock past the busy timeout (issue 16 item 4):
+    the processing thread lives on, says why it is stuck, and takes the file once the lock is
+    gone; nothing is dropped."""
+    import subprocess
+    import sys
+
+    env.pipeline.pause()
+    dest = env.root / "a.mp4"
+    shutil.copyfile(clips["orig"], dest)
+    env.queue(dest)
+    locker = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\n"
+         "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+         "c.execute('BEGIN IMMEDIATE'); print('locked', flush=True); time.sleep(300)",
+         str(env.catalog.path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert locker.stdout is not None and locker.stdout.readline().strip() == "locked"
+        env.pipeline.resume()
+        deadline = time.monotonic() + 120
+        while env.pipeline.problem is None:
+            assert time.monotonic() < deadline, "the pipeline never said it was stuck"
+            time.sleep(0.2)
+        assert "locked" in env.pipeline.problem and env.pipeline.alive
+    finally:
+        locker.kill()
+        locker.wait()
+    env.drain()
+    deadline = time.monotonic() + 120
+    while env.catalog.file_by_path(str(dest)) is None or env.pipeline.problem is not None:
+        assert time.monotonic() < deadline, f"work did not resume: {env.pipeline.problem}"
+        time.sleep(0.2)
+    assert env.pipeline.alive
