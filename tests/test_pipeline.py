@@ -454,3 +454,67 @@ def test_a_catalog_locked_by_another_process_degrades_then_work_resumes(env: Env
         assert time.monotonic() < deadline, f"work did not resume: {env.pipeline.problem}"
         time.sleep(0.2)
     assert env.pipeline.alive
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 16 MB tmpfs (root only; skipped where mounting is not allowed)."""
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_degrades_then_work_resumes_when_space_returns(small_disk: Path, embedder,
+                                                                    clips) -> None:
+    """The state folder's disk fills up (issue 16 item 4): the thread lives on and says so, and
+    once space comes back the queued file is done by itself, nothing dropped."""
+    root = small_disk.parent / "root"
+    root.mkdir()
+    env = Env(root, small_disk, embedder)
+    try:
+        env.background({"bg": clips["bg"][:2]})
+        env.pipeline.pause()
+        filler = small_disk / "filler"
+        with open(filler, "wb") as f:  # every free block, then nothing is left to write
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 16))
+                    f.flush()
+            except OSError:
+                pass
+        dest = root / "a.mp4"
+        shutil.copyfile(clips["orig"], dest)
+        try:
+            env.queue(dest)
+        except Exception:  # the queue itself may not fit: make room for the job alone
+            filler.write_bytes(b"")
+            env.queue(dest)
+            with open(filler, "wb") as f:
+                try:
+                    while True:
+                        f.write(b"\0" * (1 << 16))
+                        f.flush()
+                except OSError:
+                    pass
+        env.pipeline.resume()
+        deadline = time.monotonic() + 120
+        while env.pipeline.problem is None:
+            assert time.monotonic() < deadline, "the pipeline never said the disk is full"
+            time.sleep(0.2)
+        assert "full" in env.pipeline.problem and env.pipeline.alive
+        filler.unlink()
+        deadline = time.monotonic() + 180
+        while env.catalog.file_by_path(str(dest)) is None or env.pipeline.problem is not None:
+            assert time.monotonic() < deadline, f"work did not resume: {env.pipeline.problem}"
+            time.sleep(0.2)
+    finally:
+        env.close()
