@@ -31,6 +31,7 @@ from harness.daemon import (
 )
 from media_factory import encode, make_video, read_frames, sample_clip
 from vfpd.catalog import JobState
+from vfpd.cli.text import shell_quoted
 from vfpd.hashing import hash_file
 from vfpd.service.sdnotify import SystemdNotifier
 
@@ -243,6 +244,10 @@ def test_names_that_are_not_utf8(daemon: Daemon, media) -> None:
     # A near copy of its own (the fixture's re-encodes are already in the library).
     own = encode(daemon.home / "re-own.mp4", [f for _, f in read_frames(media["orig"])], fps=25,
                  options={"crf": "34"})
+    if not (r1 / "orig.mp4").exists():  # the original, when this test runs alone
+        copy_in(media["orig"], r1 / "orig.mp4")
+        wait_until(lambda: daemon.lines(f"fingerprinted {r1 / 'orig.mp4'}"),
+                   what="the original fingerprinted")
     copy_in(own, near)
     copy_in(media["orig"], exact)
     hook = daemon.hook
@@ -269,9 +274,14 @@ def test_names_that_are_not_utf8(daemon: Daemon, media) -> None:
     groups = json.loads(ctl("duplicates", "--json").stdout)
     (group,) = [g for g in groups if str(exact) in [m["path"] for m in g["members"]]]
     assert {str(near), str(exact), str(r1 / "orig.mp4")} <= {m["path"] for m in group["members"]}
-    # The table prints the names' own bytes; --path filters by an undecodable folder.
-    table = ctl("duplicates").stdout
-    assert os.fsencode(exact) in table and os.fsencode(near) in table
+    # The table prints the names as shell words that give back their own bytes; --path filters
+    # by an undecodable folder.
+    table = ctl("duplicates").stdout.decode()
+    for p in (exact, near):
+        word = shell_quoted(p)
+        assert word in table
+        echoed = subprocess.run(["bash", "-c", f"printf %s {word}"], capture_output=True)
+        assert echoed.stdout == os.fsencode(p)
     inside = json.loads(ctl("duplicates", "--json", "--path", folder).stdout)
     assert [g for g in inside if str(exact) in [m["path"] for m in g["members"]]]
     assert json.loads(ctl("status", "--json").stdout)["files"] >= 3

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from vfpd.files import FileRules
 from vfpd.scan import identify, walk
 
 FIFTEEN_TB = 15 * 10**12
@@ -30,7 +31,7 @@ def _hostile_dir(d: Path) -> Path:
 
 def test_walk_lists_a_fifo_named_like_a_video(tmp_path: Path) -> None:
     d = _hostile_dir(tmp_path)
-    files, errors = walk([str(d)], [".mp4"])
+    files, errors = walk([str(d)], FileRules.of([".mp4"]))
     assert sorted(os.path.basename(f) for f in files) == ["fifo.mp4", "sparse.mp4"]
     entries, errors = identify(files, None)
     assert entries == []
