@@ -15,7 +15,7 @@ when it holds only a part of each video (their ends overlap, neither is inside t
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import faiss
@@ -437,15 +437,20 @@ def find_candidates(fps: Sequence[Fingerprint], settings: MatchSettings = MatchS
     return Candidates(sorted(pairs), weights)
 
 
-def match_all(fps: Sequence[Fingerprint], settings: MatchSettings = MatchSettings()
+def match_all(fps: Sequence[Fingerprint], settings: MatchSettings = MatchSettings(),
+              progress: Callable[[str, int | None], Callable[[int], None]] | None = None
               ) -> list[tuple[int, int, Match]]:
-    """Every candidate pair among fps, verified (including those below any threshold)."""
+    """Every candidate pair among fps, verified (including those below any threshold).
+    `progress` (vfpd.scan.Progress) is advanced once per pair verified."""
     center = frame_center(fps)
     cands = find_candidates(fps, settings, center)
+    advance = progress("matching", len(cands.pairs)) if progress is not None else None
     out = []
     for i, j in cands.pairs:
         out.append((i, j, verify(fps[i], fps[j], settings, cands.weights[i], cands.weights[j],
                                  center)))
+        if advance is not None:
+            advance(1)
     return out
 
 

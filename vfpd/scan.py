@@ -28,7 +28,7 @@ camera/DVD variants of them."""
 
 EMBED_BATCH_FILES = 8
 """Decoded videos embedded together: enough frames to fill the model's batches, few enough that
-the progress bar moves and memory stays small (a sampled video is at most ~6 MB)."""
+memory stays small (a sampled video is at most ~6 MB). Progress counts each file as it is decoded."""
 
 CLUSTER_METHODS = ("components", "dbscan")
 
@@ -97,11 +97,15 @@ Decoder = Callable[[Sequence[str]], Iterator[tuple[str, SampledVideo | MediaErro
 """Decodes paths (in parallel, isolated) and yields (path, sampled video or the error) as each
 finishes, in any order."""
 
-Progress = Callable[[str, int], Callable[[int], None]]
-"""progress(stage, total) -> advance(n): how the pipeline reports progress (tqdm in the CLI)."""
+Progress = Callable[[str, int | None], Callable[[int], None]]
+"""progress(stage, total) -> advance(n): how the pipeline reports progress (tqdm in the CLI).
+The stages, in order, each advanced by one as each file (or pair) is done, never a batch at once:
+"walking" (total None: files found so far), "hashing" (files), "fingerprinting" (contents to
+decode: advanced as each is decoded or fails, before it waits for its embedding batch) and
+"matching" (candidate pairs verified)."""
 
 
-def no_progress(stage: str, total: int) -> Callable[[int], None]:
+def no_progress(stage: str, total: int | None) -> Callable[[int], None]:
     return lambda n: None
 
 
@@ -120,9 +124,11 @@ def _link_reason(path: str) -> tuple[str, str]:
     return "unreadable", "cannot follow the symbolic link"
 
 
-def walk(roots: Sequence[str], extensions: Sequence[str]) -> tuple[list[str], list[ScanError]]:
+def walk(roots: Sequence[str], extensions: Sequence[str],
+         found: Callable[[int], None] = lambda n: None) -> tuple[list[str], list[ScanError]]:
     """Every file under the roots whose name ends in one of `extensions` (case-insensitive),
-    following directory symlinks but never into a directory already visited (loops)."""
+    following directory symlinks but never into a directory already visited (loops). `found(1)`
+    is called for each file found."""
     exts = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
     files: list[str] = []
     errors: list[ScanError] = []
@@ -161,6 +167,7 @@ def walk(roots: Sequence[str], extensions: Sequence[str]) -> tuple[list[str], li
             elif is_file:
                 if wanted(e.name):
                     files.append(e.path)
+                    found(1)
             elif e.is_symlink():
                 if wanted(e.name):
                     kind, reason = _link_reason(e.path)
@@ -170,6 +177,7 @@ def walk(roots: Sequence[str], extensions: Sequence[str]) -> tuple[list[str], li
         root = os.path.abspath(root)
         if os.path.isfile(root):
             files.append(root)
+            found(1)
         else:
             visit_dir(root)
     return files, errors
@@ -308,7 +316,6 @@ def fingerprint_contents(entries: Sequence[FileEntry], embedder: Embedder, decod
                             info=ContentInfo(e.stat.size, video.duration, info.codec, info.width,
                                              info.height),
                             fingerprint=fp if e is by_hash[h][0] else None)
-        advance(len(batch))
         batch.clear()
 
     pending = list(todo)
@@ -316,6 +323,7 @@ def fingerprint_contents(entries: Sequence[FileEntry], embedder: Embedder, decod
         retry = []
         for path, result in decode(pending):
             if not isinstance(result, MediaError):
+                advance(1)
                 batch.append((path, result))
                 if len(batch) >= EMBED_BATCH_FILES:
                     flush()
@@ -339,7 +347,7 @@ def fingerprint_contents(entries: Sequence[FileEntry], embedder: Embedder, decod
 # --- matching and grouping ------------------------------------------------------------------------
 
 def find_pairs(entries: Sequence[FileEntry], fps: dict[str, Fingerprint],
-               settings: ScanSettings) -> list[Pair]:
+               settings: ScanSettings, progress: Progress = no_progress) -> list[Pair]:
     """Exact pairs (same content hash) and verified pairs at or above the threshold, path-level."""
     paths_of: dict[str, list[str]] = defaultdict(list)
     for e in entries:
@@ -351,7 +359,7 @@ def find_pairs(entries: Sequence[FileEntry], fps: dict[str, Fingerprint],
             for b in paths[i + 1:]:
                 pairs.append(Pair(a, b, 1.0, EXACT))
     hashes = sorted(paths_of)
-    for i, j, m in matching.match_all([fps[h] for h in hashes], settings.match):
+    for i, j, m in matching.match_all([fps[h] for h in hashes], settings.match, progress):
         if m.score < settings.threshold:
             continue
         for a in paths_of[hashes[i]]:
@@ -376,13 +384,13 @@ def scan(settings: ScanSettings, embedder: Embedder, decode: Decoder,
          catalog: Catalog | None = None, progress: Progress = no_progress) -> ScanResult:
     """Run the whole pipeline; every file that cannot be used ends up in `errors`."""
     started = time.monotonic()
-    paths, errors = walk(settings.roots, settings.extensions)
+    paths, errors = walk(settings.roots, settings.extensions, progress("walking", None))
     entries, id_errors = identify(paths, catalog, progress)
     fps, fp_errors, cached = fingerprint_contents(entries, embedder, decode, catalog, progress)
     errors += id_errors + fp_errors
     failed = {e.path for e in fp_errors}
     good = [e for e in entries if e.hash in fps and e.path not in failed]
-    pairs = find_pairs(good, fps, settings)
+    pairs = find_pairs(good, fps, settings, progress)
     by_path = {e.path: e for e in good}
     groups = sorted(group(pairs, settings), key=lambda g: (-waste(g, by_path), g))
     return ScanResult(settings, embedder.model_version, good, pairs, groups,

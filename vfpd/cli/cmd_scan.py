@@ -81,16 +81,19 @@ def _usage_error(message: str) -> int:
 
 
 class _Bars:
-    """tqdm progress bars on stderr, one per stage; silent when stderr is not a terminal."""
+    """tqdm progress bars on stderr, one per stage (vfpd.scan.Progress), moving file by file;
+    silent when stderr is not a terminal."""
 
     def __init__(self) -> None:
         self._bars: list[object] = []
 
-    def __call__(self, stage: str, total: int) -> Callable[[int], None]:
+    def __call__(self, stage: str, total: int | None) -> Callable[[int], None]:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, desc=stage, unit="file", file=sys.stderr, disable=None,
-                   leave=False)
+        for bar in self._bars:  # the stage before is over
+            bar.close()  # type: ignore[attr-defined]
+        bar = tqdm(total=total, desc=stage, unit="pair" if stage == "matching" else "file",
+                   file=sys.stderr, disable=None, leave=False)
         self._bars.append(bar)
         return bar.update
 
