@@ -64,6 +64,8 @@ def test_config_before_or_after_the_command_is_the_same(tmp_path: Path) -> None:
     assert before.returncode == after.returncode == 3  # no daemon at that socket
     assert f"{tmp_path}/mine.sock" in before.stderr
     assert before.stderr == after.stderr and before.stderr.count("\n") == 1
+    alone = run("--config", str(cfg))
+    assert alone.returncode == 2 and "required: COMMAND" in alone.stderr
 
 
 def test_version() -> None:
