@@ -30,6 +30,11 @@ STOP_GRACE_SECONDS = 2.0
 """How long close() lets an idle worker exit by itself before killing it."""
 
 
+WORKER_START_TIMEOUT = 120.0
+"""How long a new worker may take to start: a fresh interpreter importing numpy and PyAV takes
+about a second, many on a loaded machine. Not counted in any file's time limit, or a replacement
+starting after one timeout would spend the next file's limit and time it out too."""
+
 MAX_COUNTED_LENGTH = 6 * 3600.0
 """Seconds of declared length that earn extra time at most: a header can lie about the length."""
 
@@ -128,6 +133,7 @@ def _child_main(conn: Connection, memory_limit: int, sampling: SamplingSettings)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which closes the pool
     resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash on untrusted media leaves no core file
+    conn.send(("started",))
     while True:
         try:
             path = conn.recv()
@@ -177,10 +183,32 @@ class _Worker:
         child.close()
         self._lock = threading.Lock()
         self._gone = False
+        self._started = False
+
+    def _wait_started(self, path: str) -> MediaError | None:
+        """Wait (once) until the child has started; the error if it never does."""
+        if self._started:
+            return None
+        ready = wait_ready([self.conn, self.proc.sentinel], WORKER_START_TIMEOUT)
+        if self.conn not in ready:
+            if not ready:
+                self.kill()
+                return WorkerCrashed(path, f"the decoder did not start within "
+                                           f"{WORKER_START_TIMEOUT:g} s")
+            return self._death(path)
+        try:
+            self.conn.recv()
+        except (EOFError, OSError):
+            return self._death(path)
+        self._started = True
+        return None
 
     def run(self, path: str, timeout: float, per_video_second: float
             ) -> tuple[SampledVideo | None, MediaError | None, bool]:
         """Decode one file; the bool says whether this worker is still usable."""
+        not_started = self._wait_started(path)
+        if not_started is not None:
+            return None, not_started, False
         try:
             self.conn.send(path)
         except (BrokenPipeError, OSError):
