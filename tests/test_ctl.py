@@ -64,6 +64,8 @@ def test_config_before_or_after_the_command_is_the_same(tmp_path: Path) -> None:
     assert before.returncode == after.returncode == 3  # no daemon at that socket
     assert f"{tmp_path}/mine.sock" in before.stderr
     assert before.stderr == after.stderr and before.stderr.count("\n") == 1
+    alone = run("--config", str(cfg))
+    assert alone.returncode == 2 and "required: COMMAND" in alone.stderr
 
 
 def test_version() -> None:
@@ -116,3 +118,27 @@ def test_check_config_warns_about_watched_folders_that_do_not_exist(tmp_path: Pa
     assert len(warnings) == 2
     assert f"watched folder {missing} does not exist" in warnings[0]
     assert f"watched folder {a_file} is not a folder" in warnings[1]
+
+
+def test_readme_lists_every_training_option_with_its_default() -> None:
+    import argparse
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `(--\w+)[^`]*` \| ([^|]+) \|", readme, flags=re.M))
+    parser = ctl.build_parser("train")
+    train = parser._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
+    for action in train._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        flag = action.option_strings[0]
+        assert flag in rows, f"README's training table misses {flag}"
+        shown = rows[flag].strip()
+        if action.required:
+            assert shown == "(required)", flag
+        elif isinstance(action, argparse._StoreTrueAction):
+            assert shown == "off", flag
+        elif isinstance(action.default, (int, float)):
+            assert float(shown) == action.default, (flag, shown, action.default)
+        elif isinstance(action.default, str):
+            assert shown == action.default, (flag, shown, action.default)

@@ -209,11 +209,14 @@ class Work:
 def fingerprints(works: Sequence[Work], fingerprinter: Fingerprinter, decoder: Decoder,
                  catalog: Catalog | None, sampling: SamplingSettings,
                  should_stop: Callable[[], bool] = lambda: False,
-                 use_cache: bool = True) -> Iterator[Work]:
+                 use_cache: bool = True,
+                 ready: Callable[[Work], None] = lambda w: None) -> Iterator[Work]:
     """Give each work a fingerprint or an error, yielding works as they finish (a batch at a
     time). In order of cost: the catalog's fingerprint of the content for this model
     (`use_cache`), the catalog's stored frames of this sampling re-embedded, a decode. Works left
-    when `should_stop` says so are not yielded (the caller gives them back)."""
+    when `should_stop` says so are not yielded (the caller gives them back). `ready(w)` is called
+    once per work as soon as its frames are in hand or it failed, before its embedding batch fills
+    (a progress bar that moves file by file)."""
     mv = fingerprinter.model_version
     to_decode: list[Work] = []
     stored: list[Work] = []
@@ -221,11 +224,13 @@ def fingerprints(works: Sequence[Work], fingerprinter: Fingerprinter, decoder: D
         cached = catalog.fingerprint(w.hash, mv) if catalog is not None and use_cache else None
         if cached is not None:
             w.fingerprint, w.source = cached.fingerprint, "cache"
+            ready(w)
             yield w
             continue
         frames = _stored_frames(catalog, w, sampling) if catalog is not None else None
         if frames is not None:
             w.sampled, w.source = frames, "stored-frames"
+            ready(w)
             stored.append(w)
         else:
             to_decode.append(w)
@@ -235,6 +240,7 @@ def fingerprints(works: Sequence[Work], fingerprinter: Fingerprinter, decoder: D
         yield from _embed(stored[i:i + EMBED_BATCH_FILES], fingerprinter)
     batch: list[Work] = []
     for w in _decode(to_decode, decoder, should_stop):
+        ready(w)
         if w.error is not None:
             yield w
             continue

@@ -100,24 +100,32 @@ class Embedder(Fingerprinter, Protocol):
     def frame_center(self) -> np.ndarray | None: ...
 
 
-Progress = Callable[[str, int], Callable[[int], None]]
-"""progress(stage, total) -> advance(n): how the pipeline reports progress (tqdm in the CLI)."""
+Progress = Callable[[str, int | None], Callable[[int], None]]
+"""progress(stage, total) -> advance(n): how the pipeline reports progress (tqdm in the CLI).
+The stages, in order, each advanced by one as each file (or content) is done, never a batch at
+once: "walking" (total None: files found so far), "hashing" (files), "fingerprinting" (contents:
+advanced as each is decoded or fails, before it waits for its embedding batch) and "matching"
+(contents matched against the library)."""
 
 
-def no_progress(stage: str, total: int) -> Callable[[int], None]:
+def no_progress(stage: str, total: int | None) -> Callable[[int], None]:
     return lambda n: None
 
 
 # --- walk -----------------------------------------------------------------------------------------
 
-def walk(roots: Sequence[str], rules: FileRules) -> tuple[list[str], list[ScanError]]:
-    """Every video under the roots by vfpd/files.py's rules (the daemon's too), in order."""
-    paths: list[str] = []
+def walk(roots: Sequence[str], rules: FileRules, found: Callable[[int], None] = lambda n: None
+         ) -> tuple[list[str], list[ScanError]]:
+    """Every video under the roots by vfpd/files.py's rules (the daemon's too), in order;
+    `found(1)` as each is found."""
+    paths: dict[str, None] = {}
     errors: list[ScanError] = []
     for root in roots:
-        paths += [p for p, _ in files.walk(root, rules,
-                                           lambda p, why: errors.append(ScanError(p, why)))]
-    return list(dict.fromkeys(paths)), errors
+        for p, _ in files.walk(root, rules, lambda p, why: errors.append(ScanError(p, why))):
+            if p not in paths:
+                paths[p] = None
+                found(1)
+    return list(paths), errors
 
 
 # --- identify: stat, hardlinks, hashes ---------------------------------------------------------------
@@ -185,8 +193,8 @@ def fingerprint_contents(entries: Sequence[FileEntry], embedder: Fingerprinter, 
     errors: list[ScanError] = []
     cached = 0
     advance = progress("fingerprinting", len(works))
-    for w in chain.fingerprints(works, embedder, decode, catalog, sampling):
-        advance(1)
+    for w in chain.fingerprints(works, embedder, decode, catalog, sampling,
+                                ready=lambda w: advance(1)):
         group: list[FileEntry] = w.tag  # type: ignore[assignment]
         errors += [ScanError(p, err.reason, err.kind) for p, err in w.unreadable]
         group[:] = [e for e in group if e.path in w.paths]
@@ -288,7 +296,7 @@ def scan(settings: ScanSettings, embedder: Embedder, decode: Decoder,
          catalog: Catalog | None = None, progress: Progress = no_progress) -> ScanResult:
     """Run the whole pipeline; every file that cannot be used ends up in `errors`."""
     started = time.monotonic()
-    paths, errors = walk(settings.roots, settings.rules)
+    paths, errors = walk(settings.roots, settings.rules, progress("walking", None))
     entries, id_errors = identify(paths, catalog, progress)
     fps, fp_errors, cached = fingerprint_contents(entries, embedder, decode, catalog,
                                                   settings.sampling, progress)

@@ -30,6 +30,11 @@ STOP_GRACE_SECONDS = 2.0
 """How long close() lets an idle worker exit by itself before killing it."""
 
 
+WORKER_START_TIMEOUT = 120.0
+"""How long a new worker may take to start: a fresh interpreter importing numpy and PyAV takes
+about a second, many on a loaded machine. Not counted in any file's time limit, or a replacement
+starting after one timeout would spend the next file's limit and time it out too."""
+
 MAX_COUNTED_LENGTH = 6 * 3600.0
 """Seconds of declared length that earn extra time at most: a header can lie about the length."""
 
@@ -149,6 +154,7 @@ def _child_main(conn: Connection, memory_limit: int, sampling: SamplingSettings)
         pass  # Landlock present but refusing (a kernel quirk): decode unconfined, as before
     resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash on untrusted media leaves no core file
+    conn.send(("started",))
     while True:
         try:
             path = conn.recv()
@@ -214,6 +220,25 @@ class _Worker:
         child.close()
         self._lock = threading.Lock()
         self._gone = False
+        self._started = False
+
+    def _wait_started(self, path: str) -> MediaError | None:
+        """Wait (once) until the child has started; the error if it never does."""
+        if self._started:
+            return None
+        ready = wait_ready([self.conn, self.proc.sentinel], WORKER_START_TIMEOUT)
+        if self.conn not in ready:
+            if not ready:
+                self.kill()
+                return WorkerCrashed(path, f"the decoder did not start within "
+                                           f"{WORKER_START_TIMEOUT:g} s")
+            return self._death(path)
+        try:
+            self.conn.recv()
+        except (EOFError, OSError):
+            return self._death(path)
+        self._started = True
+        return None
 
     def run(self, path: str, timeout: float, per_video_second: float
             ) -> tuple[SampledVideo | None, MediaError | None, bool]:
@@ -222,6 +247,9 @@ class _Worker:
         itself: the sandboxed worker may not look into another process's /proc entry, and must
         read the file that was opened, not whatever a name holds now."""
         own_fd = _own_descriptor(path)
+        not_started = self._wait_started(path)
+        if not_started is not None:
+            return None, not_started, False
         try:
             if own_fd is None:
                 self.conn.send(path)

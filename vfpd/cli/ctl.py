@@ -62,6 +62,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         epilog="Options such as --config, --socket, --timeout and --json may be written before "
                "the command too: vfpctl --config FILE status.")
     parser.add_argument("--version", action="version", version=f"vfpctl {vfpd.__version__}")
+    # Listed here so that a command left out after them gets "required: COMMAND"; with a
+    # command they are handed to it (command_first).
+    for name in LEADING_WITH_VALUE:
+        parser.add_argument(name, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    for name in LEADING_FLAGS:
+        parser.add_argument(name, action="store_true", default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     owner = COMMAND_OWNERS.get(command or "")
     for name in (owner,) if owner else COMMAND_MODULES:
