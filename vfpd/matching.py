@@ -105,8 +105,8 @@ class MatchSettings:
     # on real surveillance footage) though what moves in them differs. So an alignment must also
     # explain what changes: each video's static component over the overlap (the mean of its raw
     # frame features there) is removed, and the residuals of aligned frames must correlate
-    # (motion_evidence). The correlation maps linearly to a factor in [0, 1] on the score, from
-    # motion_corr_floor to motion_corr_ceil; how much the factor counts depends on how much the
+    # (motion_evidence). The correlation maps linearly to agreement in [0, 1], from
+    # motion_corr_floor to motion_corr_ceil; how much disagreement costs depends on how much the
     # overlap changes at all (RMS residual): not at all below motion_static (a still shot: the
     # picture is all there is, and no one can tell two clips of one still shot apart), fully
     # above motion_moving. Measured on the accuracy benchmark's scene series (weights
@@ -118,6 +118,11 @@ class MatchSettings:
     motion_moving: float = 0.2
     motion_corr_floor: float = 0.5
     motion_corr_ceil: float = 0.85
+    # Motion that disagrees costs at most this share of the score: half, so that a pair whose
+    # pictures match perfectly but whose motion does not stays at or below 0.5, well under any
+    # threshold one would use, while weak evidence of a real copy (a short clip of fast footage
+    # sampled between the original's frames) keeps some score to rank it by.
+    motion_penalty: float = 0.5
     # Frames that move are also compared by what moves in them (each video's static component
     # removed, see _similarity), mapped onto the frame-similarity scale: residual_sim_floor
     # lands on frame_sim_floor, residual_sim_ceil on frame_sim_ceil. A box or logo drawn over a
@@ -344,10 +349,16 @@ def _informative_span(f: _Frames) -> float:
     return float(f.times[-1] - f.times[0] + f.step) if len(f.times) else 0.0
 
 
-def _nearest(times: np.ndarray, t: np.ndarray) -> np.ndarray:
-    right = np.clip(np.searchsorted(times, t), 1, max(len(times) - 1, 1))
-    left = np.maximum(right - 1, 0)
-    return np.where(np.abs(times[left] - t) <= np.abs(times[right] - t), left, right)
+def _at_times(f: _Frames, t: np.ndarray) -> np.ndarray:
+    """f's raw features at times t, interpolated linearly between the samples around each (a
+    copy sampled on a shifted grid shows the moments between the original's samples)."""
+    if len(f.times) == 1:
+        return np.repeat(f.raw, len(t), axis=0)
+    right = np.clip(np.searchsorted(f.times, t), 1, len(f.times) - 1)
+    left = right - 1
+    gap = np.maximum(f.times[right] - f.times[left], 1e-9)
+    w = np.clip((t - f.times[left]) / gap, 0.0, 1.0)[:, None]
+    return (1 - w) * f.raw[left] + w * f.raw[right]
 
 
 def motion_evidence(a: _Frames, b: _Frames, valid_a: np.ndarray, pred_a: np.ndarray,
@@ -364,7 +375,7 @@ def motion_evidence(a: _Frames, b: _Frames, valid_a: np.ndarray, pred_a: np.ndar
         return 0.0, 1.0
     ra = a.raw[ia] - a.raw[ia].mean(axis=0)
     mean_b = b.raw[ib].mean(axis=0)
-    rb = b.raw[_nearest(b.times, pred_a[ia])] - mean_b
+    rb = _at_times(b, pred_a[ia]) - mean_b
     energy = min(float(np.sqrt(np.mean(np.sum(ra ** 2, axis=1)))),
                  float(np.sqrt(np.mean(np.sum((b.raw[ib] - mean_b) ** 2, axis=1)))))
     denom = float(np.sqrt(np.sum(ra ** 2) * np.sum(rb ** 2)))
@@ -376,7 +387,7 @@ def _motion_factor(energy: float, corr: float, s: MatchSettings) -> float:
     moving = np.clip((energy - s.motion_static) / (s.motion_moving - s.motion_static), 0.0, 1.0)
     agree = np.clip((corr - s.motion_corr_floor) / (s.motion_corr_ceil - s.motion_corr_floor),
                     0.0, 1.0)
-    return float(1.0 - moving + moving * agree)
+    return float(1.0 - s.motion_penalty * moving * (1.0 - agree))
 
 
 def _evaluate(a: _Frames, b: _Frames, sim: np.ndarray, slope: float, offset: float,
