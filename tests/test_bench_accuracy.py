@@ -165,7 +165,8 @@ def test_tiny_set_builds_real_files_and_is_cached(tmp_path: Path) -> None:
     assert not list((tmp_path / "set").rglob(".tmp-*"))
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="the benchmark builds with ffmpeg")
+@pytest.mark.skipif(shutil.which("ffmpeg") is None or not dataset.FONT.exists(),
+                    reason="the benchmark builds with ffmpeg and draws text with DejaVu Sans")
 def test_scene_series_and_title_cards_render(tmp_path: Path) -> None:
     """A fixed camera's consecutive clips share their background but not their moving subjects;
     title cards of one template differ only in their text."""
