@@ -29,7 +29,16 @@ NEG_SHARED_INTRO = "shared 3 s intro"
 NEG_BLACK_LEADER = "both with black leader"
 NEG_DIFFERENT = "different videos"
 
+NEG_TITLE_TEMPLATE = "title cards of one template"
+
+
+def neg_same_scene(scene_kind: str) -> str:
+    """Two clips of one fixed camera (talking head, screen) at other moments."""
+    return f"{scene_kind}, other moment"
+
+
 POS_COPY_COPY = "copy vs copy"
+POS_COPY_COPY_HARDER = "copy vs copy (a harder kind)"
 
 OURS = "vfpd (ours)"
 
@@ -42,6 +51,9 @@ class Pairs:
     kind       positives: the copy's transformation for (original, copy), POS_COPY_COPY for two
                copies; negatives: one of the NEG_* kinds
     heldout    positives of a held-out original; negatives touching a held-out file
+    measured   False for pairs with a copy of a MEASURED_ONLY kind (picture-in-picture): shown
+               per kind, left out of the summary and the calibration
+    scene_kind positives: the kind of scene their footage is ("" for the other originals)
     """
 
     i: np.ndarray
@@ -49,26 +61,37 @@ class Pairs:
     positive: np.ndarray
     kind: np.ndarray
     heldout: np.ndarray
+    measured: np.ndarray
+    scene_kind: np.ndarray
 
 
 def label_pairs(items: Sequence[dataset.Item]) -> Pairs:
     n = len(items)
     ii, jj = np.triu_indices(n, k=1)
-    pos, kind, held = [], [], []
+    pos, kind, held, scene = [], [], [], []
+    harder = set(dataset.HARDER_TRANSFORMS)
+    measured = np.array([it.transform not in dataset.MEASURED_ONLY for it in items])
     for i, j in zip(ii, jj):
         a, b = items[i], items[j]
         if a.group == b.group:
             pos.append(True)
+            scene.append(a.scene_kind)
             if a.transform == "original":
                 kind.append(b.transform)
             elif b.transform == "original":
                 kind.append(a.transform)
+            elif {a.transform, b.transform} & harder:
+                kind.append(POS_COPY_COPY_HARDER)
             else:
                 kind.append(POS_COPY_COPY)
             held.append(not a.seen)
             continue
         pos.append(False)
-        if a.footage == b.footage:
+        scene.append("")
+        if a.scene and a.scene == b.scene:
+            kind.append(NEG_TITLE_TEMPLATE if a.scene_kind == dataset.SCENE_KINDS["title"]
+                        else neg_same_scene(a.scene_kind))
+        elif a.footage == b.footage:
             kind.append(NEG_SAME_FOOTAGE)
         elif a.intro and a.intro == b.intro:
             kind.append(NEG_SHARED_INTRO)
@@ -77,7 +100,8 @@ def label_pairs(items: Sequence[dataset.Item]) -> Pairs:
         else:
             kind.append(NEG_DIFFERENT)
         held.append(not a.seen or not b.seen)
-    return Pairs(ii, jj, np.array(pos, bool), np.array(kind, object), np.array(held, bool))
+    return Pairs(ii, jj, np.array(pos, bool), np.array(kind, object), np.array(held, bool),
+                 measured[ii] & measured[jj], np.array(scene, object))
 
 
 # --- metrics: pure functions of scores and labels ---------------------------------------------
@@ -324,13 +348,19 @@ def per_kind_rows(results: Sequence[MethodResult], pairs: Pairs, subset: np.ndar
                   ) -> list[str]:
     """AP of each kind of positive against all negatives, and recall at each method's own default
     threshold (in brackets)."""
-    kinds = [k for k in dataset.ALL_TRANSFORMS + (POS_COPY_COPY,)
-             if np.any(pairs.positive & subset & (pairs.kind == k))]
+    order = (dataset.ALL_TRANSFORMS + (POS_COPY_COPY,) + dataset.HARDER_TRANSFORMS
+             + (POS_COPY_COPY_HARDER,))
+    selections = [(k, pairs.positive & subset & (pairs.kind == k)) for k in order]
+    # The same copies again, grouped by the footage they were made of (scene series).
+    selections += [(f"any copy of {sk} footage", pairs.positive & subset & (pairs.scene_kind == sk)
+                    & (pairs.kind != POS_COPY_COPY) & (pairs.kind != POS_COPY_COPY_HARDER))
+                   for sk in dataset.SCENE_KINDS.values()]
     rows = ["| transformation | positives | " + " | ".join(r.name for r in results) + " |",
             "|" + "---|" * (2 + len(results))]
-    neg = ~pairs.positive & subset
-    for k in kinds:
-        pos = pairs.positive & subset & (pairs.kind == k)
+    neg = ~pairs.positive & subset & pairs.measured
+    for k, pos in selections:
+        if not pos.any():
+            continue
         sel = pos | neg
         cells = []
         for r in results:
@@ -346,7 +376,9 @@ def negative_rows(results: Sequence[MethodResult], pairs: Pairs) -> list[str]:
     """Hard negatives: how many reach each method's default threshold, and the highest score."""
     rows = ["| negatives | pairs | " + " | ".join(r.name for r in results) + " |",
             "|" + "---|" * (2 + len(results))]
-    for k in (NEG_SAME_FOOTAGE, NEG_SHARED_INTRO, NEG_BLACK_LEADER, NEG_DIFFERENT):
+    scenes = tuple(neg_same_scene(k) for k in dataset.SCENE_KINDS.values())
+    for k in (NEG_SAME_FOOTAGE, *scenes, NEG_TITLE_TEMPLATE, NEG_SHARED_INTRO, NEG_BLACK_LEADER,
+              NEG_DIFFERENT):
         m = ~pairs.positive & (pairs.kind == k)
         if not m.any():
             continue
@@ -366,10 +398,10 @@ def sweep_rows(s: np.ndarray, pairs: Pairs) -> list[str]:
     """Precision, recall and false positives at a few thresholds, overall and held-out."""
     rows = ["| threshold | precision | recall | negatives ≥ | precision (held-out) | "
             "recall (held-out) | negatives ≥ (held-out) |", "|" + "---|" * 7]
-    y, h = pairs.positive, pairs.heldout
+    y, h = pairs.positive, pairs.heldout & pairs.measured
     for t in SWEEP:
         cells = []
-        for m in (np.ones_like(h), h):
+        for m in (pairs.measured, h):
             hit = (s >= t) & m
             tp, fp = int(np.sum(hit & y)), int(np.sum(hit & ~y))
             cells += [_f(tp / max(tp + fp, 1)), _f(tp / max(int(np.sum(y & m)), 1)), str(fp)]
@@ -379,7 +411,8 @@ def sweep_rows(s: np.ndarray, pairs: Pairs) -> list[str]:
 
 def hardest_rows(s: np.ndarray, pairs: Pairs, names: Sequence[str], n: int = 6) -> list[str]:
     rows = ["| pair | truth | kind | score |", "|---|---|---|---|"]
-    neg, pos = np.flatnonzero(~pairs.positive), np.flatnonzero(pairs.positive)
+    neg = np.flatnonzero(~pairs.positive & pairs.measured)
+    pos = np.flatnonzero(pairs.positive & pairs.measured)
     for k in [*neg[np.argsort(-s[neg], kind="stable")[:n]], *pos[np.argsort(s[pos], kind="stable")[:n]]]:
         truth = "copy" if pairs.positive[k] else "different"
         rows.append(f"| {names[pairs.i[k]]} / {names[pairs.j[k]]} | {truth} | {pairs.kind[k]} | "
@@ -502,15 +535,17 @@ def main(argv: list[str]) -> int:
         results.append(r)
 
     n_pos = int(pairs.positive.sum())
-    held = pairs.heldout
+    measured = pairs.measured
+    held = pairs.heldout & measured
     out: list[str] = [
         f"Set: {len(ds.items)} files ({video_seconds / 60:.0f} min of video), "
         f"{len(pairs.i)} pairs: {n_pos} positive, {len(pairs.i) - n_pos} negative "
         f"({int(np.sum(~pairs.positive & (pairs.kind != NEG_DIFFERENT)))} hard). "
         f"Held-out: {int(np.sum(pairs.positive & held))} positive, "
         f"{int(np.sum(~pairs.positive & held))} negative pairs.", "",
-        "**All pairs**", "", *summary_rows(results, pairs, np.ones(len(pairs.i), bool),
-                                            video_seconds, cpu), "",
+        f"Picture-in-picture copies ({int(np.sum(pairs.positive & ~measured))} positive pairs) "
+        "are measured per kind only, outside the summary and the calibration.", "",
+        "**All pairs**", "", *summary_rows(results, pairs, measured, video_seconds, cpu), "",
         "**Held-out footage only** (originals never seen in training)", "",
         *summary_rows(results, pairs, held, video_seconds, cpu), "",
         "**Per transformation**: AP of (original, copy) pairs of that kind vs all negatives; "
@@ -539,9 +574,9 @@ def main(argv: list[str]) -> int:
     ours = next((r for r in results if r.name == OURS), None)
     if ours is not None:
         s = _scores_of(ours.scores, pairs)
-        cal = calibrate(s, pairs.positive)
+        cal = calibrate(s[measured], pairs.positive[measured])
         cal_held = calibrate(s[held], pairs.positive[held])
-        at_default = s >= ours.default_threshold
+        at_default = (s >= ours.default_threshold) & measured
         out += ["**Threshold calibration (ours)**", "",
                 f"- highest-scoring negative: {cal.max_negative:.3f} "
                 f"(held-out: {cal_held.max_negative:.3f})",
@@ -551,7 +586,7 @@ def main(argv: list[str]) -> int:
                 f"- suggested DEFAULT_THRESHOLD (halfway between the highest negative and the next "
                 f"positive): {_f(cal.suggested)} (recall {cal.suggested_recall:.3f})",
                 f"- current DEFAULT_THRESHOLD {ours.default_threshold:g}: recall "
-                f"{np.mean(at_default[pairs.positive]):.3f}, "
+                f"{np.mean(at_default[pairs.positive & measured]):.3f}, "
                 f"{int(np.sum(at_default & ~pairs.positive))} negatives at or above it", "",
                 *sweep_rows(s, pairs), "",
                 "Hardest pairs for ours (highest negatives, lowest positives):", "",
@@ -563,7 +598,7 @@ def main(argv: list[str]) -> int:
     for r in results:
         s = _scores_of(r.scores, pairs)
         report["methods"][r.name] = {  # type: ignore[index]
-            "ap": average_precision(s, pairs.positive),
+            "ap": average_precision(s[measured], pairs.positive[measured]),
             "ap_heldout": average_precision(s[held], pairs.positive[held]),
             "default_threshold": r.default_threshold, "seconds": r.seconds, "note": r.note}
     text = "\n".join(out)

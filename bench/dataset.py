@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,8 @@ DATASET_VERSION = 1
 """Bumped whenever the recipe changes in a way the spec hash cannot see (ffmpeg arguments)."""
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
-"""Font for the drawtext watermark; without it the watermark is the logo overlay alone."""
+"""Font for drawn text (Debian's fonts-dejavu-core): the title cards and screen recordings need
+it; without it the watermark and caption copies are their logo overlay alone."""
 
 SHOT_CRF = 14
 """Near-lossless intermediate shots, so the originals carry one generation of loss only."""
@@ -41,18 +42,46 @@ ALL_TRANSFORMS = ("reencode", "scale_down", "scale_up", "crop", "pad", "flip", "
 HARD_GROUP_TRANSFORMS = ("reencode", "scale_down", "watermark")
 """Fewer copies for the shared-intro and black-leader originals: they are there as negatives."""
 
+HARDER_TRANSFORMS = ("crop_hard", "boxes", "logo_caption", "framed", "rot90", "combo", "pip")
+"""Copies that the first benchmark lacked (issue 12): off-centre crops keeping 70-85 % of each
+side, filled boxes at 60-80 % opacity over about a fifth of the picture, a big logo with a caption
+band, the picture shrunk into a coloured frame, a 90-degree rotation, crop + colour + speed at
+once, and picture-in-picture (the copy inset at 45 % over other moving footage: measured, no
+target)."""
+
+MEASURED_ONLY = ("pip",)
+"""Kinds of copy reported per kind but left out of the summary's AP and threshold calibration."""
+
+SCENE_TRANSFORMS = ("reencode", "crop_hard", "boxes", "logo_caption", "framed", "rot90", "combo")
+"""Copies of the first clip of each fixed-camera, talking-head and screen scene."""
+
+TITLE_TRANSFORMS = ("reencode", "scale_down")
+"""Title cards get plain copies: they are there as negatives of each other."""
+
+SCENE_KINDS = {"scene": "fixed camera", "talking": "talking head", "screen": "screen recording",
+               "title": "title card"}
+"""Shot kinds whose originals come in series from one scene or template; the clips of one series
+are different footage that shares its background (hard negatives of each other)."""
+
 
 @dataclass(frozen=True)
 class Shot:
     """One continuous shot: `kind` clip (a real clip), photo (camera motion over a photograph's
-    region), lavfi (a procedural source) or black (a noisy VHS-like black leader)."""
+    region), lavfi (a procedural source), black (a noisy VHS-like black leader), scene (a fixed
+    camera: a still photo with cut-outs of other photos walking across it, lighting drift and
+    sensor noise), talking (a still background with one small moving, changing patch), screen (a
+    scrolling document with a thumbnail) or title (a static title card)."""
 
     kind: str
     source: str  # clip name, photo id, lavfi graph, or "" for black
     seconds: float
-    start: float = 0.0  # into the clip or the procedural source
+    start: float = 0.0  # into the clip, the procedural source or the scene's timeline
     region: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)  # x0, y0, x1, y1 fractions
     motion: str = "pan-right"  # pan-right, pan-left, zoom-in, zoom-out
+    # Scene kinds (SCENE_KINDS): the photos cut out as moving subjects (scene, talking) or shown
+    # as a thumbnail (screen, title), and the text drawn (screen, title).
+    subjects: tuple[str, ...] = ()
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -67,6 +96,7 @@ class Original:
     intro: str = ""  # id of an intro shared with other originals
     leader: bool = False  # starts with a long black leader
     sibling_of: str = ""  # other segments of this original's footage; no copies are made
+    scene: str = ""  # the series (one camera or template) this clip belongs to
 
 
 @dataclass(frozen=True)
@@ -92,6 +122,8 @@ class Item:
     intro: str = ""
     leader: bool = False
     duration: float = 0.0
+    scene: str = ""  # originals of one scene and their copies: see SCENE_KINDS
+    scene_kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -178,8 +210,9 @@ def _pic(name: str, region: tuple[float, ...], motion: str, seconds: float = 8.0
 
 
 def full_spec() -> Spec:
-    """The benchmark set: 8 seen and 4 held-out originals with every copy, their siblings (other
-    segments of the same footage), two originals sharing an intro, two with long black leaders."""
+    """The benchmark set: 8 seen and 4 held-out originals with every copy (the harder ones of
+    issue 12 included), their siblings (other segments of the same footage), two originals
+    sharing an intro, two with long black leaders, and the scene series of scene_originals()."""
     m1, m2, m3 = _mandel(-0.7436, 0.1318), _mandel(-0.1011, 0.9563), _mandel(-1.2507, 0.0204)
     lava, cells18, cells110 = _life(11, "#e0c040"), _cells(18, 3), _cells(110, 9)
     o = Original
@@ -252,7 +285,66 @@ def full_spec() -> Spec:
                        _pic("phantom", (0, 0, 1, 1), "zoom-in", 5)), 25, True,
           HARD_GROUP_TRANSFORMS, leader=True),
     ]
-    return Spec(640, 360, tuple(seen + seen_siblings + held + held_siblings + hard))
+    # The harder copies of half the originals (two thirds seen, one third held out): as many
+    # again come from the scene series, and each copy costs an encode and a decode per run.
+    harder = ALL_TRANSFORMS + HARDER_TRANSFORMS
+    seen = [replace(x, transforms=harder) if x.name in ("s1", "s3", "s5", "s7") else x
+            for x in seen]
+    held = [replace(x, transforms=harder) if x.name in ("h1", "h3") else x for x in held]
+    return Spec(640, 360, tuple(seen + seen_siblings + held + held_siblings + hard
+                                + scene_originals()))
+
+
+SCENE_CLIP_SECONDS = 15.0
+"""Length of each clip of a scene: consecutive clips of one camera are cut from its timeline."""
+
+SCENE_FPS = 15
+"""Surveillance and webcam recordings often run at 15 frames a second (and it halves the time
+to render the noisy near-lossless shots)."""
+
+SCENE_CLIPS = 3
+"""Consecutive clips per scene: each pair of them is a hard negative."""
+
+TITLE_SECONDS = 5.0
+"""A title card is on screen for a few seconds."""
+
+TITLE_TEXTS = ("Chapter One|The harbour at dawn", "Chapter Two|Nets and knots",
+               "Chapter Three|Storm over the bay", "Chapter Four|Coming home")
+"""Titles of one template: same layout and length, different words."""
+
+
+def _series(name: str, kind: str, source: str, subjects: tuple[str, ...], seen: bool,
+            region: tuple[float, float, float, float] = (0, 0, 1, 1)) -> list[Original]:
+    """SCENE_CLIPS consecutive clips of one scene; the first gets the hard copies, the others a
+    re-encode (so that a copy of one clip also meets the other clips)."""
+    out = []
+    for k in range(SCENE_CLIPS):
+        shot = Shot(kind, source, SCENE_CLIP_SECONDS, start=k * SCENE_CLIP_SECONDS, region=region,
+                    subjects=subjects, text=name if kind == "screen" else "")
+        out.append(Original(f"{name}-{k + 1}", (shot,), SCENE_FPS, seen,
+                            SCENE_TRANSFORMS if k == 0 else ("reencode",), scene=name))
+    return out
+
+
+def scene_originals() -> list[Original]:
+    """Fixed cameras, talking heads, screen recordings and title cards (issue 12): series of
+    different footage with one background. Held-out series use only held-out photographs."""
+    out = [
+        *_series("cam1", "scene", "rocket", ("astronaut", "chelsea"), True),
+        *_series("cam2", "scene", "motorcycle_left", ("coffee", "coins"), True),
+        *_series("cam3", "scene", "china", ("grace", "flower"), False),
+        *_series("cam4", "scene", "ascent", ("grace", "aero"), False, region=(0, .2, 1, 1)),
+        *_series("talk1", "talking", "brick", ("astronaut",), True),
+        *_series("talk2", "talking", "flower", ("grace",), False),
+        *_series("screen1", "screen", "", ("hubble",), True),
+        *_series("screen2", "screen", "", ("china",), False),
+    ]
+    for template, seen, thumb in (("title1", True, ()), ("title2", False, ("grace",))):
+        for k, text in enumerate(TITLE_TEXTS):
+            shot = Shot("title", template, TITLE_SECONDS, subjects=thumb, text=text)
+            out.append(Original(f"{template}-{k + 1}", (shot,), 25, seen, TITLE_TRANSFORMS,
+                                scene=template))
+    return out
 
 
 def tiny_spec() -> Spec:
@@ -315,8 +407,135 @@ def _even(x: float) -> int:
     return max(2, int(round(x / 2)) * 2)
 
 
+def _cutout(size: tuple[int, int]) -> str:
+    """Scale a photo to cover `size` and keep an ellipse of it (alpha outside): a subject cut out
+    of its own background."""
+    sw, sh = size
+    return (f"scale={sw}:{sh}:force_original_aspect_ratio=increase,crop={sw}:{sh},format=rgba,"
+            "geq=r='r(X,Y)':g='g(X,Y)':b='b(X,Y)':"
+            "a='if(lte(hypot((X-W/2)/(W/2),(Y-H/2)/(H/2)),1),255,0)'")
+
+
+def _camera_look(start: float) -> str:
+    """What a fixed camera adds: slow lighting drift (clouds, auto-exposure) and sensor noise."""
+    return (f"eq=brightness='0.05*sin(2*PI*(t+{start})/29)':saturation='1+0.1*sin(2*PI*(t+{start})/41)'"
+            ":eval=frame,noise=alls=6:allf=t,format=yuv420p")
+
+
+def _photo_inputs(names: Sequence[str], fps: int, cache: Path) -> list[str]:
+    args: list[str] = []
+    for name in names:
+        args += ["-loop", "1", "-framerate", str(fps), "-i", str(photo_path(name, cache))]
+    return args
+
+
+def _words(seed: str, lines: int, width: int) -> str:
+    """Deterministic lines of made-up words (a document that a screen recording scrolls)."""
+    rng = random.Random(seed)
+    letters = "etaoinshrdlucmfwypvbgk"
+    out = []
+    for _ in range(lines):
+        words, length = [], rng.randint(width // 3, width)
+        while sum(len(x) + 1 for x in words) < length:
+            words.append("".join(rng.choice(letters) for _ in range(rng.randint(2, 9))))
+        out.append(" ".join(words))
+    return "\n".join(out)
+
+
+def _scene_args(shot: Shot, w: int, h: int, fps: int, cache: Path) -> list[str]:
+    """Fixed camera: the background photo stays put; each subject walks across the picture on
+    its own path (speed, height, direction), leaves it and comes back, so that consecutive clips
+    show the subjects elsewhere or not at all; the paths are a function of the scene's time
+    (start + t), so the clips are consecutive pieces of one recording."""
+    rng = random.Random(f"{shot.source}/{shot.subjects}")
+    x0, y0, x1, y1 = shot.region
+    graph = [f"[0:v]crop=iw*{x1 - x0}:ih*{y1 - y0}:iw*{x0}:ih*{y0},scale={w}:{h}:"
+             f"force_original_aspect_ratio=increase,crop={w}:{h},setsar=1,format=rgba[bg0]"]
+    for k, _ in enumerate(shot.subjects):
+        sw, sh = _even(w * rng.uniform(0.13, 0.2)), _even(h * rng.uniform(0.35, 0.5))
+        speed = w / rng.uniform(5.0, 9.0)  # crosses the picture in 5-9 s
+        loop = w + sw + w * rng.uniform(0.2, 0.6)  # then stays away for a while
+        phase = rng.uniform(0, loop)
+        pos = f"mod((t+{shot.start})*{speed:.2f}+{phase:.1f},{loop:.1f})"
+        x = f"{pos}-{sw}" if k % 2 == 0 else f"{w}-({pos})"
+        # Each pass takes another line (people do not walk the same path twice), bobbing a little.
+        base = h * rng.uniform(0.6, 0.9) - sh
+        lane = f"{h * 0.12:.1f}*sin(2.3*floor(((t+{shot.start})*{speed:.2f}+{phase:.1f})/{loop:.1f}))"
+        y = f"{base:.1f}+{lane}+{h * 0.02:.1f}*sin(2*PI*(t+{shot.start})*1.7)"
+        graph.append(f"[{k + 1}:v]{_cutout((sw, sh))}[s{k}]")
+        graph.append(f"[bg{k}][s{k}]overlay=x='{x}':y='{y}':eval=frame[bg{k + 1}]")
+    graph.append(f"[bg{len(shot.subjects)}]{_camera_look(shot.start)}")
+    return [*_photo_inputs([shot.source, *shot.subjects], fps, cache),
+            "-filter_complex", ";".join(graph), "-frames:v", str(int(round(shot.seconds * fps)))]
+
+
+def _talking_args(shot: Shot, w: int, h: int, fps: int, cache: Path) -> list[str]:
+    """Talking head: a still background, and one patch (about a tenth of the picture) that sways
+    a little while its content keeps changing (a window sliding over another photo)."""
+    pw, ph = _even(w * 0.24), _even(h * 0.45)
+    t = f"(t+{shot.start})"
+    graph = [f"[0:v]scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},setsar=1,"
+             "format=rgba[bg]",
+             f"[1:v]scale={3 * pw}:{3 * ph}:force_original_aspect_ratio=increase,"
+             f"crop={pw}:{ph}:x='(iw-ow)/2*(1+sin(2*PI*{t}/7))':y='(ih-oh)/2*(1+sin(2*PI*{t}/5.3))',"
+             f"{_cutout((pw, ph))}[head]",
+             f"[bg][head]overlay=x='{w * 0.4:.0f}+{w * 0.015:.1f}*sin(2*PI*{t}/3.1)':"
+             f"y='{h * 0.3:.0f}+{h * 0.015:.1f}*sin(2*PI*{t}/2.3)':eval=frame,{_camera_look(shot.start)}"]
+    return [*_photo_inputs([shot.source, *shot.subjects], fps, cache), "-filter_complex",
+            ";".join(graph), "-frames:v", str(int(round(shot.seconds * fps)))]
+
+
+def _screen_args(shot: Shot, w: int, h: int, fps: int, cache: Path) -> list[str]:
+    """Screen recording: a page of text scrolling by in a window, a side bar and a thumbnail."""
+    doc = cache / f"doc-{hashlib.sha256(shot.text.encode()).hexdigest()[:8]}.txt"
+    if not doc.exists():
+        _write_atomic(doc, _words(shot.text, 200, 48).encode())
+    size = max(8, h // 22)
+    speed = h / 12  # a line or so a second
+    graph = [f"color=c=0xf4f4f0:s={w}x{h}:rate={fps}[page]",
+             f"[0:v]scale={_even(w * 0.22)}:{_even(h * 0.3)}:force_original_aspect_ratio=increase,"
+             f"crop={_even(w * 0.22)}:{_even(h * 0.3)}[thumb]",
+             f"[page]drawbox=x=0:y=0:w={w}:h={h // 12}:color=0x30343c:t=fill,"
+             f"drawbox=x=0:y={h // 12}:w={w // 6}:h={h}:color=0xdde2ea:t=fill,"
+             f"drawtext=fontfile={FONT}:textfile={doc}:x={w // 5}:"
+             f"y='{h // 8}-(t+{shot.start})*{speed:.2f}':fontsize={size}:fontcolor=0x202020:"
+             f"line_spacing={size // 2},"
+             f"drawbox=x=0:y=0:w={w}:h={h // 12}:color=0x30343c:t=fill[doc]",
+             f"[doc][thumb]overlay=x={w - _even(w * 0.22) - w // 40}:y={h // 6},format=yuv420p"]
+    return [*_photo_inputs(shot.subjects, fps, cache), "-filter_complex", ";".join(graph),
+            "-frames:v", str(int(round(shot.seconds * fps)))]
+
+
+def _title_args(shot: Shot, w: int, h: int, fps: int, cache: Path) -> list[str]:
+    """A static title card: the template (colours, band, layout, thumbnail) is the same for every
+    card of a series; only the two lines of text differ."""
+    title, subtitle = shot.text.split("|")
+    dark = shot.source == "title1"
+    bg, band = ("0x14213d", "0xfca311") if dark else ("0xe9ecef", "0x2a9d8f")
+    fg = "white" if dark else "0x1d3557"
+    chain = (f"drawbox=x=0:y={int(h * 0.62)}:w={w}:h={h // 60 + 2}:color={band}:t=fill,"
+             f"drawtext=fontfile={FONT}:text='{title}':x=(w-tw)/2:y=h*0.35:fontsize={h // 9}:"
+             f"fontcolor={fg},"
+             f"drawtext=fontfile={FONT}:text='{subtitle}':x=(w-tw)/2:y=h*0.68:fontsize={h // 16}:"
+             f"fontcolor={fg}")
+    n = int(round(shot.seconds * fps))
+    if not shot.subjects:
+        return ["-f", "lavfi", "-i", f"color=c={bg}:s={w}x{h}:rate={fps}",
+                "-vf", f"{chain},format=yuv420p", "-frames:v", str(n)]
+    tw, th = _even(w * 0.2), _even(h * 0.3)
+    graph = [f"color=c={bg}:s={w}x{h}:rate={fps},{chain}[card]",
+             f"[0:v]scale={tw}:{th}:force_original_aspect_ratio=increase,crop={tw}:{th}[thumb]",
+             f"[card][thumb]overlay=x={w // 20}:y={h // 20},format=yuv420p"]
+    return [*_photo_inputs(shot.subjects, fps, cache), "-filter_complex", ";".join(graph),
+            "-frames:v", str(n)]
+
+
 def _shot_args(shot: Shot, w: int, h: int, fps: int, cache: Path) -> list[str]:
     n = int(round(shot.seconds * fps))
+    special = {"scene": _scene_args, "talking": _talking_args, "screen": _screen_args,
+               "title": _title_args}
+    if shot.kind in special:
+        return special[shot.kind](shot, w, h, fps, cache)
     cover = f"scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},setsar=1"
     if shot.kind == "clip":
         return ["-ss", f"{shot.start}", "-t", f"{shot.seconds}", "-i", str(clip_path(shot.source)),
@@ -421,6 +640,73 @@ def _copy_args(kind: str, orig: Original, src: Path, duration: float, w: int, h:
             graph += (f",drawtext=fontfile={FONT}:text='vfpd bench {orig.name}':x=10:y=h-th-10:"
                       f"fontsize={max(10, h // 15)}:fontcolor=white@0.85:box=1:boxcolor=black@0.4")
         return [*i, "-i", str(logo), "-filter_complex", graph, *_x264(COPY_CRF, fps)], ".mp4"
+    if kind in HARDER_TRANSFORMS:
+        return _harder_copy_args(kind, rng, i, duration, w, h, fps)
+    raise ValueError(f"unknown transformation {kind!r}")
+
+
+def _off_centre_crop(rng: random.Random, w: int, h: int, keep: tuple[float, float]) -> str:
+    """A crop keeping `keep` of each side, placed towards a random corner (not the middle)."""
+    f = rng.uniform(*keep)
+    cw, ch = _even(w * f), _even(h * f)
+
+    def at(room: int) -> int:
+        return int(room * rng.choice((rng.uniform(0.0, 0.3), rng.uniform(0.7, 1.0))))
+
+    return f"crop={cw}:{ch}:{at(w - cw)}:{at(h - ch)}"
+
+
+def _colour(rng: random.Random) -> str:
+    hue, sat = rng.choice((-30, -20, 20, 30)), rng.uniform(0.7, 1.3)
+    return f"hue=h={hue}:s={sat:.2f},eq=brightness={rng.uniform(-0.06, 0.06):.3f}"
+
+
+def _harder_copy_args(kind: str, rng: random.Random, i: list[str], duration: float, w: int,
+                      h: int, fps: int) -> tuple[list[str], str]:
+    """HARDER_TRANSFORMS: the copies the private benchmark found missing (issue 12)."""
+    enc = _x264(COPY_CRF, fps)
+    if kind == "crop_hard":
+        return [*i, "-vf", _off_centre_crop(rng, w, h, (0.70, 0.85)), *enc], ".mp4"
+    if kind == "boxes":
+        # Two filled boxes, together about a fifth of the picture, 60-80 % opaque.
+        boxes = []
+        for bw, bh in ((0.4, 0.3), (0.25, 0.3)):
+            x, y = rng.uniform(0, 1 - bw), rng.uniform(0, 1 - bh)
+            colour = rng.choice(("red", "blue", "yellow", "white", "black", "green"))
+            boxes.append(f"drawbox=x=iw*{x:.3f}:y=ih*{y:.3f}:w=iw*{bw}:h=ih*{bh}:"
+                         f"color={colour}@{rng.uniform(0.6, 0.8):.2f}:t=fill")
+        return [*i, "-vf", ",".join(boxes), *enc], ".mp4"
+    if kind == "logo_caption":
+        dist, suffix = WATERMARK_LOGO
+        lw = _even(w * 0.35)
+        corner = rng.choice(("8:8", "W-w-8:8"))
+        graph = (f"[1]scale={lw}:-2,format=rgba,colorchannelmixer=aa=0.8[logo];"
+                 f"[0][logo]overlay={corner}:eof_action=repeat,"
+                 f"drawbox=x=0:y=ih*0.8:w=iw:h=ih*0.16:color=black@0.6:t=fill")
+        if FONT.exists():
+            graph += (f",drawtext=fontfile={FONT}:text='Breaking news from the harbour tonight':"
+                      f"x=(w-tw)/2:y=h*0.83:fontsize={max(10, h // 14)}:fontcolor=white")
+        return [*i, "-i", str(package_file(dist, suffix)), "-filter_complex", graph, *enc], ".mp4"
+    if kind == "framed":
+        colour = rng.choice(("0x8a2be2", "0x2e8b57", "0xd2691e", "0x4682b4", "0xf0e68c"))
+        f = rng.uniform(0.78, 0.82)
+        vf = (f"scale={_even(w * f)}:{_even(h * f)},"
+              f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color={colour}")
+        return [*i, "-vf", vf, *enc], ".mp4"
+    if kind == "rot90":
+        return [*i, "-vf", f"transpose={rng.choice((1, 2))}", *enc], ".mp4"
+    if kind == "combo":
+        factor = rng.choice((0.9, 1.1))
+        vf = f"{_off_centre_crop(rng, w, h, (0.8, 0.9))},{_colour(rng)},setpts=PTS/{factor}"
+        return [*i, "-vf", vf, *enc], ".mp4"
+    if kind == "pip":
+        host = rng.choice((_grad(rng.randint(100, 999)), _mandel(-0.7453, 0.1127)))
+        iw, ih = _even(w * 0.45), _even(h * 0.45)
+        x, y = rng.randint(0, w - iw), rng.randint(0, h - ih)
+        graph = (f"[0]scale={w}:{h}:force_original_aspect_ratio=increase,crop={w}:{h},setsar=1[host];"
+                 f"[1]scale={iw}:{ih}[inset];[host][inset]overlay={x}:{y}:shortest=1")
+        return ["-f", "lavfi", "-t", f"{duration:.2f}", "-i", f"{host}:rate={fps}", *i,
+                "-filter_complex", graph, *enc], ".mp4"
     raise ValueError(f"unknown transformation {kind!r}")
 
 
@@ -430,8 +716,14 @@ def _duration(path: Path) -> float:
     return float(r.stdout.strip())
 
 
+_LATER_SHOT_FIELDS = ("subjects", "text")
+"""Fields added to Shot after the first set: they enter a shot's key only when set, so the shots
+of that set keep their keys (and their rendered files)."""
+
+
 def _shot_key(shot: Shot, w: int, h: int, fps: int) -> str:
-    blob = json.dumps([asdict(shot), w, h, fps, DATASET_VERSION], sort_keys=True)
+    fields = {k: v for k, v in asdict(shot).items() if k not in _LATER_SHOT_FIELDS or v}
+    blob = json.dumps([fields, w, h, fps, DATASET_VERSION], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -488,15 +780,16 @@ def build(spec: Spec, root: Path, workers: int = 2, log: Callable[[str], None] =
         group = orig.name
         footage = orig.sibling_of or orig.name
         role = "sibling" if orig.sibling_of else "original"
+        scene_kind = SCENE_KINDS.get(orig.shots[0].kind, "") if orig.scene else ""
         items.append(Item(orig.name, f"videos/{orig.name}.mp4", group, footage, role, orig.seen,
-                          orig.intro, orig.leader, round(dur, 3)))
+                          orig.intro, orig.leader, round(dur, 3), orig.scene, scene_kind))
         if orig.sibling_of:
             continue
         for kind in orig.transforms:
             args, suffix = _copy_args(kind, orig, src, dur, w, h)
             out = root / "videos" / f"{orig.name}.{kind}{suffix}"
             items.append(Item(f"{orig.name}.{kind}", f"videos/{out.name}", group, footage, kind,
-                              orig.seen, orig.intro, orig.leader))
+                              orig.seen, orig.intro, orig.leader, 0.0, orig.scene, scene_kind))
             if not out.exists():
                 copy_jobs.append(lambda a=args, o=out: _ffmpeg(a, o, threads))
     log(f"dataset: {len(copy_jobs)} copies to encode")

@@ -62,8 +62,10 @@ def test_calibration_finds_the_gap_above_the_highest_negative() -> None:
 
 
 def _item(name: str, group: str, transform: str, footage: str = "", seen: bool = True,
-          intro: str = "", leader: bool = False) -> dataset.Item:
-    return dataset.Item(name, name, group, footage or group, transform, seen, intro, leader)
+          intro: str = "", leader: bool = False, scene: str = "",
+          scene_kind: str = "") -> dataset.Item:
+    return dataset.Item(name, name, group, footage or group, transform, seen, intro, leader,
+                        0.0, scene, scene_kind)
 
 
 def test_pair_labels_positive_kinds_and_hard_negatives() -> None:
@@ -82,6 +84,28 @@ def test_pair_labels_positive_kinds_and_hard_negatives() -> None:
     assert kinds["i1", "i2"] == (False, accuracy.NEG_SHARED_INTRO, False)
     assert kinds["l1", "l2"] == (False, accuracy.NEG_BLACK_LEADER, False)
     assert int(p.positive.sum()) == 3
+
+
+def test_clips_of_one_scene_are_hard_negatives_and_pip_is_measured_apart() -> None:
+    cam, title = dataset.SCENE_KINDS["scene"], dataset.SCENE_KINDS["title"]
+    items = [_item("c1", "c1", "original", scene="cam", scene_kind=cam),
+             _item("c1.rot90", "c1", "rot90", scene="cam", scene_kind=cam),
+             _item("c1.pip", "c1", "pip", scene="cam", scene_kind=cam),
+             _item("c2", "c2", "original", scene="cam", scene_kind=cam),
+             _item("t1", "t1", "original", scene="tpl", scene_kind=title),
+             _item("t2", "t2", "original", scene="tpl", scene_kind=title),
+             _item("a", "a", "original"), _item("a.crop", "a", "crop")]
+    p = label_pairs(items)
+    got = {(items[i].name, items[j].name): (bool(pos), k, sk, bool(m)) for i, j, pos, k, sk, m
+           in zip(p.i, p.j, p.positive, p.kind, p.scene_kind, p.measured)}
+    assert got["c1", "c1.rot90"] == (True, "rot90", cam, True)
+    assert got["c1", "c1.pip"] == (True, "pip", cam, False)
+    assert got["c1.rot90", "c1.pip"][:2] == (True, accuracy.POS_COPY_COPY_HARDER)
+    assert got["c1", "c2"] == (False, accuracy.neg_same_scene(cam), "", True)
+    assert got["c1.rot90", "c2"][:2] == (False, accuracy.neg_same_scene(cam))
+    assert got["t1", "t2"][:2] == (False, accuracy.NEG_TITLE_TEMPLATE)
+    assert got["c1", "a"][:2] == (False, accuracy.NEG_DIFFERENT)
+    assert got["a", "a.crop"] == (True, "crop", "", True)
 
 
 def test_signature_log_becomes_scores() -> None:
@@ -139,3 +163,31 @@ def test_tiny_set_builds_real_files_and_is_cached(tmp_path: Path) -> None:
     assert again.items == ds.items
     assert ds.path(names["o.flip"]).stat().st_mtime_ns == mtime
     assert not list((tmp_path / "set").rglob(".tmp-*"))
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None or not dataset.FONT.exists(),
+                    reason="the benchmark builds with ffmpeg and draws text with DejaVu Sans")
+def test_scene_series_and_title_cards_render(tmp_path: Path) -> None:
+    """A fixed camera's consecutive clips share their background but not their moving subjects;
+    title cards of one template differ only in their text."""
+    shots = [dataset.Shot("scene", "rocket", 1.0, start=k * 10.0, subjects=("astronaut",))
+             for k in range(2)]
+    cards = [dataset.Shot("title", "title1", 1.0, text=t) for t in ("One|first", "Two|second")]
+    originals = [dataset.Original(f"c{k}", (s,), 10, True, ("rot90",) if k == 0 else (),
+                                  scene="cam") for k, s in enumerate(shots)]
+    originals += [dataset.Original(f"t{k}", (s,), 10, True, (), scene="tpl")
+                  for k, s in enumerate(cards)]
+    ds = dataset.build(dataset.Spec(96, 54, tuple(originals), copy_threads=1), tmp_path / "set",
+                       workers=1, log=lambda _: None)
+    names = {it.name: it for it in ds.items}
+    assert set(names) == {"c0", "c0.rot90", "c1", "t0", "t1"}
+    assert names["c1"].scene_kind == dataset.SCENE_KINDS["scene"] == names["c0.rot90"].scene_kind
+    assert names["t0"].scene_kind == dataset.SCENE_KINDS["title"]
+    from vfpd import media  # noqa: PLC0415
+
+    frames = {n: media.sample(ds.path(it)).frames.astype(np.float32) for n, it in names.items()}
+    same_bg = np.abs(frames["c0"][0] - frames["c1"][0]).mean()
+    assert 0.5 < same_bg < 40  # the subject sits elsewhere, the rest is the same photograph
+    assert frames["c0.rot90"].shape == frames["c0"].shape  # square 64x64 either way
+    assert 0 < np.abs(frames["t0"][0] - frames["t1"][0]).mean() < 20
+

@@ -109,7 +109,8 @@ def test_config_roundtrip() -> None:
 
 
 @pytest.mark.parametrize("fn", [augment.geometry, augment.rescale, augment.blocks, augment.quantise,
-                                augment.colour, augment.blur, augment.noise, augment.overlays])
+                                augment.colour, augment.blur, augment.noise, augment.overlays,
+                                augment.boxes, augment.rot90])
 def test_each_augmentation_keeps_shape_and_range(fn) -> None:  # type: ignore[no-untyped-def]
     x = _frames(12).view(3, 4, 3, 64, 64)
     cfg = augment.AugmentConfig(**{f: 1.0 for f in augment.AugmentConfig.__dataclass_fields__
@@ -127,6 +128,19 @@ def test_augment_views_is_one_edit_per_view() -> None:
     cfg = augment.AugmentConfig(p_noise=0.0, p_text=0.0)
     y = augment.augment_views(x, cfg, torch.Generator().manual_seed(3))
     assert torch.allclose(y[:, 0], y[:, 1], atol=1e-6)
+
+
+def test_rot90_is_a_quarter_turn_and_boxes_cover_about_a_fifth() -> None:
+    x = _frames(8).view(2, 4, 3, 64, 64)
+    cfg = augment.AugmentConfig(p_rot90=1.0, p_boxes=1.0)
+    y = augment.rot90(x, cfg, torch.Generator().manual_seed(2))
+    for i in range(2):
+        turns = [torch.allclose(y[i], torch.rot90(x[i], k, dims=(2, 3))) for k in (1, 3)]
+        assert any(turns)
+    z = augment.boxes(x, cfg, torch.Generator().manual_seed(4))
+    changed = (z - x).abs().amax(dim=(1, 2)) > 1e-6  # (views, H, W): pixels any box touched
+    share = changed.float().mean(dim=(1, 2))
+    assert bool(((share > 0.08) & (share < 0.3)).all()), share
 
 
 def test_time_view_follows_speed_and_phase() -> None:

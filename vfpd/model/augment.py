@@ -38,6 +38,11 @@ class AugmentConfig:
     p_logo: float = 0.35
     p_text: float = 0.3
     p_watermark: float = 0.2
+    # Issue 12's copies: filled boxes at 60-80 % opacity over about a fifth of the picture
+    # (redactions, stickers, picture-in-picture frames) and rotation by a quarter turn (a phone
+    # video re-posted sideways).
+    p_boxes: float = 0.25
+    p_rot90: float = 0.1
 
 
 def _rand(v: int, g: torch.Generator, lo: float = 0.0, hi: float = 1.0) -> Tensor:
@@ -198,11 +203,45 @@ def overlays(x: Tensor, cfg: AugmentConfig, g: torch.Generator) -> Tensor:
     return out
 
 
+def boxes(x: Tensor, cfg: AugmentConfig, g: torch.Generator) -> Tensor:
+    """One or two solid boxes, 60-80 % opaque, covering about a fifth of the picture together."""
+    v, t, c, h, w = x.shape
+    out = x.clone()
+    for i in torch.nonzero(_chance(v, cfg.p_boxes, g)).flatten().tolist():
+        n = 1 + int(torch.rand(1, generator=g) < 0.5)
+        for _ in range(n):
+            share = float(_rand(1, g, 0.15, 0.25)) / n
+            aspect = float(_rand(1, g, 0.6, 1.6))
+            bh = max(2, min(h - 1, int(round(h * math.sqrt(share / aspect)))))
+            bw = max(2, min(w - 1, int(round(w * math.sqrt(share * aspect)))))
+            y0 = int(torch.randint(0, h - bh + 1, (1,), generator=g))
+            x0 = int(torch.randint(0, w - bw + 1, (1,), generator=g))
+            a = float(_rand(1, g, 0.6, 0.8))
+            fill = torch.rand(3, 1, 1, generator=g)
+            region = out[i, :, :, y0:y0 + bh, x0:x0 + bw]
+            out[i, :, :, y0:y0 + bh, x0:x0 + bw] = (1 - a) * region + a * fill
+    return out
+
+
+def rot90(x: Tensor, cfg: AugmentConfig, g: torch.Generator) -> Tensor:
+    """A quarter turn either way. Frames are square (FRAME_SIZE x FRAME_SIZE), so the shape stays."""
+    v, _, _, h, w = x.shape
+    if h != w:
+        return x
+    out = x.clone()
+    for i in torch.nonzero(_chance(v, cfg.p_rot90, g)).flatten().tolist():
+        k = 1 if torch.rand(1, generator=g) < 0.5 else 3
+        out[i] = torch.rot90(x[i], k, dims=(2, 3))
+    return out
+
+
 def augment_views(x: Tensor, cfg: AugmentConfig, g: torch.Generator) -> Tensor:
     """All spatial edits in the order a copy meets them: edit, overlay, re-encode, deliver."""
+    x = rot90(x, cfg, g)
     x = geometry(x, cfg, g)
     x = colour(x, cfg, g)
     x = overlays(x, cfg, g)
+    x = boxes(x, cfg, g)
     x = rescale(x, cfg, g)
     x = blur(x, cfg, g)
     x = blocks(x, cfg, g)
