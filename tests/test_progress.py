@@ -11,7 +11,8 @@ from pathlib import Path
 from media_factory import make_video
 from vfpd import media
 from vfpd.media import MediaError, SampledVideo
-from vfpd.scan import EMBED_BATCH_FILES, ScanSettings, scan
+from vfpd.chain import EMBED_BATCH_FILES
+from vfpd.scan import ScanSettings, scan
 
 
 class Recorder:
