@@ -232,11 +232,11 @@ class OursExtra:
 def run_ours(paths: Sequence[Path], workers: int, log: Callable[[str], None],
              weights: Path | None = None, preset_name: str = "accurate"
              ) -> tuple[MethodResult, OursExtra]:
-    """The product's path: media.sample (decoding in worker processes) -> Embedder -> candidate
-    search + verify, under one of vfpd/presets.py's presets. Every pair is verified as well, for
-    the AP; only the candidate part is timed as the product's cost."""
-    from vfpd import matching  # noqa: PLC0415 - heavy imports only when this method runs
+    """The product's path: media.sample (decoding in worker processes) -> Embedder -> the
+    Library's candidate search + verification, under one of vfpd/presets.py's presets. Every pair
+    is verified as well, for the AP; only the candidate part is timed as the product's cost."""
     from vfpd.model.embed import Embedder  # noqa: PLC0415
+    from vfpd.library import DEFAULT_CANDIDATES, Library, LibrarySettings  # noqa: PLC0415
     from vfpd.presets import PRESETS  # noqa: PLC0415
 
     preset = PRESETS[preset_name]
@@ -251,41 +251,51 @@ def run_ours(paths: Sequence[Path], workers: int, log: Callable[[str], None],
     log(f"ours: sampled {len(paths)} files in {t1 - t0:.1f}s ({len(errors)} errors)")
     embedder = Embedder(weights=weights, version_suffix=preset.version_suffix)
     fps = embedder.embed_many([sampled[k][0] for k in good])  # type: ignore[misc]
-    embedder.unload()
     t2 = time.perf_counter()
     log(f"ours: embedded in {t2 - t1:.1f}s")
-    verified = matching.match_all(fps, ms)  # the product's candidate search + verification
-    t3 = time.perf_counter()
-    log(f"ours: {len(verified)} candidates verified in {t3 - t2:.1f}s")
-
-    # Every pair, verified in the same context as match_all gives its candidates (the collection's
-    # frame background and recurring-content weights), so the scores are the product's.
-    center = matching.frame_center(fps)
-    cands = matching.find_candidates(fps, ms, center=center)
+    # The product's library (vfpd/library.py, the scan's and the daemon's), filled in the order a
+    # scan walks the folder: each video is matched against those before it, with the background
+    # and recurring-content counts of that moment. Its candidates + verification are the timed
+    # cost; every earlier video is also scored in the same context, for the AP.
+    settings = LibrarySettings(preset.threshold, DEFAULT_CANDIDATES, ms)
+    library = Library.in_memory(fps[0].model_version if fps else "?", settings,
+                                embedder.frame_center)
+    order = sorted(range(len(fps)), key=lambda a: str(paths[good[a]]))
+    cand: set[tuple[int, int]] = set()
     n = len(paths)
     scores = np.zeros((n, n))
-    for a in range(len(fps)):
-        for b in range(a + 1, len(fps)):
-            m = matching.verify(fps[a], fps[b], ms, a_weights=cands.weights[a],
-                                b_weights=cands.weights[b], center=center)
+    match_s = 0.0
+    for pos, a in enumerate(order):
+        fp = fps[a]
+        t = time.perf_counter()
+        found = library.verified(fp)
+        match_s += time.perf_counter() - t
+        cand |= {(min(good[a], good[int(v.hash)]), max(good[a], good[int(v.hash)]))
+                 for v in found}
+        hits = library.frame_index.lookup(fp) if library.frame_index is not None else None
+        center = library.center(fp)
+        for b in order[:pos]:
+            m = library.score(fp, fps[b], hits, center)
             scores[good[a], good[b]] = scores[good[b], good[a]] = m.score
+        library.add(a, str(a), fp)
+    t3 = t2 + match_s
     t4 = time.perf_counter()
-    log(f"ours: all pairs verified in {t4 - t3:.1f}s")
+    log(f"ours: {len(cand)} candidates verified in {match_s:.1f}s; all pairs in {t4 - t2:.1f}s")
 
     import faiss  # noqa: PLC0415
 
     vectors = np.ascontiguousarray(np.stack([f.vector for f in fps]), dtype=np.float32)
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
-    _, ids = index.search(vectors, min(len(fps), matching.VIDEO_NEIGHBOURS + 1))
+    _, ids = index.search(vectors, min(len(fps), DEFAULT_CANDIDATES + 1))
     knn = {(min(good[a], good[int(b)]), max(good[a], good[int(b)]))
            for a in range(len(fps)) for b in ids[a] if b >= 0 and b != a}
-    cand = {(min(good[a], good[b]), max(good[a], good[b])) for a, b, _ in verified}
     version = fps[0].model_version if fps else "?"
+    embedder.unload()
     scan_s, scan_cpu = _timed_scan(paths, workers, preset, log)
     result = MethodResult(OURS, scores, preset.threshold, scan_s,
                           f"model {version}, preset {preset.name}")
-    return result, OursExtra(cand, matching.VIDEO_NEIGHBOURS, knn, t1 - t0, t2 - t1, t3 - t2,
+    return result, OursExtra(cand, DEFAULT_CANDIDATES, knn, t1 - t0, t2 - t1, t3 - t2,
                              t4 - t3, errors, version, scan_s, scan_cpu)
 
 

@@ -20,6 +20,7 @@ from vfpd.catalog import Catalog, ContentInfo, JobState
 from vfpd.fingerprint import FRAME_DIM, VECTOR_DIM, Fingerprint
 from vfpd.hashing import FileStat, OpenFile, hash_and_stat, hash_open
 from vfpd.service.context import RootState
+from vfpd.service.throughput import Throughput
 
 MODEL = "test-model-1"
 
@@ -33,6 +34,7 @@ class CatalogContext:
         self.started_at = time.time()
         self._paused = False
         self.rescanned: list[Path | None] = []
+        self.throughput = Throughput()
 
     def roots(self) -> list[RootState]:
         return [RootState(str(p), "polling" if p in self.config.watch.poll else "inotify",
@@ -41,6 +43,9 @@ class CatalogContext:
 
     def queue_length(self) -> int:
         return self.catalog.counts().jobs_queued
+
+    def drain_eta(self, queued: int) -> float | None:
+        return self.throughput.eta(queued)
 
     def paused(self) -> bool:
         return self._paused

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from control_helpers import Library, lib  # noqa: F401 - lib is a fixture
+from harness.daemon import wait_until
 from media_factory import sample_clip
 
 from vfpd.cli import ctl
@@ -307,6 +308,13 @@ def test_live_query_inside_and_outside_roots(daemon: LiveDaemon) -> None:
     p = daemon.vfpctl("query", str(daemon.outside), "-k", "1")
     assert p.returncode == 0, p.stderr
     assert f"Nearest to {daemon.outside}" in p.stdout and "bikes" in p.stdout
+    # -k N gives N when the library holds N others; a near miss is said to be one.
+    p = daemon.vfpctl("query", str(daemon.root / "bikes.mp4"), "-k", "2")
+    rows = p.stdout.splitlines()[2:]
+    assert len(rows) == 2, p.stdout
+    (copy,) = [r for r in rows if "bikes copy.mp4" in r]
+    (other,) = [r for r in rows if "carphone.mp4" in r]
+    assert " yes " in copy and "no (below the threshold)" in other
 
 
 @pytest.mark.slow
@@ -407,3 +415,22 @@ def test_status_table_names_frame_index_and_refingerprinting() -> None:
     out = io.StringIO()
     show_status(st, None, out)  # type: ignore[arg-type]
     assert "frame index being rebuilt" in out.getvalue() and "re-fingerprinting" not in out.getvalue()
+
+
+@pytest.mark.slow
+@needs_daemon
+def test_live_status_says_when_the_backlog_drains(daemon: LiveDaemon) -> None:
+    assert daemon.vfpctl("pause").stdout.startswith("paused")
+    try:
+        queued = json.loads(daemon.vfpctl("rescan", "--json").stdout)["queued"]
+        st = json.loads(daemon.vfpctl("status", "--json").stdout)
+        assert st["queue"] >= queued > 0
+        # The daemon has fingerprinted its library: it knows its pace, and says what it means.
+        assert st["queue_eta_s"] > 0
+        assert "to go at the recent pace" in daemon.vfpctl("status").stdout
+    finally:
+        daemon.vfpctl("resume")
+    wait_until(lambda: json.loads(daemon.vfpctl("status", "--json").stdout)["queue"] == 0,
+               timeout=300, what="the rescanned back-log to drain")
+    st = json.loads(daemon.vfpctl("status", "--json").stdout)
+    assert st["queue_eta_s"] == 0 and "to go" not in daemon.vfpctl("status").stdout

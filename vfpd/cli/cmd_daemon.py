@@ -141,6 +141,13 @@ def _refingerprint_line(missing: Any) -> str:
     return f" (re-fingerprinting: {missing} content(s) left)" if isinstance(missing, int) and missing else ""
 
 
+def _eta_line(st: dict[str, Any]) -> str:
+    eta = st.get("queue_eta_s")
+    if not st.get("queue") or not isinstance(eta, (int, float)):
+        return ""
+    return f", about {human_duration(max(eta, 1.0))} to go at the recent pace"
+
+
 def show_status(st: dict[str, Any], args: argparse.Namespace, out: TextIO) -> None:
     index = st.get("index") or {}
     retrain = st.get("last_retrain")
@@ -150,7 +157,7 @@ def show_status(st: dict[str, Any], args: argparse.Namespace, out: TextIO) -> No
                  f"{human_duration(st['uptime_s'])}{', PAUSED' if st.get('paused') else ''}"),
         ("health", "ok" if health.get("state", "ok") == "ok"
          else f"DEGRADED: {health.get('reason')}"),
-        ("queue", f"{st['queue']} file(s) waiting"),
+        ("queue", f"{st['queue']} file(s) waiting" + _eta_line(st)),
         ("files", f"{st['files']} files, {st['hashes']} distinct contents, "
                   f"{st['fingerprints']} fingerprints"),
         ("duplicates", f"{st.get('duplicates', '?')} pair(s)"),
@@ -207,9 +214,10 @@ def show_query(result: dict[str, Any], args: argparse.Namespace, out: TextIO) ->
         score = m.get("score")
         rows.append([f"{score:.3f}" if isinstance(score, (int, float)) else "?",
                      str(m.get("kind") or ""),
+                     "yes" if m.get("duplicate", True) else "no (below the threshold)",
                      (shell_quoted(paths[0]) if paths else str(m.get("hash", "?"))[:16])
                      + (f" (+{len(paths) - 1} more)" if len(paths) > 1 else "")])
-    table(rows, ["SCORE", "KIND", "PATH"], out, right=frozenset({0}))
+    table(rows, ["SCORE", "KIND", "DUPLICATE", "PATH"], out, right=frozenset({0}))
 
 
 def show_failures(items: Iterable[dict[str, Any]], args: argparse.Namespace,

@@ -323,6 +323,10 @@ def _group_item(group: list[str], best: dict[tuple[str, str], Pair],
 
 # -- commands -------------------------------------------------------------------------------------
 
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
+
+
 def cmd_status(context: ServiceContext, args: dict[str, Any], request: Request) -> dict[str, Any]:
     counts = context.catalog.counts()
     index = dict(context.index_info())
@@ -337,6 +341,7 @@ def cmd_status(context: ServiceContext, args: dict[str, Any], request: Request) 
         # The catalog's queued jobs include those in flight (a job leaves the queue only with
         # its result), so this is the queue length without asking the daemon a second time.
         "queue": counts.jobs_queued,
+        "queue_eta_s": _rounded(context.drain_eta(counts.jobs_queued)),
         "files": counts.files,
         "hashes": counts.contents,
         "fingerprints": counts.fingerprints,

@@ -42,6 +42,10 @@ class ServiceContext(Protocol):
 
     def queue_length(self) -> int: ...
 
+    def drain_eta(self, queued: int) -> float | None:
+        """Seconds until `queued` files are done at the recent pace (None before any)."""
+        ...
+
     def paused(self) -> bool: ...
 
     def health(self) -> dict[str, object]:

@@ -409,6 +409,9 @@ class Daemon:
     def queue_length(self) -> int:
         return self.catalog.counts().jobs_queued
 
+    def drain_eta(self, queued: int) -> float | None:
+        return self.pipeline.throughput.eta(queued)
+
     def paused(self) -> bool:
         return self.pipeline.paused
 

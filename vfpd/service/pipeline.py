@@ -35,6 +35,7 @@ from vfpd.hashing import FileStat
 from vfpd.library import Library, LibrarySettings
 from vfpd.matching import EXACT
 from vfpd.media import SamplingSettings
+from vfpd.service.throughput import Throughput
 
 log = logging.getLogger("vfpd.pipeline")
 
@@ -113,6 +114,8 @@ class Pipeline:
         """Why the loop cannot make progress now (None while it can): `vfpctl status`."""
         self.progress_at = time.monotonic()
         """When the loop last finished a round (work or a wait): the watchdog's evidence."""
+        self.throughput = Throughput()
+        """Recent seconds per file: the back-log's time to drain (`vfpctl status`)."""
 
     # -- control ---------------------------------------------------------------------------------
 
@@ -221,8 +224,10 @@ class Pipeline:
             return False
         with self._cond:
             self._busy = True
+        started = time.monotonic()
         try:
             self._process(jobs)
+            self.throughput.record(len(jobs), time.monotonic() - started)
         except Exception as e:
             if self._should_stop():  # (the decoders were closed under us)
                 for job in jobs:
