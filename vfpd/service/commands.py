@@ -324,7 +324,7 @@ def _group_item(group: list[str], best: dict[tuple[str, str], Pair],
 # -- commands -------------------------------------------------------------------------------------
 
 def _rounded(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds, 1)
+    return None if seconds is None else round(seconds, 3)
 
 
 def cmd_status(context: ServiceContext, args: dict[str, Any], request: Request) -> dict[str, Any]:
