@@ -7,6 +7,8 @@ a shifted time grid and adds noise, as a re-encode and a trim do to real frame f
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -70,6 +72,11 @@ def fingerprint(parts: list[tuple[Footage, float, float]], noise: float = 0.0, s
         vector=vec, frame_features=ff, timestamps=np.arange(n) * step + grid_shift,
         informative=np.ones(n, bool) if informative is None else informative,
         duration=total, model_version="test")
+
+
+FRAMES_ONLY = replace(MatchSettings(), residual_similarity=False, motion_static=9.0,
+                      motion_moving=10.0)
+"""Verification as it was before the motion rule: frame by frame, on centred features alone."""
 
 
 @pytest.fixture(scope="module")
@@ -146,10 +153,13 @@ def test_non_informative_frames_never_carry_a_match() -> None:
     a = fingerprint([(black, 0, 10), (Footage(21, 10), 0, 10)], informative=mask)
     b = fingerprint([(black, 0, 10), (Footage(22, 10), 0, 10)], informative=mask)
     assert verify(a, b).score < 0.1
-    # With the leader counted as informative the same pair would look half-duplicate.
+    # With the leader counted as informative the same pair would look half-duplicate to the
+    # frame-by-frame score alone; the motion rule (what changes must agree too) also rejects it.
     a2 = fingerprint([(black, 0, 10), (Footage(21, 10), 0, 10)])
     b2 = fingerprint([(black, 0, 10), (Footage(22, 10), 0, 10)])
-    assert verify(a2, b2).score > 0.4
+    frames_only = verify(a2, b2, FRAMES_ONLY).score
+    assert frames_only > 0.4
+    assert verify(a2, b2).score <= 0.5 * frames_only + 1e-6  # MatchSettings.motion_penalty
 
 
 def test_all_frames_uninformative_is_no_match(scene: Footage) -> None:
@@ -213,13 +223,15 @@ def test_shared_intro_is_down_weighted_across_many_videos() -> None:
     intro = Footage(30, 8)
     videos = [fingerprint([(intro, 0, 8), (Footage(31 + i, 2), 0, 2)], noise=0.05, seed=i)
               for i in range(12)]
-    plain = verify(videos[0], videos[1]).score
+    # Frame by frame (the motion rule alone already rejects most of this pair, see below).
+    plain = verify(videos[0], videos[1], FRAMES_ONLY).score
     cands = find_candidates(videos)
     w = cands.weights
     # The intro frames are shared with the 11 other videos; the rest with none.
     assert w[0][:8].max() < 0.5 and w[0][8:].min() == 1.0
-    weighted = verify(videos[0], videos[1], a_weights=w[0], b_weights=w[1]).score
+    weighted = verify(videos[0], videos[1], FRAMES_ONLY, w[0], w[1]).score
     assert plain >= DEFAULT_THRESHOLD > weighted
+    assert verify(videos[0], videos[1], a_weights=w[0], b_weights=w[1]).score < weighted
     assert all(m.score < DEFAULT_THRESHOLD for _, _, m in match_all(videos))
 
 
@@ -306,3 +318,63 @@ def test_segments_never_end_after_the_video(scene: Footage) -> None:
     for seg in verify(a, b).segments:
         assert 0.0 <= seg.a_start < seg.a_end <= a.duration
         assert 0.0 <= seg.b_start < seg.b_end <= b.duration
+
+
+class FixedCamera(Footage):
+    """A fixed camera: a still background that dominates every frame feature, plus what moves
+    in front of it (a path through feature space, `motion` times smaller)."""
+
+    def __init__(self, seed: int, length: float, motion: float = 0.4) -> None:
+        super().__init__(seed, length)
+        self.background = _unit(np.random.default_rng(seed + 1000).standard_normal(FRAME_DIM))
+        self.motion = motion
+
+    def feature(self, t: np.ndarray) -> np.ndarray:
+        return _unit(self.background + self.motion * super().feature(t))
+
+
+def _library(camera: FixedCamera) -> list[Fingerprint]:
+    """Other clips of the camera and unrelated videos: the collection a centre comes from."""
+    return ([fingerprint([(camera, s, s + 15)], noise=0.05, seed=s) for s in (45, 60)]
+            + [fingerprint([(Footage(200 + k, 15), 0, 15)]) for k in range(4)])
+
+
+def test_other_moments_of_a_fixed_camera_do_not_match() -> None:
+    """Issue 12: the background makes aligned frames of any two clips of one camera alike; only
+    what moves tells them apart."""
+    cam = FixedCamera(seed=5, length=80)
+    a = fingerprint([(cam, 0, 15)], noise=0.05, seed=1)
+    b = fingerprint([(cam, 20, 35)], noise=0.05, seed=2)
+    center = frame_center([a, b, *_library(cam)])
+    assert np.mean(np.sum(a.frame_features * b.frame_features, axis=1)) > 0.85
+    assert verify(a, b, center=center).score < 0.3
+    assert verify(a, b).score < 0.3
+    copy = fingerprint([(cam, 0, 15)], noise=0.08, seed=3, grid_shift=0.4)
+    assert verify(a, copy, center=center).score >= DEFAULT_THRESHOLD
+    assert verify(a, copy).score >= DEFAULT_THRESHOLD
+
+
+def test_an_overlay_on_a_moving_copy_is_removed_with_the_static_component() -> None:
+    """A box drawn over a copy moves every frame feature alike: the centred frames differ, what
+    changes between them does not."""
+    cam = FixedCamera(seed=6, length=40, motion=0.6)
+    a = fingerprint([(cam, 0, 15)], noise=0.03, seed=1)
+    box = _unit(np.random.default_rng(99).standard_normal(FRAME_DIM))
+    boxed = fingerprint([(cam, 0, 15)], noise=0.03, seed=2)
+    boxed = Fingerprint(boxed.vector, _unit(boxed.frame_features + 0.8 * box), boxed.timestamps,
+                        boxed.informative, boxed.duration, boxed.model_version)
+    assert verify(a, boxed, FRAMES_ONLY).score < DEFAULT_THRESHOLD
+    assert verify(a, boxed).score >= DEFAULT_THRESHOLD
+
+
+def test_a_still_shot_matches_its_copy_and_other_clips_of_it() -> None:
+    """Nothing moves: the picture is all there is, and no one can tell two clips of a still shot
+    apart; the motion rule steps aside."""
+    still = FixedCamera(seed=7, length=60, motion=0.0)
+    a = fingerprint([(still, 0, 15)], noise=0.03, seed=1)
+    copy = fingerprint([(still, 0, 15)], noise=0.03, seed=2)
+    later = fingerprint([(still, 30, 45)], noise=0.03, seed=3)
+    # The collection's background: a still shot's frames are its whole picture, not background.
+    center = frame_center([a, *(fingerprint([(Footage(300 + k, 15), 0, 15)]) for k in range(6))])
+    assert verify(a, copy, center=center).score >= DEFAULT_THRESHOLD
+    assert verify(a, later, center=center).score >= DEFAULT_THRESHOLD

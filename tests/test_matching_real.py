@@ -13,7 +13,7 @@ import pytest
 from media_factory import encode, read_frames, sample_clip, sample_photo
 from vfpd import media
 from vfpd.fingerprint import Fingerprint
-from vfpd.matching import DEFAULT_THRESHOLD, verify
+from vfpd.matching import DEFAULT_THRESHOLD, frame_center, verify
 
 FPS = 10.0
 W, H = 320, 180
@@ -114,3 +114,80 @@ def test_different_life_videos_are_not_duplicates(tmp_path: Path, embedder) -> N
     # A copy of one of them (smaller, re-encoded) still matches.
     copy = _fingerprint(embedder, tmp_path / "a-small.mp4", [_fit(f, 192, 108) for f in a_frames])
     assert verify(a, copy).score >= DEFAULT_THRESHOLD
+
+
+def _photo(name: str, w: int = W, h: int = H) -> np.ndarray:
+    with av.open(str(sample_photo(name))) as c:
+        return _fit(next(c.decode(video=0)).to_ndarray(format="rgb24"), w, h)
+
+
+def _fixed_camera(start: float, seconds: float) -> list[np.ndarray]:
+    """A fixed camera on a still scene (a photograph) with two cut-outs of other photographs
+    walking across it, slow lighting drift and sensor noise. Frames from `start` seconds of the
+    camera's timeline on: consecutive calls with consecutive starts are consecutive clips."""
+    background = _photo("rocket").astype(np.float32)
+    walkers = [(_photo("astronaut", W // 6, H // 2).astype(np.float32), 45.0, H // 3),
+               (_photo("chelsea", W // 5, H // 3).astype(np.float32), -60.0, H // 2)]
+    rng = np.random.default_rng(int(start * 10))
+    out = []
+    for k in range(int(seconds * FPS)):
+        t = start + k / FPS
+        img = background.copy()
+        for sprite, speed, lane in walkers:
+            sh, sw = sprite.shape[:2]
+            loop = W + sw + 80
+            # Walks out on one side and comes back on the other, each time on another line.
+            walked = t * speed + 1000
+            x = int(walked % loop) - sw
+            y = lane + int(H // 6 * np.sin(2.3 * (walked // loop)))
+            lo, hi = max(x, 0), min(x + sw, W)
+            if lo < hi:
+                img[y:y + sh, lo:hi] = sprite[:, lo - x:hi - x]
+        img *= 1.0 + 0.06 * np.sin(2 * np.pi * t / 17)
+        img += rng.normal(0, 3, img.shape)
+        out.append(np.clip(img, 0, 255).astype(np.uint8))
+    return out
+
+
+def _box(frames: list[np.ndarray]) -> list[np.ndarray]:
+    """A filled box at 70 % opacity over about a fifth of the picture."""
+    out = []
+    for img in frames:
+        img = img.astype(np.float32)
+        region = img[H // 10:H // 10 + int(H * 0.45), W // 2:W // 2 + int(W * 0.45)]
+        region[:] = 0.3 * region + 0.7 * np.array([200.0, 30, 30])
+        out.append(img.astype(np.uint8))
+    return out
+
+
+def test_consecutive_clips_of_a_fixed_camera_are_not_duplicates_but_copies_are(
+        tmp_path: Path, embedder) -> None:
+    """Issue 12: two clips of one fixed camera share their background, which is most of every
+    frame; what moves in them differs, so they are different footage. A re-encode is the same
+    footage and matches. An 80 % crop and a copy with a box over a fifth of the picture rank far
+    above the other clips, but with the shipped weights still score below the default threshold
+    (0.6-0.7 and 0.5-0.6 here): their frame features change too much (a model limit, README)."""
+    first = _fixed_camera(0.0, 12)
+    a = _fingerprint(embedder, tmp_path / "a.mp4", first)
+    others = [_fingerprint(embedder, tmp_path / "b.mp4", _fixed_camera(12.0, 12)),
+              _fingerprint(embedder, tmp_path / "c.mp4", _fixed_camera(17.0, 12))]
+    center = frame_center([a, *others])
+    worst = 0.0
+    for other in others:
+        for c in (None, center):
+            worst = max(worst, verify(a, other, center=c).score)
+    assert worst < DEFAULT_THRESHOLD / 2
+    reencoded = tmp_path / "a-crf35.mp4"
+    encode(reencoded, first, fps=FPS, options={"crf": "35"})
+    copy = embedder.embed(media.sample(reencoded))
+    assert verify(a, copy).score >= DEFAULT_THRESHOLD
+    assert verify(a, copy, center=center).score >= DEFAULT_THRESHOLD
+    x0, y0 = int(W * 0.05), int(H * 0.15)
+    hard = {
+        "crop 80 %": _fingerprint(embedder, tmp_path / "a-crop.mp4",
+                                  [f[y0:y0 + int(H * 0.8), x0:x0 + int(W * 0.8)] for f in first]),
+        "box": _fingerprint(embedder, tmp_path / "a-box.mp4", _box(first)),
+    }
+    for name, copy in hard.items():
+        for c in (None, center):
+            assert verify(a, copy, center=c).score > worst + 0.3, name
