@@ -370,12 +370,6 @@ def _at_times(f: _Frames, t: np.ndarray) -> np.ndarray:
     return (1 - w) * f.raw[left] + w * f.raw[right]
 
 
-MOTION_MAX_STEP = 1.5
-"""Seconds between samples above which the motion rule abstains: keyframe sampling (the fast
-preset, 2-10 s GOPs) sees too little of what moves to compare it, and would penalise its own
-copies (a colour-shifted copy with 2 s GOPs against its 1 s GOP original scored 0.3)."""
-
-
 def motion_evidence(a: _Frames, b: _Frames, valid_a: np.ndarray, pred_a: np.ndarray,
                     valid_b: np.ndarray) -> tuple[float, float]:
     """(how much the overlap changes, how well its changes agree) for an alignment.
@@ -386,7 +380,7 @@ def motion_evidence(a: _Frames, b: _Frames, valid_a: np.ndarray, pred_a: np.ndar
     those of B's frames at the aligned moments (1 for the same footage, lower when the same
     background shows other moments)."""
     ia, ib = np.flatnonzero(valid_a), np.flatnonzero(valid_b)
-    if len(ia) < 2 or len(ib) < 2 or max(a.step, b.step) > MOTION_MAX_STEP:
+    if len(ia) < 2 or len(ib) < 2:
         return 0.0, 1.0
     ra = a.raw[ia] - a.raw[ia].mean(axis=0)
     mean_b = b.raw[ib].mean(axis=0)
