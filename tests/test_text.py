@@ -86,7 +86,7 @@ def test_daemon_printers_quote_paths_and_share_the_size_style() -> None:
 
 def test_dry_run_marks_the_copy_kept_and_quotes_paths(capsys) -> None:
     from vfpd.actions import Step
-    from vfpd.cli.cmd_scan import print_plan
+    from vfpd.cli.acting import print_plan
 
     print_plan([Step("trash", ODD, "/srv/a.mp4"), Step("trash", "/srv/b.mp4", "/srv/a.mp4"),
                 Step("trash", "/srv/x y.mp4", "/srv/z.mp4", skip="changed since the scan")])

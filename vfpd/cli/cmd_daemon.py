@@ -12,12 +12,13 @@ import datetime as dt
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from vfpd import config as config_mod
-from vfpd import hashing
+from vfpd import actions, hashing
+from vfpd.cli import acting
 from vfpd.cli.text import human_size, shell_quoted
 from vfpd.client import (
     DEFAULT_REPLY_TIMEOUT_S,
@@ -255,7 +256,88 @@ def _duplicates(args: argparse.Namespace) -> int:
         request["min_score"] = args.min_score
     if args.path is not None:
         request["path"] = resolve_client_path(args.path)
-    return run(args, "duplicates", request, show_duplicates)
+    problem = acting.check(args)
+    if problem:
+        print(f"vfpctl duplicates: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action_spec.op == actions.REPORT:
+        return run(args, "duplicates", request, show_duplicates)
+    return _act_on_duplicates(args, request)
+
+
+def _act_on_duplicates(args: argparse.Namespace, request: dict[str, Any]) -> int:
+    """`duplicates --action`: the daemon's groups, acted on here with the user's rights and the
+    safety of `scan --action` (direct matches only, content proven at the moment of acting, a
+    sealed journal for `vfpctl undo`)."""
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
+    try:
+        path = socket_path(args)
+        with Client(path, timeout=args.timeout) as client:
+            roots = [str(r["path"]) for r in client.call("status")["roots"]]
+            groups = list(client.call("duplicates", request).items)
+    except config_mod.ConfigError as exc:
+        print(f"vfpctl: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except DaemonNotRunning as exc:
+        print(f"vfpctl: vfpd is not running (nothing answers at {exc.socket_path}); "
+              f"{not_running_hint(exc.socket_path)}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    except ControlError as exc:
+        print(f"vfpctl: duplicates: {exc.message} [{exc.code}]", file=sys.stderr)
+        return EXIT_REFUSED
+    if not args.json:
+        show_duplicates(groups, args, sys.stdout)
+    facts, fact_groups, direct, gone = daemon_groups_as_facts(groups, args.keep or "oldest")
+    for p in gone:
+        print(f"vfpctl duplicates: {shell_quoted(p)} is gone since the daemon saw it: left out",
+              file=sys.stderr)
+    report, ok = acting.act(args, facts, fact_groups, direct, roots, "duplicates")
+    if args.json:
+        sys.stdout.write(json.dumps({"groups": groups, "actions": report}, indent=1) + "\n")
+    return EXIT_OK if ok else EXIT_REFUSED
+
+
+def daemon_groups_as_facts(groups: Sequence[dict[str, Any]], keep: str
+                           ) -> tuple[list[actions.FileFacts], list[list[actions.FileFacts]],
+                                      set[frozenset[str]], list[str]]:
+    """The daemon's groups as the action planner's facts: (every file, the groups, the path pairs
+    matched directly, paths that are gone). Each path is stat'ed here; its content hash is the
+    daemon's, which the action proves again through the file before touching it."""
+    facts: list[actions.FileFacts] = []
+    fact_groups: list[list[actions.FileFacts]] = []
+    direct: set[frozenset[str]] = set()
+    gone: list[str] = []
+    rates: dict[str, float | None] = {}
+    if keep == "best":
+        from vfpd.thumbs import frame_rates
+
+        rates = frame_rates({m["path"] for g in groups for m in g["members"]})
+    for g in groups:
+        members: list[actions.FileFacts] = []
+        paths_of: dict[str, list[str]] = {}
+        for m in g["members"]:
+            try:
+                st = os.stat(m["path"], follow_symlinks=False)
+            except OSError:
+                gone.append(m["path"])
+                continue
+            duration = m.get("duration")
+            members.append(actions.FileFacts(
+                m["path"], st.st_size, st.st_mtime_ns, m.get("width"), m.get("height"),
+                m["hash"], st.st_dev, st.st_ino, duration=duration,
+                bit_rate=int(st.st_size * 8 / duration) if duration else None,
+                fps=rates.get(m["path"])))
+            paths_of.setdefault(m["hash"], []).append(m["path"])
+        for same in paths_of.values():  # byte-identical copies match each other
+            direct |= {frozenset((a, b)) for i, a in enumerate(same) for b in same[i + 1:]}
+        for pair in g.get("pairs", []):
+            direct |= {frozenset((a, b)) for a in paths_of.get(pair["a"], [])
+                       for b in paths_of.get(pair["b"], [])}
+        if len(members) > 1:
+            fact_groups.append(members)
+            facts += members
+    return facts, fact_groups, direct, gone
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -377,6 +459,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(a clip of a longer video)")
     p.add_argument("--min-score", type=_score, metavar="S", help="only pairs scoring at least S")
     p.add_argument("--path", metavar="PREFIX", help="only groups with a file inside this folder")
+    acting.add_arguments(p)
     p = add("query", _query, "the videos in the library nearest to a file (any file you can read)")
     p.add_argument("file", metavar="FILE")
     p.add_argument("-k", type=_positive, default=10, help="how many neighbours (default 10)")

@@ -11,12 +11,12 @@ import argparse
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from vfpd import actions, journal, matching
+from vfpd import actions, matching
+from vfpd.cli import acting
 from vfpd.cli.text import human_size, shell_quoted
 from vfpd.files import DEFAULT_EXCLUDE, VIDEO_EXTENSIONS, FileRules
 from vfpd.presets import ACCURATE, FAST, PRESETS
@@ -75,23 +75,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cluster", choices=CLUSTER_METHODS, default="components",
                    help="grouping: guarded connected components (default) or DBSCAN "
                         "(needs the 'cluster' extra: scikit-learn)")
-    p.add_argument("--action", default="report", metavar="ACTION",
-                   help="what to do with the copies: report (default), trash, delete, hardlink, "
-                        "symlink or move:DIR. A dry run unless --apply")
-    p.add_argument("--keep", choices=actions.KEEP_POLICIES, default=None,
-                   help="which file of a group is kept (default: oldest for --action, best for "
-                        "the --report suggestions; best: resolution, then bit rate, frame rate, "
-                        "duration, size)")
-    p.add_argument("--reference", action="append", default=[], metavar="DIR",
-                   help="a folder whose files are never acted on (kept in preference); "
-                        "may be given several times")
+    acting.add_arguments(p, "oldest for --action, best for the --report suggestions")
     p.add_argument("--report", metavar="DIR",
                    help="also write a review page (DIR/index.html with thumbnails) whose "
                         "decisions `vfpctl apply` carries out (docs/report.md)")
-    p.add_argument("--apply", action="store_true", help="really carry out --action")
-    p.add_argument("--journal", metavar="FILE",
-                   help="journal of the changes for `vfpctl undo` (default: in the user state "
-                        "dir)")
     cache = p.add_mutually_exclusive_group()
     cache.add_argument("--cache", metavar="DIR",
                        help=f"where hashes and fingerprints are kept (default {default_cache_dir()})")
@@ -134,14 +121,9 @@ def _validate(args: argparse.Namespace) -> str | None:
     for root in args.roots:
         if not os.path.exists(root):
             return f"{root}: no such file or folder"
-    try:
-        args.action_spec = actions.parse_action(args.action)
-    except ValueError as e:
-        return str(e)
-    for ref in args.reference:
-        if not os.path.isdir(ref):
-            return f"--reference {ref}: no such folder"
-    args.reference = [os.path.abspath(r) for r in args.reference]
+    problem = acting.check(args)
+    if problem:
+        return problem
     if args.report:
         if os.path.exists(args.report) and not os.path.isdir(args.report):
             return f"--report {args.report}: exists and is not a folder"
@@ -149,14 +131,6 @@ def _validate(args: argparse.Namespace) -> str | None:
             check_target(Path(args.report))
         except OSError as e:
             return f"--report: {e}"
-    if args.apply and args.action_spec.op == actions.REPORT:
-        return ("--apply needs an --action to carry out (trash, delete, hardlink, symlink or "
-                "move:DIR)")
-    if args.apply:
-        try:
-            args.journal_key = journal.load_key(journal.default_key_dir())
-        except (journal.JournalError, OSError) as e:
-            return f"cannot seal the journal: {e}"
     if args.output:
         parent = os.path.dirname(os.path.abspath(args.output))
         if not os.path.isdir(parent):
@@ -241,29 +215,6 @@ def print_text(result: ScanResult) -> None:
             print(f"  {shell_quoted(e.path)}: {e.reason}")
 
 
-def print_plan(steps: Sequence[actions.Step]) -> None:
-    """The dry run, group by group: the copy kept first, marked, then what would happen to the
-    others."""
-    kept: list[str] = []
-    for s in steps:
-        if s.keep not in kept:
-            kept.append(s.keep)
-    for keep in kept:
-        print(f"  {'keep':<12} {shell_quoted(keep)}")
-        for s in steps:
-            if s.keep == keep:
-                what = f"{'skip':<12} {shell_quoted(s.path)}: {s.skip}" if s.skip else \
-                    f"{'would ' + s.op:<12} {shell_quoted(s.path)}"
-                print(f"  {what}")
-
-
-def _default_journal() -> Path:
-    import platformdirs
-
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    return Path(platformdirs.user_state_dir("vfpd")) / "journals" / f"scan-{stamp}.jsonl"
-
-
 def _write_report(args: argparse.Namespace, result: ScanResult,
                   maybe: list[matching.Pair]) -> bool:
     facts = {f.path: MemberFacts(f.path, f.hash, f.stat.size, f.stat.mtime_ns / 1e9, f.duration,
@@ -298,55 +249,15 @@ def _facts(result: ScanResult, keep: str) -> list[actions.FileFacts]:
 
 def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object] | None, bool]:
     """Plan (and with --apply carry out) the action; returns (report, all went well)."""
-    spec = args.action_spec
-    if spec.op == actions.REPORT:
+    if args.action_spec.op == actions.REPORT:
         return None, True
-    keep = args.keep or "oldest"
-    facts = _facts(result, keep)
+    facts = _facts(result, args.keep or "oldest")
     by_path = {f.path: f for f in facts}
     groups = [[by_path[p] for p in g] for g in result.groups]
     # Only pairs verified at the threshold in use count: a group joined through a chain never
     # removes a member for a keeper it was not itself matched with.
     direct = {frozenset((p.a, p.b)) for p in result.pairs if p.score >= result.settings.threshold}
-    steps = actions.plan(groups, spec, keep, direct, args.reference)
-    report: dict[str, object] = {"action": args.action, "keep": keep, "applied": args.apply,
-                                 "journal": None, "reference": args.reference}
-    reasons = []
-    for g in groups:
-        refs = [f for f in g if actions.in_reference(f.path, args.reference)]
-        keeper = actions.choose_keeper(refs or g, keep)
-        reasons.append({"keep": keeper.path, "reason": ("in a reference folder; " if refs else "")
-                        + actions.keep_reason(refs or g, keeper, keep)})
-    report["kept"] = reasons
-    if not args.json:
-        print(f"\nKept per group (--keep {keep}):")
-        for r in reasons:
-            print(f"  {shell_quoted(str(r['keep']))}: {r['reason']}")
-    if not args.apply:
-        report["steps"] = [{"op": s.op, "path": s.path, "keep": s.keep, "done": False,
-                            "detail": s.skip or "dry run"} for s in steps]
-        if not args.json:
-            print(f"\nDry run of --action {args.action} --keep {keep} "
-                  "(nothing changed; add --apply to do it):")
-            print_plan(steps)
-        return report, True
-    path = Path(args.journal) if args.journal else _default_journal()
-    sealed = actions.open_journal(path, args.journal_key, spec, result.settings.roots)
-    try:
-        outcomes = actions.apply(steps, facts, spec, sealed)
-    finally:
-        sealed.close()
-    report["journal"] = str(path)
-    report["steps"] = [{"op": o.step.op, "path": o.step.path, "keep": o.step.keep,
-                        "done": o.done, "detail": o.detail} for o in outcomes]
-    failed = [o for o in outcomes if not o.done and not o.step.skip]
-    if not args.json:
-        print(f"\n--action {args.action} --keep {keep}:")
-        for o in outcomes:
-            mark = "done" if o.done else "NOT done"
-            print(f"  {mark}: {o.step.op} {shell_quoted(o.step.path)}: {o.detail}")
-        print(f"Journal: {shell_quoted(path)}\nUndo with: vfpctl undo {shell_quoted(path)}")
-    return report, not failed
+    return acting.act(args, facts, groups, direct, result.settings.roots, "scan")
 
 
 def run(args: argparse.Namespace) -> int:

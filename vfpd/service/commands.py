@@ -313,11 +313,18 @@ def _group_item(group: list[str], best: dict[tuple[str, str], Pair],
     if len(members) < 2:
         return None  # files deleted since: nothing left to show as a group
     members.sort(key=lambda m: (-(m["size"] or 0), m["path"]))
+    # The verified pairs inside the group, by content: who was matched with whom, so that an
+    # action removes a member only for a keeper it was itself matched with (never through a chain).
+    ordered = sorted(group)
+    links_json = [{"a": p.a, "b": p.b, "score": p.score, "kind": p.kind}
+                  for i, a in enumerate(ordered) for b in ordered[i + 1:]
+                  for p in [best.get((a, b)) or best.get((b, a))] if p is not None]
     return {
         "kind": next(k for k in ("partial", "near", "exact") if k in kinds) if kinds else "exact",
         "min_score": min(scores, default=1.0),
         "first_seen": first_seen,
         "members": members,
+        "pairs": links_json,
     }
 
 
