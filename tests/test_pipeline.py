@@ -152,6 +152,35 @@ def test_exact_copy_announced_hardlink_not(env: Env, clips) -> None:
     assert len(env.index) == 1  # one content, one fingerprint
 
 
+def _rewrite_keeping_size_and_mtime(path: Path, data: bytes) -> None:
+    st = path.stat()
+    with open(path, "r+b") as f:  # in place: same inode
+        f.write(data[:st.st_size].ljust(st.st_size, b"\0"))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize("reason", ["rescan", "new"])
+def test_a_file_rewritten_keeping_size_and_mtime_is_hashed_again(env: Env, clips,
+                                                                 reason: str) -> None:
+    """Issue 16 item 7: an explicit rescan, or a close-write (queued as "new"), reads the file
+    again whatever its stat says; its old identity (an exact copy of a.mp4) is gone."""
+    a = env.add(clips["orig"], "a.mp4")
+    b = env.add(clips["orig"], "b.mp4")
+    env.drain()
+    old = hash_file(a)
+    assert env.catalog.file_by_path(str(b)).hash == old
+    before = b.stat()
+    _rewrite_keeping_size_and_mtime(b, clips["other"].read_bytes() * 100)
+    after = b.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        before.st_size, before.st_mtime_ns, before.st_ino)
+    env.catalog.enqueue(str(b), reason, PRIORITY_NEW)
+    env.pipeline.wake()
+    env.drain()
+    assert env.catalog.file_by_path(str(b)).hash == hash_file(b) != old
+    assert env.catalog.paths_for_hash(old) == [str(a)]
+
+
 def test_near_copy_found_and_verdict_keeps_a_pair_silent(env: Env, clips) -> None:
     cat = env.catalog
     env.background(clips)
