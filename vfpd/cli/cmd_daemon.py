@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from vfpd import config as config_mod
 from vfpd import actions, hashing
@@ -62,6 +62,28 @@ def not_running_hint(path: Path) -> str:
     return "start it with: systemctl --user start vfpd (or run: vfpd --config FILE)"
 
 
+T = TypeVar("T")
+
+
+def ask(args: argparse.Namespace, name: str, talk: Callable[[Client], T]) -> tuple[T | None, int]:
+    """`talk` to the daemon (args' socket): (what it returned, EXIT_OK), or (None, the exit code)
+    with the reason printed as every vfpctl command says it."""
+    try:
+        path = socket_path(args)
+        with Client(path, timeout=args.timeout) as client:
+            return talk(client), EXIT_OK
+    except config_mod.ConfigError as exc:
+        print(f"vfpctl: {exc}", file=sys.stderr)
+        return None, EXIT_USAGE
+    except DaemonNotRunning as exc:
+        print(f"vfpctl: vfpd is not running (nothing answers at {exc.socket_path}); "
+              f"{not_running_hint(exc.socket_path)}", file=sys.stderr)
+        return None, EXIT_NOT_RUNNING
+    except ControlError as exc:
+        print(f"vfpctl: {name}: {exc.message} [{exc.code}]", file=sys.stderr)
+        return None, EXIT_REFUSED
+
+
 def run(args: argparse.Namespace, cmd: str, request: dict[str, Any],
         show: Callable[[Any, argparse.Namespace, TextIO], None],
         fds: list[int] | None = None) -> int:
@@ -69,26 +91,15 @@ def run(args: argparse.Namespace, cmd: str, request: dict[str, Any],
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")
     out = sys.stdout
-    try:
-        path = socket_path(args)
-    except config_mod.ConfigError as exc:
-        print(f"vfpctl: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        with Client(path, timeout=args.timeout) as client:
-            result = client.call(cmd, request, fds=fds)
-            if args.json:
-                _print_json(result, out)
-            else:
-                show(result.items if isinstance(result, Stream) else result, args, out)
-    except DaemonNotRunning as exc:
-        print(f"vfpctl: vfpd is not running (nothing answers at {exc.socket_path}); "
-              f"{not_running_hint(exc.socket_path)}", file=sys.stderr)
-        return EXIT_NOT_RUNNING
-    except ControlError as exc:
-        print(f"vfpctl: {cmd}: {exc.message} [{exc.code}]", file=sys.stderr)
-        return EXIT_REFUSED
-    return EXIT_OK
+
+    def talk(client: Client) -> None:
+        result = client.call(cmd, request, fds=fds)
+        if args.json:
+            _print_json(result, out)
+        else:
+            show(result.items if isinstance(result, Stream) else result, args, out)
+
+    return ask(args, cmd, talk)[1]
 
 
 def _print_json(result: Any, out: TextIO) -> None:
@@ -271,21 +282,12 @@ def _act_on_duplicates(args: argparse.Namespace, request: dict[str, Any]) -> int
     sealed journal for `vfpctl undo`)."""
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")
-    try:
-        path = socket_path(args)
-        with Client(path, timeout=args.timeout) as client:
-            roots = [str(r["path"]) for r in client.call("status")["roots"]]
-            groups = list(client.call("duplicates", request).items)
-    except config_mod.ConfigError as exc:
-        print(f"vfpctl: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except DaemonNotRunning as exc:
-        print(f"vfpctl: vfpd is not running (nothing answers at {exc.socket_path}); "
-              f"{not_running_hint(exc.socket_path)}", file=sys.stderr)
-        return EXIT_NOT_RUNNING
-    except ControlError as exc:
-        print(f"vfpctl: duplicates: {exc.message} [{exc.code}]", file=sys.stderr)
-        return EXIT_REFUSED
+    got, code = ask(args, "duplicates", lambda c: (
+        [str(r["path"]) for r in c.call("status")["roots"]],
+        list(c.call("duplicates", request).items)))
+    if got is None:
+        return code
+    roots, groups = got
     if not args.json:
         show_duplicates(groups, args, sys.stdout)
     facts, fact_groups, direct, gone = daemon_groups_as_facts(groups, args.keep or "oldest")

@@ -19,7 +19,6 @@ from typing import Any
 from vfpd.cli.cmd_scan import EXIT_FILE_ERRORS, EXIT_OK, EXIT_USAGE
 from vfpd.matching import Pair
 
-EXIT_NOT_RUNNING = 3
 DEFAULT_OUTPUT = "vfpd-report"
 
 
@@ -74,9 +73,7 @@ def groups_from_daemon(items: list[dict[str, Any]]) -> tuple[list[Any], list[str
 
 def run(args: argparse.Namespace) -> int:
     from vfpd import actions
-    from vfpd.cli.cmd_daemon import not_running_hint, socket_path
-    from vfpd.client import Client, ControlError, DaemonNotRunning
-    from vfpd.config import ConfigError
+    from vfpd.cli.cmd_daemon import ask
     from vfpd.report import check_target, write_report
 
     if args.keep not in actions.KEEP_POLICIES:
@@ -91,21 +88,10 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"vfpctl report: error: --output: {e}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        path = socket_path(args)
-        with Client(path, timeout=args.timeout) as client:
-            items = client.collect("duplicates")
-            status = client.call("status")
-    except ConfigError as e:
-        print(f"vfpctl report: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except DaemonNotRunning as e:
-        print(f"vfpctl: vfpd is not running (nothing answers at {e.socket_path}); "
-              f"{not_running_hint(e.socket_path)}", file=sys.stderr)
-        return EXIT_NOT_RUNNING
-    except ControlError as e:
-        print(f"vfpctl report: {e.message} [{e.code}]", file=sys.stderr)
-        return EXIT_FILE_ERRORS
+    got, code = ask(args, "report", lambda c: (c.collect("duplicates"), c.call("status")))
+    if got is None:
+        return code
+    items, status = got
     groups, gone = groups_from_daemon(items)
     roots = [r.get("path") for r in status.get("roots", []) if isinstance(r, dict)]
     try:
