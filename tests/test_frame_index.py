@@ -24,7 +24,8 @@ from vfpd.frame_index import (
     tally,
 )
 from vfpd.hashing import FileStat, hash_bytes
-from vfpd.index import IndexLoadError, VectorIndex
+from vfpd.index import VectorIndex
+from vfpd.index_file import IndexLoadError
 
 MODEL = "base-1"
 # Small IVF settings so the IVF-PQ path runs on a few thousand frames in a test.

@@ -17,14 +17,13 @@ from vfpd.fingerprint import FRAME_DIM, VECTOR_DIM, Fingerprint
 from vfpd.hashing import FileStat, hash_bytes
 from vfpd.index import (
     FLAT,
-    HEADER_SIZE,
     MAGIC,
     PQ_RERANK,
-    IndexLoadError,
     IndexSettings,
     VectorIndex,
     open_index,
 )
+from vfpd.index_file import HEADER_SIZE, IndexLoadError
 
 MODEL = "base-1"
 DIM = 16  # small vectors keep the property tests fast; the code path is the same as 256-d

@@ -502,6 +502,21 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+def _fill(path: Path) -> None:
+    """Take every free block of path's disk. Unbuffered: a buffered file would try to flush
+    what did not fit when it is closed, and raise there."""
+    with open(path, "wb", buffering=0) as f:
+        chunk = b"\0" * (1 << 16)
+        while True:
+            try:
+                if f.write(chunk) < len(chunk):
+                    chunk = chunk[:max(1, len(chunk) // 2)]
+            except OSError:
+                if len(chunk) == 1:
+                    return
+                chunk = chunk[:len(chunk) // 2]
+
+
 def test_a_full_disk_degrades_then_work_resumes_when_space_returns(small_disk: Path, embedder,
                                                                     clips) -> None:
     """The state folder's disk fills up (issue 16 item 4): the thread lives on and says so, and
@@ -513,13 +528,7 @@ def test_a_full_disk_degrades_then_work_resumes_when_space_returns(small_disk: P
         env.background({"bg": clips["bg"][:2]})
         env.pipeline.pause()
         filler = small_disk / "filler"
-        with open(filler, "wb") as f:  # every free block, then nothing is left to write
-            try:
-                while True:
-                    f.write(b"\0" * (1 << 16))
-                    f.flush()
-            except OSError:
-                pass
+        _fill(filler)
         dest = root / "a.mp4"
         shutil.copyfile(clips["orig"], dest)
         try:
@@ -527,13 +536,7 @@ def test_a_full_disk_degrades_then_work_resumes_when_space_returns(small_disk: P
         except Exception:  # the queue itself may not fit: make room for the job alone
             filler.write_bytes(b"")
             env.queue(dest)
-            with open(filler, "wb") as f:
-                try:
-                    while True:
-                        f.write(b"\0" * (1 << 16))
-                        f.flush()
-                except OSError:
-                    pass
+            _fill(filler)
         env.pipeline.resume()
         deadline = time.monotonic() + 120
         while env.pipeline.problem is None:

@@ -23,14 +23,13 @@ import numpy as np
 
 from vfpd.atomic import atomic_writer
 from vfpd.fingerprint import FRAME_DIM, Fingerprint
-from vfpd.index import (
+from vfpd.index import replay_changes, single_thread
+from vfpd.index_file import (
     HEADER_SIZE,
     IndexLoadError,
-    load_saved,
     PayloadSink,
+    load_saved,
     open_container,
-    replay_changes,
-    single_thread,
     verify_payload,
     write_container,
 )
