@@ -446,12 +446,13 @@ def _retrain(s: _Section) -> RetrainConfig:
 
 def cron_problem(expr: str) -> str | None:
     """Why `expr` is not a five-field cron expression APScheduler accepts (None when it is)."""
-    if len(expr.split()) != 5:
-        return "must have five fields (minute hour day month day-of-week), e.g. \"0 3 * * 0\""
+    if len(expr.split()) not in (5, 6):
+        return ("must have five fields (minute hour day month day-of-week), e.g. \"0 3 * * 0\", "
+                "or six with seconds first")
     try:
-        from apscheduler.triggers.cron import CronTrigger
+        from vfpd.cron import cron_trigger
 
-        CronTrigger.from_crontab(expr, timezone="UTC")
+        cron_trigger(expr, timezone="UTC")
     except (ValueError, TypeError) as e:
         return f"not a valid cron expression ({e})"
     return None

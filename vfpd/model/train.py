@@ -136,7 +136,7 @@ def _cache_name(path: Path, data_dir: Path) -> str:
     return f"{path.stem[:40]}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz"
 
 
-def _thumbs(frames: np.ndarray) -> np.ndarray:
+def thumbnails(frames: np.ndarray) -> np.ndarray:
     gray = frames.astype(np.float32).mean(axis=3) / 255.0
     n, h, w = gray.shape
     return gray.reshape(n, 8, h // 8, 8, w // 8).mean(axis=(2, 4)).reshape(n, 64)
@@ -191,7 +191,7 @@ def build_cache(data_dir: Path, cache_dir: Path, workers: int,
         with np.load(f) as z:
             frames, times = z["frames"], z["times"]
         if len(frames) >= 2:
-            videos.append(CachedVideo(str(p.relative_to(data_dir)), frames, times, _thumbs(frames)))
+            videos.append(CachedVideo(str(p.relative_to(data_dir)), frames, times, thumbnails(frames)))
     return videos
 
 
@@ -492,7 +492,7 @@ def train(s: TrainSettings, log: Callable[[str], None] = print) -> dict[str, obj
     log(f"{len(train_v)} training videos, {len(val_v)} validation videos, "
         f"{sum(len(v.frames) for v in videos)} cached frames ({time.monotonic() - t0:.0f} s)")
     summary = fit(train_v, val_v, s, log)
-    _store_background(best_path(s.checkpoint), videos, s.device, log)
+    store_background(best_path(s.checkpoint), videos, s.device, log)
     return summary
 
 
@@ -635,7 +635,7 @@ def fit(train_v: list[CachedVideo], val_v: list[CachedVideo], s: TrainSettings,
     return summary
 
 
-def _store_background(weights: Path, videos: list[CachedVideo], device: str,
+def store_background(weights: Path, videos: list[CachedVideo], device: str,
                       log: Callable[[str], None]) -> None:
     """Estimate the weights' background frame feature (vfpd/model/center.py) on the training
     videos, sampled on the fingerprints' 1 s grid, and store it in the weights' meta."""
