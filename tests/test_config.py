@@ -101,7 +101,7 @@ def test_retrain_section(tmp_path: Path) -> None:
     cfg = config.load(write(tmp_path, "[retrain]\nschedule = ' 0  3 * * 0 '\nmax_minutes = 0.5\n"
                                       "min_videos = 6\ndevice = 'AUTO'\nthreads = 2\n"
                                       "min_gain = -1\n"), env={})
-    assert cfg.retrain == config.RetrainConfig("0 3 * * 0", 0.5, 6, "auto", 2, -1.0)
+    assert cfg.retrain == config.RetrainConfig("0 3 * * 0", 0.5, 6, "auto", 2, -1.0, 0)
     assert config.parse({}, None, {}).retrain.schedule == ""  # disabled unless asked for
     assert config.parse({"retrain": {"schedule": ""}}, None, {}).retrain.schedule == ""
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -172,6 +172,7 @@ def test_defaults_match_docs() -> None:
     ("[retrain]\ndevice = 'tpu'", "[retrain] device", "one of auto, cpu, cuda"),
     ("[retrain]\nthreads = 0", "[retrain] threads", "between 1 and 256"),
     ("[retrain]\nmin_gain = 2", "[retrain] min_gain", "<= 1.0"),
+    ("[retrain]\nmax_steps = -1", "[retrain] max_steps", "between 0 and"),
     ("[retrain]\nshedule = '0 3 * * 0'", "[retrain] shedule", "unknown key"),
 ])
 def test_errors_name_file_key_and_problem(tmp_path: Path, text: str, key: str,

@@ -164,6 +164,7 @@ class RetrainConfig:
     device: str = "cpu"  # auto | cpu | cuda; CPU by default: the GPU may be the user's
     threads: int = DEFAULT_RETRAIN_THREADS
     min_gain: float = DEFAULT_RETRAIN_MIN_GAIN  # the gate's margin on the held-out split
+    max_steps: int = 0  # 0: as many as max_minutes allows; else at most this many (reproducible)
 
 
 @dataclass(frozen=True)
@@ -439,6 +440,7 @@ def _retrain(s: _Section) -> RetrainConfig:
         device=s.string("device", "cpu", ("auto", "cpu", "cuda")) or "cpu",
         threads=s.integer("threads", DEFAULT_RETRAIN_THREADS, 1, 256),
         min_gain=s.number("min_gain", DEFAULT_RETRAIN_MIN_GAIN, -1.0, 1.0),
+        max_steps=s.integer("max_steps", 0, 0, 10_000_000),
     )
     s.finish()
     return r

@@ -23,9 +23,13 @@ PRECISION_TARGET = 0.99
 wrong more than once in a hundred is not trusted (the accuracy benchmark's operating point)."""
 
 SUITE_TOLERANCE = 0.01
-"""How much lower the candidate's AP and recall on the regression suite may be and still count as
-"not worse": the suite is small (a pair or two moves recall by a few hundredths), so anything
-tighter rejects on noise; anything looser lets real forgetting through."""
+"""How much lower the candidate's AP on the regression suite may be and still count as "not
+worse": AP moves by thousandths when a few pairs swap ranks; a real loss is larger."""
+
+SUITE_RECALL_COPIES = 1
+"""Recall at precision 0.99 may be lower by this many copies' worth (1/positives each): on a
+suite of 20 copies one copy is 0.05, and which single copy crosses the cut flips with tiny
+weight changes; two copies lost is forgetting."""
 
 QUERIES_PER_VIDEO = 2
 """Synthetic transformed copies per held-out video: each a different segment and transformation."""
@@ -162,8 +166,9 @@ class Decision:
 def decide(current: dict[str, Scores], candidate: dict[str, Scores], min_gain: float
            ) -> Decision:
     """Promote when the candidate's AP on the library beats the current one's by `min_gain`
-    without more false positives there, and the regression suite's AP and recall are not lower
-    by more than SUITE_TOLERANCE, nor its false positives more."""
+    without more false positives there, and on the regression suite AP is not lower by more
+    than SUITE_TOLERANCE, recall by more than SUITE_RECALL_COPIES copies, nor false positives
+    more."""
     lc, lk = current["library"], candidate["library"]
     sc, sk = current["suite"], candidate["suite"]
     if lk.ap < lc.ap + min_gain:
@@ -174,7 +179,8 @@ def decide(current: dict[str, Scores], candidate: dict[str, Scores], min_gain: f
                                f"{lc.false_positives})")
     if sk.ap < sc.ap - SUITE_TOLERANCE:
         return Decision(False, f"regression suite AP fell from {sc.ap:.4f} to {sk.ap:.4f}")
-    if sk.recall_at_p99 < sc.recall_at_p99 - SUITE_TOLERANCE:
+    slack = SUITE_RECALL_COPIES / max(1, sc.positives) + 1e-9
+    if sk.recall_at_p99 < sc.recall_at_p99 - slack:
         return Decision(False, f"regression suite recall at precision {PRECISION_TARGET} fell "
                                f"from {sc.recall_at_p99:.4f} to {sk.recall_at_p99:.4f}")
     if sk.false_positives > sc.false_positives:

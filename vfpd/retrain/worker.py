@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ class Spec:
     threshold: float
     preset: str
     parent_pid: int
+    max_steps: int = 0
     seed: int = 0
 
 
@@ -167,7 +168,7 @@ def run(spec: Spec, should_stop: Callable[[], bool]) -> dict[str, Any]:
                              batch_size=RETRAIN_BATCH, epochs=1_000_000, lr=RETRAIN_LR,
                              num_workers=0, device=spec.device, val_fraction=0.0,
                              threads=spec.threads, seed=spec.seed, init=weights,
-                             max_minutes=budget, net=net)
+                             max_minutes=budget, max_steps=spec.max_steps, net=net)
     progress.update(force=True, phase="training", epoch=0, step=0, loss=None,
                     max_minutes=budget)
     lines: list[str] = []

@@ -547,6 +547,7 @@ class Daemon:
                     weights=str(self.pipeline.embedder.weights),  # type: ignore[attr-defined]
                     run_dir=str(run_dir), max_minutes=r.max_minutes, min_videos=r.min_videos,
                     device=r.device, threads=r.threads, min_gain=r.min_gain,
+                    max_steps=r.max_steps,
                     threshold=threshold(cfg, self.preset), preset=self.preset.name,
                     parent_pid=os.getpid())
 
