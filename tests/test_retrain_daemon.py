@@ -124,7 +124,7 @@ def test_a_rejected_candidate_is_kept_aside(daemon: RetrainDaemon) -> None:
     (aside,) = [v for v in versions if v["status"] == "kept-aside"]
     assert aside["version"] == last["version"] and aside["scores"] == last["scores"]
     # The training process ran at the lowest priority.
-    assert "running without: nice" not in (daemon.state / "retrain/run/worker.log").read_text()
+    assert "running without: nice" not in (daemon.state / "retrain/last-run/worker.log").read_text()
 
 
 def test_killed_training_leaves_the_old_model_and_duplicates_answer(daemon: RetrainDaemon
@@ -162,6 +162,28 @@ def test_killed_training_leaves_the_old_model_and_duplicates_answer(daemon: Retr
     last = daemon.finished(t1)
     assert last["outcome"] == "cancelled"
     assert daemon.call("status")["model_version"] == before["model_version"]
+
+    # The daemon killed mid-run: the training process dies with it, and the next start says so.
+    t2 = time.time()
+    daemon.call("retrain")
+    cur = wait_until(lambda: (c := daemon.call("retrain", {"action": "status"})["current"])
+                     and c.get("phase") == "training" and c, RUN_TIMEOUT, "training")
+    daemon.stop(signal.SIGKILL)
+    wait_until(lambda: not _alive(cur["pid"]), what="the training process to die with the daemon")
+    daemon.start()
+    st = daemon.call("status")
+    assert st["model_version"] == before["model_version"]
+    last = st["last_retrain"]
+    assert last["outcome"] == "failed" and "interrupted" in last["reason"]
+    assert last["started_at"] > t2 and last["trigger"] == "manual" and last["running"] is None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
 
 
 def test_a_candidate_that_passes_is_promoted_without_losing_duplicates(daemon: RetrainDaemon

@@ -27,6 +27,7 @@ log = logging.getLogger("vfpd.retrain")
 
 RETRAIN_DIR = "retrain"
 RUN_DIR = "run"
+LAST_RUN_DIR = "last-run"  # the run folder (worker.log, spec) once its result is recorded
 LAST_NAME = "last.json"
 
 STOP_GRACE_SECONDS = 5.0
@@ -60,6 +61,21 @@ class Retrainer:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._done = threading.Condition(self._lock)
+        self._recover()
+
+    def _recover(self) -> None:
+        """A run folder whose result was never recorded: the daemon died during the run (the
+        training process died with it, PR_SET_PDEATHSIG); say so in the last result."""
+        run_dir = self.dir / RUN_DIR
+        try:
+            run = json.loads((run_dir / "run.json").read_text())
+        except (OSError, ValueError):
+            return
+        with self._lock:
+            self._busy = {"trigger": run.get("trigger"), "kind": "retrain",
+                          "started_at": run.get("started_at")}
+        self._finish({"outcome": "failed", "reason": "interrupted: the daemon stopped without "
+                                                     "ending the run; the running model stays"})
 
     # -- what is going on -------------------------------------------------------------------------
 
@@ -106,6 +122,10 @@ class Retrainer:
             run_dir.mkdir(parents=True, mode=0o700)
             spec = self._spec(run_dir)
             (run_dir / "spec.json").write_text(json.dumps(asdict(spec)))
+            with self._lock:
+                started = self._busy["started_at"]  # type: ignore[index]
+            (run_dir / "run.json").write_text(json.dumps({"trigger": trigger,
+                                                          "started_at": started}))
             with open(run_dir / "worker.log", "wb") as out:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "vfpd.retrain.worker", str(run_dir / "spec.json")],
@@ -147,6 +167,9 @@ class Retrainer:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with atomic_writer(self.dir / LAST_NAME) as f:
             f.write(json.dumps(result, indent=1, default=str).encode())
+        if (self.dir / RUN_DIR).exists():
+            shutil.rmtree(self.dir / LAST_RUN_DIR, ignore_errors=True)
+            os.replace(self.dir / RUN_DIR, self.dir / LAST_RUN_DIR)
         log.info("%s %s: %s", result.get("kind") or "retrain", result.get("outcome"),
                  result.get("reason"))
 
