@@ -71,8 +71,8 @@ def regression_videos(seed: int = SUITE_SEED) -> list[CachedVideo]:
         bg = _background(rng)
         still = scene < FIXED_CAMERA_SCENES
         takes = 2 if still else 1
+        start = rng.uniform(0, CANVAS - SIZE, 2)  # a still camera's takes share the view
         for take in range(takes):
-            start = rng.uniform(0, CANVAS - SIZE, 2)
             pan = (start, np.zeros(2) if still else rng.uniform(-3, 3, 2))
             frames = _render(bg, pan, _movers(rng, 3), FRAMES)
             videos.append(CachedVideo(f"suite-{scene}-{take}", frames, times, thumbnails(frames)))
