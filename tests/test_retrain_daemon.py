@@ -119,6 +119,12 @@ def test_a_rejected_candidate_is_kept_aside(daemon: RetrainDaemon) -> None:
     after = daemon.call("status")
     assert after["model_version"] == before["model_version"]
     assert after["last_retrain"]["outcome"] == "rejected"
+    text = subprocess.run([sys.executable, "-m", "vfpd.cli.ctl", "status", "--socket",
+                           str(daemon.home / "ctl.sock")], capture_output=True, text=True).stdout
+    assert "last retrain:   rejected at " in text and "(manual)" in text, text
+    listed = subprocess.run([sys.executable, "-m", "vfpd.cli.ctl", "model", "list", "--socket",
+                             str(daemon.home / "ctl.sock")], capture_output=True, text=True)
+    assert listed.returncode == 0 and "kept-aside" in listed.stdout and "active" in listed.stdout
     versions = daemon.call("models")["versions"]
     assert versions[0]["status"] == "active" and versions[0]["version"] == before["model_version"]
     (aside,) = [v for v in versions if v["status"] == "kept-aside"]
