@@ -5,7 +5,6 @@ a run is promoted (-1: any candidate not worse on the regression suite) or kept 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
 import signal
@@ -18,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from harness.daemon import Daemon, NotifyListener, WebhookServer, wait_until
 from media_factory import encode, make_video, read_frames, sample_clip
+
 from vfpd.catalog import Catalog
 from vfpd.catalog.schedule import CatalogJobStore
 from vfpd.client import Client, ControlError
@@ -106,7 +105,7 @@ def test_a_rejected_candidate_is_kept_aside(daemon: RetrainDaemon) -> None:
     t0 = time.time()
     out = subprocess.run([sys.executable, "-m", "vfpd.cli.ctl", "retrain", "--wait",
                           "--socket", str(daemon.home / "ctl.sock")],
-                         capture_output=True, text=True, timeout=RUN_TIMEOUT)
+                         capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
     assert out.returncode == 0, out.stderr
     assert "last:" in out.stdout and "rejected" in out.stdout, out.stdout
     last = daemon.finished(t0)
@@ -120,10 +119,12 @@ def test_a_rejected_candidate_is_kept_aside(daemon: RetrainDaemon) -> None:
     assert after["model_version"] == before["model_version"]
     assert after["last_retrain"]["outcome"] == "rejected"
     text = subprocess.run([sys.executable, "-m", "vfpd.cli.ctl", "status", "--socket",
-                           str(daemon.home / "ctl.sock")], capture_output=True, text=True).stdout
+                           str(daemon.home / "ctl.sock")], capture_output=True, text=True,
+                          check=False).stdout
     assert "last retrain:   rejected at " in text and "(manual)" in text, text
     listed = subprocess.run([sys.executable, "-m", "vfpd.cli.ctl", "model", "list", "--socket",
-                             str(daemon.home / "ctl.sock")], capture_output=True, text=True)
+                             str(daemon.home / "ctl.sock")], capture_output=True, text=True,
+                            check=False)
     assert listed.returncode == 0 and "kept-aside" in listed.stdout and "active" in listed.stdout
     versions = daemon.call("models")["versions"]
     assert versions[0]["status"] == "active" and versions[0]["version"] == before["model_version"]

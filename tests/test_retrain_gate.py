@@ -104,7 +104,7 @@ def test_model_store_active_previous_and_a_changed_base(tmp_path: Path) -> None:
 
 
 def test_crontab_weekdays_are_sunday_zero() -> None:
-    after = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.timezone.utc)  # a Monday
+    after = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)  # a Monday
     for expr, weekday in (("0 3 * * 0", 6), ("0 3 * * 7", 6), ("0 3 * * 1", 0),
                           ("0 3 * * sat", 5)):
         fire = cron_trigger(expr, timezone="UTC").get_next_fire_time(None, after)
@@ -131,7 +131,7 @@ def test_catalog_job_store_keeps_a_missed_run(tmp_path: Path) -> None:
         assert job.id == "retrain" and job.next_run_time.weekday() == 6
         job.next_run_time = job.next_run_time - dt.timedelta(days=30)
         store.update_job(job)
-        assert store.get_due_jobs(dt.datetime.now(dt.timezone.utc))[0].id == "retrain"
+        assert store.get_due_jobs(dt.datetime.now(dt.UTC))[0].id == "retrain"
         assert store.get_next_run_time() == job.next_run_time
         store.remove_job("retrain")
         assert store.get_all_jobs() == [] and store.lookup_job("retrain") is None

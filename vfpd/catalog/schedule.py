@@ -4,7 +4,7 @@ run time, so a run missed while the daemon was down is due at the next start."""
 from __future__ import annotations
 
 import pickle
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, ConflictingIdError, JobLookupError
@@ -29,7 +29,7 @@ class CatalogJobStore(BaseJobStore):
 
     def _restore(self, state: bytes) -> Job:
         job = Job.__new__(Job)
-        job.__setstate__(pickle.loads(state))  # noqa: S301 (our own rows, written below)
+        job.__setstate__(pickle.loads(state))
         job._scheduler = self._scheduler
         job._jobstore_alias = self._alias
         return job
@@ -58,7 +58,7 @@ class CatalogJobStore(BaseJobStore):
         row = self.catalog._reader().execute(
             "SELECT MIN(next_run_time) FROM schedule_jobs WHERE next_run_time IS NOT NULL"
         ).fetchone()
-        return datetime.fromtimestamp(row[0], timezone.utc) if row and row[0] is not None else None
+        return datetime.fromtimestamp(row[0], UTC) if row and row[0] is not None else None
 
     def get_all_jobs(self) -> list[Job]:
         jobs = self._jobs()

@@ -112,13 +112,27 @@ class Progress:
             write_json(self.path, self.state)
 
 
+def retrain_settings(weights: Path, run_dir: Path, max_minutes: float, max_steps: int,
+                     device: str, threads: int, seed: int = 0) -> Any:
+    """vfpctl train's settings for fine-tuning `weights` (their network) in a retrain; the bench
+    (bench/retrain.py) uses the same."""
+    from vfpd.model.network import NetConfig, load_blob
+    from vfpd.model.train import TrainSettings
+
+    net = NetConfig.from_dict(load_blob(weights)["config"])
+    return TrainSettings(data_dir=run_dir, checkpoint=run_dir / "checkpoint.pt",
+                         batch_size=RETRAIN_BATCH, epochs=1_000_000, lr=RETRAIN_LR,
+                         num_workers=0, device=device, val_fraction=0.0, threads=threads,
+                         seed=seed, init=weights, max_minutes=max_minutes, max_steps=max_steps,
+                         net=net)
+
+
 def run(spec: Spec, should_stop: Callable[[], bool]) -> dict[str, Any]:
     """One retrain: data, training, gate. Returns the result (also written to result.json)."""
     import torch
 
     from vfpd.catalog import Catalog
-    from vfpd.model.network import NetConfig, load_blob
-    from vfpd.model.train import TrainSettings, best_path, fit, split_videos, store_background
+    from vfpd.model.train import best_path, fit, split_videos, store_background
     from vfpd.presets import PRESETS
     from vfpd.retrain import data, gate, suite
 
@@ -162,15 +176,10 @@ def run(spec: Spec, should_stop: Callable[[], bool]) -> dict[str, Any]:
                   verdicts=len(judged))
 
     weights = Path(spec.weights)
-    net = NetConfig.from_dict(load_blob(weights)["config"])
-    budget = spec.max_minutes
-    settings = TrainSettings(data_dir=run_dir, checkpoint=run_dir / "checkpoint.pt",
-                             batch_size=RETRAIN_BATCH, epochs=1_000_000, lr=RETRAIN_LR,
-                             num_workers=0, device=spec.device, val_fraction=0.0,
-                             threads=spec.threads, seed=spec.seed, init=weights,
-                             max_minutes=budget, max_steps=spec.max_steps, net=net)
+    settings = retrain_settings(weights, run_dir, spec.max_minutes, spec.max_steps, spec.device,
+                                spec.threads, spec.seed)
     progress.update(force=True, phase="training", epoch=0, step=0, loss=None,
-                    max_minutes=budget)
+                    max_minutes=spec.max_minutes)
     lines: list[str] = []
     summary = fit(train_v, [], settings, lines.append, links=tuple(links),
                   should_stop=should_stop, progress_bars=False,

@@ -462,9 +462,8 @@ def cmd_retrain(context: ServiceContext, args: dict[str, Any], request: Request
             r.start("manual")
         except Busy as exc:
             raise CommandError(E_BUSY, str(exc)) from None
-    elif action == "cancel":
-        if not r.cancel():
-            raise CommandError(E_NOT_FOUND, "no retrain is running")
+    elif action == "cancel" and not r.cancel():
+        raise CommandError(E_NOT_FOUND, "no retrain is running")
     return {**r.status(), "model_version": context.index_info().get("model_version")}
 
 

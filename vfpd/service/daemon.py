@@ -37,10 +37,10 @@ from vfpd.service.context import RootState
 from vfpd.service.intake import Intake, reconcile
 from vfpd.service.notify import Notifier, delivery_policy
 from vfpd.service.pipeline import Pipeline
-from vfpd.service.sdnotify import SystemdNotifier
-from vfpd.service.watcher import RootAppeared, Watcher, WatchEvent
 from vfpd.service.retrainer import Retrainer
 from vfpd.service.schedule import Schedule
+from vfpd.service.sdnotify import SystemdNotifier
+from vfpd.service.watcher import RootAppeared, Watcher, WatchEvent
 from vfpd.service.wiring import (
     CATALOG_NAME,
     FRAME_INDEX_NAME,

@@ -25,10 +25,14 @@ def scheduled_retrain() -> None:
     running (manual ones included), which is then this run's answer in the log."""
     if _RUN is None:
         return
+    from vfpd.service.retrainer import Busy
+
     try:
         _RUN("schedule")
-    except Exception as e:
+    except Busy as e:
         log.info("scheduled retrain not started: %s", e)
+    except Exception:  # a failed start must not end the scheduler's thread
+        log.exception("scheduled retrain could not start")
 
 
 class Schedule:
