@@ -184,6 +184,18 @@ def test_killed_training_leaves_the_old_model_and_duplicates_answer(daemon: Retr
     assert last["outcome"] == "failed" and "interrupted" in last["reason"]
     assert last["started_at"] > t2 and last["trigger"] == "manual" and last["running"] is None
 
+    # The daemon stopped (SIGTERM) mid-run: it ends the training process before it exits.
+    t3 = time.time()
+    daemon.call("retrain")
+    cur = wait_until(lambda: (c := daemon.call("retrain", {"action": "status"})["current"])
+                     and c.get("phase") == "training" and c, RUN_TIMEOUT, "training")
+    assert daemon.stop() == 0
+    assert not _alive(cur["pid"])
+    daemon.start()
+    last = daemon.call("status")["last_retrain"]
+    assert last["started_at"] > t3 and last["outcome"] == "cancelled", last
+    assert daemon.call("status")["model_version"] == before["model_version"]
+
 
 def _alive(pid: int) -> bool:
     try:

@@ -150,7 +150,7 @@ def run(spec: Spec, should_stop: Callable[[], bool]) -> dict[str, Any]:
 
     progress.update(force=True, phase="loading")
     with Catalog(Path(spec.catalog), readonly=True) as cat:
-        videos = data.library_videos(cat, should_stop)
+        videos = data.library_videos(cat, should_stop, seed=spec.seed)
         if should_stop():
             return done("cancelled", "cancelled while reading the library")
         if len(videos) < spec.min_videos:

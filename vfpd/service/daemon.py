@@ -402,7 +402,7 @@ class Daemon:
             self._sd.ready(self._status())
             return
         old = self.config
-        for section in ("storage", "control", "model", "decode"):
+        for section in ("storage", "control", "model", "decode", "retrain"):
             if getattr(old, section) != getattr(new, section):
                 log.warning("[%s] changed: takes effect at the next restart", section)
         self.config = new
@@ -571,10 +571,7 @@ class Daemon:
         if self.retrainer is None:
             return None
         st = self.retrainer.status()
-        last = st["last"]
-        if last is None and not st["running"]:
-            return None
-        out: dict[str, object] = dict(last or {})
-        out["running"] = st["current"]
-        out["next_run"] = self.schedule.next_run() if self.schedule else None
-        return out
+        next_run = self.schedule.next_run() if self.schedule else None
+        if st["last"] is None and not st["running"] and next_run is None:
+            return None  # never ran, nothing scheduled
+        return {**(st["last"] or {}), "running": st["current"], "next_run": next_run}

@@ -35,6 +35,10 @@ STOP_GRACE_SECONDS = 5.0
 SIGTERM, then SIGKILL (a step on a CPU takes about a second)."""
 
 
+STOP_RECORD_SECONDS = 30.0
+"""How long the daemon's stop waits for the ended run's result to be recorded."""
+
+
 class Busy(Exception):
     """A retrain or a model change is already in progress."""
 
@@ -264,7 +268,9 @@ class Retrainer:
                 _signal_group(proc, signal.SIGKILL)
                 proc.wait()
         if self._thread is not None:
-            self._thread.join(STOP_GRACE_SECONDS)
+            # Recording the result is quick once the process has ended (a run that passed the
+            # gate is not promoted while stopping); a bound all the same, for systemd's stop.
+            self._thread.join(STOP_RECORD_SECONDS)
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
