@@ -135,3 +135,30 @@ def test_catalog_job_store_keeps_a_missed_run(tmp_path: Path) -> None:
         assert store.get_next_run_time() == job.next_run_time
         store.remove_job("retrain")
         assert store.get_all_jobs() == [] and store.lookup_job("retrain") is None
+
+
+def test_library_videos_and_verdicts_from_the_catalog(tmp_path: Path) -> None:
+    from test_catalog import h, make_fp, make_sampled, stat
+
+    from vfpd.retrain import data
+
+    with Catalog(tmp_path / "c.db") as cat:
+        for i in range(6):
+            cat.store_result(f"/v/{i}.mp4", stat(i), h(i), fingerprint=make_fp(i),
+                             frames=make_sampled(i))
+        cat.remove_file("/v/5.mp4")  # gone: not training data
+        for a, b, verdict in ((0, 1, "confirmed"), (2, 3, "not_duplicate"), (0, 4, None)):
+            cat.add_duplicate(h(a), h(b), 0.9, "near", None)
+            if verdict:
+                cat.set_verdict(h(a), h(b), verdict)
+        videos = data.library_videos(cat)
+        assert [v.name for v in videos] == sorted(h(i) for i in range(5))
+        assert videos[0].frames.shape == (4, 64, 64, 3) and videos[0].thumbs.shape == (4, 64)
+        some = data.library_videos(cat, limit=3, seed=1)
+        assert len(some) == 3 and [v.name for v in some] == sorted(v.name for v in some)
+        assert [v.name for v in data.library_videos(cat, limit=3, seed=1)] == [
+            v.name for v in some]
+        index = {v.name: k for k, v in enumerate(videos)}
+        links = {(videos[x.a].name, videos[x.b].name, x.same)
+                 for x in data.verdict_links(cat, index)}
+        assert links == {(*sorted((h(0), h(1))), True), (*sorted((h(2), h(3))), False)}
