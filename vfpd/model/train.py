@@ -101,6 +101,7 @@ class TrainSettings:
     init: Path | None = None  # start from these weights (e.g. the shipped ones) when not resuming
     max_steps: int = 0  # 0: no cap; otherwise stop after this many optimiser steps in total
     max_minutes: float = 0.0  # 0: no cap; otherwise stop (after the current epoch) past this time
+    freeze_norm: bool = False  # keep BatchNorm statistics as in `init` (fine-tuning on few videos)
     net: NetConfig = field(default_factory=NetConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     time: TimeConfig = field(default_factory=TimeConfig)
@@ -446,15 +447,27 @@ def _embed_batch(model: FingerprintNet, b: Batch, device: torch.device, chunk: i
     return torch.cat(vecs), torch.cat([F.pad(f, (0, 0, 0, t - f.shape[1])) for f in feats])
 
 
-def validate(model: FingerprintNet, val: ValSet, device: torch.device) -> dict[str, float]:
+def set_train_mode(model: FingerprintNet, freeze_norm: bool) -> None:
+    """Training mode; with `freeze_norm`, BatchNorm layers stay in eval mode, so their running
+    statistics keep what the initial weights learnt on varied footage."""
+    model.train()
+    if freeze_norm:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def validate(model: FingerprintNet, val: ValSet, device: torch.device,
+             frozen_norm: bool = False) -> dict[str, float]:
     """Recall@1 of transformed queries against all segments (other segments of the same video
     included), and the share of query frames whose nearest database frame is the same moment
     (same video, within VAL_FRAME_SECONDS). score = their mean."""
     was = model.training
-    model.eval()
+    model.eval()  # (set_train_mode below puts back what the loop had)
     dv, df = _embed_batch(model, val.db, device)
     qv, qf = _embed_batch(model, val.queries, device)
-    model.train(was)
+    if was:
+        set_train_mode(model, frozen_norm)
     r1 = (qv @ dv.T).argmax(dim=1).eq(val.query_target).float().mean().item()
 
     dm, qm = val.db.mask.flatten(), val.queries.mask.flatten()
@@ -561,7 +574,7 @@ def fit(train_v: list[CachedVideo], val_v: list[CachedVideo], s: TrainSettings,
     summary: dict[str, object] = {}
     try:
         while epoch < s.epochs and step < total_steps:
-            model.train()
+            set_train_mode(model, s.freeze_norm)
             bar = tqdm(range(per_epoch), desc=f"epoch {epoch + 1}/{s.epochs}", unit="step",
                        leave=False, disable=not progress_bars)
             sums = np.zeros(2)
@@ -605,7 +618,7 @@ def fit(train_v: list[CachedVideo], val_v: list[CachedVideo], s: TrainSettings,
                                      "video_loss": float(sums[0] / max(1, done)),
                                      "frame_loss": float(sums[1] / max(1, done))}
             if val is not None:
-                rec.update(validate(model, val, device))
+                rec.update(validate(model, val, device, s.freeze_norm))
             else:
                 rec["score"] = -rec["video_loss"] - rec["frame_loss"]
             history.append(rec)

@@ -161,19 +161,26 @@ class Retrainer:
     # -- the run ----------------------------------------------------------------------------------
 
     def _finish(self, result: dict[str, Any]) -> None:
+        """Record the result, then free the slot: whoever sees no run in progress sees its
+        result (and a new run cannot take the run folder before it is moved aside)."""
         with self._lock:
-            busy = self._busy or {}
-            self._busy, self._proc = None, None
-            self._done.notify_all()
+            busy = dict(self._busy or {})
         result = {**result, "trigger": busy.get("trigger"), "kind": busy.get("kind"),
                   "started_at": busy.get("started_at")}
         result.setdefault("finished_at", time.time())
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with atomic_writer(self.dir / LAST_NAME) as f:
-            f.write(json.dumps(result, indent=1, default=str).encode())
-        if (self.dir / RUN_DIR).exists():
-            shutil.rmtree(self.dir / LAST_RUN_DIR, ignore_errors=True)
-            os.replace(self.dir / RUN_DIR, self.dir / LAST_RUN_DIR)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with atomic_writer(self.dir / LAST_NAME) as f:
+                f.write(json.dumps(result, indent=1, default=str).encode())
+            if (self.dir / RUN_DIR).exists():
+                shutil.rmtree(self.dir / LAST_RUN_DIR, ignore_errors=True)
+                os.replace(self.dir / RUN_DIR, self.dir / LAST_RUN_DIR)
+        except OSError:
+            log.exception("cannot record the retrain's result")
+        finally:
+            with self._lock:
+                self._busy, self._proc = None, None
+                self._done.notify_all()
         log.info("%s %s: %s", result.get("kind") or "retrain", result.get("outcome"),
                  result.get("reason"))
 
