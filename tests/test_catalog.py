@@ -437,11 +437,13 @@ def _fill_v3(conn: sqlite3.Connection) -> None:
 def test_migrates_from_every_earlier_version(tmp_path: Path, version: int) -> None:
     path = tmp_path / f"v{version}.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    assert migrate(conn, target=version) == 0
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == version
-    fillers = {1: _fill_v1, 2: _fill_v2, 3: _fill_v3}
+    # v4 rebuilt files and jobs with BLOB paths: a v4 catalog is a filled v3 taken to v4.
+    assert migrate(conn, target=min(version, 3)) == 0
+    fillers = {1: _fill_v1, 2: _fill_v2, 3: _fill_v3, 4: _fill_v3}
     if version in fillers:
         fillers[version](conn)
+    migrate(conn, target=version)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == version
     conn.close()
     with Catalog(path) as cat:
         assert schema_version(cat.path) == SCHEMA_VERSION == len(MIGRATIONS)

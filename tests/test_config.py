@@ -97,6 +97,17 @@ def test_every_key(tmp_path: Path) -> None:
         cfg.watch.settle_seconds = 3  # type: ignore[misc]
 
 
+def test_retrain_section(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, "[retrain]\nschedule = ' 0  3 * * 0 '\nmax_minutes = 0.5\n"
+                                      "min_videos = 6\ndevice = 'AUTO'\nthreads = 2\n"
+                                      "min_gain = -1\n"), env={})
+    assert cfg.retrain == config.RetrainConfig("0 3 * * 0", 0.5, 6, "auto", 2, -1.0, 0)
+    assert config.parse({}, None, {}).retrain.schedule == ""  # disabled unless asked for
+    assert config.parse({"retrain": {"schedule": ""}}, None, {}).retrain.schedule == ""
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.retrain.threads = 3  # type: ignore[misc]
+
+
 def test_defaults_follow_systemd_directories(tmp_path: Path) -> None:
     env = {"STATE_DIRECTORY": "/var/lib/vfpd", "RUNTIME_DIRECTORY": "/run/vfpd",
            "CONFIGURATION_DIRECTORY": str(tmp_path), "CACHE_DIRECTORY": "/var/cache/vfpd:/x"}
@@ -125,7 +136,8 @@ def test_defaults_match_docs() -> None:
     doc = (Path(__file__).parent.parent / "docs" / "config.md").read_text()
     cfg = config.parse({}, None, {"STATE_DIRECTORY": "/s", "RUNTIME_DIRECTORY": "/r"})
     for section, obj in (("watch", cfg.watch), ("detect", cfg.detect), ("model", cfg.model),
-                         ("decode", cfg.decode), ("notify", cfg.notify)):
+                         ("decode", cfg.decode), ("notify", cfg.notify),
+                         ("retrain", cfg.retrain)):
         for f in dataclasses.fields(obj):
             assert f"`{f.name}`" in doc, f"[{section}] {f.name} is not documented"
 
@@ -151,6 +163,17 @@ def test_defaults_match_docs() -> None:
     ("[decode]\nmax_attempts = 1.5", "[decode] max_attempts", "whole number"),
     ("[log]\nlevel = 'loud'", "[log] level", "one of debug"),
     ("watch = 3", "watch", "must be a table"),
+    ("[retrain]\nschedule = '0 3 * *'", "[retrain] schedule", "five fields"),
+    ("[retrain]\nschedule = '61 3 * * 0'", "[retrain] schedule", "not a valid cron"),
+    ("[retrain]\nschedule = 3", "[retrain] schedule", "cron expression"),
+    ("[retrain]\nmax_minutes = 0", "[retrain] max_minutes", "> 0.0"),
+    ("[retrain]\nmax_minutes = 'long'", "[retrain] max_minutes", "must be a number"),
+    ("[retrain]\nmin_videos = 2", "[retrain] min_videos", "between 4 and"),
+    ("[retrain]\ndevice = 'tpu'", "[retrain] device", "one of auto, cpu, cuda"),
+    ("[retrain]\nthreads = 0", "[retrain] threads", "between 1 and 256"),
+    ("[retrain]\nmin_gain = 2", "[retrain] min_gain", "<= 1.0"),
+    ("[retrain]\nmax_steps = -1", "[retrain] max_steps", "between 0 and"),
+    ("[retrain]\nshedule = '0 3 * * 0'", "[retrain] shedule", "unknown key"),
 ])
 def test_errors_name_file_key_and_problem(tmp_path: Path, text: str, key: str,
                                           problem: str) -> None:

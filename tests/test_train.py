@@ -22,6 +22,7 @@ from vfpd.model.train import (
     TrainSettings,
     best_path,
     build_cache,
+    Link,
     info_nce,
     losses,
     make_batch,
@@ -112,6 +113,23 @@ def test_batch_pairs_overlapping_views_and_loss_prefers_them(data_dir: Path, tmp
     valid = ~torch.eye(4, dtype=torch.bool)
     matched = torch.cat([z[:2], z[:2]])[[0, 2, 1, 3]]  # rows 0/1 and 2/3 identical
     assert info_nce(matched, pos, valid, 0.1) < info_nce(z, pos, valid, 0.1)
+
+
+def test_confirmed_pair_is_a_positive_of_video_vectors(data_dir: Path, tmp_path: Path) -> None:
+    videos = build_cache(data_dir, tmp_path / "cache", workers=0, log=lambda m: None)
+    rng = np.random.default_rng(0)
+    b = make_batch(videos, [0, 1], rng, torch.Generator().manual_seed(0), AugmentConfig(),
+                   TimeConfig(), [Link(0, 1, same=True)])
+    assert b.link is not None
+    linked = [i for i, k in enumerate(b.link.tolist()) if k > 0]
+    assert len(linked) == 2  # one view of each video of the pair ...
+    assert b.video[linked].tolist() == [0, 1]
+    assert b.anchor[linked[0]] == b.anchor[linked[1]]  # ... sharing one anchor: a positive
+    assert (b.anchor == b.anchor[linked[0]]).sum() == 2
+    from vfpd.model.network import FingerprintNet
+
+    v, f = losses(FingerprintNet(TINY), b)
+    assert torch.isfinite(v) and torch.isfinite(f)
 
 
 def test_bad_input_is_a_clear_error(tmp_path: Path, data_dir: Path) -> None:

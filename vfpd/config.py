@@ -62,6 +62,15 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # which checking a config does not need; tests/test_daemon_model_change.py checks the two agree).
 PRESET_NAMES = ("accurate", "fast")
 DEFAULT_PRESET = "accurate"
+# Retraining: an hour of CPU is what a weekly night run can spare; fewer than 20 videos give too
+# few negatives (and a held-out split of two) to learn or judge anything.
+DEFAULT_RETRAIN_MINUTES = 60.0
+DEFAULT_RETRAIN_MIN_VIDEOS = 20
+# One core: the daemon's own embedder and decoders keep working beside the training process.
+DEFAULT_RETRAIN_THREADS = 1
+# A candidate must beat the running model's average precision on the library's held-out split
+# by this much: less than that is within what one seed against another changes.
+DEFAULT_RETRAIN_MIN_GAIN = 0.005
 
 
 class ConfigError(Exception):
@@ -146,6 +155,19 @@ class DecodeConfig:
 
 
 @dataclass(frozen=True)
+class RetrainConfig:
+    """[retrain]: when and how the model is adapted to the library (docs/config.md)."""
+
+    schedule: str = ""  # a cron expression (minute hour day month day-of-week); "" disables
+    max_minutes: float = DEFAULT_RETRAIN_MINUTES
+    min_videos: int = DEFAULT_RETRAIN_MIN_VIDEOS
+    device: str = "cpu"  # auto | cpu | cuda; CPU by default: the GPU may be the user's
+    threads: int = DEFAULT_RETRAIN_THREADS
+    min_gain: float = DEFAULT_RETRAIN_MIN_GAIN  # the gate's margin on the held-out split
+    max_steps: int = 0  # 0: as many as max_minutes allows; else at most this many (reproducible)
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
 
@@ -160,6 +182,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
     source: Path | None = None  # the file it was read from; None for built-in defaults
     system: bool = False  # running as the system service (system paths as defaults)
 
@@ -327,7 +350,8 @@ def _resolve(value: str, source: Path | None) -> Path:
     return Path(os.path.normpath(p))
 
 
-SECTIONS = ("watch", "detect", "storage", "control", "notify", "model", "decode", "log")
+SECTIONS = ("watch", "detect", "storage", "control", "notify", "model", "decode", "log",
+            "retrain")
 
 
 def parse(data: Mapping[str, Any], source: Path | None = None,
@@ -389,8 +413,51 @@ def parse(data: Mapping[str, Any], source: Path | None = None,
     log = LogConfig(level=s.string("level", "info", LOG_LEVELS) or "info")
     s.finish()
 
+    retrain = _retrain(section("retrain"))
     return Config(storage=storage, control=control, watch=watch, detect=detect, notify=notify,
-                  model=model, decode=decode, log=log, source=source, system=is_system(env))
+                  model=model, decode=decode, log=log, retrain=retrain, source=source,
+                  system=is_system(env))
+
+
+def _retrain(s: _Section) -> RetrainConfig:
+    raw = s.get("schedule")
+    if raw is None:
+        schedule = ""
+    elif not isinstance(raw, str):
+        raise s.error("schedule", f"must be a cron expression such as \"0 3 * * 0\" or \"\", "
+                                  f"got {raw!r}")
+    else:
+        schedule = " ".join(raw.split())
+        if schedule:
+            problem = cron_problem(schedule)
+            if problem:
+                raise s.error("schedule", f"{problem}, got {raw!r}")
+    r = RetrainConfig(
+        schedule=schedule,
+        max_minutes=s.number("max_minutes", DEFAULT_RETRAIN_MINUTES, 0.0, 24 * 60.0,
+                             strict_low=True),
+        min_videos=s.integer("min_videos", DEFAULT_RETRAIN_MIN_VIDEOS, 4, 10_000_000),
+        device=s.string("device", "cpu", ("auto", "cpu", "cuda")) or "cpu",
+        threads=s.integer("threads", DEFAULT_RETRAIN_THREADS, 1, 256),
+        min_gain=s.number("min_gain", DEFAULT_RETRAIN_MIN_GAIN, -1.0, 1.0),
+        max_steps=s.integer("max_steps", 0, 0, 10_000_000),
+    )
+    s.finish()
+    return r
+
+
+def cron_problem(expr: str) -> str | None:
+    """Why `expr` is not a five-field cron expression APScheduler accepts (None when it is)."""
+    if len(expr.split()) not in (5, 6):
+        return ("must have five fields (minute hour day month day-of-week), e.g. \"0 3 * * 0\", "
+                "or six with seconds first")
+    try:
+        from vfpd.cron import cron_trigger
+
+        cron_trigger(expr, timezone="UTC")
+    except (ValueError, TypeError) as e:
+        return f"not a valid cron expression ({e})"
+    return None
 
 
 def _watch(s: _Section) -> WatchConfig:

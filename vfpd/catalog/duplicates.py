@@ -90,6 +90,12 @@ class DuplicateStore(CatalogCore):
         return [(a, b) for a, b in self._reader().execute(
             "SELECT hash_a, hash_b FROM duplicates WHERE verdict = ?", (Verdict.NOT_DUPLICATE,))]
 
+    def verdict_pairs(self) -> list[tuple[str, str, Verdict]]:
+        """Every pair a person judged, with the verdict (retraining's extra signal)."""
+        return [(a, b, Verdict(v)) for a, b, v in self._reader().execute(
+            "SELECT hash_a, hash_b, verdict FROM duplicates WHERE verdict IS NOT NULL "
+            "ORDER BY hash_a, hash_b")]
+
     def duplicates(self, *, since: float | None = None, kind: Kind | None = None,
                    min_score: float | None = None, path_prefix: str | None = None,
                    content_hash: str | None = None, include_rejected: bool = False

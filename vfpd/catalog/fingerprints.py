@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -127,6 +128,29 @@ class FingerprintStore(CatalogCore):
             f"WHERE state = '{FileState.OK}' AND hash IS NOT NULL) h "
             "WHERE NOT EXISTS (SELECT 1 FROM fingerprints f "
             "WHERE f.hash = h.hash AND f.model_version = ?)", (model_version,)).fetchone()[0]
+
+    def put_fingerprints(self, items: Iterable[tuple[str, Fingerprint]]) -> list[int]:
+        """Store fingerprints of known contents in one transaction (re-embedding for another model
+        version: the files and jobs are not touched). Returns their ids."""
+        now = time.time()
+        with self.transaction() as w:
+            return [put_fingerprint(w, h, fp, now) for h, fp in items]
+
+    def fingerprinted_without(self, have: str, lacking: str, limit: int) -> list[str]:
+        """Up to `limit` contents that a path in good standing points at, with a fingerprint of
+        model version `have` and none of `lacking`: what re-embedding still has to do."""
+        return [r[0] for r in self._reader().execute(
+            "SELECT DISTINCT f.hash FROM fingerprints f JOIN files p ON p.hash = f.hash "
+            f"WHERE f.model_version = ? AND p.state = '{FileState.OK}' AND NOT EXISTS "
+            "(SELECT 1 FROM fingerprints g WHERE g.hash = f.hash AND g.model_version = ?) "
+            "ORDER BY f.hash LIMIT ?", (have, lacking, limit))]
+
+    def hashes_with_frames(self) -> list[str]:
+        """Contents with stored sampled frames that a path in good standing points at, in hash
+        order (retraining's data: no decoding)."""
+        return [r[0] for r in self._reader().execute(
+            "SELECT DISTINCT fr.hash FROM frames fr JOIN files p ON p.hash = fr.hash "
+            f"WHERE p.state = '{FileState.OK}' ORDER BY fr.hash")]
 
     # -- sampled frames ---------------------------------------------------------------------------
 

@@ -171,7 +171,18 @@ ALTER TABLE jobs_v4 RENAME TO jobs;
 CREATE INDEX jobs_due ON jobs(state, priority, next_try);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+# Scheduled jobs (APScheduler's persistent job store, vfpd/catalog/schedule.py): a run missed
+# while the daemon was down is still due at the next start.
+_V5 = """
+CREATE TABLE schedule_jobs(
+    id TEXT PRIMARY KEY,
+    next_run_time REAL,
+    job_state BLOB NOT NULL
+);
+CREATE INDEX schedule_jobs_next ON schedule_jobs(next_run_time);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

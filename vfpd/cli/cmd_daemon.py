@@ -160,6 +160,22 @@ def _eta_line(st: dict[str, Any]) -> str:
     return f", about {human_duration(max(eta, 1.0))} to go at the recent pace"
 
 
+def _retrain_line(retrain: Any) -> str:
+    """The last retrain's outcome and when, and the one running now (vfpctl retrain --status)."""
+    if not isinstance(retrain, dict):
+        return "never"
+    parts = []
+    if retrain.get("outcome"):
+        parts.append(f"{retrain['outcome']} at {human_time(retrain.get('finished_at'))}"
+                     + (f" ({retrain['trigger']})" if retrain.get("trigger") else ""))
+    running = retrain.get("running")
+    if isinstance(running, dict):
+        parts.append(f"running now: {running.get('kind', 'retrain')}, {running.get('phase')}")
+    if retrain.get("next_run"):
+        parts.append(f"next run at {human_time(retrain['next_run'])}")
+    return "; ".join(parts) or "never"
+
+
 def show_status(st: dict[str, Any], args: argparse.Namespace, out: TextIO) -> None:
     index = st.get("index") or {}
     retrain = st.get("last_retrain")
@@ -177,8 +193,7 @@ def show_status(st: dict[str, Any], args: argparse.Namespace, out: TextIO) -> No
                   + _frames_line(index.get("frames"))),
         ("model", str(st.get("model_version") or "not loaded yet")
                   + _refingerprint_line(index.get("missing_fingerprints"))),
-        ("last retrain", human_time(retrain.get("finished_at") or retrain.get("at"))
-         if isinstance(retrain, dict) else "never"),
+        ("last retrain", _retrain_line(retrain)),
         ("failed files", f"{st['failed']}" + (" (see: vfpctl failures)" if st["failed"] else "")),
         ("notify backlog", f"{st['notify_backlog']} pending"),
     ]

@@ -12,7 +12,7 @@ import vfpd
 # Each module has register(subparsers) which adds its sub-command(s) and sets `func`
 # (args -> exit code). Add a module here when it exists.
 COMMAND_MODULES: tuple[str, ...] = ("cmd_scan", "cmd_undo", "cmd_daemon", "cmd_train", "cmd_fingerprint",
-                                     "cmd_apply", "cmd_report")
+                                     "cmd_apply", "cmd_report", "cmd_retrain")
 
 # Which module serves a sub-command, so that `vfpctl status` imports only the socket client and
 # not torch, FAISS and PyAV (about a second of start-up on a small machine). A command missing
@@ -24,6 +24,8 @@ COMMAND_OWNERS: dict[str, str] = {
     "fingerprint": "cmd_fingerprint",
     "apply": "cmd_apply",
     "report": "cmd_report",
+    "retrain": "cmd_retrain",
+    "model": "cmd_retrain",
     **{name: "cmd_daemon" for name in ("status", "duplicates", "query", "rescan", "pause",
                                        "resume", "failures", "retry", "ignore", "confirm")},
 }

@@ -101,6 +101,7 @@ class TrainSettings:
     init: Path | None = None  # start from these weights (e.g. the shipped ones) when not resuming
     max_steps: int = 0  # 0: no cap; otherwise stop after this many optimiser steps in total
     max_minutes: float = 0.0  # 0: no cap; otherwise stop (after the current epoch) past this time
+    freeze_norm: bool = False  # keep BatchNorm statistics as in `init` (fine-tuning on few videos)
     net: NetConfig = field(default_factory=NetConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     time: TimeConfig = field(default_factory=TimeConfig)
@@ -136,7 +137,7 @@ def _cache_name(path: Path, data_dir: Path) -> str:
     return f"{path.stem[:40]}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz"
 
 
-def _thumbs(frames: np.ndarray) -> np.ndarray:
+def thumbnails(frames: np.ndarray) -> np.ndarray:
     gray = frames.astype(np.float32).mean(axis=3) / 255.0
     n, h, w = gray.shape
     return gray.reshape(n, 8, h // 8, 8, w // 8).mean(axis=(2, 4)).reshape(n, 64)
@@ -191,7 +192,7 @@ def build_cache(data_dir: Path, cache_dir: Path, workers: int,
         with np.load(f) as z:
             frames, times = z["frames"], z["times"]
         if len(frames) >= 2:
-            videos.append(CachedVideo(str(p.relative_to(data_dir)), frames, times, _thumbs(frames)))
+            videos.append(CachedVideo(str(p.relative_to(data_dir)), frames, times, thumbnails(frames)))
     return videos
 
 
@@ -207,6 +208,21 @@ def split_videos(videos: list[CachedVideo], val_fraction: float, seed: int) -> t
     return train, val
 
 
+@dataclass(frozen=True)
+class Link:
+    """A pair of training videos the user judged: `same` (confirmed duplicates: a positive pair
+    of video vectors) or not (marked "not a duplicate": always put in one batch, hard negatives)."""
+
+    a: int
+    b: int
+    same: bool
+
+
+LINK_VIEW_SECONDS = SEGMENT_SECONDS[1]
+"""Length of the view of each video of a confirmed pair: where they share footage is unknown, so
+each side is a view of its start, as long as an anchor segment at most."""
+
+
 @dataclass
 class Batch:
     frames: Tensor  # (S, T, 3, 64, 64) float in [0, 1], views padded to T
@@ -216,6 +232,7 @@ class Batch:
     video: Tensor  # (S,) video id
     src_time: Tensor  # (S, T) source time of each frame
     thumbs: Tensor  # (S, T, 64) thumbnails of the source frames
+    link: Tensor | None = None  # (S,) >0: views of one confirmed pair (frames neither pos nor neg)
 
 
 def _anchor_segments(v: CachedVideo, rng: np.random.Generator) -> list[tuple[float, float]]:
@@ -239,7 +256,7 @@ def _anchor_segments(v: CachedVideo, rng: np.random.Generator) -> list[tuple[flo
 def make_views(videos: list[CachedVideo], ids: list[int], rng: np.random.Generator,
                tcfg: TimeConfig) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
     """(anchor id, video id, frame indices, copy timestamps) for two views of each anchor segment."""
-    out = []
+    out: list[tuple[int, int, np.ndarray, np.ndarray]] = []
     anchor = 0
     for vid in ids:
         v = videos[vid]
@@ -274,8 +291,22 @@ def collate(videos: list[CachedVideo], views: list[tuple[int, int, np.ndarray, n
 
 
 def make_batch(videos: list[CachedVideo], ids: list[int], rng: np.random.Generator, g: torch.Generator,
-               acfg: AugmentConfig, tcfg: TimeConfig) -> Batch:
-    b = collate(videos, make_views(videos, ids, rng, tcfg))
+               acfg: AugmentConfig, tcfg: TimeConfig, confirmed: list[Link] = ()) -> Batch:
+    """Two views of one or two segments of each video of `ids`; for each confirmed link, a view of
+    each of its two videos sharing one anchor (a positive pair of video vectors)."""
+    views = make_views(videos, ids, rng, tcfg)
+    links = [0] * len(views)
+    anchor = 1 + max((a for a, _, _, _ in views), default=-1)
+    for k, link in enumerate(confirmed, start=1):
+        for vid in (link.a, link.b):
+            v = videos[vid]
+            length = min(max(v.duration, VIEW_INTERVAL), LINK_VIEW_SECONDS)
+            idx, ts = time_view(v.times, 0.0, length, VIEW_INTERVAL, tcfg, rng)
+            views.append((anchor, vid, idx, ts))
+            links.append(k)
+        anchor += 1
+    b = collate(videos, views)
+    b.link = torch.tensor(links)
     b.frames = augment_views(b.frames, acfg, g) * b.mask[:, :, None, None, None]
     return b
 
@@ -284,9 +315,11 @@ class BatchStream(torch.utils.data.IterableDataset):
     """Endless training batches: each epoch a fresh permutation of the training videos."""
 
     def __init__(self, videos: list[CachedVideo], batch_size: int, seed: int, acfg: AugmentConfig,
-                 tcfg: TimeConfig, start_epoch: int) -> None:
+                 tcfg: TimeConfig, start_epoch: int, links: tuple[Link, ...] = ()) -> None:
+        """`links`: the user's verdicts; each batch takes the next one in turn."""
         self.videos, self.batch_size, self.seed = videos, batch_size, seed
         self.acfg, self.tcfg, self.start_epoch = acfg, tcfg, start_epoch
+        self.links = links
 
     def batches_per_epoch(self) -> int:
         return max(1, len(self.videos) // self.batch_size)
@@ -308,7 +341,14 @@ class BatchStream(torch.utils.data.IterableDataset):
                 ids = order[k * self.batch_size:(k + 1) * self.batch_size].tolist()
                 if len(ids) < 2:  # one video gives no "other video" negatives; pad from elsewhere
                     ids = rng.choice(len(self.videos), size=min(2, len(self.videos)), replace=False).tolist()
-                yield make_batch(self.videos, ids, brng, g, self.acfg, self.tcfg)
+                confirmed: list[Link] = []
+                if self.links:
+                    link = self.links[(epoch * self.batches_per_epoch() + k) % len(self.links)]
+                    if link.same:
+                        confirmed.append(link)
+                    else:  # both in this batch: each is the other's hardest negative
+                        ids += [i for i in (link.a, link.b) if i not in ids]
+                yield make_batch(self.videos, ids, brng, g, self.acfg, self.tcfg, confirmed)
             epoch += 1
 
 
@@ -347,6 +387,9 @@ def losses(model: FingerprintNet, b: Batch) -> tuple[Tensor, Tensor]:
     pos = same_video & other_view & (dt <= POSITIVE_SECONDS)
     same_picture = torch.cdist(th, th, p=1) / th.shape[1] < STATIC_DIFF
     ignore = (same_video & (dt < IGNORE_SECONDS) & ~pos) | (same_picture & ~pos)
+    if b.link is not None:  # frames of a confirmed pair: which moments correspond is unknown
+        link = b.link.to(vec.device).repeat_interleave(b.mask.shape[1])[m]
+        ignore |= (link[:, None] == link[None, :]) & (link[:, None] > 0) & ~same_video
     ignore |= torch.eye(len(f), dtype=torch.bool, device=f.device)
     floss = info_nce(f, pos, ~ignore, FRAME_TEMPERATURE)
     return vloss, floss
@@ -404,15 +447,27 @@ def _embed_batch(model: FingerprintNet, b: Batch, device: torch.device, chunk: i
     return torch.cat(vecs), torch.cat([F.pad(f, (0, 0, 0, t - f.shape[1])) for f in feats])
 
 
-def validate(model: FingerprintNet, val: ValSet, device: torch.device) -> dict[str, float]:
+def set_train_mode(model: FingerprintNet, freeze_norm: bool) -> None:
+    """Training mode; with `freeze_norm`, BatchNorm layers stay in eval mode, so their running
+    statistics keep what the initial weights learnt on varied footage."""
+    model.train()
+    if freeze_norm:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def validate(model: FingerprintNet, val: ValSet, device: torch.device,
+             frozen_norm: bool = False) -> dict[str, float]:
     """Recall@1 of transformed queries against all segments (other segments of the same video
     included), and the share of query frames whose nearest database frame is the same moment
     (same video, within VAL_FRAME_SECONDS). score = their mean."""
     was = model.training
-    model.eval()
+    model.eval()  # (set_train_mode below puts back what the loop had)
     dv, df = _embed_batch(model, val.db, device)
     qv, qf = _embed_batch(model, val.queries, device)
-    model.train(was)
+    if was:
+        set_train_mode(model, frozen_norm)
     r1 = (qv @ dv.T).argmax(dim=1).eq(val.query_target).float().mean().item()
 
     dm, qm = val.db.mask.flatten(), val.queries.mask.flatten()
@@ -439,6 +494,30 @@ def best_path(checkpoint: Path) -> Path:
 def train(s: TrainSettings, log: Callable[[str], None] = print) -> dict[str, object]:
     """Train (or resume from s.checkpoint) and return a summary; the best weights end up in
     best_path(s.checkpoint)."""
+    if s.batch_size < 2:
+        raise TrainingError("batch_size must be at least 2 (other videos are the negatives)")
+    cache_dir = s.cache_dir or s.checkpoint.with_name(s.checkpoint.name + ".cache")
+    t0 = time.monotonic()
+    videos = build_cache(s.data_dir, cache_dir, s.num_workers, log)
+    if len(videos) < 2:
+        raise TrainingError(f"{s.data_dir}: need at least 2 readable videos, found {len(videos)}")
+    train_v, val_v = split_videos(videos, s.val_fraction, s.seed)
+    log(f"{len(train_v)} training videos, {len(val_v)} validation videos, "
+        f"{sum(len(v.frames) for v in videos)} cached frames ({time.monotonic() - t0:.0f} s)")
+    summary = fit(train_v, val_v, s, log)
+    store_background(best_path(s.checkpoint), videos, s.device, log)
+    return summary
+
+
+def fit(train_v: list[CachedVideo], val_v: list[CachedVideo], s: TrainSettings,
+        log: Callable[[str], None] = print, *, links: tuple[Link, ...] = (),
+        should_stop: Callable[[], bool] = lambda: False,
+        on_step: Callable[[dict[str, float]], None] | None = None,
+        progress_bars: bool = True) -> dict[str, object]:
+    """The training loop on videos already in memory (`vfpctl train`'s cache, or the catalog's
+    stored frames for a retrain): resume from s.checkpoint or start from s.init, keep the best
+    weights in best_path(s.checkpoint). `links` are the user's verdicts (indices into train_v);
+    `should_stop` ends the run after the current step; `on_step` hears {epoch, step, loss}."""
     from vfpd.model.embed import resolve_device
     from tqdm import tqdm
 
@@ -449,14 +528,6 @@ def train(s: TrainSettings, log: Callable[[str], None] = print) -> dict[str, obj
     device = resolve_device(s.device)
     use_amp = s.amp and device.type == "cuda"
     torch.manual_seed(s.seed)
-    cache_dir = s.cache_dir or s.checkpoint.with_name(s.checkpoint.name + ".cache")
-    t0 = time.monotonic()
-    videos = build_cache(s.data_dir, cache_dir, s.num_workers, log)
-    if len(videos) < 2:
-        raise TrainingError(f"{s.data_dir}: need at least 2 readable videos, found {len(videos)}")
-    train_v, val_v = split_videos(videos, s.val_fraction, s.seed)
-    log(f"{len(train_v)} training videos, {len(val_v)} validation videos, "
-        f"{sum(len(v.frames) for v in videos)} cached frames ({time.monotonic() - t0:.0f} s)")
 
     model = FingerprintNet(s.net).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
@@ -491,7 +562,7 @@ def train(s: TrainSettings, log: Callable[[str], None] = print) -> dict[str, obj
         first = validate(model, val, device)
         history.append({"epoch": 0, "step": 0, **first})
         log(f"before training: {first}")
-    stream = BatchStream(train_v, s.batch_size, s.seed, s.augment, s.time, epoch)
+    stream = BatchStream(train_v, s.batch_size, s.seed, s.augment, s.time, epoch, links)
     per_epoch = stream.batches_per_epoch()
     total_steps = per_epoch * s.epochs
     if s.max_steps:
@@ -503,12 +574,13 @@ def train(s: TrainSettings, log: Callable[[str], None] = print) -> dict[str, obj
     summary: dict[str, object] = {}
     try:
         while epoch < s.epochs and step < total_steps:
-            model.train()
-            bar = tqdm(range(per_epoch), desc=f"epoch {epoch + 1}/{s.epochs}", unit="step", leave=False)
+            set_train_mode(model, s.freeze_norm)
+            bar = tqdm(range(per_epoch), desc=f"epoch {epoch + 1}/{s.epochs}", unit="step",
+                       leave=False, disable=not progress_bars)
             sums = np.zeros(2)
             done = 0
             for _ in bar:
-                if step >= total_steps:
+                if step >= total_steps or should_stop():
                     break
                 b = next(it)
                 # With a time budget the schedule follows the clock, so the rate has decayed
@@ -534,14 +606,19 @@ def train(s: TrainSettings, log: Callable[[str], None] = print) -> dict[str, obj
                 done += 1
                 sums += (vloss.item(), floss.item())
                 bar.set_postfix(video=f"{vloss.item():.3f}", frame=f"{floss.item():.3f}")
+                if on_step is not None:
+                    on_step({"epoch": epoch + 1, "epochs": s.epochs, "step": step,
+                             "loss": float(loss.item())})
             bar.close()
+            if done == 0:  # stopped before a step of this epoch: nothing new to validate
+                break
             epoch += 1
             minutes = minutes_before + (time.monotonic() - started) / 60
             rec: dict[str, float] = {"epoch": epoch, "step": step, "minutes": round(minutes, 2),
                                      "video_loss": float(sums[0] / max(1, done)),
                                      "frame_loss": float(sums[1] / max(1, done))}
             if val is not None:
-                rec.update(validate(model, val, device))
+                rec.update(validate(model, val, device, s.freeze_norm))
             else:
                 rec["score"] = -rec["video_loss"] - rec["frame_loss"]
             history.append(rec)
@@ -561,16 +638,17 @@ def train(s: TrainSettings, log: Callable[[str], None] = print) -> dict[str, obj
             if s.max_minutes and (time.monotonic() - started) / 60 >= s.max_minutes:
                 log(f"stopping: --max_minutes {s.max_minutes} reached")
                 break
+            if should_stop():
+                break
     finally:
         del it, loader
-    _store_background(best_path(s.checkpoint), videos, s.device, log)
     summary = {"epochs": epoch, "steps": step, "best_score": best, "history": history,
                "best_weights": str(best_path(s.checkpoint))}
     _atomic_json(s.checkpoint.with_name(s.checkpoint.stem + ".history.json"), history)
     return summary
 
 
-def _store_background(weights: Path, videos: list[CachedVideo], device: str,
+def store_background(weights: Path, videos: list[CachedVideo], device: str,
                       log: Callable[[str], None]) -> None:
     """Estimate the weights' background frame feature (vfpd/model/center.py) on the training
     videos, sampled on the fingerprints' 1 s grid, and store it in the weights' meta."""

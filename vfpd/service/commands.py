@@ -22,7 +22,7 @@ from typing import Any
 import vfpd
 from vfpd import hashing
 from vfpd.catalog import Catalog, JobState, Kind
-from vfpd.client import E_BAD_ARGS, E_NOT_FOUND, E_OUTSIDE_ROOTS, E_UNREADABLE
+from vfpd.client import E_BAD_ARGS, E_BUSY, E_NOT_FOUND, E_OUTSIDE_ROOTS, E_UNREADABLE
 from vfpd.matching import Pair, group_components, reclaimable
 from vfpd.service.context import ServiceContext
 
@@ -456,6 +456,63 @@ def _verdict(verdict: str) -> Callable[[ServiceContext, dict[str, Any], Request]
     return run
 
 
+def _retrainer(context: ServiceContext) -> Any:
+    r = getattr(context, "retrainer", None)
+    if r is None:
+        raise CommandError(E_NOT_FOUND, "this daemon does not retrain")
+    return r
+
+
+def cmd_retrain(context: ServiceContext, args: dict[str, Any], request: Request
+                ) -> dict[str, Any]:
+    from vfpd.service.retrainer import Busy
+
+    r = _retrainer(context)
+    action = args["action"]
+    if action == "start":
+        try:
+            r.start("manual")
+        except Busy as exc:
+            raise CommandError(E_BUSY, str(exc)) from None
+    elif action == "cancel" and not r.cancel():
+        raise CommandError(E_NOT_FOUND, "no retrain is running")
+    return {**r.status(), "model_version": context.index_info().get("model_version")}
+
+
+def cmd_models(context: ServiceContext, args: dict[str, Any], request: Request
+               ) -> dict[str, Any]:
+    r = _retrainer(context)
+    return {"model_version": context.index_info().get("model_version"),
+            "versions": r.models.listing()}
+
+
+def cmd_model_use(context: ServiceContext, args: dict[str, Any], request: Request
+                  ) -> dict[str, Any]:
+    from vfpd.service.retrainer import Busy
+
+    r = _retrainer(context)
+    try:
+        r.use(args["version"])
+    except KeyError:
+        raise CommandError(E_NOT_FOUND, f"no single model version starts with "
+                                        f"{args['version']!r} (see vfpctl model list)") from None
+    except Busy as exc:
+        raise CommandError(E_BUSY, str(exc)) from None
+    return r.status()
+
+
+def _action(value: str) -> str:
+    if value not in ("start", "cancel", "status"):
+        raise ValueError(f"must be start, cancel or status, got {value[:40]!r}")
+    return value
+
+
+def _version(value: str) -> str:
+    if not (4 <= len(value) <= 64 and all(c in "0123456789abcdef" for c in value)):
+        raise ValueError("must be 4 to 64 hex digits (a version from vfpctl model list)")
+    return value
+
+
 def _path(name: str, required: bool = False) -> Param:
     return Param(name, (str,), required=required, check=_absolute_path)
 
@@ -482,4 +539,11 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
             summary="mark a pair as not a duplicate"),
     Command("confirm", _verdict("confirmed"), params=(_path("a", True), _path("b", True)),
             summary="mark a pair as a duplicate"),
+    Command("retrain", cmd_retrain, params=(Param("action", (str,), default="start",
+                                                  check=_action),),
+            summary="start, cancel or show retraining"),
+    Command("models", cmd_models, summary="model versions with their gate scores"),
+    Command("model_use", cmd_model_use, params=(Param("version", (str,), required=True,
+                                                      check=_version),),
+            summary="serve another model version (re-embedded in the background)"),
 )}

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from vfpd.catalog import Catalog
     from vfpd.config import Config
     from vfpd.hashing import OpenFile
+    from vfpd.service.retrainer import Retrainer
 
 
 WatchMode = Literal["inotify", "polling", "missing"]
@@ -80,3 +81,6 @@ class ServiceContext(Protocol):
         ...
 
     def last_retrain(self) -> dict[str, object] | None: ...
+
+    retrainer: Retrainer | None
+    """Retraining and model versions (None in a context without them)."""

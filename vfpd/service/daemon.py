@@ -37,6 +37,8 @@ from vfpd.service.context import RootState
 from vfpd.service.intake import Intake, reconcile
 from vfpd.service.notify import Notifier, delivery_policy
 from vfpd.service.pipeline import Pipeline
+from vfpd.service.retrainer import Retrainer
+from vfpd.service.schedule import Schedule
 from vfpd.service.sdnotify import SystemdNotifier
 from vfpd.service.watcher import RootAppeared, Watcher, WatchEvent
 from vfpd.service.wiring import (
@@ -44,8 +46,11 @@ from vfpd.service.wiring import (
     FRAME_INDEX_NAME,
     Parts,
     build_parts,
+    make_embedder,
+    model_store,
     pipeline_settings,
     preset,
+    threshold,
     wire,
 )
 
@@ -113,6 +118,8 @@ class Daemon:
         self.notifier: Notifier
         self.watcher: Watcher
         self.control: Any = None
+        self.retrainer: Retrainer | None = None
+        self.schedule: Schedule | None = None
         self._lock_fd: int | None = None
         self.preset = preset(cfg)  # fixed for the life of the process, like the weights
         # Contents still lacking a fingerprint of the running model: counted (a query over every
@@ -154,6 +161,10 @@ class Daemon:
                  index.kind)
         self.intake = Intake(self.catalog, self.pipeline.wake)
         self.watcher = Watcher(cfg.watch, self._events.put)
+        self.retrainer = Retrainer(self._retrain_spec, model_store(cfg), state, self._promote,
+                                   lambda: Path(self.pipeline.embedder.weights))  # type: ignore[attr-defined]
+        self.schedule = Schedule(self.catalog, cfg.retrain.schedule,
+                                 lambda trigger: self.retrainer.start(trigger))  # type: ignore[union-attr]
 
     def _lock_state(self, state: Path) -> None:
         """One daemon per state directory: a second one would be a second catalog writer."""
@@ -199,6 +210,7 @@ class Daemon:
                 self.notifier.start()
                 self.pipeline.start()
                 self.watcher.start()
+                self.schedule.start()  # type: ignore[union-attr]
             except StartupError as e:
                 log.error("cannot start: %s", e)
                 return EXIT_ALREADY_RUNNING if isinstance(e, AlreadyRunning) else 1
@@ -229,6 +241,13 @@ class Daemon:
     def _shutdown(self) -> None:
         log.info("stopping")
         self._stopping.set()
+        for name in ("schedule", "retrainer"):  # the training process ends with the daemon
+            part = getattr(self, name, None)
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception:
+                    log.exception("stopping %s", name)
         for name in ("watcher", "control"):
             part = getattr(self, name, None)
             if part is not None:
@@ -383,7 +402,7 @@ class Daemon:
             self._sd.ready(self._status())
             return
         old = self.config
-        for section in ("storage", "control", "model", "decode"):
+        for section in ("storage", "control", "model", "decode", "retrain"):
             if getattr(old, section) != getattr(new, section):
                 log.warning("[%s] changed: takes effect at the next restart", section)
         self.config = new
@@ -521,5 +540,41 @@ class Daemon:
         return {"a": str(a), "b": str(b), "hash_a": ha, "hash_b": hb,
                 "verdict": "not-a-duplicate" if stored == "not_duplicate" else stored}
 
+    # -- retraining ------------------------------------------------------------------------------
+
+    def _retrain_spec(self, run_dir: Path) -> Any:
+        from vfpd.retrain.worker import Spec
+
+        cfg, r = self.config, self.config.retrain
+        return Spec(catalog=str(cfg.storage.state_dir / CATALOG_NAME),
+                    weights=str(self.pipeline.embedder.weights),  # type: ignore[attr-defined]
+                    run_dir=str(run_dir), max_minutes=r.max_minutes, min_videos=r.min_videos,
+                    device=r.device, threads=r.threads, min_gain=r.min_gain,
+                    max_steps=r.max_steps,
+                    threshold=threshold(cfg, self.preset), preset=self.preset.name,
+                    parent_pid=os.getpid())
+
+    def _promote(self, weights: Path, should_stop: Callable[[], bool],
+                 progress: Callable[[int, int], None]) -> str:
+        """Serve `weights` from now on: re-embedded, indexed and swapped in (promotion.py); the
+        files whose stored frames could not serve are queued by a reconcile."""
+        from vfpd.service.promotion import promote
+
+        embedder = make_embedder(self.config, weights)
+        self.library = promote(self.catalog, self.pipeline, embedder, self.preset.sampling,
+                               self.config.storage.state_dir, should_stop, progress)
+        with self._missing_lock:
+            self._missing_known_zero = False
+            self._missing_last = None
+        log.info("now serving model %s", embedder.model_version)
+        self._background(self._reconcile_all, "vfpd-reconcile")
+        return embedder.model_version
+
     def last_retrain(self) -> dict[str, object] | None:
-        return None
+        if self.retrainer is None:
+            return None
+        st = self.retrainer.status()
+        next_run = self.schedule.next_run() if self.schedule else None
+        if st["last"] is None and not st["running"] and next_run is None:
+            return None  # never ran, nothing scheduled
+        return {**(st["last"] or {}), "running": st["current"], "next_run": next_run}

@@ -100,6 +100,9 @@ class Pipeline:
         self._save = save
         self._cond = threading.Condition()
         self._save_lock = threading.Lock()
+        # Held while a batch is processed or a query answered: swap() (a promoted model) waits
+        # for it, so a batch never mixes two models' fingerprints or libraries.
+        self._model_lock = threading.RLock()
         self._stopping = False
         self._paused = False
         self._wakeups = 0
@@ -171,6 +174,23 @@ class Pipeline:
             self.settings = settings
         self.library.update(settings.library)
 
+    @property
+    def model_lock(self) -> threading.RLock:
+        """Hold it to keep the pipeline between batches (a promotion's last catch-up)."""
+        return self._model_lock
+
+    def swap(self, library: Library, embedder: Embedder) -> tuple[Library, Embedder]:
+        """Serve another model from the next batch or query on; returns the old pair. The
+        caller built `library` over the catalog for `embedder`'s model version."""
+        with self._model_lock:
+            old = self.library, self.embedder
+            library.update(self.settings.library)
+            self.library, self.embedder = library, embedder
+            with self._cond:
+                self._unsaved += 1  # the new model's indexes are saved at the next checkpoint
+        old[1].unload()
+        return old
+
     def checkpoint(self) -> None:
         """Save the indexes (atomically) if they changed since the last save. A save in progress
         on another thread is waited for: the stop's checkpoint must not return (and the process
@@ -226,7 +246,8 @@ class Pipeline:
             self._busy = True
         started = time.monotonic()
         try:
-            self._process(jobs)
+            with self._model_lock:
+                self._process(jobs)
             self.throughput.record(len(jobs), time.monotonic() - started)
         except Exception as e:
             if self._should_stop():  # (the decoders were closed under us)
@@ -468,8 +489,8 @@ class Pipeline:
 
     # -- queries (control socket threads) --------------------------------------------------------
 
-    def fingerprint_of(self, file: hashing.OpenFile, should_stop: Callable[[], bool]
-                       ) -> tuple[str, Fingerprint]:
+    def fingerprint_of(self, file: hashing.OpenFile, should_stop: Callable[[], bool],
+                       embedder: Embedder | None = None) -> tuple[str, Fingerprint]:
         """A file's (hash, fingerprint) through the chain: stored when the content is known,
         from stored frames, or decoded in a worker and embedded now (nothing is stored). Read
         through `file.fd` only (a decode worker opens the daemon's own descriptor, checked to be
@@ -477,7 +498,7 @@ class Pipeline:
         abandoned between stages (hashing.HashCancelled) once `should_stop()`."""
         digest, _ = hashing.hash_open(file, should_stop=should_stop)
         work = Work(digest, [file.proc_path])
-        for w in chain.fingerprints([work], self.embedder, self.decoder, self.catalog,
+        for w in chain.fingerprints([work], embedder or self.embedder, self.decoder, self.catalog,
                                     self.settings.sampling, should_stop):
             if w.error is not None:
                 raise ValueError(w.error.reason)
@@ -492,14 +513,16 @@ class Pipeline:
               ) -> list[dict[str, Any]]:
         """The k stored videos nearest to a file, verified; `duplicate` says whether each passes
         the library's accept rule (the threshold), so near misses are marked as such."""
-        digest, fp = self.fingerprint_of(file, should_stop)
+        with self._model_lock:  # one model for the whole answer, even across a promotion
+            library, embedder = self.library, self.embedder
+        digest, fp = self.fingerprint_of(file, should_stop, embedder)
         out: list[dict[str, Any]] = []
         same = [p for p in self.catalog.paths_for_hash(digest) if p != file.path]
         if same:
             out.append({"hash": digest, "paths": same, "path": same[0], "score": 1.0,
                         "similarity": 1.0, "kind": EXACT,
                         "duplicate": True, "segments": []})
-        for v in self.library.verified(fp, exclude_hash=digest, k=k):
+        for v in library.verified(fp, exclude_hash=digest, k=k):
             paths = self.catalog.paths_for_hash(v.hash)
             out.append({"hash": v.hash, "paths": paths, "path": paths[0] if paths else None,
                         "score": round(v.match.score, 4), "similarity": round(v.similarity, 4),

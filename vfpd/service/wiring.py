@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vfpd.catalog import Catalog
 from vfpd.chain import Decoder, PoolDecoder
@@ -18,6 +19,9 @@ from vfpd.library import Library, LibrarySettings
 from vfpd.presets import PRESETS, Preset
 from vfpd.service.notify import Notifier
 from vfpd.service.pipeline import Embedder, Pipeline, PipelineSettings
+
+if TYPE_CHECKING:
+    from vfpd.retrain.models import ModelStore
 
 log = logging.getLogger("vfpd.daemon")
 
@@ -61,16 +65,31 @@ def pipeline_settings(cfg: Config, running: Preset | None = None) -> PipelineSet
         idle_unload_seconds=cfg.model.idle_unload_seconds, sampling=p.sampling)
 
 
-def build_parts(cfg: Config) -> Parts:
+def model_store(cfg: Config) -> ModelStore:
+    """The model versions retraining made from the configured (or shipped) weights."""
+    from vfpd.model.embed import DEFAULT_WEIGHTS
+    from vfpd.retrain.models import ModelStore
+
+    return ModelStore(cfg.storage.state_dir, cfg.model.weights or DEFAULT_WEIGHTS)
+
+
+def make_embedder(cfg: Config, weights: Path) -> Embedder:
+    """An embedder of `weights` as the daemon runs them ([model] device, the preset's suffix)."""
     from vfpd.model.embed import Embedder as ModelEmbedder
+
+    return ModelEmbedder(weights=weights, device=cfg.model.device,
+                         version_suffix=preset(cfg).version_suffix)
+
+
+def build_parts(cfg: Config) -> Parts:
     from vfpd.model.network import load_blob
     from vfpd.workers import PoolSettings
 
     # [model] batch_size counts videos per batch (the pipeline's); the embedder's own batch is
     # frames per forward pass, which it sizes itself. The preset's suffix keeps fingerprints of
     # another sampling apart (another model version: re-fingerprinted after a change).
-    embedder = ModelEmbedder(weights=cfg.model.weights, device=cfg.model.device,
-                             version_suffix=preset(cfg).version_suffix)
+    # The version retraining promoted (or `vfpctl model use` chose), else the configured weights.
+    embedder = make_embedder(cfg, model_store(cfg).active_weights())
     # The model itself loads when work arrives; a weights file that cannot be read must stop
     # start-up now, not fail every file later.
     load_blob(embedder.weights)
@@ -112,7 +131,9 @@ def wire(cfg: Config, catalog: Catalog, parts: Parts, env: Mapping[str, str],
     settings = pipeline_settings(cfg, running)
     library = open_library(catalog, parts.embedder, settings.library, state)
     notifier = Notifier(catalog, cfg.notify, env)
+    # The pipeline's library, not this one: a promoted model swaps it (vfpd/service/promotion.py).
     pipeline = Pipeline(catalog, library, parts.embedder, parts.decoder, settings,
                         notifier.sinks, notifier.wake,
-                        save=lambda: library.save(state / INDEX_NAME, state / FRAME_INDEX_NAME))
+                        save=lambda: pipeline.library.save(state / INDEX_NAME,
+                                                           state / FRAME_INDEX_NAME))
     return Wired(library, pipeline, notifier)
