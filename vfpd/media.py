@@ -484,9 +484,11 @@ def _choose_keyframes(path: Path, stream: av.video.stream.VideoStream, step: flo
     return gap is not None and gap <= KEYFRAME_MAX_GAP * step
 
 
-def _sample_open(path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-                 info: VideoInfo, settings: SamplingSettings) -> SampledVideo:
-    step = grid_interval(info.duration, settings)
+def prepare_decoder(path: Path, stream: av.video.stream.VideoStream, duration: float | None,
+                    settings: SamplingSettings) -> tuple[float, bool]:
+    """Set the stream's decoder up by the DECODE POLICY; (grid interval, keyframes only). The one
+    place the policy lives: sampling uses it, and bench/stages.py times decoding alone with it."""
+    step = grid_interval(duration, settings)
     keyframes_only = _choose_keyframes(path, stream, step, settings)
     cc = stream.codec_context
     cc.thread_type = "AUTO"
@@ -501,6 +503,12 @@ def _sample_open(path: Path, container: av.container.InputContainer, stream: av.
         # sample measurably (median 0.6/255); a sample lands at most one frame from its grid time
         # instead of at it.
         cc.skip_frame = "NONREF"
+    return step, keyframes_only
+
+
+def _sample_open(path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                 info: VideoInfo, settings: SamplingSettings) -> SampledVideo:
+    step, keyframes_only = prepare_decoder(path, stream, info.duration, settings)
     size = os.stat(path).st_size
     damaged = _index_past_end(stream, size) or _declared_size_exceeds(path, size)
     tb = stream.time_base
