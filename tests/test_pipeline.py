@@ -3,12 +3,15 @@ hardlinks, verdicts, failures and retries, start-up reconcile, queries."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from media_factory import encode, make_video, read_frames, sample_clip
@@ -289,6 +292,20 @@ def test_frames_are_tagged_with_their_sampling(tmp_path: Path) -> None:
         back = cat.load_frames("b" * 64, FAST.sampling)
         assert back is not None and (back.frames == sampled.frames).all()
         assert cat.load_frames("b" * 64) is not None  # no sampling asked: any
+
+
+def test_a_tag_written_before_min_frames_reads_back_as_no_minimum() -> None:
+    sampled = media.sample(sample_clip("carphone_pristine"), ACCURATE.sampling)
+    old = encode_frames(sampled, ACCURATE.sampling)
+    with np.load(io.BytesIO(old)) as z:
+        parts = {k: z[k] for k in z.files}
+    tag = json.loads(parts["sampling"].tobytes())
+    del tag["min_frames"]  # as frames were tagged before the field existed
+    parts["sampling"] = np.frombuffer(json.dumps(tag).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **parts)
+    assert frames_sampling(buf.getvalue()) == sampling_tag(ACCURATE.sampling)
+    assert frames_sampling(old) != sampling_tag(FAST.sampling)
 
 
 def test_reconcile_queues_files_without_a_current_fingerprint(env: Env, clips) -> None:
