@@ -433,7 +433,12 @@ def test_another_preset_decodes_again(library: Env, tmp_path: Path, clips) -> No
         a = hash_file(env.root / "a.mp4")
         assert cat.load_frames(a, FAST.sampling) is not None
         assert cat.load_frames(a, ACCURATE.sampling) is None
-        assert env.take() == []  # the known pair is not announced again
+        # The known pair is not announced again. (Other pairs may be: these 4 s clips have one
+        # keyframe, so the fast preset samples them on the grid as the accurate one does, and
+        # judges them at its lower threshold: two of the procedural background clips pass it.)
+        announced = {frozenset((ev["new"]["path"], x["path"])) for ev in env.take()
+                     for x in ev["existing"]}
+        assert frozenset((str(env.root / "a.mp4"), str(env.root / "near.mp4"))) not in announced
     finally:
         env.close()
 
