@@ -3,6 +3,10 @@
 default x264 settings.
 
     ./dev bench speed [--repeats 3] [--only 720p,long] [--no-vpdq] [--no-embed] [--policies]
+                      [--no-stages]
+
+Then, unless --no-stages, where the default scan's time goes on the accuracy set, stage by stage,
+beside the ceilings, vpdq and the real scan (bench/stages.py; `./dev bench stages` alone).
 """
 
 from __future__ import annotations
@@ -159,6 +163,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-embed", action="store_true")
     parser.add_argument("--policies", action="store_true",
                         help="also time every decoding policy on each input (the measured decision)")
+    parser.add_argument("--no-stages", action="store_true",
+                        help="leave out the per-stage table on the accuracy set")
     args = parser.parse_args(argv)
     inputs = make_inputs(set(args.only.split(",")) if args.only else None)
     embedder = None if args.no_embed else _embedder()
@@ -214,5 +220,10 @@ def main(argv: list[str]) -> int:
         print("|---|---|---|---|---|")
         for name, mode, s, d, n in policy_rows:
             print(f"| {name} | {mode} | {s:.2f} s | {d / s:.0f}x | {n} |")
+    if not args.no_stages:
+        from bench import stages  # noqa: PLC0415 - builds the accuracy set when missing
+
+        print()
+        stages.main([] if vpdq_hash else ["--no-vpdq"])
     print(f"\n# load average {os.getloadavg()[0]:.1f} at the end (other processes share these cores)")
     return 0

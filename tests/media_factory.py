@@ -32,13 +32,15 @@ def encode(
     pix_fmt: str = "yuv420p",
     options: dict[str, str] | None = None,
     gop: int | None = None,
+    keyframes_at: frozenset[int] = frozenset(),
 ) -> Path:
-    """Encode RGB frames into `path` (container from the suffix); sizes are rounded to even."""
+    """Encode RGB frames into `path` (container from the suffix); sizes are rounded to even.
+    `keyframes_at`: frame indices forced to be keyframes (with a long `gop`, irregular GOPs)."""
     path = Path(path)
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), "w") as c:
         stream = None
-        for img in frames:
+        for index, img in enumerate(frames):
             h, w = img.shape[:2]
             if codec in ("libx264", "libx265", "mpeg4", "mpeg2video", "libvpx", "libvpx-vp9"):
                 h, w = h - h % 2, w - w % 2
@@ -52,6 +54,8 @@ def encode(
                 if options:
                     stream.options = dict(options)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            if index in keyframes_at:
+                frame.pict_type = av.video.frame.PictureType.I
             for packet in stream.encode(frame):
                 c.mux(packet)
         if stream is not None:

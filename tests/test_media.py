@@ -395,3 +395,22 @@ def test_settings_are_validated() -> None:
         SamplingSettings(interval=0)
     with pytest.raises(ValueError):
         SamplingSettings(keyframes="some")
+
+
+def test_gpu_decoding_falls_back_to_software_without_nvdec(tmp_path: Path) -> None:
+    """`--device cuda` asks the workers for NVDEC; a machine without one (this one, or a CUDA
+    GPU whose device FFmpeg cannot create) decodes the same frames in software. The GPU path
+    itself is unmeasured (no GPU where this was written)."""
+    if "cuda" in media._hw_unusable:  # noqa: SLF001 - a process learns it once
+        media._hw_unusable.discard("cuda")  # noqa: SLF001
+    path = make_video(tmp_path / "v.mp4", seconds=3)
+    soft = media.sample(path, SamplingSettings())
+    for _ in range(2):  # the first finds the device missing, the second goes straight to software
+        hw = media.sample(path, SamplingSettings(hwaccel="cuda"))
+        np.testing.assert_array_equal(hw.timestamps, soft.timestamps)
+        if "cuda" in media._hw_unusable:  # noqa: SLF001 - software: the very same frames
+            np.testing.assert_array_equal(hw.frames, soft.frames)
+        else:  # a real NVDEC deblocks (skip_loop_filter is software's): nearly the same
+            assert np.abs(hw.frames.astype(int) - soft.frames).mean() < 2
+    with pytest.raises(ValueError):
+        SamplingSettings(hwaccel="vaapi")

@@ -3,12 +3,15 @@ hardlinks, verdicts, failures and retries, start-up reconcile, queries."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from media_factory import encode, make_video, read_frames, sample_clip
@@ -320,6 +323,20 @@ def test_frames_are_tagged_with_their_sampling(tmp_path: Path) -> None:
         assert cat.load_frames("b" * 64) is not None  # no sampling asked: any
 
 
+def test_a_tag_written_before_min_frames_reads_back_as_no_minimum() -> None:
+    sampled = media.sample(sample_clip("carphone_pristine"), ACCURATE.sampling)
+    old = encode_frames(sampled, ACCURATE.sampling)
+    with np.load(io.BytesIO(old)) as z:
+        parts = {k: z[k] for k in z.files}
+    tag = json.loads(parts["sampling"].tobytes())
+    del tag["min_frames"]  # as frames were tagged before the field existed
+    parts["sampling"] = np.frombuffer(json.dumps(tag).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **parts)
+    assert frames_sampling(buf.getvalue()) == sampling_tag(ACCURATE.sampling)
+    assert frames_sampling(old) != sampling_tag(FAST.sampling)
+
+
 def test_reconcile_queues_files_without_a_current_fingerprint(env: Env, clips) -> None:
     cat = env.catalog
     a = env.add(clips["orig"], "a.mp4")
@@ -445,7 +462,12 @@ def test_another_preset_decodes_again(library: Env, tmp_path: Path, clips) -> No
         a = hash_file(env.root / "a.mp4")
         assert cat.load_frames(a, FAST.sampling) is not None
         assert cat.load_frames(a, ACCURATE.sampling) is None
-        assert env.take() == []  # the known pair is not announced again
+        # The known pair is not announced again. (Other pairs may be: these 4 s clips have one
+        # keyframe, so the fast preset samples them on the grid as the accurate one does, and
+        # judges them at its lower threshold: two of the procedural background clips pass it.)
+        announced = {frozenset((ev["new"]["path"], x["path"])) for ev in env.take()
+                     for x in ev["existing"]}
+        assert frozenset((str(env.root / "a.mp4"), str(env.root / "near.mp4"))) not in announced
     finally:
         env.close()
 

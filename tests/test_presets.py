@@ -64,7 +64,7 @@ def test_fingerprint_command_names_the_fast_version(videos: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     assert ctl.main(["fingerprint", "--fast", "--json", str(videos / "bikes.mp4")]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["model_version"].endswith("+keyframes")
+    assert doc["model_version"].endswith(FAST.version_suffix)
     assert doc["frames_total"] == len(media.sample(videos / "bikes.mp4", FAST.sampling).timestamps)
 
 

@@ -176,7 +176,11 @@ class Library:
         """Verify `a` (the new video, or the one asked about) against stored `b`, both in the
         library or `center` given (the background counting `a`)."""
         center = self.center() if center is None else center
-        weights = self._weights(a, hits if hits is not None else self._lookup(a))
+        return self._score(a, self._weights(a, hits if hits is not None else self._lookup(a)),
+                           b, center)
+
+    def _score(self, a: Fingerprint, weights: np.ndarray | None, b: Fingerprint,
+               center: np.ndarray | None) -> Match:
         return verify(a, b, self.settings.match, weights,
                       self._transferred(a, weights, b, center), center)
 
@@ -207,6 +211,7 @@ class Library:
         known = exclude_hash is not None and any(  # a stored content asked about again
             sf.hash == exclude_hash for sf in stored.values())
         center = self.center(None if known else fp)
+        weights = self._weights(fp, hits)  # fp's, the same against every candidate
         out: list[Verified] = []
         for i in ids:
             sf = stored.get(i)
@@ -214,7 +219,7 @@ class Library:
                 continue
             if sf.fingerprint.model_version != fp.model_version:
                 continue
-            m = self.score(fp, sf.fingerprint, hits, center)
+            m = self._score(fp, weights, sf.fingerprint, center)
             sim = float(vector @ np.asarray(sf.fingerprint.vector, np.float32))
             out.append(Verified(sf.hash, m, sim, self.accepts(m)))
         out.sort(key=lambda v: (-v.match.score, v.hash))

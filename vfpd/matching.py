@@ -260,8 +260,14 @@ def _similarity(a: _Frames, b: _Frames, s: MatchSettings) -> np.ndarray:
     return np.maximum(sim, res)
 
 
+def _clip(x: np.ndarray | float, lo: float, hi: float) -> np.ndarray:
+    """np.clip without its dispatch (a third of its time on the small arrays of verification,
+    which runs tens of thousands of times a scan); the same values."""
+    return np.minimum(np.maximum(x, lo), hi)
+
+
 def _frame_match(sim: np.ndarray, s: MatchSettings) -> np.ndarray:
-    return np.clip((sim - s.frame_sim_floor) / (s.frame_sim_ceil - s.frame_sim_floor), 0.0, 1.0)
+    return _clip((sim - s.frame_sim_floor) / (s.frame_sim_ceil - s.frame_sim_floor), 0.0, 1.0)
 
 
 def _offset_hypotheses(a: _Frames, b: _Frames, sim: np.ndarray,
@@ -301,10 +307,10 @@ def _interpolated_sim(dst: _Frames, sim: np.ndarray, pred: np.ndarray) -> np.nda
     """Similarity of each src frame to dst's feature interpolated at `pred`, between the two
     samples around it. A copy trimmed by half a sampling step is sampled half-way between the
     original's samples; on fast footage neither neighbour alone looks like it, their blend does."""
-    right = np.clip(np.searchsorted(dst.times, pred), 1, len(dst.times) - 1)
+    right = _clip(np.searchsorted(dst.times, pred), 1, len(dst.times) - 1)
     left = right - 1
     gap = dst.times[right] - dst.times[left]
-    w = np.clip((pred - dst.times[left]) / np.maximum(gap, 1e-9), 0.0, 1.0)
+    w = _clip((pred - dst.times[left]) / np.maximum(gap, 1e-9), 0.0, 1.0)
     adjacent = np.sum(dst.features[left] * dst.features[right], axis=1)
     norm = np.sqrt(np.maximum((1 - w) ** 2 + w ** 2 + 2 * w * (1 - w) * adjacent, 1e-12))
     rows = np.arange(len(pred))
@@ -363,10 +369,10 @@ def _at_times(f: _Frames, t: np.ndarray) -> np.ndarray:
     copy sampled on a shifted grid shows the moments between the original's samples)."""
     if len(f.times) == 1:
         return np.repeat(f.raw, len(t), axis=0)
-    right = np.clip(np.searchsorted(f.times, t), 1, len(f.times) - 1)
+    right = _clip(np.searchsorted(f.times, t), 1, len(f.times) - 1)
     left = right - 1
     gap = np.maximum(f.times[right] - f.times[left], 1e-9)
-    w = np.clip((t - f.times[left]) / gap, 0.0, 1.0)[:, None]
+    w = _clip((t - f.times[left]) / gap, 0.0, 1.0)[:, None]
     return (1 - w) * f.raw[left] + w * f.raw[right]
 
 
@@ -393,21 +399,35 @@ def motion_evidence(a: _Frames, b: _Frames, valid_a: np.ndarray, pred_a: np.ndar
 
 def _motion_factor(energy: float, corr: float, s: MatchSettings) -> float:
     """The share of a score an alignment keeps given motion_evidence()'s two numbers."""
-    moving = np.clip((energy - s.motion_static) / (s.motion_moving - s.motion_static), 0.0, 1.0)
-    agree = np.clip((corr - s.motion_corr_floor) / (s.motion_corr_ceil - s.motion_corr_floor),
+    moving = _clip((energy - s.motion_static) / (s.motion_moving - s.motion_static), 0.0, 1.0)
+    agree = _clip((corr - s.motion_corr_floor) / (s.motion_corr_ceil - s.motion_corr_floor),
                     0.0, 1.0)
     return float(1.0 - s.motion_penalty * moving * (1.0 - agree))
 
 
-def _evaluate(a: _Frames, b: _Frames, sim: np.ndarray, slope: float, offset: float,
-              s: MatchSettings) -> tuple[Match, float]:
-    """The match under one alignment, and its score before the motion rule."""
+@dataclass(frozen=True)
+class _Aligned:
+    """One alignment's picture evidence: its score before the motion rule and what the rest of
+    the match is made from."""
+
+    slope: float
+    offset: float
+    score: float
+    pred_a: np.ndarray
+    valid_a: np.ndarray
+    m_a: np.ndarray
+    valid_b: np.ndarray
+
+
+def _picture(a: _Frames, b: _Frames, sim: np.ndarray, slope: float, offset: float,
+             s: MatchSettings) -> _Aligned:
+    """How well the pictures match under one alignment (no motion rule, no segments)."""
     pred_a = slope * a.times + offset
     valid_a, m_a = _side(a, b, sim, pred_a, s)
     valid_b, m_b = _side(b, a, sim.T, (b.times - offset) / slope, s)
     n = min(int(valid_a.sum()), int(valid_b.sum()))
     if n == 0:
-        return Match(0.0, NONE, (), offset, slope), 0.0
+        return _Aligned(slope, offset, 0.0, pred_a, valid_a, m_a, valid_b)
     score_a = float(np.sum(a.weights * m_a * valid_a) / np.sum(a.weights * valid_a))
     score_b = float(np.sum(b.weights * m_b * valid_b) / np.sum(b.weights * valid_b))
     needed = min(s.min_evidence_frames,
@@ -415,14 +435,23 @@ def _evaluate(a: _Frames, b: _Frames, sim: np.ndarray, slope: float, offset: flo
     if max(valid_a.mean(), valid_b.mean()) < s.contained_share:
         needed = max(needed, s.partial_evidence_frames)
     score = 0.5 * (score_a + score_b) * min(1.0, n / needed)
-    factor = _motion_factor(*motion_evidence(a, b, valid_a, pred_a, valid_b), s)
+    return _Aligned(slope, offset, score, pred_a, valid_a, m_a, valid_b)
+
+
+def _evaluate(a: _Frames, b: _Frames, al: _Aligned, s: MatchSettings) -> Match:
+    """The match under one alignment: its picture score under the motion rule, its segments."""
+    slope, offset, score = al.slope, al.offset, al.score
+    if not np.any(al.valid_a) or not np.any(al.valid_b):
+        return Match(0.0, NONE, (), offset, slope)
+    valid_a, m_a = al.valid_a, al.m_a
+    factor = _motion_factor(*motion_evidence(a, b, valid_a, al.pred_a, al.valid_b), s)
     segments = _segments(a, valid_a, m_a, slope, offset, b, s)
     if not segments:
-        return Match(score * factor, NONE, (), offset, slope), score
+        return Match(score * factor, NONE, (), offset, slope)
     cover_a = sum(g.a_end - g.a_start for g in segments) / max(_informative_span(a), 1e-9)
     cover_b = sum(g.b_end - g.b_start for g in segments) / max(_informative_span(b), 1e-9)
     kind = NEAR if min(cover_a, cover_b) >= s.near_coverage else PARTIAL
-    return Match(score * factor, kind, segments, offset, slope), score
+    return Match(score * factor, kind, segments, offset, slope)
 
 
 def verify(a: Fingerprint, b: Fingerprint, settings: MatchSettings = MatchSettings(),
@@ -447,14 +476,19 @@ def verify(a: Fingerprint, b: Fingerprint, settings: MatchSettings = MatchSettin
     sim = _similarity(fa, fb, settings)
     best, best_key = NO_MATCH, 0.0
     for slope, offset in _offset_hypotheses(fa, fb, sim, settings):
-        m, picture = _evaluate(fa, fb, sim, slope, offset, settings)
+        aligned = _picture(fa, fb, sim, slope, offset, settings)
+        margin = settings.speed_change_margin if slope != 1.0 else 0.0
         # The alignment is chosen by the pictures; the motion rule then confirms or refutes it.
         # Letting it choose would search the offsets of a static background for one whose
-        # motion happens to agree (a person walking the same way at another time).
-        key = (picture if settings.motion_confirms else m.score) - (
-            settings.speed_change_margin if slope != 1.0 else 0.0)
-        if key > best_key:
-            best, best_key = m, key
+        # motion happens to agree (a person walking the same way at another time). So an
+        # alignment whose pictures lose is not worth its motion and segments (most of the cost).
+        if settings.motion_confirms:
+            if aligned.score - margin > best_key:
+                best, best_key = _evaluate(fa, fb, aligned, settings), aligned.score - margin
+            continue
+        m = _evaluate(fa, fb, aligned, settings)
+        if m.score - margin > best_key:
+            best, best_key = m, m.score - margin
     return best
 
 

@@ -56,6 +56,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.codec.hwaccel
 import av.error
 import numpy as np
 
@@ -175,6 +176,15 @@ class SampledVideo:
     keyframes_only: bool = False
 
 
+HWACCELS = ("none", "cuda")
+"""Hardware decoders a SamplingSettings may ask for: NVDEC through FFmpeg's CUDA device (PyAV's
+wheels are built with it), or none."""
+
+_hw_unusable: set[str] = set()
+"""Hardware decoders this process failed to open a device for: every later file goes straight to
+software (decode workers are processes, so each learns it once)."""
+
+
 @dataclass(frozen=True)
 class SamplingSettings:
     """How densely and how a file is sampled, and the limits that protect the decoder."""
@@ -184,7 +194,13 @@ class SamplingSettings:
     # "auto" decodes keyframes only when they are dense enough (KEYFRAME_MAX_GAP); "keyframes"
     # always; "all" never.
     keyframes: str = "auto"
+    # Keyframes alone must give at least this many frames; a file whose keyframes give fewer (a
+    # clip shorter than its GOP has one) is sampled on the grid from its reference frames. 1: any.
+    min_frames: int = 1
     decoder_threads: int = 0  # 0: FFmpeg picks (one per core)
+    # "cuda": decode on the GPU (NVDEC) where FFmpeg can open one, in software otherwise. Not
+    # part of what is cached: it changes how, not which, frames are decoded.
+    hwaccel: str = "none"
     max_pixels: int = 8192 * 8192  # beyond 8K x 8K a single frame is over 200 MB of RGB
     max_bytes: int = 1 << 40  # 1 TiB: nothing a person keeps as one video file
     remove_bars: bool = True
@@ -194,8 +210,12 @@ class SamplingSettings:
             raise ValueError("interval must be positive")
         if self.max_frames < 1:
             raise ValueError("max_frames must be at least 1")
+        if self.min_frames < 1:
+            raise ValueError("min_frames must be at least 1")
         if self.keyframes not in ("auto", "keyframes", "all"):
             raise ValueError("keyframes must be 'auto', 'keyframes' or 'all'")
+        if self.hwaccel not in HWACCELS:
+            raise ValueError(f"hwaccel must be one of {', '.join(HWACCELS)}")
 
 
 KEYFRAME_MAX_GAP = 1.1
@@ -213,6 +233,11 @@ def grid_interval(duration: float | None, settings: SamplingSettings) -> float:
     while duration / step + 1 > settings.max_frames:
         step *= 2
     return step
+
+
+def _grid_points(duration: float, step: float) -> int:
+    """Targets of the time grid in `duration` seconds (one at time zero)."""
+    return int(duration // step) + 1
 
 
 def _check_file(path: Path) -> int:
@@ -247,7 +272,7 @@ def _open(path: Path, settings: SamplingSettings) -> av.container.InputContainer
     if size > settings.max_bytes:
         raise TooLarge(path, f"the file is {size} bytes, over the limit of {settings.max_bytes}")
     try:
-        return av.open(str(path), "r", metadata_errors="ignore")
+        return _open_hw(path, settings.hwaccel)
     except PermissionError:
         raise Unreadable(path, "permission denied") from None
     except FileNotFoundError:
@@ -262,6 +287,22 @@ def _open(path: Path, settings: SamplingSettings) -> av.container.InputContainer
         raise NotAVideo(path, f"FFmpeg cannot open it: {e.strerror or e}") from None
     except OSError as e:
         raise Unreadable(path, f"cannot read the file: {e.strerror or e}") from None
+
+
+def _open_hw(path: Path, hwaccel: str) -> av.container.InputContainer:
+    """Open with the hardware decoder asked for; when its device cannot be created (no GPU, no
+    driver: FFmpeg refuses before reading the file) the file is opened in software, and so is
+    every later one in this process."""
+    if hwaccel != "none" and hwaccel not in _hw_unusable:
+        try:
+            return av.open(str(path), "r", metadata_errors="ignore",
+                           hwaccel=av.codec.hwaccel.HWAccel(device_type=hwaccel,
+                                                            allow_software_fallback=True))
+        except av.error.FFmpegError:
+            container = av.open(str(path), "r", metadata_errors="ignore")
+            _hw_unusable.add(hwaccel)  # software opened it: the device was at fault, not the file
+            return container
+    return av.open(str(path), "r", metadata_errors="ignore")
 
 
 def _video_stream(path: Path, container: av.container.InputContainer) -> av.video.stream.VideoStream:
@@ -473,7 +514,14 @@ def _sample(path: Path, settings: SamplingSettings) -> SampledVideo:
         stream = _video_stream(path, container)
         _decoder_check(path, stream)
         info = _info(path, container, stream, 0, settings)
-        return _sample_open(path, container, stream, info, settings)
+        sampled = _sample_open(path, container, stream, info, settings)
+    step = grid_interval(info.duration, settings)
+    if sampled.keyframes_only and len(sampled.timestamps) < min(settings.min_frames,
+                                                                 _grid_points(sampled.duration, step)):
+        # Too few keyframes for the evidence rule (a clip shorter than its GOP has one): the
+        # reference frames give the grid's frames. The keyframe pass cost a frame or two.
+        return _sample(path, replace(settings, keyframes="all"))
+    return sampled
 
 
 def _choose_keyframes(path: Path, stream: av.video.stream.VideoStream, step: float,
@@ -484,9 +532,11 @@ def _choose_keyframes(path: Path, stream: av.video.stream.VideoStream, step: flo
     return gap is not None and gap <= KEYFRAME_MAX_GAP * step
 
 
-def _sample_open(path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-                 info: VideoInfo, settings: SamplingSettings) -> SampledVideo:
-    step = grid_interval(info.duration, settings)
+def prepare_decoder(path: Path, stream: av.video.stream.VideoStream, duration: float | None,
+                    settings: SamplingSettings) -> tuple[float, bool]:
+    """Set the stream's decoder up by the DECODE POLICY; (grid interval, keyframes only). The one
+    place the policy lives: sampling uses it, and bench/stages.py times decoding alone with it."""
+    step = grid_interval(duration, settings)
     keyframes_only = _choose_keyframes(path, stream, step, settings)
     cc = stream.codec_context
     cc.thread_type = "AUTO"
@@ -501,6 +551,12 @@ def _sample_open(path: Path, container: av.container.InputContainer, stream: av.
         # sample measurably (median 0.6/255); a sample lands at most one frame from its grid time
         # instead of at it.
         cc.skip_frame = "NONREF"
+    return step, keyframes_only
+
+
+def _sample_open(path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                 info: VideoInfo, settings: SamplingSettings) -> SampledVideo:
+    step, keyframes_only = prepare_decoder(path, stream, info.duration, settings)
     size = os.stat(path).st_size
     damaged = _index_past_end(stream, size) or _declared_size_exceeds(path, size)
     tb = stream.time_base

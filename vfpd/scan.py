@@ -4,6 +4,7 @@ grouping. No daemon; an optional catalog caches hashes, frames and fingerprints 
 
 from __future__ import annotations
 
+import heapq
 import os
 import time
 from collections import defaultdict
@@ -179,11 +180,14 @@ def _describe(entries: Sequence[FileEntry], fp: Fingerprint, info: ContentInfo |
 
 def fingerprint_contents(entries: Sequence[FileEntry], embedder: Fingerprinter, decode: Decoder,
                          catalog: Catalog | None, sampling: SamplingSettings,
-                         progress: Progress = no_progress
+                         progress: Progress = no_progress,
+                         finished: Callable[[str, Sequence[FileEntry], Fingerprint | None], None]
+                         = lambda h, group, fp: None,
                          ) -> tuple[dict[str, Fingerprint], list[ScanError], int]:
     """One fingerprint per distinct content hash through the shared chain (cache, stored frames,
-    decode); results are kept in the scan's catalog. Returns (fingerprints by hash, errors,
-    number taken from the cache)."""
+    decode); results are kept in the scan's catalog. `finished(hash, copies, fingerprint or None)`
+    as each content is done (the copies that could be read). Returns (fingerprints by hash,
+    errors, number taken from the cache)."""
     by_hash: dict[str, list[FileEntry]] = defaultdict(list)
     for e in entries:
         assert e.hash is not None
@@ -201,6 +205,7 @@ def fingerprint_contents(entries: Sequence[FileEntry], embedder: Fingerprinter, 
         if w.error is not None:
             # Every byte-identical copy of a failed file fails the same way; each is listed.
             errors += [ScanError(e.path, w.error.reason, w.error.kind) for e in group]
+            finished(w.hash, (), None)
             continue
         assert w.fingerprint is not None
         fps[w.hash] = w.fingerprint
@@ -213,6 +218,7 @@ def fingerprint_contents(entries: Sequence[FileEntry], embedder: Fingerprinter, 
         _describe(group, w.fingerprint, info, w.sampled)
         if catalog is not None:
             _keep(catalog, w, group, sampling)
+        finished(w.hash, group, w.fingerprint)
     return fps, errors, cached
 
 
@@ -236,35 +242,79 @@ def _keep(catalog: Catalog, w: Work, group: Sequence[FileEntry], sampling: Sampl
 
 # --- matching and grouping ------------------------------------------------------------------------
 
+class WalkOrderMatcher:
+    """Matches contents against an in-memory Library in walk order -- what the daemon does with
+    the same folder's files as they are queued -- as soon as every content before one in that
+    order is done, so matching runs while later files are still decoding (the decode workers
+    keep the other cores) and gives the pairs of matching them all at the end.
+
+    A content's place is its first readable copy's place in the walk; until a content is done,
+    its first copy's place is a lower bound of it."""
+
+    def __init__(self, entries: Sequence[FileEntry], settings: ScanSettings,
+                 center: np.ndarray | None) -> None:
+        self.settings, self.center = settings, center
+        self.place = {e.path: i for i, e in enumerate(entries)}
+        self.pending: dict[str, int] = {}  # content not done yet -> its earliest possible place
+        for i, e in enumerate(entries):
+            if e.hash is not None:
+                self.pending.setdefault(e.hash, i)
+        self.ready: list[tuple[int, str, list[str], Fingerprint]] = []  # heap by place
+        self.pairs: list[Pair] = []
+        self.library: Library | None = None
+        self.paths_of: dict[str, list[str]] = {}
+        self.matched = 0
+
+    def finished(self, content_hash: str, copies: Sequence[FileEntry],
+                 fp: Fingerprint | None) -> None:
+        self.pending.pop(content_hash, None)
+        paths = [e.path for e in copies]
+        if fp is not None and paths:
+            heapq.heappush(self.ready, (min(self.place[p] for p in paths), content_hash, paths, fp))
+
+    def drain(self, advance: Callable[[int], None] = lambda n: None, last: bool = False) -> None:
+        """Match every done content that no unfinished one can precede (`last`: every one; the
+        producer is done, and a content it never finished is no content)."""
+        first_pending = len(self.place) if last else min(self.pending.values(), default=len(self.place))
+        while self.ready and self.ready[0][0] < first_pending:
+            _, h, paths, fp = heapq.heappop(self.ready)
+            self._match(h, paths, fp)
+            advance(1)
+
+    def _match(self, h: str, paths: list[str], fp: Fingerprint) -> None:
+        for i, a in enumerate(paths):
+            for b in paths[i + 1:]:
+                self.pairs.append(Pair(a, b, 1.0, EXACT))
+        if self.library is None:
+            self.library = Library.in_memory(fp.model_version, self.settings.library, self.center)
+        for v in self.library.duplicates(fp, h):
+            # `a` is the later file, as the match's segments say (a_* in it, b_* in the other).
+            for a in paths:
+                for b in self.paths_of[v.hash]:
+                    self.pairs.append(Pair(a, b, round(v.match.score, 4), v.match.kind,
+                                           v.match.segments))
+        self.library.add(self.matched, h, fp)
+        self.paths_of[h] = paths
+        self.matched += 1
+
+    def result(self) -> list[Pair]:
+        return sorted(self.pairs, key=lambda p: (-p.score, p.a, p.b))
+
+
 def find_pairs(entries: Sequence[FileEntry], fps: dict[str, Fingerprint],
                settings: ScanSettings, center: np.ndarray | None,
                progress: Progress = no_progress) -> list[Pair]:
-    """Exact pairs (same content hash) and the library's verified pairs, path-level. Contents go
-    into an in-memory Library in walk order, each matched against those before it: what the
-    daemon does with the same folder's files as they are queued."""
-    paths_of: dict[str, list[str]] = defaultdict(list)
+    """Exact pairs (same content hash) and the library's verified pairs, path-level, of contents
+    already fingerprinted (WalkOrderMatcher, all at once)."""
+    matcher = WalkOrderMatcher(entries, settings, center)
+    copies: dict[str, list[FileEntry]] = defaultdict(list)
     for e in entries:
         if e.hash in fps:
-            paths_of[e.hash].append(e.path)  # type: ignore[index]
-    pairs: list[Pair] = []
-    for paths in paths_of.values():
-        for i, a in enumerate(paths):
-            for b in paths[i + 1:]:
-                pairs.append(Pair(a, b, 1.0, EXACT))
-    if not paths_of:
-        return pairs
-    library = Library.in_memory(next(iter(fps.values())).model_version, settings.library, center)
-    advance = progress("matching", len(paths_of))
-    for fid, h in enumerate(paths_of):
-        advance(1)
-        for v in library.duplicates(fps[h], h):
-            # `a` is the later file, as the match's segments say (a_* in it, b_* in the other).
-            for a in paths_of[h]:
-                for b in paths_of[v.hash]:
-                    pairs.append(Pair(a, b, round(v.match.score, 4), v.match.kind,
-                                      v.match.segments))
-        library.add(fid, h, fps[h])
-    return sorted(pairs, key=lambda p: (-p.score, p.a, p.b))
+            copies[e.hash].append(e)  # type: ignore[index]
+    for h in list(matcher.pending):
+        matcher.finished(h, copies.get(h, []), fps.get(h))
+    matcher.drain(progress("matching", len(copies)), last=True)
+    return matcher.result()
 
 
 def group(pairs: Sequence[Pair], settings: ScanSettings,
@@ -298,17 +348,23 @@ def scan(settings: ScanSettings, embedder: Embedder, decode: Decoder,
     started = time.monotonic()
     paths, errors = walk(settings.roots, settings.rules, progress("walking", None))
     entries, id_errors = identify(paths, catalog, progress)
+    matcher = WalkOrderMatcher(entries, settings, embedder.frame_center)
+
+    def finished(h: str, copies: Sequence[FileEntry], fp: Fingerprint | None) -> None:
+        matcher.finished(h, copies, fp)
+        matcher.drain()  # (its progress is the fingerprinting bar's)
+
     fps, fp_errors, cached = fingerprint_contents(entries, embedder, decode, catalog,
-                                                  settings.sampling, progress)
+                                                  settings.sampling, progress, finished)
     unload = getattr(decode, "unload", None)
     if unload is not None:
-        unload()  # decoding is over: the workers' memory goes back before matching
+        unload()  # decoding is over: the workers' memory goes back before the last matches
+    matcher.drain(progress("matching", len(matcher.ready)), last=True)
     errors += id_errors + fp_errors
     failed = {e.path for e in fp_errors}
     good = [e for e in entries if e.hash in fps and e.path not in failed]
     apart = rejected(good, catalog)
-    found = [p for p in find_pairs(good, fps, settings, embedder.frame_center, progress)
-             if frozenset((p.a, p.b)) not in apart]
+    found = [p for p in matcher.result() if frozenset((p.a, p.b)) not in apart]
     pairs, maybe = split_maybe(found, settings.threshold)
     by_path = {e.path: e for e in good}
     groups = sorted(group(pairs, settings, [tuple(sorted(p)) for p in apart]),

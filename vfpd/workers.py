@@ -35,6 +35,11 @@ WORKER_START_TIMEOUT = 120.0
 about a second, many on a loaded machine. Not counted in any file's time limit, or a replacement
 starting after one timeout would spend the next file's limit and time it out too."""
 
+QUEUED_PER_WORKER = 2
+"""Files handed to map()'s threads per worker: the one it decodes and the next, so a worker starts
+its next file while the caller embeds and matches the last result (with one, it waited for the
+caller: a whole scan's verification ran while a worker sat idle)."""
+
 MAX_COUNTED_LENGTH = 6 * 3600.0
 """Seconds of declared length that earn extra time at most: a header can lie about the length."""
 
@@ -377,19 +382,24 @@ class DecodePool:
     def map(self, paths: Iterable[str | Path]) -> Iterator[DecodeResult]:
         """Decode every path, `workers` at a time; results come in completion order."""
         it = iter(paths)
+        ahead = QUEUED_PER_WORKER * self.settings.workers
         with ThreadPoolExecutor(self.settings.workers, thread_name_prefix="vfpd-decode") as ex:
             pending: set[Future[DecodeResult]] = set()
-            for path in it:
-                pending.add(ex.submit(self.decode, path))
-                if len(pending) >= self.settings.workers:
-                    break
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    yield fut.result()
-                    for nxt in it:
-                        pending.add(ex.submit(self.decode, nxt))
+            try:
+                for path in it:
+                    pending.add(ex.submit(self.decode, path))
+                    if len(pending) >= ahead:
                         break
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        for nxt in it:  # before the caller gets the result and goes off with it
+                            pending.add(ex.submit(self.decode, nxt))
+                            break
+                        yield fut.result()
+            finally:
+                for fut in pending:
+                    fut.cancel()  # files not started yet: a caller that stops waits for none
 
     def pids(self) -> list[int]:
         """Process ids of the live workers (for status and tests)."""

@@ -19,7 +19,7 @@ from vfpd import actions, matching
 from vfpd.cli import acting
 from vfpd.cli.text import human_size, shell_quoted
 from vfpd.files import DEFAULT_EXCLUDE, VIDEO_EXTENSIONS, FileRules
-from vfpd.presets import ACCURATE, FAST, PRESETS
+from vfpd.presets import ACCURATE, FAST, PRESETS, decoding_for
 from vfpd.report import (
     MAYBE_BAND,
     MemberFacts,
@@ -285,9 +285,11 @@ def run(args: argparse.Namespace) -> int:
     from vfpd.model.embed import Embedder
     from vfpd.model.network import WeightsError
 
-    decoder = pool_decoder(args.workers, settings.sampling)
+    decoder = None
     try:
         embedder = Embedder(device=args.device, version_suffix=preset.version_suffix)
+        settings = replace(settings, sampling=decoding_for(settings.sampling, embedder.device.type))
+        decoder = pool_decoder(args.workers, settings.sampling)
         # With --report the scan also keeps the pairs just below the threshold, shown as "maybe".
         if args.report:
             settings = replace(settings, maybe_band=MAYBE_BAND)
@@ -296,7 +298,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"vfpctl scan: error: {e}", file=sys.stderr)
         return EXIT_FAILED
     finally:
-        decoder.close()
+        if decoder is not None:
+            decoder.close()
         bars.close()
         if catalog is not None:
             catalog.close()

@@ -16,7 +16,7 @@ from vfpd.config import Config
 from vfpd.frame_index import build_frame_index, load_frame_index
 from vfpd.index import open_index
 from vfpd.library import Library, LibrarySettings
-from vfpd.presets import PRESETS, Preset
+from vfpd.presets import PRESETS, Preset, decoding_for
 from vfpd.service.notify import Notifier
 from vfpd.service.pipeline import Embedder, Pipeline, PipelineSettings
 
@@ -97,7 +97,8 @@ def build_parts(cfg: Config) -> Parts:
                                        timeout=cfg.decode.timeout_seconds,
                                        per_video_second=cfg.decode.timeout_per_video_second,
                                        memory_limit=cfg.decode.memory_mb << 20,
-                                       sampling=preset(cfg).sampling))
+                                       sampling=decoding_for(preset(cfg).sampling,
+                                                             embedder.device.type)))
     return Parts(embedder, decoder, decoder.close)
 
 
