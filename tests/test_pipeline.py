@@ -240,6 +240,29 @@ def test_bad_files_fail_once_with_their_reason(env: Env, clips) -> None:
     assert env.catalog.job(str(env.root / "vanished.mp4")) is None
 
 
+def test_a_cut_off_file_found_by_a_walk_moments_after_its_last_write_is_retried(env: Env,
+                                                                                clips) -> None:
+    """A download found at start (no close event yet) may decode as cut off between two of its
+    writes: it is tried again later, quietly; the same cut-off file written long ago fails."""
+    data = clips["orig"].read_bytes()
+    fresh, old = env.root / "downloading.mp4", env.root / "old-cut.mp4"
+    for p in (fresh, old):
+        p.write_bytes(data[: len(data) // 2])
+    hour_ago = time.time() - 3600
+    os.utime(old, (hour_ago, hour_ago))
+    for p in (fresh, old):
+        env.catalog.enqueue(str(p), "reconcile", PRIORITY_NEW)
+    env.pipeline.wake()
+    deadline = time.monotonic() + 120
+    while (env.catalog.job(str(old)).state != JobState.FAILED
+           or env.catalog.job(str(fresh)).attempts == 0):
+        assert time.monotonic() < deadline, "the two files were not tried"
+        time.sleep(0.05)
+    assert env.catalog.job(str(old)).last_error.startswith("truncated:")
+    retried = env.catalog.job(str(fresh))
+    assert retried.state != JobState.FAILED and "still being written" in retried.last_error
+
+
 def test_fifo_and_huge_sparse_file_fail_without_blocking(env: Env, clips) -> None:
     os.mkfifo(env.root / "fifo.mp4")  # no writer ever comes
     with open(env.root / "sparse.mp4", "wb"):

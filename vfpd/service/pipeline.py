@@ -65,12 +65,32 @@ class PipelineSettings:
     decoding the file again."""
 
 
-def _grew(path: str, hashed: FileStat) -> bool:
-    """Whether the file is no longer what was hashed (a writer is still at it)."""
+STILL_WRITING_SECONDS = 10.0
+"""A file found by a walk (no close event says its writer is done), modified this recently and
+decoding as cut off or unreadable, is taken for one still being written rather than a broken one:
+a download that appends a little every few seconds can be hashed and decoded between two writes,
+so it need not have grown meanwhile. Its close queues it again; a file that really is broken
+fails at a later try, once it is older than this."""
+
+PARTIAL_WRITE_KINDS = frozenset({"truncated"})
+"""What a half-written video decodes as (its first bytes already say it is a video)."""
+
+FOUND_BY_WALK = frozenset({"reconcile"})
+"""Job reasons that say nothing of the file's writer (a walk at start or a rescan found it);
+"new" comes from a close-write or a settled file."""
+
+
+def _still_written(path: str, hashed: FileStat, error_kind: str, reason: str) -> bool:
+    """Whether a failed file looks like one a writer is still at: no longer what was hashed, or
+    found by a walk, modified moments ago and failing the way a half-written file does."""
     try:
-        return hashing.changed(FileStat.from_stat_result(os.stat(path)), hashed)
+        now = FileStat.from_stat_result(os.stat(path))
     except OSError:
         return False
+    if hashing.changed(now, hashed):
+        return True
+    recent = time.time() - now.mtime_ns / 1e9 < STILL_WRITING_SECONDS
+    return recent and reason in FOUND_BY_WALK and error_kind in PARTIAL_WRITE_KINDS
 
 
 @dataclass(frozen=True)
@@ -335,11 +355,13 @@ class Pipeline:
             if id(w) not in done or self._should_stop():
                 self._release(handle.job)  # stopped early: done again at the next start
                 continue
-            if w.error is not None and _grew(w.path, handle.stat):
+            if w.error is not None and _still_written(w.path, handle.stat, w.error.kind,
+                                                      handle.job.reason):
                 # Still being written (its close queues it again): not the file's fault.
-                log.info("%s changed while it was decoded (still being written?)", w.path)
-                self._fail(handle.job, "the file changed while it was decoded (still being "
-                                       "written?)", None, permanent=False)
+                log.info("%s looks still being written (changed or modified moments ago)",
+                         w.path)
+                self._fail(handle.job, "still being written? (it changed, or was modified moments "
+                                       "ago)", None, permanent=False)
                 continue
             if w.error is not None:
                 self._fail(handle.job, f"{w.error.kind}: {w.error.reason}", w.hash,
