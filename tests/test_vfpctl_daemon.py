@@ -327,6 +327,9 @@ def test_live_control_commands(daemon: LiveDaemon) -> None:
     assert p.returncode == 0 and "queued" in json.loads(p.stdout)
     p = daemon.vfpctl("rescan", str(daemon.outside.parent))
     assert p.returncode == 1 and "[outside-roots]" in p.stderr
+    # The rescan the user asked for queued the failed file again: it fails again once taken.
+    wait_until(lambda: json.loads(daemon.vfpctl("status", "--json").stdout)["queue"] == 0,
+               timeout=300, what="the rescan's back-log to drain")
 
     p = daemon.vfpctl("failures")
     assert p.returncode == 0 and "notes.mp4" in p.stdout
