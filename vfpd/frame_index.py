@@ -30,8 +30,10 @@ from vfpd.index_file import (
     PayloadSink,
     load_saved,
     open_container,
+    read_faiss,
     verify_payload,
     write_container,
+    write_faiss,
 )
 from vfpd.matching import centred
 
@@ -492,9 +494,7 @@ class FrameIndex:
         with self._writer, self._lock, atomic_writer(path) as f:
 
             def payload(sink: PayloadSink) -> dict[str, int]:
-                writer = faiss.PyCallbackIOWriter(sink)
-                faiss.write_index(self._index, writer)
-                del writer  # flushes its buffer
+                write_faiss(self._index, sink)
                 faiss_len = f.tell() - HEADER_SIZE
                 sink(self.owners().astype("<i8").tobytes())
                 if self.center is not None:
@@ -537,12 +537,7 @@ class FrameIndex:
                                         and stored_center.shape != (FRAME_DIM,)):
                 raise IndexLoadError(f"{path}: payload does not match its header")
             f.seek(HEADER_SIZE)
-            try:
-                reader = faiss.PyCallbackIOReader(f.read)
-                raw = faiss.read_index(reader)
-                del reader
-            except RuntimeError as e:
-                raise IndexLoadError(f"{path}: FAISS cannot read it: {e}") from e
+            raw = read_faiss(f, path)
         kind = header["kind"]
         expected = faiss.IndexIDMap2 if kind == FLAT else faiss.IndexIVFPQ
         if not isinstance(raw, expected) or raw.d != FRAME_DIM:

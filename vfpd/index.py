@@ -29,8 +29,10 @@ from vfpd.index_file import (
     PayloadSink,
     load_saved,
     open_container,
+    read_faiss,
     verify_payload,
     write_container,
+    write_faiss,
 )
 
 if TYPE_CHECKING:
@@ -520,9 +522,7 @@ class VectorIndex:
                         pq_len += len(chunk)
                         return sink(chunk)
 
-                    writer = faiss.PyCallbackIOWriter(counted)
-                    faiss.write_index(self._pq, writer)
-                    del writer  # flushes its buffer
+                    write_faiss(self._pq, counted)
                 sink(np.fromiter(self._tombstones, np.int64, len(self._tombstones))
                      .astype("<i8").tobytes())
                 return {"pq_len": pq_len}
@@ -573,12 +573,7 @@ class VectorIndex:
                     view.release()
             if header["pq_len"]:
                 f.seek(pq_start)
-                try:
-                    reader = faiss.PyCallbackIOReader(f.read)
-                    pq = faiss.read_index(reader)
-                    del reader
-                except RuntimeError as e:
-                    raise IndexLoadError(f"{path}: FAISS cannot read it: {e}") from e
+                pq = read_faiss(f, path)
                 if not isinstance(pq, faiss.IndexPQFastScan) or pq.d != dim or pq.ntotal != stored:
                     raise IndexLoadError(f"{path}: PQ codes do not match the stored vectors")
                 index._pq = pq

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 
 import blake3
+import faiss
 
 from vfpd.atomic import remove_stale_temps
 
@@ -109,6 +110,24 @@ def verify_payload(view: memoryview, header: Mapping[str, Any], path: Path) -> N
     digest.update(view[HEADER_SIZE:])
     if digest.hexdigest() != header["payload_blake3"]:
         raise IndexLoadError(f"{path}: checksum mismatch (corrupt file)")
+
+
+def write_faiss(index: faiss.Index, sink: Callable[[bytes], object]) -> None:
+    """Stream a FAISS index into the payload through `sink`."""
+    writer = faiss.PyCallbackIOWriter(sink)
+    faiss.write_index(index, writer)
+    del writer  # flushes its buffer
+
+
+def read_faiss(f: BinaryIO, path: Path) -> faiss.Index:
+    """Read the FAISS index that starts at `f`'s position."""
+    try:
+        reader = faiss.PyCallbackIOReader(f.read)
+        index = faiss.read_index(reader)
+        del reader
+    except RuntimeError as e:
+        raise IndexLoadError(f"{path}: FAISS cannot read it: {e}") from e
+    return index
 
 
 class _Covering(Protocol):
