@@ -203,37 +203,31 @@ def _first_dir(env: Mapping[str, str], name: str) -> Path | None:
     return Path(value.split(":")[0]) if value else None
 
 
+def _place(env: Mapping[str, str], variable: str, system: Path, user: str) -> Path:
+    """Where systemd's `variable` points, else the system or the user location."""
+    given = _first_dir(env, variable)
+    if given is not None:
+        return given
+    return system if is_system(env) else Path(user)
+
+
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
-    conf = _first_dir(env, "CONFIGURATION_DIRECTORY")
-    if conf is not None:
-        return conf / CONFIG_NAME
-    if is_system(env):
-        return SYSTEM_CONFIG_DIR / CONFIG_NAME
-    return Path(platformdirs.user_config_dir(APP)) / CONFIG_NAME
+    return _place(env, "CONFIGURATION_DIRECTORY", SYSTEM_CONFIG_DIR,
+                  platformdirs.user_config_dir(APP)) / CONFIG_NAME
 
 
 def default_state_dir(env: Mapping[str, str]) -> Path:
-    state = _first_dir(env, "STATE_DIRECTORY")
-    if state is not None:
-        return state
-    return SYSTEM_STATE_DIR if is_system(env) else Path(platformdirs.user_state_dir(APP))
+    return _place(env, "STATE_DIRECTORY", SYSTEM_STATE_DIR, platformdirs.user_state_dir(APP))
 
 
 def default_cache_dir(env: Mapping[str, str]) -> Path:
-    cache = _first_dir(env, "CACHE_DIRECTORY")
-    if cache is not None:
-        return cache
-    return SYSTEM_CACHE_DIR if is_system(env) else Path(platformdirs.user_cache_dir(APP))
+    return _place(env, "CACHE_DIRECTORY", SYSTEM_CACHE_DIR, platformdirs.user_cache_dir(APP))
 
 
 def default_socket(env: Mapping[str, str]) -> Path:
-    runtime = _first_dir(env, "RUNTIME_DIRECTORY")
-    if runtime is not None:
-        return runtime / SOCKET_NAME
-    if is_system(env):
-        return SYSTEM_RUNTIME_DIR / SOCKET_NAME
-    return Path(platformdirs.user_runtime_dir(APP)) / SOCKET_NAME
+    return _place(env, "RUNTIME_DIRECTORY", SYSTEM_RUNTIME_DIR,
+                  platformdirs.user_runtime_dir(APP)) / SOCKET_NAME
 
 
 def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:

@@ -241,14 +241,8 @@ class Daemon:
     def _shutdown(self) -> None:
         log.info("stopping")
         self._stopping.set()
-        for name in ("schedule", "retrainer"):  # the training process ends with the daemon
-            part = getattr(self, name, None)
-            if part is not None:
-                try:
-                    part.stop()
-                except Exception:
-                    log.exception("stopping %s", name)
-        for name in ("watcher", "control"):
+        # The training process ends with the daemon; then no new work is taken in or asked for.
+        for name in ("schedule", "retrainer", "watcher", "control"):
             part = getattr(self, name, None)
             if part is not None:
                 try:
