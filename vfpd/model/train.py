@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -273,13 +274,8 @@ def fit(train_v: list[CachedVideo], val_v: list[CachedVideo], s: TrainSettings,
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     epoch, step, best, history, minutes_before = 0, 0, float("-inf"), [], 0.0
     if s.checkpoint.exists():
-        try:
-            blob = load_blob(s.checkpoint, device)
-        except WeightsError as e:
-            raise TrainingError(f"cannot resume: {e}") from None
-        if NetConfig.from_dict(blob["config"]) != s.net:
-            raise TrainingError(f"{s.checkpoint}: checkpoint was made with another network configuration")
-        model.load_state_dict(blob["model"])
+        blob = _load_into(model, s.checkpoint, device, s.net, "cannot resume",
+                          "checkpoint was made with another network configuration")
         if "optimizer" in blob:
             opt.load_state_dict(blob["optimizer"])
         epoch, step = int(blob.get("epoch", 0)), int(blob.get("step", 0))
@@ -287,13 +283,8 @@ def fit(train_v: list[CachedVideo], val_v: list[CachedVideo], s: TrainSettings,
         minutes_before = float(blob.get("minutes", 0.0))
         log(f"resumed from {s.checkpoint} at epoch {epoch}, step {step}, best score {best:.4f}")
     elif s.init is not None:
-        try:
-            blob = load_blob(s.init, device)
-        except WeightsError as e:
-            raise TrainingError(f"cannot start from --init: {e}") from None
-        if NetConfig.from_dict(blob["config"]) != s.net:
-            raise TrainingError(f"{s.init}: --init weights have another network configuration")
-        model.load_state_dict(blob["model"])
+        _load_into(model, s.init, device, s.net, "cannot start from --init",
+                   "--init weights have another network configuration")
         log(f"starting from the weights in {s.init}")
 
     val = make_val_set(val_v, s.augment, s.time) if val_v else None
@@ -385,6 +376,21 @@ def fit(train_v: list[CachedVideo], val_v: list[CachedVideo], s: TrainSettings,
                "best_weights": str(best_path(s.checkpoint))}
     _atomic_json(s.checkpoint.with_name(s.checkpoint.stem + ".history.json"), history)
     return summary
+
+
+def _load_into(model: FingerprintNet, weights: Path, device: torch.device, net: NetConfig,
+               unreadable: str, other_net: str) -> dict[str, Any]:
+    """Load `weights` into `model` and return the whole file (load_blob's dictionary); a
+    TrainingError when it cannot be read (`unreadable`) or holds another network than `net`
+    (`other_net`)."""
+    try:
+        blob = load_blob(weights, device)
+    except WeightsError as e:
+        raise TrainingError(f"{unreadable}: {e}") from None
+    if NetConfig.from_dict(blob["config"]) != net:
+        raise TrainingError(f"{weights}: {other_net}")
+    model.load_state_dict(blob["model"])
+    return blob
 
 
 def store_background(weights: Path, videos: list[CachedVideo], device: str,
