@@ -67,13 +67,8 @@ def main(argv: list[str]) -> int:
     import torch
 
     from vfpd.model.embed import DEFAULT_WEIGHTS, Embedder
-    from vfpd.model.train import (
-        CachedVideo,
-        best_path,
-        fit,
-        store_background,
-        thumbnails,
-    )
+    from vfpd.model.frame_cache import CachedVideo, thumbnails
+    from vfpd.model.train import best_path, fit, store_background
     from vfpd.presets import PRESETS
     from vfpd.retrain import gate, suite
     from vfpd.retrain.worker import retrain_settings

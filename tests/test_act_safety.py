@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from media_factory import make_video
-from vfpd.actions import FileFacts, apply, open_journal, parse_action, plan, undo
+from vfpd.actions import apply, open_journal
 from vfpd.cli import ctl
 from vfpd.hashing import hash_fd, hash_file
 from vfpd.journal import load_key
+from vfpd.planning import FileFacts, parse_action, plan
+from vfpd.undo import undo
 
 SAME_MTIME_NS = 1_600_000_000_000_000_000
 SWAP_HOLD_SECONDS = 0.001

@@ -12,18 +12,10 @@ import pytest
 from media_factory import make_video
 from vfpd import trash
 from vfpd.hashing import hash_file
-from vfpd.actions import (
-    NOT_DIRECT,
-    ActionSpec,
-    FileFacts,
-    apply,
-    choose_keeper,
-    open_journal,
-    parse_action,
-    plan,
-    undo,
-)
+from vfpd.actions import apply, open_journal
 from vfpd.journal import JournalError, load_key, read_journal
+from vfpd.planning import NOT_DIRECT, ActionSpec, FileFacts, choose_keeper, parse_action, plan
+from vfpd.undo import undo
 
 
 @pytest.fixture(autouse=True)

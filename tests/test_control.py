@@ -19,7 +19,8 @@ from control_helpers import Library, lib  # noqa: F401 - lib is a fixture
 from vfpd.catalog import JobState
 from vfpd.client import Client, ControlError, DaemonNotRunning, encode
 from vfpd.hashing import FileStat
-from vfpd.service.control import ControlLimits, ControlServer, ControlSocketError
+from vfpd.service.control import ControlLimits, ControlServer
+from vfpd.service.unix_socket import ControlSocketError
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ from control_helpers import CatalogContext, Library, lib  # noqa: F401 - lib is 
 from vfpd.client import Client, ControlError, encode
 from vfpd.hashing import HashCancelled, OpenFile
 from vfpd.service.commands import COMMANDS, Command
-from vfpd.service.control import ControlLimits, ControlServer, RateLimit
+from vfpd.service.control import ControlLimits, ControlServer
+from vfpd.service.logging import RateLimit
 
 PROBE_TIMEOUT_S = 30.0
 """A status probe from another process; it is answered in milliseconds, this only bounds a hang

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from vfpd import actions, decisions, hashing
+from vfpd import decisions, hashing, planning
 from vfpd.cli import ctl
 from vfpd.cli.cmd_apply import current_state
 
@@ -130,37 +130,37 @@ def test_apply_cli_dry_run_apply_undo_and_refusals(tmp_path: Path,
 
 def test_keep_best_follows_the_quality_order_and_says_why() -> None:
     def f(name: str, w: int, h: int, rate: int, fps: float, dur: float, size: int
-          ) -> actions.FileFacts:
-        return actions.FileFacts(name, size, 0, w, h, None, duration=dur, bit_rate=rate, fps=fps)
+          ) -> planning.FileFacts:
+        return planning.FileFacts(name, size, 0, w, h, None, duration=dur, bit_rate=rate, fps=fps)
 
     hd = f("/hd.mp4", 1920, 1080, 2_000_000, 25, 10, 100)
     hd_rich = f("/hd-rich.mp4", 1920, 1080, 4_000_000, 25, 10, 50)
     sd = f("/sd.mp4", 640, 360, 9_000_000, 60, 20, 900)
-    assert actions.choose_keeper([sd, hd], "best") is hd
-    assert actions.keep_reason([sd, hd], hd, "best") == "highest resolution"
-    keeper = actions.choose_keeper([sd, hd, hd_rich], "best")
+    assert planning.choose_keeper([sd, hd], "best") is hd
+    assert planning.keep_reason([sd, hd], hd, "best") == "highest resolution"
+    keeper = planning.choose_keeper([sd, hd, hd_rich], "best")
     assert keeper is hd_rich
-    assert actions.keep_reason([sd, hd, hd_rich], keeper, "best") == \
+    assert planning.keep_reason([sd, hd, hd_rich], keeper, "best") == \
         "same resolution; highest bit rate"
     smooth = f("/smooth.mp4", 1920, 1080, 4_000_000, 50, 10, 50)
-    assert actions.keep_reason([hd_rich, smooth], smooth, "best") == \
+    assert planning.keep_reason([hd_rich, smooth], smooth, "best") == \
         "same resolution, bit rate; highest frame rate"
     twin = f("/a-twin.mp4", 1920, 1080, 4_000_000, 25, 10, 50)
-    assert actions.choose_keeper([hd_rich, twin], "best") is twin
-    assert "tied with 1 other copy" in actions.keep_reason([hd_rich, twin], twin, "best")
+    assert planning.choose_keeper([hd_rich, twin], "best") is twin
+    assert "tied with 1 other copy" in planning.keep_reason([hd_rich, twin], twin, "best")
 
 
 def test_plan_never_touches_reference_files_and_keeps_one_of_them() -> None:
-    ref = actions.FileFacts("/lib/ref/a.mp4", 10, 1, 320, 240, "h")
-    big = actions.FileFacts("/lib/new/b.mp4", 99, 2, 1920, 1080, "h")
+    ref = planning.FileFacts("/lib/ref/a.mp4", 10, 1, 320, 240, "h")
+    big = planning.FileFacts("/lib/new/b.mp4", 99, 2, 1920, 1080, "h")
     direct = {frozenset((ref.path, big.path))}
-    steps = actions.plan([[ref, big]], actions.ActionSpec(actions.TRASH), "best", direct,
+    steps = planning.plan([[ref, big]], planning.ActionSpec(planning.TRASH), "best", direct,
                          ["/lib/ref"])
     assert [(s.path, s.keep, s.skip) for s in steps] == [("/lib/new/b.mp4", "/lib/ref/a.mp4", None)]
     # Without the reference folder the best copy is kept and the reference one would go.
-    steps = actions.plan([[ref, big]], actions.ActionSpec(actions.TRASH), "best", direct)
+    steps = planning.plan([[ref, big]], planning.ActionSpec(planning.TRASH), "best", direct)
     assert [(s.path, s.skip) for s in steps] == [("/lib/ref/a.mp4", None)]
-    assert not actions.in_reference("/lib/reference/x.mp4", ["/lib/ref"])
+    assert not planning.in_reference("/lib/reference/x.mp4", ["/lib/ref"])
 
 
 def test_names_that_are_not_utf8_survive_the_decisions_file(tmp_path: Path,

@@ -43,7 +43,7 @@ def test_scan_daemon_and_training_see_the_same_files(tmp_path: Path) -> None:
     for rel in ["a.mp4", "sub/e.mts", "keep/tmp/l.mp4", "@eaDir/h.mp4", "$RECYCLE.BIN/g.mp4",
                 ".Trash-1000/files/j.mp4", "notes.txt"]:
         assert flt.is_video(str(tmp_path / rel)) == (rel in expected), rel
-    from vfpd.model.train import list_videos
+    from vfpd.model.frame_cache import list_videos
 
     assert _rel(tmp_path, list_videos(tmp_path)) == sorted(
         _rel(tmp_path, [p for p, _ in files.walk(tmp_path, FileRules())]))

@@ -85,8 +85,8 @@ def test_daemon_printers_quote_paths_and_share_the_size_style() -> None:
 
 
 def test_dry_run_marks_the_copy_kept_and_quotes_paths(capsys) -> None:
-    from vfpd.actions import Step
     from vfpd.cli.acting import print_plan
+    from vfpd.planning import Step
 
     print_plan([Step("trash", ODD, "/srv/a.mp4"), Step("trash", "/srv/b.mp4", "/srv/a.mp4"),
                 Step("trash", "/srv/x y.mp4", "/srv/z.mp4", skip="changed since the scan")])

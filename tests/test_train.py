@@ -17,17 +17,9 @@ from vfpd import media
 from vfpd.cli import ctl
 from vfpd.model.embed import Embedder
 from vfpd.model.network import NetConfig, load_blob
-from vfpd.model.train import (
-    TrainingError,
-    TrainSettings,
-    best_path,
-    build_cache,
-    Link,
-    info_nce,
-    losses,
-    make_batch,
-    train,
-)
+from vfpd.model.batches import Link, make_batch
+from vfpd.model.frame_cache import TrainingError, build_cache
+from vfpd.model.train import TrainSettings, best_path, info_nce, losses, train
 from vfpd.model.augment import AugmentConfig, TimeConfig
 
 TINY = NetConfig(channels=(8, 8, 16, 16), model_dim=32, heads=2, layers=1)

@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 
 from media_factory import make_video
-from vfpd.actions import FileFacts, apply, open_journal, parse_action, plan, undo
+from vfpd.actions import apply, open_journal
 from vfpd.cli import ctl
 from vfpd.cli.cmd_undo import EXIT_REFUSED
 from vfpd.hashing import hash_file
 from vfpd.journal import Journal, JournalError, JournalRefused, default_key_dir, load_key
+from vfpd.planning import FileFacts, parse_action, plan
+from vfpd.undo import undo
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,5 @@
 """The decisions a person made on the review page: read and checked once (schema in
-docs/report.md), then planned as vfpd.actions steps and not-a-duplicate verdicts.
+docs/report.md), then planned as vfpd.planning steps and not-a-duplicate verdicts.
 
 plan() is pure: it gets each file's state as it is now (content hash re-read by the caller) and
 never plans a change to a file whose content differs from what the page showed, to a file in a
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from vfpd import actions
+from vfpd import planning
 
 DECISIONS_FORMAT = "vfpd-decisions"
 DECISIONS_VERSION = 1
@@ -25,8 +25,8 @@ MAX_DECISIONS_BYTES = 64 << 20
 to a few MB."""
 
 Choice = Literal["keep", "trash", "hardlink", "undecided"]
-ACTING: dict[str, str] = {"trash": actions.TRASH, "hardlink": actions.HARDLINK}
-"""Page choice -> vfpd.actions operation."""
+ACTING: dict[str, str] = {"trash": planning.TRASH, "hardlink": planning.HARDLINK}
+"""Page choice -> vfpd.planning operation."""
 
 
 class DecisionsError(ValueError):
@@ -141,12 +141,12 @@ def load(path: str | Path) -> Decisions:
 class Now:
     """A named file as it is now: its facts (with the content hash just read), or why not."""
 
-    facts: actions.FileFacts | None
+    facts: planning.FileFacts | None
     problem: str | None = None
 
 
 def plan(decisions: Decisions, now: Mapping[str, Now], reference: Sequence[str] = ()
-         ) -> list[actions.Step]:
+         ) -> list[planning.Step]:
     """The steps that carry out the decisions, each with the kept copy it relies on; a step
     that must not happen carries its reason in `skip`."""
     choices: dict[str, set[str]] = defaultdict(set)
@@ -179,15 +179,15 @@ def plan(decisions: Decisions, now: Mapping[str, Now], reference: Sequence[str] 
             skip = None
             if m.path in torn:
                 skip = f"decided differently in another card ({', '.join(sorted(choices[m.path]))})"
-            elif actions.in_reference(m.path, reference):
-                skip = actions.IN_REFERENCE
+            elif planning.in_reference(m.path, reference):
+                skip = planning.IN_REFERENCE
             elif (problem := unchanged(m)) is not None:
                 skip = problem
             elif keeper is None:
                 skip = "no unchanged copy of this group is marked keep; never the last copy"
-            elif op == actions.HARDLINK and keeper.hash != m.hash:
+            elif op == planning.HARDLINK and keeper.hash != m.hash:
                 skip = "not byte-identical to a kept copy; a hard link only replaces exact copies"
-            steps.append(actions.Step(op, m.path, keeper.path if keeper else "", skip))
+            steps.append(planning.Step(op, m.path, keeper.path if keeper else "", skip))
     return steps
 
 

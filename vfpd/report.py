@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from vfpd import actions
+from vfpd import planning
 from vfpd.matching import EXACT, Pair
 from vfpd.thumbs import ThumbJob, extract_all, filmstrip_times
 
@@ -58,8 +58,8 @@ class MemberFacts:
             return None
         return int(self.size * 8 / self.duration)
 
-    def facts(self) -> actions.FileFacts:
-        return actions.FileFacts(self.path, self.size, int(self.mtime * 1e9), self.width,
+    def facts(self) -> planning.FileFacts:
+        return planning.FileFacts(self.path, self.size, int(self.mtime * 1e9), self.width,
                                  self.height, self.hash, duration=self.duration,
                                  bit_rate=self.bit_rate, fps=self.fps)
 
@@ -223,7 +223,7 @@ def card(n: int, g: ReviewGroup, keep_policy: str = "best") -> dict[str, object]
     names = {m.path: chr(ord("A") + i) if i < 26 else f"#{i + 1}" for i, m in enumerate(ordered)}
     moments = strips(g)
     facts = [m.facts() for m in ordered]
-    keeper = actions.choose_keeper(facts, keep_policy)
+    keeper = planning.choose_keeper(facts, keep_policy)
     differ, best = comparison(ordered)
     members = []
     for m in ordered:
@@ -256,7 +256,7 @@ def card(n: int, g: ReviewGroup, keep_policy: str = "best") -> dict[str, object]
         "differ": differ,
         "best": best,
         "keep": {"index": index[keeper.path],
-                 "reason": actions.keep_reason(facts, keeper, keep_policy)},
+                 "reason": planning.keep_reason(facts, keeper, keep_policy)},
     }
 
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from vfpd import actions, journal
+from vfpd import actions, journal, planning
 from vfpd.cli.text import shell_quoted
 
 
@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser, keep_default: str = "oldest") -> N
     p.add_argument("--action", default="report", metavar="ACTION",
                    help="what to do with the copies: report (default), trash, delete, hardlink, "
                         "symlink or move:DIR. A dry run unless --apply")
-    p.add_argument("--keep", choices=actions.KEEP_POLICIES, default=None,
+    p.add_argument("--keep", choices=planning.KEEP_POLICIES, default=None,
                    help=f"which file of a group is kept (default: {keep_default}; best: "
                         "resolution, then bit rate, frame rate, duration, size)")
     p.add_argument("--reference", action="append", default=[], metavar="DIR",
@@ -33,14 +33,14 @@ def check(args: argparse.Namespace) -> str | None:
     """The action options' problem, or None; sets args.action_spec and, with --apply, the
     journal's key (args.journal_key)."""
     try:
-        args.action_spec = actions.parse_action(args.action)
+        args.action_spec = planning.parse_action(args.action)
     except ValueError as e:
         return str(e)
     for ref in args.reference:
         if not os.path.isdir(ref):
             return f"--reference {ref}: no such folder"
     args.reference = [os.path.abspath(r) for r in args.reference]
-    if args.apply and args.action_spec.op == actions.REPORT:
+    if args.apply and args.action_spec.op == planning.REPORT:
         return ("--apply needs an --action to carry out (trash, delete, hardlink, symlink or "
                 "move:DIR)")
     if args.apply:
@@ -51,7 +51,7 @@ def check(args: argparse.Namespace) -> str | None:
     return None
 
 
-def print_plan(steps: Sequence[actions.Step]) -> None:
+def print_plan(steps: Sequence[planning.Step]) -> None:
     """The dry run, group by group: the copy kept first, marked, then what would happen to the
     others."""
     kept: list[str] = []
@@ -74,26 +74,26 @@ def default_journal(prefix: str) -> Path:
     return Path(platformdirs.user_state_dir("vfpd")) / "journals" / f"{prefix}-{stamp}.jsonl"
 
 
-def act(args: argparse.Namespace, facts: Sequence[actions.FileFacts],
-        groups: Sequence[Sequence[actions.FileFacts]], direct: Collection[frozenset[str]],
+def act(args: argparse.Namespace, facts: Sequence[planning.FileFacts],
+        groups: Sequence[Sequence[planning.FileFacts]], direct: Collection[frozenset[str]],
         roots: Sequence[str], journal_prefix: str) -> tuple[dict[str, object] | None, bool]:
     """Plan (and with --apply carry out) args' action on the groups; returns (the report for the
     JSON output, whether every planned step went well). `direct`: the path pairs verified as
     duplicates of each other at the threshold in use (a member is only removed for its keeper
     when the two are such a pair); `roots`: the folders the journal may touch when undone."""
     spec = args.action_spec
-    if spec.op == actions.REPORT:
+    if spec.op == planning.REPORT:
         return None, True
     keep = args.keep or "oldest"
-    steps = actions.plan(groups, spec, keep, direct, args.reference)
+    steps = planning.plan(groups, spec, keep, direct, args.reference)
     report: dict[str, object] = {"action": args.action, "keep": keep, "applied": args.apply,
                                  "journal": None, "reference": args.reference}
     reasons = []
     for g in groups:
-        refs = [f for f in g if actions.in_reference(f.path, args.reference)]
-        keeper = actions.choose_keeper(refs or g, keep)
+        refs = [f for f in g if planning.in_reference(f.path, args.reference)]
+        keeper = planning.choose_keeper(refs or g, keep)
         reasons.append({"keep": keeper.path, "reason": ("in a reference folder; " if refs else "")
-                        + actions.keep_reason(refs or g, keeper, keep)})
+                        + planning.keep_reason(refs or g, keeper, keep)})
     report["kept"] = reasons
     if not args.json:
         print(f"\nKept per group (--keep {keep}):")

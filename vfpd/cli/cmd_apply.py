@@ -15,11 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from vfpd import actions, decisions, hashing, journal
+from vfpd import actions, decisions, hashing, journal, planning
 from vfpd.cli.cmd_scan import EXIT_FILE_ERRORS, EXIT_OK, EXIT_USAGE
 from vfpd.cli.text import shell_quoted
 
-APPLY_ACTION = actions.ActionSpec("decisions")
+APPLY_ACTION = planning.ActionSpec("decisions")
 """The journal header's action: the steps themselves say trash or hardlink, one by one."""
 
 
@@ -58,7 +58,7 @@ def current_state(paths: set[str]) -> dict[str, decisions.Now]:
         except OSError as e:
             out[path] = decisions.Now(None, f"cannot be read: {e.strerror or e}")
             continue
-        out[path] = decisions.Now(actions.FileFacts(path, st.size, st.mtime_ns,
+        out[path] = decisions.Now(planning.FileFacts(path, st.size, st.mtime_ns,
                                                     content_hash=digest, device=st.device,
                                                     inode=st.inode))
     return out

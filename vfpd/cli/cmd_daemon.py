@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from vfpd import config as config_mod
-from vfpd import actions, hashing
+from vfpd import hashing, planning
 from vfpd.cli import acting
 from vfpd.cli.text import human_size, shell_quoted
 from vfpd.client import (
@@ -286,7 +286,7 @@ def _duplicates(args: argparse.Namespace) -> int:
     if problem:
         print(f"vfpctl duplicates: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    if args.action_spec.op == actions.REPORT:
+    if args.action_spec.op == planning.REPORT:
         return run(args, "duplicates", request, show_duplicates)
     return _act_on_duplicates(args, request)
 
@@ -316,13 +316,13 @@ def _act_on_duplicates(args: argparse.Namespace, request: dict[str, Any]) -> int
 
 
 def daemon_groups_as_facts(groups: Sequence[dict[str, Any]], keep: str
-                           ) -> tuple[list[actions.FileFacts], list[list[actions.FileFacts]],
+                           ) -> tuple[list[planning.FileFacts], list[list[planning.FileFacts]],
                                       set[frozenset[str]], list[str]]:
     """The daemon's groups as the action planner's facts: (every file, the groups, the path pairs
     matched directly, paths that are gone). Each path is stat'ed here; its content hash is the
     daemon's, which the action proves again through the file before touching it."""
-    facts: list[actions.FileFacts] = []
-    fact_groups: list[list[actions.FileFacts]] = []
+    facts: list[planning.FileFacts] = []
+    fact_groups: list[list[planning.FileFacts]] = []
     direct: set[frozenset[str]] = set()
     gone: list[str] = []
     rates: dict[str, float | None] = {}
@@ -331,7 +331,7 @@ def daemon_groups_as_facts(groups: Sequence[dict[str, Any]], keep: str
 
         rates = frame_rates({m["path"] for g in groups for m in g["members"]})
     for g in groups:
-        members: list[actions.FileFacts] = []
+        members: list[planning.FileFacts] = []
         paths_of: dict[str, list[str]] = {}
         for m in g["members"]:
             try:
@@ -340,7 +340,7 @@ def daemon_groups_as_facts(groups: Sequence[dict[str, Any]], keep: str
                 gone.append(m["path"])
                 continue
             duration = m.get("duration")
-            members.append(actions.FileFacts(
+            members.append(planning.FileFacts(
                 m["path"], st.st_size, st.st_mtime_ns, m.get("width"), m.get("height"),
                 m["hash"], st.st_dev, st.st_ino, duration=duration,
                 bit_rate=int(st.st_size * 8 / duration) if duration else None,

@@ -72,12 +72,12 @@ def groups_from_daemon(items: list[dict[str, Any]]) -> tuple[list[Any], list[str
 
 
 def run(args: argparse.Namespace) -> int:
-    from vfpd import actions
+    from vfpd import planning
     from vfpd.cli.cmd_daemon import ask
     from vfpd.report import check_target, write_report
 
-    if args.keep not in actions.KEEP_POLICIES:
-        print(f"vfpctl report: error: --keep must be one of {', '.join(actions.KEEP_POLICIES)}",
+    if args.keep not in planning.KEEP_POLICIES:
+        print(f"vfpctl report: error: --keep must be one of {', '.join(planning.KEEP_POLICIES)}",
               file=sys.stderr)
         return EXIT_USAGE
     if args.workers < 1:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from vfpd import actions, matching
+from vfpd import matching, planning
 from vfpd.cli import acting
 from vfpd.cli.text import human_size, shell_quoted
 from vfpd.files import DEFAULT_EXCLUDE, VIDEO_EXTENSIONS, FileRules
@@ -237,10 +237,10 @@ def _write_report(args: argparse.Namespace, result: ScanResult,
     return True
 
 
-def _facts(result: ScanResult, keep: str) -> list[actions.FileFacts]:
+def _facts(result: ScanResult, keep: str) -> list[planning.FileFacts]:
     """What the plan needs of each file; for --keep best also the frame rate of grouped files."""
     fps = frame_rates({p for g in result.groups for p in g}) if keep == "best" else {}
-    return [actions.FileFacts(f.path, f.stat.size, f.stat.mtime_ns, f.width, f.height, f.hash,
+    return [planning.FileFacts(f.path, f.stat.size, f.stat.mtime_ns, f.width, f.height, f.hash,
                               f.stat.device, f.stat.inode, duration=f.duration,
                               bit_rate=int(f.stat.size * 8 / f.duration) if f.duration else None,
                               fps=fps.get(f.path))
@@ -249,7 +249,7 @@ def _facts(result: ScanResult, keep: str) -> list[actions.FileFacts]:
 
 def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object] | None, bool]:
     """Plan (and with --apply carry out) the action; returns (report, all went well)."""
-    if args.action_spec.op == actions.REPORT:
+    if args.action_spec.op == planning.REPORT:
         return None, True
     facts = _facts(result, args.keep or "oldest")
     by_path = {f.path: f for f in facts}

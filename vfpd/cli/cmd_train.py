@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vfpd.model.train import TrainingError, TrainSettings, train
+    from vfpd.model.frame_cache import TrainingError
+    from vfpd.model.train import TrainSettings, train
 
     for name in ("batch_size", "epochs", "num_workers"):
         if getattr(args, name) < (2 if name == "batch_size" else 0 if name == "num_workers" else 1):

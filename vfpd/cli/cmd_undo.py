@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from vfpd import actions, journal
+from vfpd import journal, undo
 from vfpd.cli.cmd_scan import EXIT_FILE_ERRORS, EXIT_OK, EXIT_USAGE
 from vfpd.cli.text import shell_quoted
 
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
               "file `vfpctl scan --apply` names)", file=sys.stderr)
         return EXIT_USAGE
     try:
-        results = actions.undo(args.journal, journal.load_key(journal.default_key_dir()))
+        results = undo.undo(args.journal, journal.load_key(journal.default_key_dir()))
     except journal.JournalRefused as e:
         print(f"vfpctl undo: refused: {e}; nothing was undone", file=sys.stderr)
         return EXIT_REFUSED

@@ -1,48 +1,33 @@
-"""Contrastive training of FingerprintNet on a folder of videos: decode once into a frame cache,
-then learn that transformed views of overlapping segments match and everything else does not."""
+"""Contrastive training of FingerprintNet, with its losses and validation: transformed views of
+overlapping segments (batches.py, of frame_cache.py's videos) match and everything else does not."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vfpd import files, media
+from vfpd import media
 from vfpd.atomic import atomic_writer
-from vfpd.files import VIDEO_EXTENSIONS, FileRules
 from vfpd.model.augment import AugmentConfig, TimeConfig, augment_views, time_view
+from vfpd.model.batches import VIEW_INTERVAL, VIEW_MIN_SHARE, Batch, BatchStream, Link, collate
+from vfpd.model.frame_cache import (
+    CACHE_INTERVAL,
+    CachedVideo,
+    TrainingError,
+    build_cache,
+    split_videos,
+)
 from vfpd.model.network import FingerprintNet, NetConfig, WeightsError, load_blob, save_weights
-
-CACHE_INTERVAL = 0.25
-"""Seconds between cached frames: four times denser than the 1-s sampling of fingerprints, so a
-view can be sampled at any phase, speed or jitter from real decoded frames."""
-
-CACHE_MAX_FRAMES = 4096
-"""Cap on cached frames per video (17 min at CACHE_INTERVAL; 48 MB): longer videos are sampled
-more sparsely by media's interval doubling."""
-
-VIEW_INTERVAL = 1.0
-"""Seconds between a view's frames: what fingerprints use (media.SamplingSettings.interval)."""
-
-SEGMENT_SECONDS = (5.0, 14.0)
-"""Length of an anchor segment; views are 60-100 % of it, so two views always overlap. Short:
-on a CPU the frames per step are the cost, and more short segments give more negatives."""
-
-VIEW_MIN_SHARE = 0.6
-"""Shortest view as a share of its anchor segment: two views then overlap by at least 20 %."""
-
-SEGMENT_GAP = 2.0
-"""Seconds between two anchor segments of one video, so they share no frame, even with jitter."""
 
 POSITIVE_SECONDS = 0.5
 """Frames of two views count as the same moment when their source times are this close (media
@@ -105,251 +90,6 @@ class TrainSettings:
     net: NetConfig = field(default_factory=NetConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     time: TimeConfig = field(default_factory=TimeConfig)
-
-
-class TrainingError(Exception):
-    """A user-caused problem with training input (no videos, too few, unreadable checkpoint)."""
-
-
-@dataclass(frozen=True)
-class CachedVideo:
-    """Densely sampled frames of one training video."""
-
-    name: str
-    frames: np.ndarray  # (N, 64, 64, 3) uint8
-    times: np.ndarray  # (N,) seconds
-    thumbs: np.ndarray  # (N, 64) float32 8x8 gray thumbnails, for spotting identical pictures
-
-    @property
-    def duration(self) -> float:
-        return float(self.times[-1]) if len(self.times) else 0.0
-
-
-def list_videos(data_dir: Path) -> list[Path]:
-    if not data_dir.is_dir():
-        raise TrainingError(f"{data_dir}: not a directory")
-    return [Path(p) for p, _ in files.walk(data_dir, FileRules())]
-
-
-def _cache_name(path: Path, data_dir: Path) -> str:
-    st = path.stat()
-    key = f"{path.relative_to(data_dir)}|{st.st_size}|{st.st_mtime_ns}|{CACHE_INTERVAL}"
-    return f"{path.stem[:40]}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz"
-
-
-def thumbnails(frames: np.ndarray) -> np.ndarray:
-    gray = frames.astype(np.float32).mean(axis=3) / 255.0
-    n, h, w = gray.shape
-    return gray.reshape(n, 8, h // 8, 8, w // 8).mean(axis=(2, 4)).reshape(n, 64)
-
-
-DENSE_SAMPLING = media.SamplingSettings(interval=CACHE_INTERVAL, max_frames=CACHE_MAX_FRAMES, keyframes="all")
-
-
-def _decode_all(paths: list[Path], workers: int) -> Iterator[tuple[Path, media.SampledVideo | Exception]]:
-    """Decode in `workers` isolated processes (vfpd.workers: a file that hangs or crashes fails
-    alone), or in this process when workers is 0; yields results as they finish."""
-    if workers <= 0:
-        for p in paths:
-            try:
-                yield p, media.sample(p, DENSE_SAMPLING)
-            except media.MediaError as e:
-                yield p, e
-        return
-    from vfpd.workers import DecodePool, PoolSettings
-
-    with DecodePool(PoolSettings(workers=workers, sampling=DENSE_SAMPLING)) as pool:
-        for r in pool.map(paths):
-            yield Path(r.path), (r.sampled if r.sampled is not None else r.error or ValueError("no result"))
-
-
-def build_cache(data_dir: Path, cache_dir: Path, workers: int,
-                log: Callable[[str], None] = print) -> list[CachedVideo]:
-    """Every video of `data_dir` as densely sampled frames, decoding only those not cached yet."""
-    paths = list_videos(data_dir)
-    if not paths:
-        raise TrainingError(f"{data_dir}: no video files found (looked for {', '.join(VIDEO_EXTENSIONS)})")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    names = {p: _cache_name(p, data_dir) for p in paths}
-    todo = [p for p in paths if not (cache_dir / names[p]).exists()]
-    if todo:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), desc="decoding", unit="video")
-        for p, res in _decode_all(todo, workers):
-            bar.update(1)
-            if isinstance(res, Exception):
-                log(f"skipped {p}: {getattr(res, 'reason', res)}")
-                continue
-            with atomic_writer(cache_dir / names[p]) as f:
-                np.savez(f, frames=res.frames, times=res.timestamps.astype(np.float64))
-        bar.close()
-    videos = []
-    for p in paths:
-        f = cache_dir / names[p]
-        if not f.exists():
-            continue
-        with np.load(f) as z:
-            frames, times = z["frames"], z["times"]
-        if len(frames) >= 2:
-            videos.append(CachedVideo(str(p.relative_to(data_dir)), frames, times, thumbnails(frames)))
-    return videos
-
-
-def split_videos(videos: list[CachedVideo], val_fraction: float, seed: int) -> tuple[list[CachedVideo], list[CachedVideo]]:
-    """Held-out videos for validation: a fixed, seeded choice of whole videos."""
-    order = list(range(len(videos)))
-    random.Random(seed).shuffle(order)
-    n_val = min(len(videos) - 2, max(2, round(val_fraction * len(videos)))) if val_fraction > 0 else 0
-    if n_val < 2:
-        return videos, []
-    val = [videos[i] for i in sorted(order[:n_val])]
-    train = [videos[i] for i in sorted(order[n_val:])]
-    return train, val
-
-
-@dataclass(frozen=True)
-class Link:
-    """A pair of training videos the user judged: `same` (confirmed duplicates: a positive pair
-    of video vectors) or not (marked "not a duplicate": always put in one batch, hard negatives)."""
-
-    a: int
-    b: int
-    same: bool
-
-
-LINK_VIEW_SECONDS = SEGMENT_SECONDS[1]
-"""Length of the view of each video of a confirmed pair: where they share footage is unknown, so
-each side is a view of its start, as long as an anchor segment at most."""
-
-
-@dataclass
-class Batch:
-    frames: Tensor  # (S, T, 3, 64, 64) float in [0, 1], views padded to T
-    times: Tensor  # (S, T) copy timestamps
-    mask: Tensor  # (S, T) bool
-    anchor: Tensor  # (S,) anchor segment id: two views with one id are a positive pair
-    video: Tensor  # (S,) video id
-    src_time: Tensor  # (S, T) source time of each frame
-    thumbs: Tensor  # (S, T, 64) thumbnails of the source frames
-    link: Tensor | None = None  # (S,) >0: views of one confirmed pair (frames neither pos nor neg)
-
-
-def _anchor_segments(v: CachedVideo, rng: np.random.Generator) -> list[tuple[float, float]]:
-    """One or two non-overlapping (start, length) segments of a video."""
-    dur = max(v.duration, VIEW_INTERVAL)
-    length = min(rng.uniform(*SEGMENT_SECONDS), dur)
-    first = rng.uniform(0, dur - length)
-    segs = [(first, length)]
-    room_after = dur - (first + length + SEGMENT_GAP)
-    room_before = first - SEGMENT_GAP
-    if max(room_after, room_before) >= SEGMENT_SECONDS[0]:
-        if room_after >= room_before:
-            l2 = min(length, room_after)
-            segs.append((first + length + SEGMENT_GAP + rng.uniform(0, room_after - l2), l2))
-        else:
-            l2 = min(length, room_before)
-            segs.append((rng.uniform(0, room_before - l2), l2))
-    return segs
-
-
-def make_views(videos: list[CachedVideo], ids: list[int], rng: np.random.Generator,
-               tcfg: TimeConfig) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
-    """(anchor id, video id, frame indices, copy timestamps) for two views of each anchor segment."""
-    out: list[tuple[int, int, np.ndarray, np.ndarray]] = []
-    anchor = 0
-    for vid in ids:
-        v = videos[vid]
-        for start, length in _anchor_segments(v, rng):
-            for _ in range(2):
-                vl = length * rng.uniform(VIEW_MIN_SHARE, 1.0)
-                vs = start + rng.uniform(0, length - vl)
-                idx, ts = time_view(v.times, vs, vl, VIEW_INTERVAL, tcfg, rng)
-                out.append((anchor, vid, idx, ts))
-            anchor += 1
-    return out
-
-
-def collate(videos: list[CachedVideo], views: list[tuple[int, int, np.ndarray, np.ndarray]]) -> Batch:
-    s, t = len(views), max(len(idx) for _, _, idx, _ in views)
-    frames = np.zeros((s, t, 64, 64, 3), np.uint8)
-    times = np.zeros((s, t), np.float32)
-    src = np.zeros((s, t), np.float32)
-    thumbs = np.zeros((s, t, 64), np.float32)
-    mask = np.zeros((s, t), bool)
-    for i, (_, vid, idx, ts) in enumerate(views):
-        v, n = videos[vid], len(idx)
-        frames[i, :n] = v.frames[idx]
-        times[i, :n] = ts
-        src[i, :n] = v.times[idx]
-        thumbs[i, :n] = v.thumbs[idx]
-        mask[i, :n] = True
-    x = torch.from_numpy(frames).permute(0, 1, 4, 2, 3).float().div_(255.0)
-    return Batch(x, torch.from_numpy(times), torch.from_numpy(mask),
-                 torch.tensor([a for a, _, _, _ in views]), torch.tensor([v for _, v, _, _ in views]),
-                 torch.from_numpy(src), torch.from_numpy(thumbs))
-
-
-def make_batch(videos: list[CachedVideo], ids: list[int], rng: np.random.Generator, g: torch.Generator,
-               acfg: AugmentConfig, tcfg: TimeConfig, confirmed: list[Link] = ()) -> Batch:
-    """Two views of one or two segments of each video of `ids`; for each confirmed link, a view of
-    each of its two videos sharing one anchor (a positive pair of video vectors)."""
-    views = make_views(videos, ids, rng, tcfg)
-    links = [0] * len(views)
-    anchor = 1 + max((a for a, _, _, _ in views), default=-1)
-    for k, link in enumerate(confirmed, start=1):
-        for vid in (link.a, link.b):
-            v = videos[vid]
-            length = min(max(v.duration, VIEW_INTERVAL), LINK_VIEW_SECONDS)
-            idx, ts = time_view(v.times, 0.0, length, VIEW_INTERVAL, tcfg, rng)
-            views.append((anchor, vid, idx, ts))
-            links.append(k)
-        anchor += 1
-    b = collate(videos, views)
-    b.link = torch.tensor(links)
-    b.frames = augment_views(b.frames, acfg, g) * b.mask[:, :, None, None, None]
-    return b
-
-
-class BatchStream(torch.utils.data.IterableDataset):
-    """Endless training batches: each epoch a fresh permutation of the training videos."""
-
-    def __init__(self, videos: list[CachedVideo], batch_size: int, seed: int, acfg: AugmentConfig,
-                 tcfg: TimeConfig, start_epoch: int, links: tuple[Link, ...] = ()) -> None:
-        """`links`: the user's verdicts; each batch takes the next one in turn."""
-        self.videos, self.batch_size, self.seed = videos, batch_size, seed
-        self.acfg, self.tcfg, self.start_epoch = acfg, tcfg, start_epoch
-        self.links = links
-
-    def batches_per_epoch(self) -> int:
-        return max(1, len(self.videos) // self.batch_size)
-
-    def __iter__(self) -> Iterator[Batch]:
-        info = torch.utils.data.get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        if info:
-            torch.set_num_threads(1)
-        epoch = self.start_epoch
-        while True:
-            rng = np.random.default_rng([self.seed, epoch])
-            order = rng.permutation(len(self.videos))
-            for k in range(self.batches_per_epoch()):
-                if k % nw != wid:
-                    continue
-                brng = np.random.default_rng([self.seed, epoch, k])
-                g = torch.Generator().manual_seed(int(brng.integers(2**62)))
-                ids = order[k * self.batch_size:(k + 1) * self.batch_size].tolist()
-                if len(ids) < 2:  # one video gives no "other video" negatives; pad from elsewhere
-                    ids = rng.choice(len(self.videos), size=min(2, len(self.videos)), replace=False).tolist()
-                confirmed: list[Link] = []
-                if self.links:
-                    link = self.links[(epoch * self.batches_per_epoch() + k) % len(self.links)]
-                    if link.same:
-                        confirmed.append(link)
-                    else:  # both in this batch: each is the other's hardest negative
-                        ids += [i for i in (link.a, link.b) if i not in ids]
-                yield make_batch(self.videos, ids, brng, g, self.acfg, self.tcfg, confirmed)
-            epoch += 1
 
 
 def info_nce(z: Tensor, pos: Tensor, valid: Tensor, temperature: float) -> Tensor:
@@ -534,13 +274,8 @@ def fit(train_v: list[CachedVideo], val_v: list[CachedVideo], s: TrainSettings,
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     epoch, step, best, history, minutes_before = 0, 0, float("-inf"), [], 0.0
     if s.checkpoint.exists():
-        try:
-            blob = load_blob(s.checkpoint, device)
-        except WeightsError as e:
-            raise TrainingError(f"cannot resume: {e}") from None
-        if NetConfig.from_dict(blob["config"]) != s.net:
-            raise TrainingError(f"{s.checkpoint}: checkpoint was made with another network configuration")
-        model.load_state_dict(blob["model"])
+        blob = _load_into(model, s.checkpoint, device, s.net, "cannot resume",
+                          "checkpoint was made with another network configuration")
         if "optimizer" in blob:
             opt.load_state_dict(blob["optimizer"])
         epoch, step = int(blob.get("epoch", 0)), int(blob.get("step", 0))
@@ -548,13 +283,8 @@ def fit(train_v: list[CachedVideo], val_v: list[CachedVideo], s: TrainSettings,
         minutes_before = float(blob.get("minutes", 0.0))
         log(f"resumed from {s.checkpoint} at epoch {epoch}, step {step}, best score {best:.4f}")
     elif s.init is not None:
-        try:
-            blob = load_blob(s.init, device)
-        except WeightsError as e:
-            raise TrainingError(f"cannot start from --init: {e}") from None
-        if NetConfig.from_dict(blob["config"]) != s.net:
-            raise TrainingError(f"{s.init}: --init weights have another network configuration")
-        model.load_state_dict(blob["model"])
+        _load_into(model, s.init, device, s.net, "cannot start from --init",
+                   "--init weights have another network configuration")
         log(f"starting from the weights in {s.init}")
 
     val = make_val_set(val_v, s.augment, s.time) if val_v else None
@@ -646,6 +376,21 @@ def fit(train_v: list[CachedVideo], val_v: list[CachedVideo], s: TrainSettings,
                "best_weights": str(best_path(s.checkpoint))}
     _atomic_json(s.checkpoint.with_name(s.checkpoint.stem + ".history.json"), history)
     return summary
+
+
+def _load_into(model: FingerprintNet, weights: Path, device: torch.device, net: NetConfig,
+               unreadable: str, other_net: str) -> dict[str, Any]:
+    """Load `weights` into `model` and return the whole file (load_blob's dictionary); a
+    TrainingError when it cannot be read (`unreadable`) or holds another network than `net`
+    (`other_net`)."""
+    try:
+        blob = load_blob(weights, device)
+    except WeightsError as e:
+        raise TrainingError(f"{unreadable}: {e}") from None
+    if NetConfig.from_dict(blob["config"]) != net:
+        raise TrainingError(f"{weights}: {other_net}")
+    model.load_state_dict(blob["model"])
+    return blob
 
 
 def store_background(weights: Path, videos: list[CachedVideo], device: str,

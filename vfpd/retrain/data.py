@@ -9,7 +9,8 @@ from collections.abc import Callable
 import numpy as np
 
 from vfpd.catalog import Catalog, Verdict
-from vfpd.model.train import CachedVideo, Link, thumbnails
+from vfpd.model.batches import Link
+from vfpd.model.frame_cache import CachedVideo, thumbnails
 
 MIN_FRAMES = 2
 """A video needs two sampled frames to give two views of one moment's neighbourhood."""

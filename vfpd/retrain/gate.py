@@ -15,8 +15,9 @@ from vfpd import media
 from vfpd.fingerprint import Fingerprint
 from vfpd.matching import NONE, MatchSettings, verify
 from vfpd.model.augment import AugmentConfig, TimeConfig, augment_views, time_view
+from vfpd.model.batches import VIEW_INTERVAL, VIEW_MIN_SHARE
 from vfpd.model.center import video_mean
-from vfpd.model.train import VIEW_INTERVAL, VIEW_MIN_SHARE, CachedVideo
+from vfpd.model.frame_cache import CachedVideo
 
 PRECISION_TARGET = 0.99
 """Recall is reported where precision is at least this: a duplicate finder whose announcements are

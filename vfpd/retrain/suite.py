@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vfpd.model.train import CachedVideo, thumbnails
+from vfpd.model.frame_cache import CachedVideo, thumbnails
 
 SUITE_SEED = 20261207
 """Fixed: the suite is part of the package, like the base weights; changing it changes every

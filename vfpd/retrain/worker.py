@@ -137,7 +137,8 @@ def run(spec: Spec, should_stop: Callable[[], bool]) -> dict[str, Any]:
     import torch
 
     from vfpd.catalog import Catalog
-    from vfpd.model.train import best_path, fit, split_videos, store_background
+    from vfpd.model.frame_cache import split_videos
+    from vfpd.model.train import best_path, fit, store_background
     from vfpd.presets import PRESETS
     from vfpd.retrain import data, gate, suite
 

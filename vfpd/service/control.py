@@ -9,19 +9,14 @@ so a slow, silent or hostile client costs a few threads for a few seconds and ne
 from __future__ import annotations
 
 import array
-import grp
 import json
 import logging
 import os
-import pwd
-import select
 import selectors
 import socket
-import stat
-import struct
 import threading
 import time
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,12 +44,15 @@ from vfpd.service.commands import (
     validate_args,
 )
 from vfpd.service.context import ServiceContext
+from vfpd.service.logging import RateLimit, suppressed
+from vfpd.service.unix_socket import (
+    bind_socket_atomically,
+    peer_credentials,
+    peer_gone,
+    resolve_group,
+)
 
 log = logging.getLogger(__name__)
-
-SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
-"""Linux >= 4.13: the peer's supplementary groups. Python does not export it; 59 is its value on
-every Linux architecture."""
 
 MAX_FDS_PER_MESSAGE = 4
 """A request carries at most one descriptor (query of a file); a little slack, the rest dropped."""
@@ -62,9 +60,6 @@ MAX_FDS_PER_MESSAGE = 4
 STREAM_FLUSH_BYTES = 64 * 1024
 """Streamed lines are sent in chunks of about this size: the default Unix socket buffer holds
 several, and a client sees the first items without waiting for the whole answer."""
-
-SUN_PATH_MAX = 107
-"""sockaddr_un.sun_path is 108 bytes including the terminating NUL."""
 
 RECV_CHUNK = 65536
 
@@ -99,13 +94,6 @@ CLIENT_LOG_EVERY_S = 60.0
 """Client trouble (bad requests, refusals, a command failing) is logged once per client and kind
 per minute: a client sending thousands of bad lines a second cannot fill the journal."""
 
-MAX_LOG_KEYS = 4096
-"""Rate-limit entries kept; beyond this the oldest are forgotten (a few hundred KiB at most)."""
-
-
-class ControlSocketError(Exception):
-    """The control socket cannot be set up (a live daemon on the path, not a socket, too long)."""
-
 
 @dataclass(frozen=True)
 class ControlLimits:
@@ -133,134 +121,6 @@ class PeerPolicy:
         if uid in (self.uid, 0):
             return True
         return self.gid is not None and (gid == self.gid or self.gid in groups)
-
-
-def peer_credentials(sock: socket.socket) -> tuple[int, int, int, list[int]]:
-    """(pid, uid, gid, supplementary groups) of the process at the other end, from the kernel."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", raw)
-    groups: list[int] = []
-    try:
-        raw_groups = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4096)
-        groups = list(array.array("I", raw_groups[: len(raw_groups) // 4 * 4]))
-    except OSError:
-        # Older kernels: fall back to the group database for the peer's user.
-        try:
-            name = pwd.getpwuid(uid).pw_name
-            groups = [g.gr_gid for g in grp.getgrall() if name in g.gr_mem]
-        except KeyError:
-            groups = []
-    return pid, uid, gid, groups
-
-
-def resolve_group(group: str | int | None) -> int | None:
-    if group is None or isinstance(group, int):
-        return group
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ControlSocketError(f"control socket group {group!r} does not exist") from None
-
-
-def _someone_listens(path: Path) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    probe.settimeout(1.0)
-    try:
-        probe.connect(os.fsencode(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        return False
-    except OSError:
-        # Permission denied or a timeout: something is there and alive enough to matter.
-        return True
-    else:
-        return True
-    finally:
-        probe.close()
-
-
-def bind_socket_atomically(path: Path, mode: int, gid: int | None) -> tuple[socket.socket, int]:
-    """Bind, chmod/chown and listen on a temp name, then rename over `path`.
-
-    Returns the listening socket and the inode of the file, so stop() removes only its own file.
-    A client can never connect while the permissions are still the umask's: connect() to a socket
-    that is bound but not listening is refused, and listen() happens after chmod.
-    """
-    if len(os.fsencode(path)) > SUN_PATH_MAX - 16:
-        raise ControlSocketError(
-            f"control socket path {path} is too long for a Unix socket "
-            f"(max {SUN_PATH_MAX - 16} bytes, leaving room for the temporary name)"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        st = None
-    if st is not None:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise ControlSocketError(f"{path} exists and is not a socket; not replacing it")
-        if _someone_listens(path):
-            raise ControlSocketError(f"another vfpd is already answering on {path}")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident() % 100000}.tmp")
-    tmp.unlink(missing_ok=True)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
-        sock.bind(os.fsencode(tmp))
-        os.chmod(tmp, mode)
-        if gid is not None:
-            os.chown(tmp, -1, gid)
-        sock.listen(128)
-        os.rename(tmp, path)
-        inode = os.lstat(path).st_ino
-    except BaseException:
-        sock.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    return sock, inode
-
-
-class RateLimit:
-    """Says yes at most once per key every `every_s` seconds (thread-safe); used to keep what one
-    client causes in the log to a line a minute."""
-
-    def __init__(self, every_s: float, max_keys: int = MAX_LOG_KEYS) -> None:
-        self.every_s = every_s
-        self.max_keys = max_keys
-        self._lock = threading.Lock()
-        self._last: dict[Hashable, tuple[float, int]] = {}  # key -> (when allowed, said no since)
-
-    def allow(self, key: Hashable) -> int | None:
-        """None to stay quiet; otherwise how many times it said no for this key since the last
-        yes (to report as "N similar messages suppressed")."""
-        now = time.monotonic()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last[0] < self.every_s:
-                self._last[key] = (last[0], last[1] + 1)
-                return None
-            self._last.pop(key, None)
-            if len(self._last) >= self.max_keys:
-                # dicts keep insertion order: the first entries are the least recently allowed
-                for old in list(self._last)[: self.max_keys // 4]:
-                    del self._last[old]
-            self._last[key] = (now, 0)
-            return last[1] if last is not None else 0
-
-
-def _suppressed(n: int) -> str:
-    return f" ({n} similar ones left out since the last such line)" if n else ""
-
-
-def _peer_gone(sock: socket.socket) -> bool:
-    """Whether the client has closed its end (or we shut ours): POLLHUP on a Unix stream socket
-    means both directions are shut. A client that only half-closes after its request (socat,
-    nc -N) is still waiting for the answer and is not gone."""
-    try:
-        poller = select.poll()
-        poller.register(sock.fileno(), select.POLLIN)
-        return any(events & (select.POLLHUP | select.POLLERR | select.POLLNVAL)
-                   for _fd, events in poller.poll(0))
-    except (OSError, ValueError):  # closed under us
-        return True
 
 
 @dataclass(eq=False)
@@ -390,7 +250,7 @@ class ControlServer:
                         dropped = self._log_limit.allow("accept")
                         if dropped is not None:
                             log.warning("control socket accept failed: %s%s", exc,
-                                        _suppressed(dropped))
+                                        suppressed(dropped))
                         time.sleep(0.1)
                         continue
                     try:
@@ -425,7 +285,7 @@ class ControlServer:
             dropped = self._log_limit.allow((uid, E_BUSY))
             if dropped is not None:
                 log.warning("control socket: busy for uid %d pid %d: %s%s", uid, pid, refusal,
-                            _suppressed(dropped))
+                            suppressed(dropped))
             self._refuse(sock, E_BUSY, refusal)
             return
         assert self._pool is not None
@@ -450,7 +310,7 @@ class ControlServer:
                 dropped = self._log_limit.allow((conn.uid, E_FORBIDDEN))
                 if dropped is not None:
                     log.warning("control socket: refused peer uid %d gid %d%s", conn.uid,
-                                conn.gid, _suppressed(dropped))
+                                conn.gid, suppressed(dropped))
                 self._write_safely(conn, {"id": None, "ok": False, "error": {
                     "code": E_FORBIDDEN, "message": f"uid {conn.uid} may not use this daemon"}})
                 return
@@ -574,14 +434,14 @@ class ControlServer:
             args = validate_args(command, message.get("args", {}))
             result = command.run(self.context, args, Request(
                 fd=fds[0] if fds else None,
-                should_stop=lambda: self._stopping.is_set() or _peer_gone(conn.sock)))
+                should_stop=lambda: self._stopping.is_set() or peer_gone(conn.sock)))
         except CommandError as exc:
             return self._write_safely(conn, _error(request_id, exc.code, exc.message))
         except Exception as exc:
             dropped = self._log_limit.allow((conn.uid, E_INTERNAL))
             if dropped is not None:
                 log.exception("control command %s of uid %d pid %d failed%s", cmd[:80],
-                              conn.uid, conn.pid, _suppressed(dropped))
+                              conn.uid, conn.pid, suppressed(dropped))
             return self._write_safely(conn, _error(request_id, E_INTERNAL,
                                                    f"{type(exc).__name__}: {exc}"))
         if command.streams:
@@ -594,7 +454,7 @@ class ControlServer:
         dropped = self._log_limit.allow((conn.uid, "client-error"))
         if dropped is not None:
             log.info("control: request of uid %d pid %d refused: %s: %s%s", conn.uid, conn.pid,
-                     code, message[:200], _suppressed(dropped))
+                     code, message[:200], suppressed(dropped))
 
     def _write_stream(self, conn: _Connection, request_id: Any, items: Iterator[Any]) -> bool:
         """Begin line, item lines, end line. Lines are sent in chunks of STREAM_FLUSH_BYTES:
@@ -620,7 +480,7 @@ class ControlServer:
             dropped = self._log_limit.allow((conn.uid, E_INTERNAL))
             if dropped is not None:
                 log.exception("control stream of uid %d pid %d failed%s", conn.uid, conn.pid,
-                              _suppressed(dropped))
+                              suppressed(dropped))
             end = {"id": request_id, "end": True, "ok": False, "error": {
                 "code": E_INTERNAL, "message": f"{type(exc).__name__}: {exc}"}}
         finally:
@@ -664,4 +524,3 @@ def _error(request_id: Any, code: str, message: str) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not JSON")
-

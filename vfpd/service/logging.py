@@ -1,11 +1,14 @@
-"""Log set-up for the daemon: one line per event on stderr, journald-friendly under systemd."""
+"""Log set-up for the daemon: one line per event on stderr, journald-friendly under systemd, and
+the rate limit that keeps one client's trouble to a line a minute."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Hashable, Mapping
 
 # syslog priorities that journald reads from a "<N>" line prefix (sd-daemon(3)).
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
@@ -59,3 +62,40 @@ def set_level(level: str) -> None:
     logging.getLogger().setLevel(LEVELS.get(level, logging.INFO))
     # Third-party chatter (watchdog's per-event debug lines) stays out unless it is a problem.
     logging.getLogger("watchdog").setLevel(max(logging.WARNING, LEVELS.get(level, logging.INFO)))
+
+
+MAX_LOG_KEYS = 4096
+"""Rate-limit entries kept; beyond this the oldest are forgotten (a few hundred KiB at most)."""
+
+
+class RateLimit:
+    """Says yes at most once per key every `every_s` seconds (thread-safe); used to keep what one
+    client causes in the log to a line a minute."""
+
+    def __init__(self, every_s: float, max_keys: int = MAX_LOG_KEYS) -> None:
+        self.every_s = every_s
+        self.max_keys = max_keys
+        self._lock = threading.Lock()
+        self._last: dict[Hashable, tuple[float, int]] = {}  # key -> (when allowed, said no since)
+
+    def allow(self, key: Hashable) -> int | None:
+        """None to stay quiet; otherwise how many times it said no for this key since the last
+        yes (to report as "N similar messages suppressed")."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last[0] < self.every_s:
+                self._last[key] = (last[0], last[1] + 1)
+                return None
+            self._last.pop(key, None)
+            if len(self._last) >= self.max_keys:
+                # dicts keep insertion order: the first entries are the least recently allowed
+                for old in list(self._last)[: self.max_keys // 4]:
+                    del self._last[old]
+            self._last[key] = (now, 0)
+            return last[1] if last is not None else 0
+
+
+def suppressed(n: int) -> str:
+    """The note a line that was let through carries about the `n` left out before it."""
+    return f" ({n} similar ones left out since the last such line)" if n else ""
