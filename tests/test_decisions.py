@@ -154,11 +154,11 @@ def test_plan_never_touches_reference_files_and_keeps_one_of_them() -> None:
     ref = planning.FileFacts("/lib/ref/a.mp4", 10, 1, 320, 240, "h")
     big = planning.FileFacts("/lib/new/b.mp4", 99, 2, 1920, 1080, "h")
     direct = {frozenset((ref.path, big.path))}
-    steps = planning.plan([[ref, big]], planning.ActionSpec(planning.TRASH), "best", direct,
+    steps = planning.plan([[ref, big]], planning.ActionSpec(planning.Op.TRASH), "best", direct,
                          ["/lib/ref"])
     assert [(s.path, s.keep, s.skip) for s in steps] == [("/lib/new/b.mp4", "/lib/ref/a.mp4", None)]
     # Without the reference folder the best copy is kept and the reference one would go.
-    steps = planning.plan([[ref, big]], planning.ActionSpec(planning.TRASH), "best", direct)
+    steps = planning.plan([[ref, big]], planning.ActionSpec(planning.Op.TRASH), "best", direct)
     assert [(s.path, s.skip) for s in steps] == [("/lib/ref/a.mp4", None)]
     assert not planning.in_reference("/lib/reference/x.mp4", ["/lib/ref"])
 

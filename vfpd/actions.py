@@ -18,17 +18,7 @@ from pathlib import Path
 
 from vfpd import hashing, trash
 from vfpd.journal import Journal
-from vfpd.planning import (
-    DELETE,
-    HARDLINK,
-    LINK_OPS,
-    MOVE,
-    SYMLINK,
-    TRASH,
-    ActionSpec,
-    FileFacts,
-    Step,
-)
+from vfpd.planning import LINK_OPS, ActionSpec, FileFacts, Op, Step
 
 TEMP_PREFIX = ".vfpd-tmp-"
 """Begins the private name a file is taken to while it is acted on; undo knows such names by it."""
@@ -199,14 +189,14 @@ def _carry_out(journal: Journal, seq: int, action: ActionSpec, target: _Place,
                                  "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                                  "mode": st.st_mode & 0o7777}
     slot = None
-    if action.op == TRASH:
+    if action.op == Op.TRASH:
         slot = trash.reserve(target.path)
         record.update(trash_file=slot.file_path, trash_info=slot.info_path)
-    elif action.op == MOVE:
+    elif action.op == Op.MOVE:
         assert action.target_dir is not None
         os.makedirs(action.target_dir, exist_ok=True)
         record["dest"] = _free_name(action.target_dir, target.name)
-    elif action.op not in (DELETE, HARDLINK, SYMLINK):
+    elif action.op not in (Op.DELETE, Op.HARDLINK, Op.SYMLINK):
         raise ValueError(f"unknown operation {action.op!r}")
     journal.write(record)
     try:
@@ -251,21 +241,21 @@ def _finish(action: ActionSpec, target: _Place, keeper: _Place, taken: str,
     """The change itself, from the taken (private) name; on an exception the caller puts the file
     back under its name."""
     dfd = target.dir_fd
-    if action.op == DELETE:
+    if action.op == Op.DELETE:
         os.unlink(taken, dir_fd=dfd)
         os.fsync(dfd)
         return "deleted"
-    if action.op == TRASH:
+    if action.op == Op.TRASH:
         assert slot is not None
         os.rename(taken, slot.file_path, src_dir_fd=dfd)
         os.fsync(dfd)
         fsync_parent(slot.file_path)
         return f"trashed to {slot.file_path}"
-    if action.op == MOVE:
+    if action.op == Op.MOVE:
         dest = str(record["dest"])
         _move_fd(target, taken, dest)
         return f"moved to {dest}"
-    if action.op == HARDLINK:
+    if action.op == Op.HARDLINK:
         os.link(keeper.name, target.name, src_dir_fd=keeper.dir_fd, dst_dir_fd=dfd,
                 follow_symlinks=False)
         if _identity_at(dfd, target.name) != keeper.identity:

@@ -25,7 +25,7 @@ MAX_DECISIONS_BYTES = 64 << 20
 to a few MB."""
 
 Choice = Literal["keep", "trash", "hardlink", "undecided"]
-ACTING: dict[str, str] = {"trash": planning.TRASH, "hardlink": planning.HARDLINK}
+ACTING: dict[str, planning.Op] = {"trash": planning.Op.TRASH, "hardlink": planning.Op.HARDLINK}
 """Page choice -> vfpd.planning operation."""
 
 
@@ -185,7 +185,7 @@ def plan(decisions: Decisions, now: Mapping[str, Now], reference: Sequence[str] 
                 skip = problem
             elif keeper is None:
                 skip = "no unchanged copy of this group is marked keep; never the last copy"
-            elif op == planning.HARDLINK and keeper.hash != m.hash:
+            elif op == planning.Op.HARDLINK and keeper.hash != m.hash:
                 skip = "not byte-identical to a kept copy; a hard link only replaces exact copies"
             steps.append(planning.Step(op, m.path, keeper.path if keeper else "", skip))
     return steps

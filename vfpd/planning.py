@@ -9,33 +9,50 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal, get_args
 
-REPORT, TRASH, DELETE, HARDLINK, SYMLINK, MOVE = (
-    "report", "trash", "delete", "hardlink", "symlink", "move")
-ACTION_NAMES = (REPORT, TRASH, DELETE, HARDLINK, SYMLINK, f"{MOVE}:DIR")
-KEEP_POLICIES = ("oldest", "newest", "largest", "highest-res", "shortest-path", "best")
+
+class Op(StrEnum):
+    """What is done to a duplicate; also the word a journal line records."""
+
+    REPORT = "report"
+    TRASH = "trash"
+    DELETE = "delete"
+    HARDLINK = "hardlink"
+    SYMLINK = "symlink"
+    MOVE = "move"
+
+
+ACTION_NAMES = (*(op.value for op in Op if op is not Op.MOVE), f"{Op.MOVE}:DIR")
+KeepPolicy = Literal["oldest", "newest", "largest", "highest-res", "shortest-path", "best"]
+KEEP_POLICIES: tuple[KeepPolicy, ...] = get_args(KeepPolicy)
 QUALITY_ORDER = ("resolution", "bit rate", "frame rate", "duration", "size")
 """--keep best: the copy people would keep, compared field by field in this order. Resolution
 first (detail lost to downscaling never comes back), then bit rate (fewer compression artefacts at
 the same size of picture), frame rate (motion), duration (a trim lost footage), size last."""
-LINK_OPS = (HARDLINK, SYMLINK)
+LINK_OPS = (Op.HARDLINK, Op.SYMLINK)
+
+
+MIXED: Literal["decisions"] = "decisions"
+"""The action of a plan whose steps each carry their own operation (vfpctl apply's decisions)."""
 
 
 @dataclass(frozen=True)
 class ActionSpec:
-    op: str
+    op: Op | Literal["decisions"]
     target_dir: str | None = None
 
 
 def parse_action(text: str) -> ActionSpec:
     """'trash' -> ActionSpec('trash'); 'move:/some/dir' -> ActionSpec('move', '/some/dir')."""
-    if text.startswith(f"{MOVE}:"):
-        target = text[len(MOVE) + 1:]
+    if text.startswith(f"{Op.MOVE}:"):
+        target = text[len(Op.MOVE) + 1:]
         if not target:
             raise ValueError("--action move:DIR needs a directory after the colon")
-        return ActionSpec(MOVE, os.path.abspath(os.path.expanduser(target)))
-    if text in (REPORT, TRASH, DELETE, HARDLINK, SYMLINK):
-        return ActionSpec(text)
+        return ActionSpec(Op.MOVE, os.path.abspath(os.path.expanduser(target)))
+    if text in ACTION_NAMES:
+        return ActionSpec(Op(text))
     raise ValueError(f"unknown action {text!r}; choose one of {', '.join(ACTION_NAMES)}")
 
 
@@ -67,7 +84,7 @@ def _quality(f: FileFacts) -> tuple[float, ...]:
             round(f.duration or 0.0, 1), f.size)
 
 
-def keep_reason(members: Sequence[FileFacts], keeper: FileFacts, policy: str) -> str:
+def keep_reason(members: Sequence[FileFacts], keeper: FileFacts, policy: KeepPolicy) -> str:
     """Why `keeper` is the copy kept, in words: for `best`, the first quality field in which it
     beats the runner-up (and the fields in which all copies tie before it)."""
     if policy != "best":
@@ -89,7 +106,7 @@ def keep_reason(members: Sequence[FileFacts], keeper: FileFacts, policy: str) ->
     return f"best quality, tied with {tied} other cop{'y' if tied == 1 else 'ies'}; the first path"
 
 
-def choose_keeper(members: Sequence[FileFacts], policy: str) -> FileFacts:
+def choose_keeper(members: Sequence[FileFacts], policy: KeepPolicy) -> FileFacts:
     """The file a group keeps. Ties are broken by path so the choice is reproducible."""
     keys = {
         "oldest": lambda f: (f.mtime_ns, f.path),
@@ -125,7 +142,7 @@ NOT_DIRECT = "kept: not directly matched to the kept copy"
 IN_REFERENCE = "in a reference folder; never touched"
 
 
-def plan(groups: Sequence[Sequence[FileFacts]], action: ActionSpec, policy: str,
+def plan(groups: Sequence[Sequence[FileFacts]], action: ActionSpec, policy: KeepPolicy,
          direct: Collection[frozenset[str]], reference: Sequence[str] = ()) -> list[Step]:
     """For each group, keep one file by `policy` and apply `action` to the others that were
     themselves verified as duplicates of it: `direct` holds the pairs {a, b} scoring at least the
@@ -134,7 +151,7 @@ def plan(groups: Sequence[Sequence[FileFacts]], action: ActionSpec, policy: str,
     `reference` folder are never acted on, and the keeper is one of them when the group has any
     (by `policy` among them)."""
     steps: list[Step] = []
-    if action.op == REPORT:
+    if action.op == Op.REPORT:
         return steps
     for group in groups:
         refs = [f for f in group if in_reference(f.path, reference)]

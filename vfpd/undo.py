@@ -12,7 +12,7 @@ from pathlib import Path
 from vfpd import trash
 from vfpd.actions import TEMP_PREFIX, Refused, fsync_parent, inside, temp_name
 from vfpd.journal import Journal, ReadJournal, read_journal
-from vfpd.planning import DELETE, HARDLINK, LINK_OPS, MOVE, SYMLINK, TRASH
+from vfpd.planning import LINK_OPS, Op
 
 RESTORED_MODE_BITS = 0o777
 """Undo restores permission bits only: never setuid, setgid or sticky, whatever a journal says."""
@@ -71,7 +71,7 @@ def _unsafe(r: dict[str, object], journal: ReadJournal) -> str | None:
     """Why a (sealed) journal line must still not be followed, or None. The seal proves this tool
     wrote it; these checks hold it to the folders it was allowed to touch, as they are now."""
     op, path = r.get("op"), r.get("path")
-    if op not in (TRASH, DELETE, MOVE, HARDLINK, SYMLINK) or not isinstance(path, str):
+    if op not in (Op.TRASH, Op.DELETE, Op.MOVE, Op.HARDLINK, Op.SYMLINK) or not isinstance(path, str):
         return "not an action this tool records"
     if not inside(path, journal.roots):
         return "outside the journal's scanned folders"
@@ -87,14 +87,14 @@ def _unsafe(r: dict[str, object], journal: ReadJournal) -> str | None:
     if op in LINK_OPS and not (isinstance(r.get("keep"), str)
                                and inside(str(r["keep"]), journal.roots)):
         return "the kept file is outside the journal's scanned folders"
-    if op == MOVE:
+    if op == Op.MOVE:
         action = journal.header.get("action")
         target = action.get("target_dir") if isinstance(action, dict) else None
         dest = r.get("dest")
         if not (isinstance(dest, str) and isinstance(target, str)
                 and os.path.dirname(dest) == os.path.normpath(target)):
             return "its destination is not in the journal's move folder"
-    if op == TRASH:
+    if op == Op.TRASH:
         f, i = r.get("trash_file"), r.get("trash_info")
         if not (isinstance(f, str) and isinstance(i, str) and trash.is_slot(f, i)):
             return "its trash location is not a trash folder"
@@ -113,7 +113,7 @@ def _undo_one(r: dict[str, object]) -> str:
             os.rename(temp, path)  # the link was made but the original not yet removed
             fsync_parent(path)
             return "was interrupted; the original is back"
-    if op == TRASH:
+    if op == Op.TRASH:
         slot = trash.TrashSlot(os.path.dirname(os.path.dirname(str(r["trash_file"]))),
                                str(r["trash_file"]), str(r["trash_info"]))
         if not os.path.lexists(slot.file_path):
@@ -123,7 +123,7 @@ def _undo_one(r: dict[str, object]) -> str:
             raise FileNotFoundError(f"{slot.file_path} is no longer in the trash")
         trash.restore(slot, path)
         return f"restored from {slot.file_path}"
-    if op == MOVE:
+    if op == Op.MOVE:
         dest = str(r["dest"])
         if not os.path.lexists(dest) and os.path.lexists(path):
             return "was never moved"
@@ -132,11 +132,11 @@ def _undo_one(r: dict[str, object]) -> str:
         return f"moved back from {dest}"
     if op in LINK_OPS:
         keep = str(r["keep"])
-        if op == HARDLINK and not os.path.samefile(path, keep):
+        if op == Op.HARDLINK and not os.path.samefile(path, keep):
             if os.path.islink(path):
                 raise Refused("has been replaced since")
             return "was never linked"
-        if op == SYMLINK:
+        if op == Op.SYMLINK:
             if not os.path.islink(path):
                 return "was never linked"
             if os.path.realpath(path) != os.path.realpath(keep):

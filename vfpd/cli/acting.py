@@ -40,7 +40,7 @@ def check(args: argparse.Namespace) -> str | None:
         if not os.path.isdir(ref):
             return f"--reference {ref}: no such folder"
     args.reference = [os.path.abspath(r) for r in args.reference]
-    if args.apply and args.action_spec.op == planning.REPORT:
+    if args.apply and args.action_spec.op == planning.Op.REPORT:
         return ("--apply needs an --action to carry out (trash, delete, hardlink, symlink or "
                 "move:DIR)")
     if args.apply:
@@ -82,7 +82,7 @@ def act(args: argparse.Namespace, facts: Sequence[planning.FileFacts],
     duplicates of each other at the threshold in use (a member is only removed for its keeper
     when the two are such a pair); `roots`: the folders the journal may touch when undone."""
     spec = args.action_spec
-    if spec.op == planning.REPORT:
+    if spec.op == planning.Op.REPORT:
         return None, True
     keep = args.keep or "oldest"
     steps = planning.plan(groups, spec, keep, direct, args.reference)

@@ -19,7 +19,7 @@ from vfpd import actions, decisions, hashing, journal, planning
 from vfpd.cli.cmd_scan import EXIT_FILE_ERRORS, EXIT_OK, EXIT_USAGE
 from vfpd.cli.text import shell_quoted
 
-APPLY_ACTION = planning.ActionSpec("decisions")
+APPLY_ACTION = planning.ActionSpec(planning.MIXED)
 """The journal header's action: the steps themselves say trash or hardlink, one by one."""
 
 

@@ -286,7 +286,7 @@ def _duplicates(args: argparse.Namespace) -> int:
     if problem:
         print(f"vfpctl duplicates: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    if args.action_spec.op == planning.REPORT:
+    if args.action_spec.op == planning.Op.REPORT:
         return run(args, "duplicates", request, show_duplicates)
     return _act_on_duplicates(args, request)
 

@@ -249,7 +249,7 @@ def _facts(result: ScanResult, keep: str) -> list[planning.FileFacts]:
 
 def _act(args: argparse.Namespace, result: ScanResult) -> tuple[dict[str, object] | None, bool]:
     """Plan (and with --apply carry out) the action; returns (report, all went well)."""
-    if args.action_spec.op == planning.REPORT:
+    if args.action_spec.op == planning.Op.REPORT:
         return None, True
     facts = _facts(result, args.keep or "oldest")
     by_path = {f.path: f for f in facts}
