@@ -92,7 +92,7 @@ class MatchSettings:
     # full copy has (nearly) all of its own footage in the overlap and keeps the smaller number.
     # Measured on the accuracy benchmark: 11 of the 12 pairs of different videos at or above the
     # threshold before this rule were such partial overlaps of 6-8 frames (0.5-0.67 of either
-    # video inside; the 12th was two watermarked black leaders, see media.informative_mask); of
+    # video inside; the 12th was two watermarked black leaders, see picture.informative_mask); of
     # 1464 copies all but 3 have 0.8 or more of one video inside, and of those 3 two overlap by 13
     # frames. On top of the texture test it took AP from 0.997 to 0.999 and the highest-scoring
     # pair of different videos from 0.91 to 0.72.

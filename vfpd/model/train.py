@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vfpd import files, media
+from vfpd import files, media, picture
 from vfpd.atomic import atomic_writer
 from vfpd.files import VIDEO_EXTENSIONS, FileRules
 from vfpd.model.augment import AugmentConfig, TimeConfig, augment_views, time_view
@@ -664,7 +664,7 @@ def store_background(weights: Path, videos: list[CachedVideo], device: str,
         frames = v.frames[::step]
         if len(frames):
             fps.append(embedder.embed(media.SampledVideo(
-                frames, v.times[::step].astype(np.float64), media.informative_mask(frames),
+                frames, v.times[::step].astype(np.float64), picture.informative_mask(frames),
                 v.duration, media.VideoInfo("cache", "cache", 64, 64, v.duration, None, 0))))
     try:
         center.store(weights, center.estimate(fps))
