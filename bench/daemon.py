@@ -594,7 +594,7 @@ def _vpdq(videos: Path, items: list[Item], workers: int) -> dict[str, object] | 
     except ImportError:
         return None
     from bench.baselines import VPDQ_DISTANCE, VPDQ_MATCH_SHARE, match_fractions, symmetric_best
-    from vfpd.matching import Pair, group_components
+    from vfpd.grouping import Pair, group_components
 
     names = [it.name for it in items]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -20,7 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vfpd.matching import EXACT, NEAR, PARTIAL, Pair, Segment
+from vfpd.grouping import Pair
+from vfpd.matching import EXACT, NEAR, PARTIAL, Segment
 from vfpd.report import (
     REPORT_FORMAT,
     REPORT_VERSION,

@@ -40,10 +40,10 @@ fraction of the time of the accuracy set's 640x360 and measures the same thing."
 def _score_all(fps: list, match: object) -> np.ndarray:
     """Every pair verified the product's way (the set's background, recurring-content weights),
     as bench/accuracy.py's run_ours does."""
-    from vfpd import matching
+    from vfpd import candidates, matching
 
     center = matching.frame_center(fps)
-    cands = matching.find_candidates(fps, match, center=center)
+    cands = candidates.find_candidates(fps, match, center=center)
     n = len(fps)
     s = np.zeros((n, n))
     for a in range(n):

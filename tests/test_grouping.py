@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vfpd.matching import NEAR, Pair, group_components, group_dbscan
+from vfpd.grouping import Pair, group_components, group_dbscan
+from vfpd.matching import NEAR
 
 NAMES = [f"f{i}" for i in range(8)]
 

@@ -12,18 +12,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from vfpd.candidates import find_candidates, match_all
 from vfpd.fingerprint import FRAME_DIM, VECTOR_DIM, Fingerprint
+from vfpd.grouping import Pair, group_components
 from vfpd.matching import (
     DEFAULT_THRESHOLD,
     NEAR,
     NONE,
     PARTIAL,
     MatchSettings,
-    Pair,
-    find_candidates,
     frame_center,
-    group_components,
-    match_all,
     recurring_weights,
     verify,
 )
@@ -302,14 +300,14 @@ def test_a_component_shared_by_all_frames_does_not_make_a_match(scene: Footage) 
 
 def test_large_collections_switch_to_an_approximate_frame_index(
         scene: Footage, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vfpd.matching as m
+    import vfpd.candidates as c
 
     fps = [fingerprint([(scene, 0, 20)]), fingerprint([(scene, 2, 20)], noise=0.2, seed=1),
            fingerprint([(Footage(70, 20), 0, 20)])]
-    exact = m.find_candidates(fps).pairs
-    monkeypatch.setattr(m, "FRAME_EXACT_MAX", 10)
-    assert isinstance(m._frame_index(FRAME_DIM, 11), m.faiss.IndexHNSWFlat)
-    assert (0, 1) in m.find_candidates(fps).pairs and (0, 1) in exact
+    exact = c.find_candidates(fps).pairs
+    monkeypatch.setattr(c, "FRAME_EXACT_MAX", 10)
+    assert isinstance(c._frame_index(FRAME_DIM, 11), c.faiss.IndexHNSWFlat)
+    assert (0, 1) in c.find_candidates(fps).pairs and (0, 1) in exact
 
 
 def test_segments_never_end_after_the_video(scene: Footage) -> None:

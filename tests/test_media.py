@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from media_factory import encode, make_video, moving_scene, read_frames
-from vfpd import media
+from vfpd import media, picture
 from vfpd.media import SamplingSettings
 
 BAD_FILE_SECONDS = 1.0  # the promise: a small bad file is refused within a second
@@ -58,9 +58,9 @@ def _expected(fn: object, times: np.ndarray, fps: float) -> np.ndarray:
     for t in times:
         img = fn(int(round(t * fps)), float(t))  # type: ignore[operator]
         small = av.VideoFrame.from_ndarray(img, format="rgb24").to_ndarray(
-            width=media.DETECT_SIZE, height=media.DETECT_SIZE, format="rgb24", interpolation="AREA")
+            width=picture.DETECT_SIZE, height=picture.DETECT_SIZE, format="rgb24", interpolation="AREA")
         out.append(av.VideoFrame.from_ndarray(small, format="rgb24").to_ndarray(
-            width=media.FRAME_SIZE, height=media.FRAME_SIZE, format="rgb24", interpolation="AREA"))
+            width=picture.FRAME_SIZE, height=picture.FRAME_SIZE, format="rgb24", interpolation="AREA"))
     return np.stack(out)
 
 
@@ -179,7 +179,7 @@ def test_bars_are_removed(tmp_path: Path, bikes: Path, pad: tuple[int, int, int,
     boxed = media.sample(encode(tmp_path / "b.mp4", (_pad(f, *pad) for f in frames)))
     h, w = frames[0].shape[:2] + np.array([pad[0] + pad[1], pad[2] + pad[3]])
     expected = (pad[0] / h, pad[1] / h, pad[2] / w, pad[3] / w)
-    np.testing.assert_allclose(boxed.crop, expected, atol=2.5 / media.DETECT_SIZE)
+    np.testing.assert_allclose(boxed.crop, expected, atol=2.5 / picture.DETECT_SIZE)
     assert orig.crop == (0.0, 0.0, 0.0, 0.0)
     diff = np.abs(boxed.frames.astype(float) - orig.frames.astype(float)).mean()
     kept = media.sample(tmp_path / "b.mp4", SamplingSettings(remove_bars=False))

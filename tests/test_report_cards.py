@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from vfpd.matching import EXACT, NEAR, PARTIAL, Pair, Segment
+from vfpd.grouping import Pair
+from vfpd.matching import EXACT, NEAR, PARTIAL, Segment
 from vfpd.scan import split_maybe
 from vfpd.report import (
     MAYBE_BAND,

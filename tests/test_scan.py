@@ -300,7 +300,7 @@ def test_an_intro_shared_by_many_videos_does_not_make_them_duplicates(tmp_path: 
     their own: without down-weighting the intro, four fifths of their common footage matches.
     (The shipped model still finds some of the short pans over different photographs alike, so
     single pairs can stay high: the test looks at the typical pair.)"""
-    from vfpd import matching, media
+    from vfpd import candidates, matching, media
 
     intro = [resize(img, 192, 144) for t, img in load("bikes") if t < 8.0]
     paths = []
@@ -314,9 +314,9 @@ def test_an_intro_shared_by_many_videos_does_not_make_them_duplicates(tmp_path: 
     frames_only = dataclasses.replace(matching.MatchSettings(), motion_penalty=0.0)
     plain = [matching.verify(fps[0], fps[k], frames_only, center=center).score
              for k in range(1, len(fps))]
-    cands = matching.find_candidates(fps, center=center)
+    cands = candidates.find_candidates(fps, center=center)
     intro_frames = [f.timestamps < 7.5 for f in fps]
     assert all(w[i].max() < 0.5 for w, i in zip(cands.weights, intro_frames))
-    weighted = [m.score for i, j, m in matching.match_all(fps) if i == 0]
+    weighted = [m.score for i, j, m in candidates.match_all(fps) if i == 0]
     assert np.median(plain) >= DEFAULT_THRESHOLD > np.median(weighted), (plain, weighted)
     assert sum(w < p for w, p in zip(weighted, plain)) >= len(plain) - 1

@@ -54,7 +54,7 @@ DEFAULT_WEBHOOK_TIMEOUT = 10.0
 DEFAULT_WEBHOOK_RETRIES = 5
 DEFAULT_EXEC_TIMEOUT = 60.0
 # Neighbours fetched from the index per new file and verified frame by frame. The shipped model's
-# video vectors rank copies high but not always first (matching.VIDEO_MIN_SIM is off for that
+# video vectors rank copies high but not always first (candidates.VIDEO_MIN_SIM is off for that
 # reason); 50 verifications cost ~50 ms per new file and keep copies from being missed.
 DEFAULT_CANDIDATES = 50
 LOG_LEVELS = ("debug", "info", "warning", "error")

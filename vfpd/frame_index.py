@@ -86,7 +86,7 @@ neighbouring frames (STATIC_SIM), so 16 reaches past a handful of copies and loo
 
 VOTE_MIN_SIM = 0.5
 """A retrieved frame votes for its video when its (approximate) similarity is at least this.
-matching.FRAME_MIN_SIM_FOR_CANDIDATE is 0.6 on exact features; PQ codes are off by up to ~0.1,
+candidates.FRAME_MIN_SIM_FOR_CANDIDATE is 0.6 on exact features; PQ codes are off by up to ~0.1,
 and verification, not this vote, decides."""
 
 FRAME_CANDIDATES = 16

@@ -23,15 +23,8 @@ from vfpd.fingerprint import Fingerprint
 from vfpd.model.center import video_mean
 from vfpd.frame_index import FRAME_CANDIDATES, FrameHits, FrameIndex
 from vfpd.index import VectorIndex
-from vfpd.matching import (
-    FRAME_MIN_SIM_FOR_CANDIDATE,
-    NONE,
-    Match,
-    MatchSettings,
-    centred,
-    recurring_weights,
-    verify,
-)
+from vfpd.candidates import FRAME_MIN_SIM_FOR_CANDIDATE
+from vfpd.matching import NONE, Match, MatchSettings, centred, recurring_weights, verify
 
 if TYPE_CHECKING:
     from vfpd.catalog import Catalog, StoredFingerprint

@@ -1,4 +1,5 @@
-"""Confirm candidate duplicates by aligning two videos' frame features in time, and find candidates.
+"""Confirm candidate duplicates by aligning two videos' frame features in time (candidates.py finds
+the candidates, grouping.py groups the confirmed pairs).
 
 verify(a, b) is the core: a pure function of two Fingerprints (plus optional per-frame weights that
 down-weight recurring content) giving a Match with a score in [0, 1], a kind and matched segments.
@@ -14,15 +15,12 @@ when it holds only a part of each video (their ends overlap, neither is inside t
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
-import faiss
 import numpy as np
 
 from vfpd.fingerprint import Fingerprint
-from vfpd.index import VectorIndex
 
 DEFAULT_THRESHOLD = 0.75
 """Pairs scoring at least this are reported: three quarters of the common footage matches frame by
@@ -94,7 +92,7 @@ class MatchSettings:
     # full copy has (nearly) all of its own footage in the overlap and keeps the smaller number.
     # Measured on the accuracy benchmark: 11 of the 12 pairs of different videos at or above the
     # threshold before this rule were such partial overlaps of 6-8 frames (0.5-0.67 of either
-    # video inside; the 12th was two watermarked black leaders, see media.informative_mask); of
+    # video inside; the 12th was two watermarked black leaders, see picture.informative_mask); of
     # 1464 copies all but 3 have 0.8 or more of one video inside, and of those 3 two overlap by 13
     # frames. On top of the texture test it took AP from 0.997 to 0.999 and the highest-scoring
     # pair of different videos from 0.91 to 0.72.
@@ -499,246 +497,3 @@ def recurring_weights(other_videos: np.ndarray, settings: MatchSettings = MatchS
     little to any pair's score while a handful of copies keep full weight."""
     n = np.asarray(other_videos, np.float64)
     return np.minimum(1.0, settings.recurring_min_videos / np.maximum(n, 1.0))
-
-
-# --- candidates: which pairs are worth verifying -------------------------------------------------
-
-VIDEO_NEIGHBOURS = 10
-"""Video-level neighbours retrieved per video. Copies of one video are few in a normal library;
-more than this many near copies still end up grouped through the frame-level candidates."""
-
-VIDEO_MIN_SIM = -1.0
-"""Video-embedding similarity (centred) below which a neighbour is not a candidate. Off: the
-shipped model's video vectors do not yet separate copies from other videos reliably enough to
-discard any of the k nearest."""
-
-FRAME_NEIGHBOURS = 24
-"""Frame-level neighbours retrieved per informative frame. Enough to see past a video's own
-neighbouring frames (static shots) to other videos' frames."""
-
-FRAME_MIN_SIM_FOR_CANDIDATE = 0.6
-"""A frame pair at least this similar makes the two videos a candidate (finds clips inside long
-videos, whose whole-video embeddings can differ); also the level at which a frame counts as shared
-with another video for the recurring-content weights."""
-
-
-FRAME_EXACT_MAX = 100_000
-"""Up to this many informative frames the frame-level k-NN is exact (a flat index: ~1e12 flops at
-the limit, seconds to a minute on two cores); above it an HNSW graph keeps the search near-linear
-(a scan of 10 000 one-minute videos has 600 000 frames)."""
-
-FRAME_HNSW_M = 32
-"""HNSW links per frame: FAISS's usual setting for ~100-d vectors, recall above 0.95 at k=24."""
-
-
-def _frame_index(dim: int, n: int) -> faiss.Index:
-    if n <= FRAME_EXACT_MAX:
-        return faiss.IndexFlatIP(dim)
-    index = faiss.IndexHNSWFlat(dim, FRAME_HNSW_M, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efSearch = 2 * FRAME_NEIGHBOURS
-    return index
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """Pairs of video indices worth verifying, and per-video recurring-content weights."""
-
-    pairs: list[tuple[int, int]]
-    weights: list[np.ndarray] = field(default_factory=list)
-
-
-def find_candidates(fps: Sequence[Fingerprint], settings: MatchSettings = MatchSettings(),
-                    center: np.ndarray | None = None) -> Candidates:
-    """Candidate pairs from a video-level k-NN on the 256-d vectors plus a frame-level k-NN on the
-    informative frame features (minus `center`, see frame_center()); the frame-level hits also
-    count, per frame, how many other videos share it (recurring content)."""
-    n = len(fps)
-    pairs: set[tuple[int, int]] = set()
-    if n < 2:
-        return Candidates([], [recurring_weights(np.zeros(len(f.timestamps)), settings)
-                               for f in fps])
-    stacked = np.stack([f.vector for f in fps]).astype(np.float32)
-    # Centred like the frames: video vectors share a common component too.
-    vectors = centred(stacked, stacked.mean(axis=0))
-    index = VectorIndex(fps[0].model_version, dim=vectors.shape[1], expected=n)
-    index.add(np.arange(n), vectors)
-    sims, ids = index.search(vectors, min(n, VIDEO_NEIGHBOURS + 1))
-    for i in range(n):
-        for sim, j in zip(sims[i], ids[i]):
-            if j >= 0 and j != i and sim >= VIDEO_MIN_SIM:
-                pairs.add((min(i, int(j)), max(i, int(j))))
-
-    owner_parts, row_parts, feat_parts = [], [], []
-    for v, f in enumerate(fps):
-        rows = np.flatnonzero(f.informative)
-        owner_parts.append(np.full(len(rows), v, np.int64))
-        row_parts.append(rows)
-        feat_parts.append(centred(f.frame_features[rows], center))
-    owner = np.concatenate(owner_parts)
-    row = np.concatenate(row_parts)
-    shared: list[list[set[int]]] = [[set() for _ in range(len(f.timestamps))] for f in fps]
-    if len(owner):
-        feats = np.ascontiguousarray(np.concatenate(feat_parts), dtype=np.float32)
-        frame_index = _frame_index(feats.shape[1], len(feats))
-        frame_index.add(feats)
-        fsims, fids = frame_index.search(feats, min(len(owner), FRAME_NEIGHBOURS))
-        hit = (fids >= 0) & (fsims >= FRAME_MIN_SIM_FOR_CANDIDATE)
-        for q, k in zip(*np.nonzero(hit)):
-            u, v = int(owner[q]), int(owner[fids[q, k]])
-            if u != v:
-                shared[u][row[q]].add(v)
-                pairs.add((min(u, v), max(u, v)))
-    weights = [recurring_weights(np.array([len(s) for s in per_frame]), settings)
-               for per_frame in shared]
-    return Candidates(sorted(pairs), weights)
-
-
-def match_all(fps: Sequence[Fingerprint], settings: MatchSettings = MatchSettings()
-              ) -> list[tuple[int, int, Match]]:
-    """Every candidate pair among fps, verified (including those below any threshold)."""
-    center = frame_center(fps)
-    cands = find_candidates(fps, settings, center)
-    out = []
-    for i, j in cands.pairs:
-        out.append((i, j, verify(fps[i], fps[j], settings, cands.weights[i], cands.weights[j],
-                                 center)))
-    return out
-
-
-# --- grouping --------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Pair:
-    """A confirmed pair of duplicate files, as reported."""
-
-    a: str
-    b: str
-    score: float
-    kind: str
-    segments: tuple[Segment, ...] = ()
-
-
-def _components(nodes: set[str], adj: dict[str, dict[str, float]]) -> list[set[str]]:
-    seen: set[str] = set()
-    out = []
-    for start in sorted(nodes):
-        if start in seen:
-            continue
-        comp, stack = {start}, [start]
-        while stack:
-            for nb in adj[stack.pop()]:
-                if nb in nodes and nb not in comp:
-                    comp.add(nb)
-                    stack.append(nb)
-        seen |= comp
-        out.append(comp)
-    return out
-
-
-CannotLink = Iterable[tuple[str, str]]
-"""Pairs of files a person marked as not duplicates (`vfpctl ignore A B`)."""
-
-
-def _cannot_link_map(cannot_link: CannotLink) -> dict[str, set[str]]:
-    apart: dict[str, set[str]] = defaultdict(set)
-    for a, b in cannot_link:
-        if a != b:
-            apart[a].add(b)
-            apart[b].add(a)
-    return apart
-
-
-def group_components(pairs: Sequence[Pair], cannot_link: CannotLink = ()) -> list[list[str]]:
-    """Connected components of the pairs, guarded against chaining: every member of a group has a
-    confirmed pair with the group's centre (its best-connected member). Members of a component
-    that do not are grouped again among themselves, the same way.
-
-    Cannot-links (a person's "not duplicates") win over any score, whatever else links the two
-    files: their own pair is dropped, and the centre takes its neighbours strongest link first,
-    passing over one that is cannot-linked to a member already taken; it is grouped again with
-    the rest. Without cannot-links the result is the same as before they existed."""
-    apart = _cannot_link_map(cannot_link)
-    adj: dict[str, dict[str, float]] = defaultdict(dict)
-    for p in pairs:
-        if p.b in apart.get(p.a, ()):
-            continue
-        adj[p.a][p.b] = max(p.score, adj[p.a].get(p.b, 0.0))
-        adj[p.b][p.a] = max(p.score, adj[p.b].get(p.a, 0.0))
-    groups: list[list[str]] = []
-    pending = _components(set(adj), adj)
-    while pending:
-        comp = pending.pop()
-        if len(comp) < 2:
-            continue
-
-        def centrality(x: str, comp: set[str] = comp) -> tuple[int, float, str]:
-            links = [s for y, s in adj[x].items() if y in comp]
-            return (len(links), sum(links), x)
-
-        centre = max(comp, key=centrality)
-        members = {centre}
-        for y in sorted((y for y in adj[centre] if y in comp), key=lambda y: (-adj[centre][y], y)):
-            if not apart.get(y, set()) & members:
-                members.add(y)
-        if len(members) > 1:
-            groups.append(sorted(members))
-        rest = comp - members
-        if rest:
-            pending.extend(_components(rest, adj))
-    return sorted(groups)
-
-
-def reclaimable(sizes: Sequence[int]) -> int:
-    """Bytes freed by keeping only the largest file of a group: one size per file (hard links of
-    one file are one file, symbolic links are none). The scan and the daemon rank groups by it."""
-    return sum(sizes) - max(sizes, default=0)
-
-
-class ClusterUnavailable(RuntimeError):
-    """--cluster dbscan without scikit-learn installed."""
-
-
-def group_dbscan(pairs: Sequence[Pair], threshold: float, cannot_link: CannotLink = ()
-                 ) -> list[list[str]]:
-    """DBSCAN (scikit-learn) on the distance 1 - score of the confirmed pairs, eps = 1 - threshold,
-    two files make a cluster. Files without a pair are at distance "infinity" and never clustered.
-    Cannot-links: their pairs are left out, and a cluster that still holds a cannot-linked pair
-    (joined through others) is split by group_components' rule on the pairs inside it."""
-    try:
-        from scipy.sparse import csr_matrix
-        from sklearn.cluster import DBSCAN
-    except ImportError as e:
-        raise ClusterUnavailable(
-            "--cluster dbscan needs scikit-learn: pip install 'vfpd[cluster]'") from e
-    apart = _cannot_link_map(cannot_link)
-    pairs = [p for p in pairs if p.b not in apart.get(p.a, ())]
-    names = sorted({p.a for p in pairs} | {p.b for p in pairs})
-    if not names:
-        return []
-    pos = {n: i for i, n in enumerate(names)}
-    best: dict[tuple[int, int], float] = {}
-    for p in pairs:
-        i, j = sorted((pos[p.a], pos[p.b]))
-        best[(i, j)] = max(best.get((i, j), 0.0), p.score)
-    rows, cols, dist = [], [], []
-    for (i, j), score in best.items():
-        rows += [i, j]
-        cols += [j, i]
-        dist += [max(0.0, 1.0 - score)] * 2
-    graph = csr_matrix((dist, (rows, cols)), shape=(len(names), len(names)))
-    labels = DBSCAN(eps=max(1e-9, 1.0 - threshold), min_samples=2,
-                    metric="precomputed").fit(graph).labels_
-    clusters: dict[int, list[str]] = defaultdict(list)
-    for name, label in zip(names, labels):
-        if label >= 0:
-            clusters[int(label)].append(name)
-    groups: list[list[str]] = []
-    for c in clusters.values():
-        members = set(c)
-        if any(apart.get(x, set()) & members for x in c):
-            inside = [p for p in pairs if p.a in members and p.b in members]
-            groups.extend(group_components(inside, cannot_link=[
-                (x, y) for x in c for y in apart.get(x, ())]))
-        elif len(c) > 1:
-            groups.append(sorted(c))
-    return sorted(groups)

@@ -2,9 +2,12 @@
 
 CONTRACT (other parts code against these names):
 
-    probe(path) -> VideoInfo
+    probe(path, settings: SamplingSettings | None = None) -> VideoInfo
     sample(path, settings: SamplingSettings = SamplingSettings()) -> SampledVideo
     MediaError and its subclasses, each with a human `.reason` and the `.path`.
+
+What the decoded pictures show (informative frames, bars, the resize to picture.FRAME_SIZE) is
+picture.py; the signs of a cut-off file read from its container's index and header, truncation.py.
 
 How sampling works
 ------------------
@@ -51,52 +54,19 @@ from __future__ import annotations
 import math
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import TypeVar
 
 import av
 import av.codec.hwaccel
 import av.error
 import numpy as np
 
-FRAME_SIZE = 64
-"""Side of the square frames handed to the model (DESIGN.md: 64x64)."""
-
-DETECT_SIZE = 2 * FRAME_SIZE
-"""Intermediate square size at which bars are detected and cropped: twice the output, so that a
-crop removing up to half of each axis still leaves FRAME_SIZE real pixels; 512 of them hold 25 MB."""
-
-BAR_MAX_LUMA = 28.0
-"""A bar row/column is near black: mean luma at most this (black is 16 in limited range, and
-encoders smear the edge of the picture into the first bar rows)."""
-
-BAR_MAX_STD = 10.0
-"""...and uniform: its luma standard deviation is at most this (noise and compression ringing)."""
-
-BAR_MAX_FRACTION = 0.4
-"""Bars never cover more than this share of one side; beyond it the picture itself is dark."""
-
-BAR_FRAME_QUANTILE = 0.2
-"""A bar must be present in at least 80 % of informative frames (subtitles burnt into a bar, a
-flash, do not shrink it; a dark opening scene does not create one)."""
-
-FLAT_STD = 6.0
-"""A frame whose 64x64 luma has a standard deviation below this is black/flat/faded."""
-
-FLAT_EDGE = 1.5
-"""...or whose mean absolute luma gradient is below this has no structure to recognise."""
-
-TEXTURE_GRID = 8
-"""For the texture-spread test a frame is cut into TEXTURE_GRID x TEXTURE_GRID blocks (8x8 pixels at
-FRAME_SIZE): fine enough that a logo or a caption fills only a few of them."""
-
-TEXTURE_MIN_SHARE = 0.1
-"""...and at least this share of the blocks must have a mean luma gradient of FLAT_EDGE or more. A
-black leader or a flat grey shot with a channel logo and a caption burnt in has about 0.02 (on the
-accuracy benchmark such frames made different watermarked videos match). On that benchmark the test
-drops 57 of 4681 frames the contrast tests let through, 51 of them a watermark over a flat or
-black picture; blurred copies lose none."""
+from vfpd.picture import DETECT_SIZE, model_frames
+from vfpd.truncation import declared_size_exceeds, index_past_end, looks_like_mp4
 
 TRUNCATED_FRACTION = 0.9
 """A damaged stream that stops before this share of its declared duration is called truncated."""
@@ -158,7 +128,7 @@ class VideoInfo:
 class SampledVideo:
     """Frames sampled from one video.
 
-    frames       (N, FRAME_SIZE, FRAME_SIZE, 3) uint8 RGB, bars removed, rotation applied.
+    frames       (N, S, S, 3) uint8 RGB, S = picture.FRAME_SIZE; bars removed, rotation applied.
     timestamps   (N,) float64 seconds from the first frame, ascending.
     informative  (N,) bool: False for black, flat and fading frames.
     duration     seconds of video actually decoded/measured.
@@ -261,12 +231,6 @@ def _check_file(path: Path) -> int:
     return st.st_size
 
 
-def _looks_like_mp4(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(12)
-    return head[4:8] in (b"ftyp", b"mdat", b"moov", b"free", b"wide")
-
-
 def _open(path: Path, settings: SamplingSettings) -> av.container.InputContainer:
     size = _check_file(path)
     if size > settings.max_bytes:
@@ -280,7 +244,7 @@ def _open(path: Path, settings: SamplingSettings) -> av.container.InputContainer
     except MemoryError:
         raise  # the caller's memory limit, not a property of the file
     except av.error.InvalidDataError:
-        if _looks_like_mp4(path):
+        if looks_like_mp4(path):
             raise Truncated(path, "the MP4/MOV file is cut off: its index (moov box) is missing") from None
         raise NotAVideo(path, "FFmpeg does not recognise this as a media file") from None
     except av.error.FFmpegError as e:
@@ -373,22 +337,26 @@ def _decoder_check(path: Path, stream: av.video.stream.VideoStream) -> None:
         raise UnsupportedCodec(path, "no decoder for this video codec in the bundled FFmpeg")
 
 
-def _bare(error: MediaError) -> MediaError:
-    """The error without its traceback and context: those hold the decoder (and its threads) alive
-    for as long as the caller keeps the exception."""
+T = TypeVar("T")
+
+
+def _bare_errors(run: Callable[[Path, SamplingSettings], T], path: str | Path,
+                 settings: SamplingSettings) -> T:
+    """run(path, settings), a MediaError it raises raised again without its traceback and context:
+    those hold the decoder (and its threads) alive for as long as the caller keeps the exception."""
+    try:
+        return run(Path(path), settings)
+    except MediaError as e:
+        error = e
     error.__traceback__ = None
     error.__context__ = None
     error.__cause__ = None
-    return error
+    raise error
 
 
 def probe(path: str | Path, settings: SamplingSettings | None = None) -> VideoInfo:
     """What the container says about the file's video stream; raises MediaError subclasses."""
-    try:
-        return _probe(Path(path), settings or SamplingSettings())
-    except MediaError as e:
-        error = e
-    raise _bare(error)
+    return _bare_errors(_probe, path, settings or SamplingSettings())
 
 
 def _probe(path: Path, settings: SamplingSettings) -> VideoInfo:
@@ -451,62 +419,9 @@ def _keyframe_gap_by_demux(path: Path, index: int, tb: Fraction) -> float | None
     return float(ticks.max() * tb) if ticks.size else None
 
 
-def _index_past_end(stream: av.video.stream.VideoStream, size: int) -> bool:
-    """True when the container index points at data beyond the end of the file (cut off)."""
-    try:
-        entries = stream.index_entries
-        n = len(entries)
-        if n == 0:
-            return False
-        last = entries[n - 1]
-        return last.pos + last.size > size
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def _ebml_vint(data: bytes, at: int, keep_marker: bool) -> tuple[int, int]:
-    """(value, length) of the EBML variable-length integer at `at`; value -1 means unknown size."""
-    first = data[at]
-    length = 9 - first.bit_length() if first else 9
-    if length > 8 or at + length > len(data):
-        raise ValueError("bad EBML number")
-    value = int.from_bytes(data[at:at + length], "big")
-    if keep_marker:
-        return value, length
-    value &= (1 << (7 * length)) - 1
-    return (-1 if value == (1 << (7 * length)) - 1 else value), length
-
-
-def _declared_size_exceeds(path: Path, size: int) -> bool:
-    """True when the container's own header declares more bytes than the file has: the signature
-    of a copy or download that stopped early (Matroska/WebM segment, AVI RIFF)."""
-    with open(path, "rb") as f:
-        head = f.read(64 * 1024)
-    try:
-        if head[:4] == b"RIFF":
-            return int.from_bytes(head[4:8], "little") + 8 > size
-        if head[:4] == b"\x1a\x45\xdf\xa3":
-            at = 4
-            hsize, n = _ebml_vint(head, at, False)
-            at += n + hsize
-            seg_id, n = _ebml_vint(head, at, True)
-            if seg_id != 0x18538067:
-                return False
-            at += n
-            seg_size, n = _ebml_vint(head, at, False)
-            return seg_size >= 0 and at + n + seg_size > size
-    except (ValueError, IndexError):
-        return False
-    return False
-
-
 def sample(path: str | Path, settings: SamplingSettings = SamplingSettings()) -> SampledVideo:
     """Frames at fixed times (see module doc); raises MediaError subclasses with a reason."""
-    try:
-        return _sample(Path(path), settings)
-    except MediaError as e:
-        error = e
-    raise _bare(error)
+    return _bare_errors(_sample, path, settings)
 
 
 def _sample(path: Path, settings: SamplingSettings) -> SampledVideo:
@@ -558,7 +473,7 @@ def _sample_open(path: Path, container: av.container.InputContainer, stream: av.
                  info: VideoInfo, settings: SamplingSettings) -> SampledVideo:
     step, keyframes_only = prepare_decoder(path, stream, info.duration, settings)
     size = os.stat(path).st_size
-    damaged = _index_past_end(stream, size) or _declared_size_exceeds(path, size)
+    damaged = index_past_end(stream, size) or declared_size_exceeds(path, size)
     tb = stream.time_base
 
     kept: list[np.ndarray] = []
@@ -638,80 +553,8 @@ def _sample_open(path: Path, container: av.container.InputContainer, stream: av.
     if damaged and info.duration and measured < TRUNCATED_FRACTION * info.duration:
         raise Truncated(path, f"the file is cut off or damaged: the picture stops at {measured:.1f} s "
                               f"of {info.duration:.1f} s")
-    info = _with_rotation(info, rotation or 0)
-    return finish(np.stack(kept), np.asarray(times, dtype=np.float64), measured, info,
-                  keyframes_only, settings)
-
-
-def luma(rgb: np.ndarray) -> np.ndarray:
-    """BT.601 luma of uint8 RGB (..., 3) as float32."""
-    return rgb[..., 0] * np.float32(0.299) + rgb[..., 1] * np.float32(0.587) + rgb[..., 2] * np.float32(0.114)
-
-
-def informative_mask(frames: np.ndarray) -> np.ndarray:
-    """False for frames with too little contrast or structure to recognise (black, flat, fades),
-    and for frames whose structure is confined to a small spot (a logo or a caption on a black
-    leader): that spot is all such a frame would be matched on."""
-    y = luma(frames.astype(np.float32))
-    std = y.reshape(len(y), -1).std(axis=1)
-    dy, dx = np.abs(np.diff(y, axis=1)), np.abs(np.diff(y, axis=2))
-    edge = (dy.mean(axis=(1, 2)) + dx.mean(axis=(1, 2))) / 2
-    return (std >= FLAT_STD) & (edge >= FLAT_EDGE) & (_textured_share(dy, dx) >= TEXTURE_MIN_SHARE)
-
-
-def _textured_share(dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
-    """Per frame, the share of TEXTURE_GRID x TEXTURE_GRID blocks whose mean absolute luma gradient
-    is at least FLAT_EDGE."""
-    n, h, w = len(dy), dy.shape[1], dx.shape[2]  # both gradients cropped to (h, w)
-    g = max(1, min(TEXTURE_GRID, h, w))
-    bh, bw = h // g, w // g
-    grad = (dy[:, :g * bh, :g * bw] + dx[:, :g * bh, :g * bw]) / 2
-    blocks = grad.reshape(n, g, bh, g, bw).mean(axis=(2, 4))
-    return (blocks >= FLAT_EDGE).mean(axis=(1, 2))
-
-
-def _bar_run(is_bar: np.ndarray) -> np.ndarray:
-    """Per frame, how many leading entries (along axis 1) are bars."""
-    not_bar = ~is_bar
-    first = np.argmax(not_bar, axis=1)
-    return np.where(not_bar.any(axis=1), first, is_bar.shape[1])
-
-
-def detect_bars(frames: np.ndarray, usable: np.ndarray) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) rows/columns of near-black uniform border, common to the frames."""
-    n, h, w = frames.shape[:3]
-    sel = frames[usable] if usable.any() else frames
-    y = luma(sel.astype(np.float32))
-    rows_bar = (y.mean(axis=2) <= BAR_MAX_LUMA) & (y.std(axis=2) <= BAR_MAX_STD)  # (n, h)
-    cols_bar = (y.mean(axis=1) <= BAR_MAX_LUMA) & (y.std(axis=1) <= BAR_MAX_STD)  # (n, w)
-
-    def side(runs: np.ndarray, length: int) -> int:
-        v = int(np.floor(np.quantile(runs, BAR_FRAME_QUANTILE)))
-        return v if v <= BAR_MAX_FRACTION * length else 0
-
-    top = side(_bar_run(rows_bar), h)
-    bottom = side(_bar_run(rows_bar[:, ::-1]), h)
-    left = side(_bar_run(cols_bar), w)
-    right = side(_bar_run(cols_bar[:, ::-1]), w)
-    return top, bottom, left, right
-
-
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
-    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-    return frame.to_ndarray(width=size, height=size, format="rgb24", interpolation="AREA")
-
-
-def finish(inter: np.ndarray, times: np.ndarray, duration: float, info: VideoInfo,
-           keyframes_only: bool, settings: SamplingSettings) -> SampledVideo:
-    """Crop bars from the DETECT_SIZE intermediates, resize to FRAME_SIZE, mark informative."""
-    usable = informative_mask(inter)
-    h, w = inter.shape[1:3]
-    top, bottom, left, right = detect_bars(inter, usable) if settings.remove_bars else (0, 0, 0, 0)
-    if top or bottom or left or right:
-        cropped = inter[:, top:h - bottom, left:w - right]
-        frames = np.stack([_resize(f, FRAME_SIZE) for f in cropped])
-    else:
-        frames = np.stack([_resize(f, FRAME_SIZE) for f in inter])
-    crop = (top / h, bottom / h, left / w, right / w)
-    return SampledVideo(frames=frames, timestamps=times, informative=informative_mask(frames),
-                        duration=duration, info=info, crop=crop, keyframes_only=keyframes_only)
+    frames, informative, crop = model_frames(np.stack(kept), settings.remove_bars)
+    return SampledVideo(frames=frames, timestamps=np.asarray(times, dtype=np.float64),
+                        informative=informative, duration=measured,
+                        info=_with_rotation(info, rotation or 0), crop=crop,
+                        keyframes_only=keyframes_only)

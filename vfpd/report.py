@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Literal
 
 from vfpd import planning
-from vfpd.matching import EXACT, Pair
+from vfpd.grouping import Pair
+from vfpd.matching import EXACT
 from vfpd.thumbs import ThumbJob, extract_all, filmstrip_times
 
 REPORT_FORMAT = "vfpd-report"

@@ -15,14 +15,15 @@ from typing import Protocol
 
 import numpy as np
 
-from vfpd import chain, files, matching
+from vfpd import chain, files, grouping
 from vfpd.catalog import Catalog, ContentInfo
 from vfpd.chain import Decoder, Fingerprinter, Work
 from vfpd.files import FileRules
 from vfpd.fingerprint import Fingerprint
 from vfpd.hashing import FileStat
 from vfpd.library import DEFAULT_CANDIDATES, Library, LibrarySettings
-from vfpd.matching import DEFAULT_THRESHOLD, EXACT, MatchSettings, Pair
+from vfpd.grouping import Pair
+from vfpd.matching import DEFAULT_THRESHOLD, EXACT, MatchSettings
 from vfpd.media import SampledVideo, SamplingSettings
 
 CLUSTER_METHODS = ("components", "dbscan")
@@ -318,10 +319,10 @@ def find_pairs(entries: Sequence[FileEntry], fps: dict[str, Fingerprint],
 
 
 def group(pairs: Sequence[Pair], settings: ScanSettings,
-          cannot_link: matching.CannotLink = ()) -> list[list[str]]:
+          cannot_link: grouping.CannotLink = ()) -> list[list[str]]:
     if settings.cluster == "dbscan":
-        return matching.group_dbscan(pairs, settings.threshold, cannot_link)
-    return matching.group_components(pairs, cannot_link)
+        return grouping.group_dbscan(pairs, settings.threshold, cannot_link)
+    return grouping.group_components(pairs, cannot_link)
 
 
 def rejected(entries: Sequence[FileEntry], catalog: Catalog | None) -> set[frozenset[str]]:
@@ -339,7 +340,7 @@ def rejected(entries: Sequence[FileEntry], catalog: Catalog | None) -> set[froze
 
 def waste(group_paths: Sequence[str], files: dict[str, FileEntry]) -> int:
     """Bytes freed by keeping only the largest copy of a group (one entry per inode)."""
-    return matching.reclaimable([files[p].stat.size for p in group_paths])
+    return grouping.reclaimable([files[p].stat.size for p in group_paths])
 
 
 def scan(settings: ScanSettings, embedder: Embedder, decode: Decoder,

@@ -86,7 +86,7 @@ class DuplicateStore(CatalogCore):
 
     def rejected_pairs(self) -> list[tuple[str, str]]:
         """Content pairs a person marked "not a duplicate": cannot-links for grouping
-        (matching.group_components), whatever else links the two."""
+        (grouping.group_components), whatever else links the two."""
         return [(a, b) for a, b in self._reader().execute(
             "SELECT hash_a, hash_b FROM duplicates WHERE verdict = ?", (Verdict.NOT_DUPLICATE,))]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vfpd.cli.cmd_scan import EXIT_FILE_ERRORS, EXIT_OK, EXIT_USAGE
-from vfpd.matching import Pair
+from vfpd.grouping import Pair
 
 DEFAULT_OUTPUT = "vfpd-report"
 

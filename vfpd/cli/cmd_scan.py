@@ -15,10 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from vfpd import matching, planning
+from vfpd import planning
 from vfpd.cli import acting
 from vfpd.cli.text import human_size, shell_quoted
 from vfpd.files import DEFAULT_EXCLUDE, VIDEO_EXTENSIONS, FileRules
+from vfpd.grouping import Pair
+from vfpd.matching import PARTIAL
 from vfpd.presets import ACCURATE, FAST, PRESETS, decoding_for
 from vfpd.report import (
     MAYBE_BAND,
@@ -179,7 +181,7 @@ def _waste(group: Sequence[str], result: ScanResult) -> int:
 
 def print_text(result: ScanResult) -> None:
     files = {f.path: f for f in result.files}
-    best: dict[tuple[str, str], matching.Pair] = {}
+    best: dict[tuple[str, str], Pair] = {}
     for p in result.pairs:
         best.setdefault((p.a, p.b), p)
         best.setdefault((p.b, p.a), p)
@@ -200,7 +202,7 @@ def print_text(result: ScanResult) -> None:
             if links:
                 p = max(links, key=lambda p: p.score)
                 line += f"   [{p.score:.2f} {p.kind}"
-                if p.kind == matching.PARTIAL and p.segments:
+                if p.kind == PARTIAL and p.segments:
                     s = p.segments[0]
                     mine, other = ((s.a_start, s.a_end), p.b) if p.a == path else \
                         ((s.b_start, s.b_end), p.a)
@@ -216,7 +218,7 @@ def print_text(result: ScanResult) -> None:
 
 
 def _write_report(args: argparse.Namespace, result: ScanResult,
-                  maybe: list[matching.Pair]) -> bool:
+                  maybe: list[Pair]) -> bool:
     facts = {f.path: MemberFacts(f.path, f.hash, f.stat.size, f.stat.mtime_ns / 1e9, f.duration,
                                  f.width, f.height, f.codec) for f in result.files}
     cards = review_groups(result.groups, result.pairs, maybe, facts)

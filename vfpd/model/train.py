@@ -16,10 +16,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vfpd import media
+from vfpd import media, picture
 from vfpd.atomic import atomic_writer
 from vfpd.model.augment import AugmentConfig, TimeConfig, augment_views, time_view
-from vfpd.model.batches import VIEW_INTERVAL, VIEW_MIN_SHARE, Batch, BatchStream, Link, collate
+from vfpd.model.batches import (
+    VIEW_INTERVAL,
+    VIEW_MIN_SHARE,
+    Batch,
+    BatchStream,
+    Link,
+    collate,
+)
 from vfpd.model.frame_cache import (
     CACHE_INTERVAL,
     CachedVideo,
@@ -27,7 +34,13 @@ from vfpd.model.frame_cache import (
     build_cache,
     split_videos,
 )
-from vfpd.model.network import FingerprintNet, NetConfig, WeightsError, load_blob, save_weights
+from vfpd.model.network import (
+    FingerprintNet,
+    NetConfig,
+    WeightsError,
+    load_blob,
+    save_weights,
+)
 
 POSITIVE_SECONDS = 0.5
 """Frames of two views count as the same moment when their source times are this close (media
@@ -258,8 +271,9 @@ def fit(train_v: list[CachedVideo], val_v: list[CachedVideo], s: TrainSettings,
     stored frames for a retrain): resume from s.checkpoint or start from s.init, keep the best
     weights in best_path(s.checkpoint). `links` are the user's verdicts (indices into train_v);
     `should_stop` ends the run after the current step; `on_step` hears {epoch, step, loss}."""
-    from vfpd.model.embed import resolve_device
     from tqdm import tqdm
+
+    from vfpd.model.embed import resolve_device
 
     if s.batch_size < 2:
         raise TrainingError("batch_size must be at least 2 (other videos are the negatives)")
@@ -409,7 +423,7 @@ def store_background(weights: Path, videos: list[CachedVideo], device: str,
         frames = v.frames[::step]
         if len(frames):
             fps.append(embedder.embed(media.SampledVideo(
-                frames, v.times[::step].astype(np.float64), media.informative_mask(frames),
+                frames, v.times[::step].astype(np.float64), picture.informative_mask(frames),
                 v.duration, media.VideoInfo("cache", "cache", 64, 64, v.duration, None, 0))))
     try:
         center.store(weights, center.estimate(fps))

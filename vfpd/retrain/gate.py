@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vfpd import media
+from vfpd import media, picture
 from vfpd.fingerprint import Fingerprint
 from vfpd.matching import NONE, MatchSettings, verify
 from vfpd.model.augment import AugmentConfig, TimeConfig, augment_views, time_view
@@ -70,7 +70,7 @@ class Scores:
 
 def _sampled(frames: np.ndarray, times: np.ndarray, informative: np.ndarray | None = None
              ) -> media.SampledVideo:
-    inf = media.informative_mask(frames) if informative is None else informative
+    inf = picture.informative_mask(frames) if informative is None else informative
     dur = float(times[-1]) + VIEW_INTERVAL if len(times) else 0.0
     return media.SampledVideo(frames, times.astype(np.float64), inf, dur,
                               media.VideoInfo("eval", "eval", frames.shape[2], frames.shape[1],

@@ -23,7 +23,7 @@ import vfpd
 from vfpd import hashing
 from vfpd.catalog import Catalog, JobState, Kind
 from vfpd.client import E_BAD_ARGS, E_BUSY, E_NOT_FOUND, E_OUTSIDE_ROOTS, E_UNREADABLE
-from vfpd.matching import Pair, group_components, reclaimable
+from vfpd.grouping import Pair, group_components, reclaimable
 from vfpd.service.context import ServiceContext
 
 MAX_QUERY_K = 1000
