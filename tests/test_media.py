@@ -167,16 +167,24 @@ def test_odd_size(tmp_path: Path) -> None:
     assert sampled.frames.shape == (3, 64, 64, 3)  # 0, 1 and 1.96 s
 
 
-def _pad(img: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
-    return np.pad(img, ((top, bottom), (left, right), (0, 0)))
+def _pad(img: np.ndarray, top: int, bottom: int, left: int, right: int,
+         colour: tuple[int, int, int]) -> np.ndarray:
+    return np.stack([np.pad(img[..., c], ((top, bottom), (left, right)), constant_values=v)
+                     for c, v in enumerate(colour)], axis=-1)
 
 
-@pytest.mark.parametrize("pad", [(104, 104, 0, 0), (0, 0, 120, 120), (40, 40, 60, 60)],
-                         ids=["letterbox", "pillarbox", "windowbox"])
-def test_bars_are_removed(tmp_path: Path, bikes: Path, pad: tuple[int, int, int, int]) -> None:
+@pytest.mark.parametrize("pad,colour", [
+    ((104, 104, 0, 0), (0, 0, 0)),
+    ((0, 0, 120, 120), (0, 0, 0)),
+    ((40, 40, 60, 60), (0, 0, 0)),
+    ((36, 36, 64, 64), (46, 139, 87)),  # the picture shrunk inside a coloured frame
+    ((0, 0, 90, 90), (240, 230, 140)),  # pale side panels
+], ids=["letterbox", "pillarbox", "windowbox", "coloured-frame", "pale-panels"])
+def test_bars_are_removed(tmp_path: Path, bikes: Path, pad: tuple[int, int, int, int],
+                          colour: tuple[int, int, int]) -> None:
     frames = [img for _, img in read_frames(bikes, limit=125)]
     orig = media.sample(encode(tmp_path / "o.mp4", frames))
-    boxed = media.sample(encode(tmp_path / "b.mp4", (_pad(f, *pad) for f in frames)))
+    boxed = media.sample(encode(tmp_path / "b.mp4", (_pad(f, *pad, colour) for f in frames)))
     h, w = frames[0].shape[:2] + np.array([pad[0] + pad[1], pad[2] + pad[3]])
     expected = (pad[0] / h, pad[1] / h, pad[2] / w, pad[3] / w)
     np.testing.assert_allclose(boxed.crop, expected, atol=2.5 / picture.DETECT_SIZE)

@@ -1,5 +1,5 @@
 """What decoded pictures show: which frames are informative (not black, flat or a lone logo), where
-letterbox/pillarbox bars are, and the crop and resize to the model's FRAME_SIZE."""
+letterbox/pillarbox bars or a one-colour frame around the picture are, and the crop and resize to the model's FRAME_SIZE."""
 
 from __future__ import annotations
 
@@ -19,6 +19,11 @@ encoders smear the edge of the picture into the first bar rows)."""
 
 BAR_MAX_STD = 10.0
 """...and uniform: its luma standard deviation is at most this (noise and compression ringing)."""
+
+BORDER_COLOUR_TOLERANCE = 12.0
+"""A uniform row of any colour continues a border when its mean colour is within this (per RGB
+channel, of 255) of the outermost row's: a coloured frame survives encoding within a few levels, and
+a picture's own rows differ from it by more."""
 
 BAR_MAX_FRACTION = 0.4
 """Bars never cover more than this share of one side; beyond it the picture itself is dark."""
@@ -79,22 +84,33 @@ def _bar_run(is_bar: np.ndarray) -> np.ndarray:
     return np.where(not_bar.any(axis=1), first, is_bar.shape[1])
 
 
-def detect_bars(frames: np.ndarray, usable: np.ndarray) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) rows/columns of near-black uniform border, common to the frames."""
-    n, h, w = frames.shape[:3]
-    sel = frames[usable] if usable.any() else frames
-    y = luma(sel.astype(np.float32))
-    rows_bar = (y.mean(axis=2) <= BAR_MAX_LUMA) & (y.std(axis=2) <= BAR_MAX_STD)  # (n, h)
-    cols_bar = (y.mean(axis=1) <= BAR_MAX_LUMA) & (y.std(axis=1) <= BAR_MAX_STD)  # (n, w)
+def _border_rows(colour: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Per frame and row (axis 1, counted from the edge): a border row is near black and uniform
+    (a letterbox bar), or uniform and of the outermost row's colour (a picture framed or padded in
+    any colour)."""
+    dark = (luma(colour) <= BAR_MAX_LUMA) & (spread.mean(axis=-1) <= BAR_MAX_STD)
+    uniform = spread.max(axis=-1) <= BAR_MAX_STD
+    edge_colour = np.abs(colour - colour[:, :1]).max(axis=-1) <= BORDER_COLOUR_TOLERANCE
+    return dark | (uniform & edge_colour)
 
-    def side(runs: np.ndarray, length: int) -> int:
+
+def detect_bars(frames: np.ndarray, usable: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) rows/columns of uniform border (black bars, or a frame of one
+    colour around the picture), common to the frames."""
+    h, w = frames.shape[1:3]
+    sel = (frames[usable] if usable.any() else frames).astype(np.float32)
+    row_colour, row_spread = sel.mean(axis=2), sel.std(axis=2)  # (n, h, 3)
+    col_colour, col_spread = sel.mean(axis=1), sel.std(axis=1)  # (n, w, 3)
+
+    def side(colour: np.ndarray, spread: np.ndarray, length: int) -> int:
+        runs = _bar_run(_border_rows(colour, spread))
         v = int(np.floor(np.quantile(runs, BAR_FRAME_QUANTILE)))
         return v if v <= BAR_MAX_FRACTION * length else 0
 
-    top = side(_bar_run(rows_bar), h)
-    bottom = side(_bar_run(rows_bar[:, ::-1]), h)
-    left = side(_bar_run(cols_bar), w)
-    right = side(_bar_run(cols_bar[:, ::-1]), w)
+    top = side(row_colour, row_spread, h)
+    bottom = side(row_colour[:, ::-1], row_spread[:, ::-1], h)
+    left = side(col_colour, col_spread, w)
+    right = side(col_colour[:, ::-1], col_spread[:, ::-1], w)
     return top, bottom, left, right
 
 
