@@ -1,5 +1,5 @@
 """What decoded pictures show: which frames are informative (not black, flat or a lone logo), where
-letterbox/pillarbox bars or a one-colour frame around the picture are, and the crop and resize to the model's FRAME_SIZE."""
+the border is (letterbox/pillarbox bars, a one-colour frame), and the crop and resize to FRAME_SIZE."""
 
 from __future__ import annotations
 
