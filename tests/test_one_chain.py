@@ -18,14 +18,18 @@ import pytest
 
 from harness.daemon import Daemon, NotifyListener, WebhookServer, wait_until
 from media_factory import encode
-from scan_media import load, make_copy, pan_frames, rate, resize
+from scan_media import crop, load, make_copy, pan_frames, rate, resize
 
 Pairs = dict[frozenset[str], tuple[float, str]]
 
 THRESHOLD = 0.4
-"""Below the default, so that the crop of bikes (which the shipped weights score 0.46-0.50 in
-this folder: the model's known weak spot, issue 12) is a pair in both answers too; the shared
-intro scores 0.30, the black leaders nothing."""
+"""Below the default, so that the 80 % centre crop of bikes (about 0.67 with the shipped weights: crops
+are the model's known weak spot, issue 12) is a pair in both answers with a wide margin; the shared
+intro scores 0.30, the black leaders nothing. (A 75 % crop scores 0.45 here, and the encoder does
+not give the same bytes every run: too near this threshold to assert.)"""
+
+CROP_KEEP = 0.8
+"""The share of each side the cropped copy keeps: the centre crop issue 12 names."""
 
 
 def _with_leader(frames: list[np.ndarray], seconds: float, fps: float) -> list[np.ndarray]:
@@ -40,8 +44,9 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "sub").mkdir()
     bikes = load("bikes")
     encode(d / "bikes.mp4", (img for _, img in bikes), fps=rate(bikes))
-    for kind in ("crop", "flip", "trim"):
+    for kind in ("flip", "trim"):
         make_copy(bikes, kind, d / f"bikes-{kind}.mp4")
+    encode(d / "bikes-crop.mp4", (crop(img, CROP_KEEP) for _, img in bikes), fps=rate(bikes))
     # A clip inside a longer video: the bunny between two camera pans.
     bunny = load("bigbuckbunny")
     fps = rate(bunny)
