@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -31,10 +32,12 @@ footage: 1.0 at 0.969); no pair of different videos reaches it, the highest scor
 at 0.72 and below 0.99 at 0.64 (recall 0.99 there), so the default keeps a margin above the
 look-alikes rather than sitting at the edge; see docs/scan.md."""
 
-EXACT = "exact"
-NEAR = "near"
-PARTIAL = "partial"
-NONE = "none"
+MatchKind = Literal["exact", "near", "partial", "none"]
+"""How two videos match: the catalog stores the first three (vfpd.catalog.vocabulary.Kind)."""
+EXACT: MatchKind = "exact"
+NEAR: MatchKind = "near"
+PARTIAL: MatchKind = "partial"
+NONE: MatchKind = "none"
 
 
 @dataclass(frozen=True)
@@ -167,7 +170,7 @@ class Match:
     """The result of verifying two fingerprints. `offset`/`slope`: b_time = slope * a_time + offset."""
 
     score: float
-    kind: str
+    kind: MatchKind
     segments: tuple[Segment, ...] = ()
     offset: float = 0.0
     slope: float = 1.0
