@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,31 +203,33 @@ def _first_dir(env: Mapping[str, str], name: str) -> Path | None:
     return Path(value.split(":")[0]) if value else None
 
 
-def _place(env: Mapping[str, str], variable: str, system: Path, user: str) -> Path:
-    """Where systemd's `variable` points, else the system or the user location."""
+def _place(env: Mapping[str, str], variable: str, system: Path,
+           user: Callable[[str], str]) -> Path:
+    """Where systemd's `variable` points, else the system location, else the user's. `user` is
+    asked only when needed: platformdirs warns when, say, root has no XDG_RUNTIME_DIR."""
     given = _first_dir(env, variable)
     if given is not None:
         return given
-    return system if is_system(env) else Path(user)
+    return system if is_system(env) else Path(user(APP))
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     return _place(env, "CONFIGURATION_DIRECTORY", SYSTEM_CONFIG_DIR,
-                  platformdirs.user_config_dir(APP)) / CONFIG_NAME
+                  platformdirs.user_config_dir) / CONFIG_NAME
 
 
 def default_state_dir(env: Mapping[str, str]) -> Path:
-    return _place(env, "STATE_DIRECTORY", SYSTEM_STATE_DIR, platformdirs.user_state_dir(APP))
+    return _place(env, "STATE_DIRECTORY", SYSTEM_STATE_DIR, platformdirs.user_state_dir)
 
 
 def default_cache_dir(env: Mapping[str, str]) -> Path:
-    return _place(env, "CACHE_DIRECTORY", SYSTEM_CACHE_DIR, platformdirs.user_cache_dir(APP))
+    return _place(env, "CACHE_DIRECTORY", SYSTEM_CACHE_DIR, platformdirs.user_cache_dir)
 
 
 def default_socket(env: Mapping[str, str]) -> Path:
     return _place(env, "RUNTIME_DIRECTORY", SYSTEM_RUNTIME_DIR,
-                  platformdirs.user_runtime_dir(APP)) / SOCKET_NAME
+                  platformdirs.user_runtime_dir) / SOCKET_NAME
 
 
 def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Config:
