@@ -10,16 +10,16 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
+from media_factory import encode, read_frames, sample_clip
 from PIL import Image
 
-from media_factory import encode, read_frames, sample_clip
 from vfpd import media
 from vfpd.cli import ctl
 from vfpd.fingerprint import Fingerprint
 from vfpd.model.embed import DEFAULT_WEIGHTS, Embedder, pooling_mask, weights_version
-from vfpd.model.network import WeightsError
+from vfpd.model.version import WeightsError
 
 Frames = list[tuple[float, np.ndarray]]
 Edit = Callable[[np.ndarray], np.ndarray]

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vfpd import media
     from vfpd.model.embed import Embedder
-    from vfpd.model.network import WeightsError
+    from vfpd.model.version import WeightsError
     from vfpd.presets import ACCURATE, FAST
 
     preset = FAST if args.fast else ACCURATE

@@ -285,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
     bars = _Bars()
     from vfpd.chain import pool_decoder
     from vfpd.model.embed import Embedder
-    from vfpd.model.network import WeightsError
+    from vfpd.model.version import WeightsError
 
     decoder = None
     try:

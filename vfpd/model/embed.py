@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from pathlib import Path
 
@@ -12,7 +11,8 @@ import torch
 from vfpd.fingerprint import Fingerprint
 from vfpd.media import SampledVideo
 from vfpd.model.center import center_of
-from vfpd.model.network import FingerprintNet, WeightsError, load_blob, load_model
+from vfpd.model.network import FingerprintNet, load_blob, load_model
+from vfpd.model.version import weights_version
 
 DEFAULT_WEIGHTS = Path(__file__).with_name("weights") / "base.pt"
 """The base weights shipped in the package (see weights/CARD.md)."""
@@ -31,10 +31,6 @@ the other cores busy, and OpenMP threads that wait for a busy core spin. Measure
 cores with decoding running beside it: 602 frames in 0.63-1.0 s with one thread, 2.9-3.8 s with
 two; 19 frames in 0.02-0.05 s with one, 0.5-0.8 s with two."""
 
-VERSION_CHARS = 12
-"""Hex digits of the weights' SHA-256 kept as the model version: collisions are out of reach."""
-
-
 def resolve_device(device: str) -> torch.device:
     """"auto" -> CUDA when present, else CPU; "cpu"/"cuda" as asked (asking for absent CUDA is an error)."""
     if device == "auto":
@@ -44,20 +40,6 @@ def resolve_device(device: str) -> torch.device:
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
     return torch.device(device)
-
-
-def weights_version(path: Path) -> str:
-    """Short content hash of a weights file: fingerprints made by other weights never mix."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: no weights file there (train one with `vfpctl train`)") from None
-    except OSError as e:
-        raise WeightsError(f"{path}: cannot read the weights file: {e.strerror or e}") from None
-    return h.hexdigest()[:VERSION_CHARS]
 
 
 def frames_to_tensor(frames: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -14,6 +14,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from vfpd.atomic import atomic_writer
 from vfpd.fingerprint import FRAME_DIM, VECTOR_DIM
+from vfpd.model.version import WeightsError
 
 CONTRAST_EPS = 0.04
 """Added to a frame's standard deviation (pixel values in [0, 1]) before dividing by it: large
@@ -226,10 +227,6 @@ def count_parameters(model: nn.Module) -> int:
 
 WEIGHTS_FORMAT = "vfpd-fingerprint-net/1"
 """Tag of the weights/checkpoint dictionary layout; bumped when the layout changes."""
-
-
-class WeightsError(Exception):
-    """A weights file that is missing, unreadable or not ours; the message says which and why."""
 
 
 def save_weights(path: Path, model: FingerprintNet, meta: dict[str, Any] | None = None,

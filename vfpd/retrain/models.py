@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vfpd.atomic import atomic_writer
-from vfpd.model.embed import weights_version
+from vfpd.model.version import weights_version
 
 MODELS_DIR = "models"
 REGISTRY_NAME = "models.json"

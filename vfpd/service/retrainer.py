@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vfpd.atomic import atomic_writer
-from vfpd.model.embed import weights_version
+from vfpd.model.version import weights_version
 from vfpd.retrain.models import KEPT_ASIDE, ModelStore
 from vfpd.retrain.worker import CANDIDATE_NAME, PROGRESS_NAME, RESULT_NAME, Spec
 

@@ -1,0 +1,20 @@
+"""Importing the daemon, vfpctl or the scan does not import torch: torch comes with the weights
+(the daemon loads them as it starts, for their background; `vfpctl` commands that only talk to
+the daemon never do). The weights' version is read without it (vfpd.model.version)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("module", ["vfpd.service.daemon", "vfpd.cli.daemon", "vfpd.cli.ctl",
+                                    "vfpd.scan"])
+def test_torch_is_not_imported_at_start(module: str) -> None:
+    done = subprocess.run([sys.executable, "-c", f"import sys, {module}; "
+                           "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"{module} imports torch at start: {done.stdout}"

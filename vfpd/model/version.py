@@ -1,0 +1,28 @@
+"""What names a model: the short content hash of its weights file, read without loading torch
+(the daemon asks it at start-up and for every retrain; torch is loaded with the model itself)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+VERSION_CHARS = 12
+"""Hex digits of the weights' SHA-256 kept as the model version: collisions are out of reach."""
+
+
+class WeightsError(Exception):
+    """A weights file that is missing, unreadable or not ours; the message says which and why."""
+
+
+def weights_version(path: Path) -> str:
+    """Short content hash of a weights file: fingerprints made by other weights never mix."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: no weights file there (train one with `vfpctl train`)") from None
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read the weights file: {e.strerror or e}") from None
+    return h.hexdigest()[:VERSION_CHARS]
