@@ -56,6 +56,13 @@ path (load on demand) and the next ones, sent at once, the warm path."""
 GENERATOR_VERSION = 1
 """Bumped when the recipe below changes, so a cached back-log of an older recipe is remade."""
 
+IDLE_WAIT = 3 * IDLE_UNLOAD
+"""Seconds after the back-log drains before idle is measured: the model and decoders have been let
+go by then (issue 15: a daemon with nothing to do should cost little)."""
+
+IDLE_WINDOW = 10.0
+"""Seconds over which the idle daemon's CPU time is counted."""
+
 SEED = 20261122
 
 DURATIONS = (((3.0, 6.0), 0.45), ((6.0, 10.0), 0.35), ((10.0, 20.0), 0.15), ((20.0, 30.0), 0.05))
@@ -344,18 +351,41 @@ def _wait(cond, timeout: float, what: str):
     return value
 
 
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (decode workers)."""
-    total, todo = 0, [pid]
+def _tree(pid: int) -> list[int]:
+    """A process and all its descendants (decode workers)."""
+    found, todo = [], [pid]
     while todo:
         p = todo.pop()
+        found.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its descendants."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (decode workers)."""
+    total = 0
+    for p in _tree(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError):
+        except OSError:
             continue
     return total
 
@@ -563,6 +593,11 @@ def _run_backlog(videos: Path, items: list[Item], workers: int) -> dict[str, obj
         total = time.monotonic() - t0
         hwm = d.hwm()
         load = tuple((a + b) / 2 for a, b in zip(load, os.getloadavg()))
+        assert d.proc is not None
+        time.sleep(IDLE_WAIT)
+        idle_rss, cpu0 = _tree_rss(d.proc.pid), _tree_cpu(d.proc.pid)
+        time.sleep(IDLE_WINDOW)
+        idle_cpu = _tree_cpu(d.proc.pid) - cpu0
     finally:
         d.stop()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -576,7 +611,8 @@ def _run_backlog(videos: Path, items: list[Item], workers: int) -> dict[str, obj
         return {"ready": ready, "total": total, "files": c.files, "contents": c.contents,
                 "failed": failed, "groups": groups, "announced": len(announced),
                 "cpu": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
-                "peak_rss": d.peak_rss, "hwm": hwm, "load": load,
+                "peak_rss": d.peak_rss, "hwm": hwm, "load": load, "idle_rss": idle_rss,
+                "idle_cpu": idle_cpu,
                 "found": judge(groups, items)}
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -685,6 +721,9 @@ def main(argv: list[str]) -> int:
               f"({secs / max(bl['cpu'], 1e-9):.0f}x realtime per core) |")
         print(f"| back-log: peak memory | daemon + decode workers {bl['peak_rss'] / 2**20:.0f} MiB"
               f" (sampled every {RSS_POLL} s); daemon alone {bl['hwm'] / 2**20:.0f} MiB (VmHWM) |")
+        print(f"| idle after the back-log ({IDLE_WAIT:.0f} s on: model and decoders let go) | "
+              f"RSS {bl['idle_rss'] / 2**20:.0f} MiB (daemon + workers); CPU "
+              f"{bl['idle_cpu']:.2f} s in {IDLE_WINDOW:.0f} s |")
         print(f"| back-log: failed files | {len(bl['failed'])} |")
         print(f"| back-log: duplicates, vfpd | {_found_cell(f)}; webhook for "
               f"{bl['announced']} files (copies planted: {f.files_expected}) |")
