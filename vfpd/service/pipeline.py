@@ -35,6 +35,7 @@ from vfpd.hashing import FileStat
 from vfpd.library import Library, LibrarySettings
 from vfpd.matching import EXACT
 from vfpd.media import SamplingSettings
+from vfpd.memory import release_free_memory
 from vfpd.service.throughput import Throughput
 
 log = logging.getLogger("vfpd.pipeline")
@@ -306,6 +307,7 @@ class Pipeline:
                 unload = getattr(self.decoder, "unload", None)
                 if unload is not None:
                     unload()
+                release_free_memory()
                 self._model_used_at = None
                 log.info("model released after %.0f s without work",
                          self.settings.idle_unload_seconds)
