@@ -18,7 +18,8 @@ BAR_MAX_LUMA = 28.0
 encoders smear the edge of the picture into the first bar rows)."""
 
 BAR_MAX_STD = 10.0
-"""...and uniform: its luma standard deviation is at most this (noise and compression ringing)."""
+"""...and uniform: the standard deviation along it, averaged over R, G and B for a dark bar and the
+largest of the three for a coloured border, is at most this (noise and compression ringing)."""
 
 BORDER_COLOUR_TOLERANCE = 12.0
 """A uniform row of any colour continues a border when its mean colour is within this (per RGB
