@@ -87,10 +87,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     d.start()
     d.wait_log("fingerprinted", count=5)
     yield d
-    d.stop()
-    hook.close()
-    notify.close()
-    shutil.rmtree(home, ignore_errors=True)
+    d.close()
 
 
 def looped(src: Path, dest: Path, times: int) -> Path:

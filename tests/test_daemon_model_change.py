@@ -111,11 +111,7 @@ def daemon(media: dict[str, Path]) -> Iterator[ModelDaemon]:
         d.wait_log("fingerprinted", count=len(LIBRARY))
         yield d
     finally:
-        if d.proc is not None:
-            d.stop()
-        hook.close()
-        notify.close()
-        shutil.rmtree(home, ignore_errors=True)
+        d.close()
 
 
 def test_preset_names_agree_with_the_presets() -> None:

@@ -87,10 +87,7 @@ def daemon(media: dict[str, Path]) -> Iterator[Daemon]:
     d.start()
     d.wait_log("fingerprinted", count=len(LIBRARY))
     yield d
-    d.stop()
-    hook.close()
-    notify.close()
-    shutil.rmtree(home, ignore_errors=True)
+    d.close()
 
 
 def test_clip_cut_from_a_long_video_is_a_partial_duplicate(daemon: Daemon, media) -> None:

@@ -40,10 +40,7 @@ def live(tmp_path: Path) -> Iterator[tuple[Daemon, Path]]:
                        lambda: f"the back-log drained; log:\n{d.stacks()}")
         yield d, root
     finally:
-        d.stop()
-        hook.close()
-        notify.close()
-        shutil.rmtree(home, ignore_errors=True)
+        d.close()
 
 
 def _vfpctl(d: Daemon, *argv: str, daemon: bool = True) -> subprocess.CompletedProcess[str]:

@@ -100,10 +100,7 @@ def daemon_pairs(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
                         pairs[frozenset((a, b))] = (dup.score, dup.kind)
         yield pairs
     finally:
-        d.stop()
-        hook.close()
-        notify.close()
-        shutil.rmtree(home, ignore_errors=True)
+        d.close()
 
 
 def test_scan_and_daemon_give_the_same_pairs(folder: Path, daemon_pairs: Pairs,

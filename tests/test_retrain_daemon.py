@@ -88,11 +88,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RetrainDaemon]:
                    d.hook.for_path(lib / "bikes.mp4"), what="the copy announced")
         yield d
     finally:
-        if d.proc is not None:
-            d.stop()
-        hook.close()
-        notify.close()
-        shutil.rmtree(home, ignore_errors=True)
+        d.close()
 
 
 def _pairs(d: RetrainDaemon) -> set[frozenset[str]]:

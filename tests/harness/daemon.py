@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -180,6 +181,14 @@ workers = 1
 
     def catalog(self) -> Catalog:
         return Catalog(self.state / "catalog.db", readonly=True)
+
+    def close(self) -> None:
+        """Stop the daemon if it was started, close its listeners and remove its home."""
+        if self.proc is not None:
+            self.stop()
+        self.hook.close()
+        self.notify.close()
+        shutil.rmtree(self.home, ignore_errors=True)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
