@@ -173,20 +173,21 @@ class Library:
                            b, center)
 
     def _score(self, a: Fingerprint, weights: np.ndarray | None, b: Fingerprint,
-               center: np.ndarray | None) -> Match:
+               center: np.ndarray | None, at_least: float = 0.0) -> Match:
         return verify(a, b, self.settings.match, weights,
-                      self._transferred(a, weights, b, center), center)
+                      self._transferred(a, weights, b, center), center, at_least)
 
     def _lookup(self, fp: Fingerprint) -> FrameHits | None:
         return self.frame_index.lookup(fp) if self.frame_index is not None else None
 
     # -- candidates and verification ------------------------------------------------------------------
 
-    def verified(self, fp: Fingerprint, exclude_hash: str | None = None, k: int | None = None
-                 ) -> list[Verified]:
+    def verified(self, fp: Fingerprint, exclude_hash: str | None = None, k: int | None = None,
+                 at_least: float = 0.0) -> list[Verified]:
         """Every candidate of fp verified, best first: the k (default: the settings') nearest
         videos by vector plus the FRAME_CANDIDATES whose frames resemble fp's most (clips of
-        longer videos). `exclude_hash`: fp's own content, never its own match."""
+        longer videos). `exclude_hash`: fp's own content, never its own match. `at_least`: a
+        candidate that provably scores less is not aligned (matching.verify), its score 0."""
         settings = self.settings
         k = settings.candidates if k is None else k
         ids: list[int] = []
@@ -212,7 +213,7 @@ class Library:
                 continue
             if sf.fingerprint.model_version != fp.model_version:
                 continue
-            m = self._score(fp, weights, sf.fingerprint, center)
+            m = self._score(fp, weights, sf.fingerprint, center, at_least)
             sim = float(vector @ np.asarray(sf.fingerprint.vector, np.float32))
             out.append(Verified(sf.hash, m, sim, self.accepts(m)))
         out.sort(key=lambda v: (-v.match.score, v.hash))
@@ -220,7 +221,8 @@ class Library:
 
     def duplicates(self, fp: Fingerprint, exclude_hash: str | None = None) -> list[Verified]:
         """The stored videos fp duplicates, by the accept rule."""
-        return [v for v in self.verified(fp, exclude_hash) if v.duplicate]
+        return [v for v in self.verified(fp, exclude_hash, at_least=self.settings.threshold)
+                if v.duplicate]
 
     # -- keeping it current ---------------------------------------------------------------------------
 

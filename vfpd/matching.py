@@ -455,16 +455,51 @@ def _evaluate(a: _Frames, b: _Frames, al: _Aligned, s: MatchSettings) -> Match:
     return Match(score * factor, kind, segments, offset, slope)
 
 
+def _best_possible(src: _Frames, dst: _Frames, sim: np.ndarray) -> np.ndarray:
+    """For each frame of src, the highest similarity _side can give it under any alignment: the
+    best of its row, or of a blend of two neighbouring dst samples (_interpolated_sim), whose
+    similarity is at most the better of the two divided by the blend's smallest norm."""
+    best = sim.max(axis=1)
+    if len(dst.times) > 1:
+        adjacent = np.sum(dst.features[:-1] * dst.features[1:], axis=1)
+        pair = np.maximum(sim[:, :-1], sim[:, 1:])
+        # Below zero the blend is below zero too, which no match floor counts (score_bound).
+        blend = np.maximum(pair, 0.0) / np.sqrt(np.maximum((1.0 + adjacent) / 2.0, 1e-12))
+        best = np.maximum(best, blend.max(axis=1))
+    return best
+
+
+def _score_bound(a: _Frames, b: _Frames, sim: np.ndarray, s: MatchSettings) -> float:
+    """An upper bound on the score of any alignment of a and b (see _picture): each side's score is
+    a weighted mean of frame match values over the frames in the overlap, at most the best match
+    any frame could get, and at most the sum of what all frames could give over the fewest
+    frames an overlap needs for a full score (fewer scale it down in proportion). 1.0 (no bound)
+    when a frame similarity of zero or less counts as a match."""
+    if s.frame_sim_floor <= 0:
+        return 1.0
+    needed = min(s.min_evidence_frames, max(s.min_evidence_floor, min(len(a.times), len(b.times))))
+    total = 0.0
+    for src, dst, m in ((a, b, sim), (b, a, sim.T)):
+        best = _frame_match(_best_possible(src, dst, m), s)
+        w = src.weights
+        total += min(float(best.max()),
+                     float(np.sum(w * best)) / (needed * max(float(w.min()), 1e-9)))
+    return 0.5 * total
+
+
 def verify(a: Fingerprint, b: Fingerprint, settings: MatchSettings = MatchSettings(),
            a_weights: np.ndarray | None = None, b_weights: np.ndarray | None = None,
-           center: np.ndarray | None = None) -> Match:
+           center: np.ndarray | None = None, at_least: float = 0.0) -> Match:
     """Align the frame features of a and b in time and say how much of their overlap matches.
 
     a_weights/b_weights: optional per-frame weights (all frames, informative or not) in (0, 1],
     lower for recurring content; see recurring_weights().
     center: the background frame feature of the collection a and b come from (frame_center());
     when not given, the two videos' own mean is used, which works for a pair of videos with
-    motion but is less sure than a collection's."""
+    motion but is less sure than a collection's.
+    at_least: a pair that provably scores less under every alignment is not aligned at all and
+    gets NO_MATCH (callers that keep only pairs at a threshold skip most of the work for the many
+    candidates that are other footage); 0 always aligns."""
     if a.model_version != b.model_version:
         raise ValueError(
             f"fingerprints of different model versions ({a.model_version!r}, {b.model_version!r})"
@@ -475,6 +510,8 @@ def verify(a: Fingerprint, b: Fingerprint, settings: MatchSettings = MatchSettin
     if len(fa.times) == 0 or len(fb.times) == 0:
         return NO_MATCH
     sim = _similarity(fa, fb, settings)
+    if at_least > 0 and _score_bound(fa, fb, sim, settings) < at_least:
+        return NO_MATCH
     best, best_key = NO_MATCH, 0.0
     for slope, offset in _offset_hypotheses(fa, fb, sim, settings):
         aligned = _picture(fa, fb, sim, slope, offset, settings)
