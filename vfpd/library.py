@@ -24,7 +24,16 @@ from vfpd.model.center import video_mean
 from vfpd.frame_index import FRAME_CANDIDATES, FrameHits, FrameIndex
 from vfpd.index import VectorIndex
 from vfpd.candidates import FRAME_MIN_SIM_FOR_CANDIDATE
-from vfpd.matching import NONE, Match, MatchSettings, centred, recurring_weights, verify
+from vfpd.matching import (
+    NONE,
+    Match,
+    MatchSettings,
+    centred,
+    prepare,
+    recurring_weights,
+    verify,
+    verify_prepared,
+)
 
 if TYPE_CHECKING:
     from vfpd.catalog import Catalog, StoredFingerprint
@@ -150,16 +159,17 @@ class Library:
         counts = hits.shared(len(fp.timestamps), FRAME_MIN_SIM_FOR_CANDIDATE)
         return recurring_weights(counts, self.settings.match)
 
-    def _transferred(self, a: Fingerprint, a_weights: np.ndarray | None, b: Fingerprint,
+    @staticmethod
+    def _transferred(a_centred: np.ndarray, a_weights: np.ndarray | None, b: Fingerprint,
                      center: np.ndarray | None) -> np.ndarray | None:
         """The stored video's frame weights: each frame takes the weight of its most similar
-        frame of the new video when they show the same picture, else full weight, so recurring
-        content weighs the same on both sides of a pair."""
-        if a_weights is None or len(a.timestamps) == 0 or len(b.timestamps) == 0:
+        frame of the new video (`a_centred`: all its frames, centred) when they show the same
+        picture, else full weight, so recurring content weighs the same on both sides of a
+        pair."""
+        if a_weights is None or len(a_centred) == 0 or len(b.timestamps) == 0:
             return None
-        fa = centred(np.asarray(a.frame_features, np.float32), center)
         fb = centred(np.asarray(b.frame_features, np.float32), center)
-        sim = fb @ fa.T
+        sim = fb @ a_centred.T
         best = sim.argmax(axis=1)
         same = sim[np.arange(len(fb)), best] >= FRAME_MIN_SIM_FOR_CANDIDATE
         return np.where(same, a_weights[best], 1.0)
@@ -169,13 +179,10 @@ class Library:
         """Verify `a` (the new video, or the one asked about) against stored `b`, both in the
         library or `center` given (the background counting `a`)."""
         center = self.center() if center is None else center
-        return self._score(a, self._weights(a, hits if hits is not None else self._lookup(a)),
-                           b, center)
-
-    def _score(self, a: Fingerprint, weights: np.ndarray | None, b: Fingerprint,
-               center: np.ndarray | None, at_least: float = 0.0) -> Match:
+        weights = self._weights(a, hits if hits is not None else self._lookup(a))
+        a_centred = centred(np.asarray(a.frame_features, np.float32), center)
         return verify(a, b, self.settings.match, weights,
-                      self._transferred(a, weights, b, center), center, at_least)
+                      self._transferred(a_centred, weights, b, center), center)
 
     def _lookup(self, fp: Fingerprint) -> FrameHits | None:
         return self.frame_index.lookup(fp) if self.frame_index is not None else None
@@ -206,14 +213,20 @@ class Library:
             sf.hash == exclude_hash for sf in stored.values())
         center = self.center(None if known else fp)
         weights = self._weights(fp, hits)  # fp's, the same against every candidate
+        prepared = prepare(fp, weights, center)
+        fp_centred = centred(np.asarray(fp.frame_features, np.float32), center)
+        match = self.settings.match
         out: list[Verified] = []
         for i in ids:
             sf = stored.get(i)
             if sf is None or sf.hash == exclude_hash:
                 continue
-            if sf.fingerprint.model_version != fp.model_version:
+            b = sf.fingerprint
+            if b.model_version != fp.model_version:
                 continue
-            m = self._score(fp, weights, sf.fingerprint, center, at_least)
+            m = verify_prepared(prepared, prepare(b, self._transferred(fp_centred, weights, b,
+                                                                       center), center),
+                                match, at_least)
             sim = float(vector @ np.asarray(sf.fingerprint.vector, np.float32))
             out.append(Verified(sf.hash, m, sim, self.accepts(m)))
         out.sort(key=lambda v: (-v.match.score, v.hash))

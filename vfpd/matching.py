@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -180,19 +181,28 @@ NO_MATCH = Match(0.0, NONE)
 
 
 @dataclass(frozen=True)
-class _Frames:
-    """The informative frames of one video, as verification uses them."""
+class Prepared:
+    """The informative frames of one video, as verification uses them (prepare()): made once
+    for a video verified against many candidates."""
 
+    model_version: str
     features: np.ndarray  # (n, FRAME_DIM) float32, centred on the collection's background
     raw: np.ndarray  # (n, FRAME_DIM) the same frames' features as the model gave them
-    residual: np.ndarray  # (n, FRAME_DIM) raw minus the video's static component, unit rows
-    moving: np.ndarray  # (n,) bool: the residual is large enough to be more than noise
     times: np.ndarray  # (n,) seconds
     weights: np.ndarray  # (n,) recurring-content weights in (0, 1]
+    adjacent: np.ndarray  # (max(n - 1, 1),) similarity of each centred feature with the next
     step: float  # typical sampling interval, seconds
     start: float  # time range of all sampled frames, informative or not
     end: float
     duration: float  # of the video: segments never end after it
+
+    @cached_property
+    def residual(self) -> tuple[np.ndarray, np.ndarray]:
+        """(raw minus the video's static component as unit rows, the size of each residual):
+        only the residual similarity needs it."""
+        residual = self.raw - self.raw.mean(axis=0) if len(self.raw) else self.raw
+        size = np.linalg.norm(residual, axis=1)
+        return (residual / np.maximum(size, 1e-9)[:, None]).astype(np.float32), size
 
 
 def _sampling_step(times: np.ndarray) -> float:
@@ -220,21 +230,21 @@ def centred(features: np.ndarray, center: np.ndarray | None) -> np.ndarray:
     return np.ascontiguousarray(x / np.maximum(norms, 1e-6), dtype=np.float32)
 
 
-def _frames(fp: Fingerprint, weights: np.ndarray | None, center: np.ndarray | None,
-            settings: MatchSettings) -> _Frames:
+def prepare(fp: Fingerprint, weights: np.ndarray | None, center: np.ndarray | None) -> Prepared:
+    """fp as verify_prepared() takes it. weights: per-frame weights of all its frames (see
+    verify); center: the background of the collection it is compared in."""
     keep = np.asarray(fp.informative, dtype=bool)
     w = np.ones(len(keep), np.float64) if weights is None else np.asarray(weights, np.float64)
     times = np.asarray(fp.timestamps, np.float64)
-    raw = np.asarray(fp.frame_features[keep], np.float64)
-    residual = raw - raw.mean(axis=0) if len(raw) else raw
-    size = np.linalg.norm(residual, axis=1)
-    return _Frames(
-        features=centred(fp.frame_features[keep], center),
-        raw=raw,
-        residual=(residual / np.maximum(size, 1e-9)[:, None]).astype(np.float32),
-        moving=size >= settings.motion_static,
+    features = centred(fp.frame_features[keep], center)
+    return Prepared(
+        model_version=fp.model_version,
+        features=features,
+        raw=np.asarray(fp.frame_features[keep], np.float64),
         times=times[keep],
         weights=w[keep],
+        adjacent=np.sum(features[:-1] * features[1:], axis=1) if len(features) > 1
+        else np.ones(1, np.float32),
         step=_sampling_step(times),
         start=float(times[0]) if len(times) else 0.0,
         end=float(times[-1]) if len(times) else 0.0,
@@ -242,7 +252,7 @@ def _frames(fp: Fingerprint, weights: np.ndarray | None, center: np.ndarray | No
     )
 
 
-def _similarity(a: _Frames, b: _Frames, s: MatchSettings) -> np.ndarray:
+def _similarity(a: Prepared, b: Prepared, s: MatchSettings) -> np.ndarray:
     """Frame-by-frame similarity: of the features centred on the collection's background, or --
     where both frames move -- of what moves in them (each video's static component removed),
     whichever is higher. A box, a logo or a frame drawn over a copy, or a crop, shifts every
@@ -251,13 +261,15 @@ def _similarity(a: _Frames, b: _Frames, s: MatchSettings) -> np.ndarray:
     sim = a.features @ b.features.T
     if not s.residual_similarity:
         return sim
-    res = a.residual @ b.residual.T
+    (ra, size_a), (rb, size_b) = a.residual, b.residual
+    res = ra @ rb.T
     # Put residual similarity on the scale of the centred one: residual_sim_floor lands on
     # frame_sim_floor and residual_sim_ceil on frame_sim_ceil.
     res = s.frame_sim_floor + (res - s.residual_sim_floor) * (
         (s.frame_sim_ceil - s.frame_sim_floor) / (s.residual_sim_ceil - s.residual_sim_floor))
-    res[~a.moving] = -1.0
-    res[:, ~b.moving] = -1.0
+    # Only frames whose residual is more than noise.
+    res[size_a < s.motion_static] = -1.0
+    res[:, size_b < s.motion_static] = -1.0
     return np.maximum(sim, res)
 
 
@@ -271,7 +283,7 @@ def _frame_match(sim: np.ndarray, s: MatchSettings) -> np.ndarray:
     return _clip((sim - s.frame_sim_floor) / (s.frame_sim_ceil - s.frame_sim_floor), 0.0, 1.0)
 
 
-def _offset_hypotheses(a: _Frames, b: _Frames, sim: np.ndarray,
+def _offset_hypotheses(a: Prepared, b: Prepared, sim: np.ndarray,
                        s: MatchSettings) -> list[tuple[float, float]]:
     """(slope, offset) pairs that many frame pairs agree on: a Hough vote along diagonals."""
     k = min(s.votes_per_frame, sim.shape[1])
@@ -304,17 +316,18 @@ def _offset_hypotheses(a: _Frames, b: _Frames, sim: np.ndarray,
     return out
 
 
-def _interpolated_sim(dst: _Frames, sim: np.ndarray, pred: np.ndarray) -> np.ndarray:
+def _interpolated_sim(dst: Prepared, sim: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """Similarity of each src frame to dst's feature interpolated at `pred`, between the two
     samples around it. A copy trimmed by half a sampling step is sampled half-way between the
-    original's samples; on fast footage neither neighbour alone looks like it, their blend does."""
+    original's samples; on fast footage neither neighbour alone looks like it, their blend does.
+    pred: (hypotheses, src frames), one row per alignment."""
     right = _clip(np.searchsorted(dst.times, pred), 1, len(dst.times) - 1)
     left = right - 1
     gap = dst.times[right] - dst.times[left]
     w = _clip((pred - dst.times[left]) / np.maximum(gap, 1e-9), 0.0, 1.0)
-    adjacent = np.sum(dst.features[left] * dst.features[right], axis=1)
+    adjacent = dst.adjacent[left]
     norm = np.sqrt(np.maximum((1 - w) ** 2 + w ** 2 + 2 * w * (1 - w) * adjacent, 1e-12))
-    rows = np.arange(len(pred))
+    rows = np.arange(pred.shape[-1])
     s = ((1 - w) * sim[rows, left] + w * sim[rows, right]) / norm
     # Only between neighbouring samples: across a gap of dropped (non-informative) frames the
     # footage may have changed completely; and only between them, not beyond dst's first or last
@@ -323,24 +336,25 @@ def _interpolated_sim(dst: _Frames, sim: np.ndarray, pred: np.ndarray) -> np.nda
     return np.where((gap <= 1.5 * dst.step) & between, s, -np.inf)
 
 
-def _side(src: _Frames, dst: _Frames, sim: np.ndarray, pred: np.ndarray,
+def _side(src: Prepared, dst: Prepared, sim: np.ndarray, pred: np.ndarray,
           s: MatchSettings) -> tuple[np.ndarray, np.ndarray]:
-    """For each frame of src mapped to `pred` in dst's time: (valid, match value).
+    """For each frame of src mapped to `pred` in dst's time: (valid, match value); pred and both
+    results have one row per alignment.
 
     valid: the frame lands inside dst's footage and dst has an informative frame there; frames that
     land where dst has only non-informative frames count neither for nor against the match."""
     tol = s.time_tolerance_steps * dst.step
     inside = (pred >= dst.start - tol) & (pred <= dst.end + tol)
-    near = np.abs(dst.times[None, :] - pred[:, None]) <= tol
-    best = np.where(near, sim, -np.inf).max(axis=1, initial=-np.inf)
+    near = np.abs(dst.times - pred[..., None]) <= tol
+    best = np.where(near, sim, -np.inf).max(axis=-1, initial=-np.inf)
     if len(dst.times) > 1:
         best = np.maximum(best, _interpolated_sim(dst, sim, pred))
     valid = inside & np.isfinite(best)
     return valid, np.where(valid, _frame_match(best, s), 0.0)
 
 
-def _segments(a: _Frames, valid: np.ndarray, m: np.ndarray, slope: float, offset: float,
-              b: _Frames, s: MatchSettings) -> tuple[Segment, ...]:
+def _segments(a: Prepared, valid: np.ndarray, m: np.ndarray, slope: float, offset: float,
+              b: Prepared, s: MatchSettings) -> tuple[Segment, ...]:
     matched = np.flatnonzero(valid & (m >= 0.5))
     if len(matched) == 0:
         return ()
@@ -361,11 +375,11 @@ def _segments(a: _Frames, valid: np.ndarray, m: np.ndarray, slope: float, offset
     return tuple(out)
 
 
-def _informative_span(f: _Frames) -> float:
+def _informative_span(f: Prepared) -> float:
     return float(f.times[-1] - f.times[0] + f.step) if len(f.times) else 0.0
 
 
-def _at_times(f: _Frames, t: np.ndarray) -> np.ndarray:
+def _at_times(f: Prepared, t: np.ndarray) -> np.ndarray:
     """f's raw features at times t, interpolated linearly between the samples around each (a
     copy sampled on a shifted grid shows the moments between the original's samples)."""
     if len(f.times) == 1:
@@ -377,7 +391,7 @@ def _at_times(f: _Frames, t: np.ndarray) -> np.ndarray:
     return (1 - w) * f.raw[left] + w * f.raw[right]
 
 
-def motion_evidence(a: _Frames, b: _Frames, valid_a: np.ndarray, pred_a: np.ndarray,
+def motion_evidence(a: Prepared, b: Prepared, valid_a: np.ndarray, pred_a: np.ndarray,
                     valid_b: np.ndarray) -> tuple[float, float]:
     """(how much the overlap changes, how well its changes agree) for an alignment.
 
@@ -420,26 +434,32 @@ class _Aligned:
     valid_b: np.ndarray
 
 
-def _picture(a: _Frames, b: _Frames, sim: np.ndarray, slope: float, offset: float,
-             s: MatchSettings) -> _Aligned:
-    """How well the pictures match under one alignment (no motion rule, no segments)."""
-    pred_a = slope * a.times + offset
+def _pictures(a: Prepared, b: Prepared, sim: np.ndarray, hypotheses: list[tuple[float, float]],
+              s: MatchSettings) -> list[_Aligned]:
+    """How well the pictures match under each alignment (slope, offset) (no motion rule, no
+    segments), all alignments computed together."""
+    slopes = np.array([h[0] for h in hypotheses], np.float64)[:, None]
+    offsets = np.array([h[1] for h in hypotheses], np.float64)[:, None]
+    pred_a = slopes * a.times + offsets
     valid_a, m_a = _side(a, b, sim, pred_a, s)
-    valid_b, m_b = _side(b, a, sim.T, (b.times - offset) / slope, s)
-    n = min(int(valid_a.sum()), int(valid_b.sum()))
-    if n == 0:
-        return _Aligned(slope, offset, 0.0, pred_a, valid_a, m_a, valid_b)
-    score_a = float(np.sum(a.weights * m_a * valid_a) / np.sum(a.weights * valid_a))
-    score_b = float(np.sum(b.weights * m_b * valid_b) / np.sum(b.weights * valid_b))
-    needed = min(s.min_evidence_frames,
-                 max(s.min_evidence_floor, min(len(a.times), len(b.times))))
-    if max(valid_a.mean(), valid_b.mean()) < s.contained_share:
-        needed = max(needed, s.partial_evidence_frames)
-    score = 0.5 * (score_a + score_b) * min(1.0, n / needed)
-    return _Aligned(slope, offset, score, pred_a, valid_a, m_a, valid_b)
+    valid_b, m_b = _side(b, a, sim.T, (b.times - offsets) / slopes, s)
+    n = np.minimum(valid_a.sum(axis=1), valid_b.sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):  # rows without overlap score 0 below
+        score_a = np.sum(a.weights * m_a * valid_a, axis=1) / np.sum(a.weights * valid_a, axis=1)
+        score_b = np.sum(b.weights * m_b * valid_b, axis=1) / np.sum(b.weights * valid_b, axis=1)
+    base = min(s.min_evidence_frames, max(s.min_evidence_floor, min(len(a.times), len(b.times))))
+    partial = np.maximum(valid_a.mean(axis=1), valid_b.mean(axis=1)) < s.contained_share
+    out = []
+    for i, (slope, offset) in enumerate(hypotheses):
+        score = 0.0
+        if n[i] > 0:
+            needed = max(base, s.partial_evidence_frames) if partial[i] else base
+            score = 0.5 * (float(score_a[i]) + float(score_b[i])) * min(1.0, int(n[i]) / needed)
+        out.append(_Aligned(slope, offset, score, pred_a[i], valid_a[i], m_a[i], valid_b[i]))
+    return out
 
 
-def _evaluate(a: _Frames, b: _Frames, al: _Aligned, s: MatchSettings) -> Match:
+def _evaluate(a: Prepared, b: Prepared, al: _Aligned, s: MatchSettings) -> Match:
     """The match under one alignment: its picture score under the motion rule, its segments."""
     slope, offset, score = al.slope, al.offset, al.score
     if not np.any(al.valid_a) or not np.any(al.valid_b):
@@ -455,21 +475,20 @@ def _evaluate(a: _Frames, b: _Frames, al: _Aligned, s: MatchSettings) -> Match:
     return Match(score * factor, kind, segments, offset, slope)
 
 
-def _best_possible(src: _Frames, dst: _Frames, sim: np.ndarray) -> np.ndarray:
+def _best_possible(src: Prepared, dst: Prepared, sim: np.ndarray) -> np.ndarray:
     """For each frame of src, the highest similarity _side can give it under any alignment: the
     best of its row, or of a blend of two neighbouring dst samples (_interpolated_sim), whose
     similarity is at most the better of the two divided by the blend's smallest norm."""
     best = sim.max(axis=1)
     if len(dst.times) > 1:
-        adjacent = np.sum(dst.features[:-1] * dst.features[1:], axis=1)
         pair = np.maximum(sim[:, :-1], sim[:, 1:])
         # Below zero the blend is below zero too, which no match floor counts (score_bound).
-        blend = np.maximum(pair, 0.0) / np.sqrt(np.maximum((1.0 + adjacent) / 2.0, 1e-12))
+        blend = np.maximum(pair, 0.0) / np.sqrt(np.maximum((1.0 + dst.adjacent) / 2.0, 1e-12))
         best = np.maximum(best, blend.max(axis=1))
     return best
 
 
-def _score_bound(a: _Frames, b: _Frames, sim: np.ndarray, s: MatchSettings) -> float:
+def _score_bound(a: Prepared, b: Prepared, sim: np.ndarray, s: MatchSettings) -> float:
     """An upper bound on the score of any alignment of a and b (see _picture): each side's score is
     a weighted mean of frame match values over the frames in the overlap, at most the best match
     any frame could get, and at most the sum of what all frames could give over the fewest
@@ -500,34 +519,49 @@ def verify(a: Fingerprint, b: Fingerprint, settings: MatchSettings = MatchSettin
     at_least: a pair that provably scores less under every alignment is not aligned at all and
     gets NO_MATCH (callers that keep only pairs at a threshold skip most of the work for the many
     candidates that are other footage); 0 always aligns."""
-    if a.model_version != b.model_version:
-        raise ValueError(
-            f"fingerprints of different model versions ({a.model_version!r}, {b.model_version!r})"
-            " cannot be compared")
     if center is None:
         center = frame_center([a, b])
-    fa, fb = _frames(a, a_weights, center, settings), _frames(b, b_weights, center, settings)
+    return verify_prepared(prepare(a, a_weights, center), prepare(b, b_weights, center),
+                           settings, at_least)
+
+
+def verify_prepared(fa: Prepared, fb: Prepared, settings: MatchSettings = MatchSettings(),
+                    at_least: float = 0.0) -> Match:
+    """verify() of two prepared videos (prepared with the same background)."""
+    if fa.model_version != fb.model_version:
+        raise ValueError(
+            f"fingerprints of different model versions ({fa.model_version!r}, "
+            f"{fb.model_version!r}) cannot be compared")
     if len(fa.times) == 0 or len(fb.times) == 0:
         return NO_MATCH
     sim = _similarity(fa, fb, settings)
     if at_least > 0 and _score_bound(fa, fb, sim, settings) < at_least:
         return NO_MATCH
-    best, best_key = NO_MATCH, 0.0
-    for slope, offset in _offset_hypotheses(fa, fb, sim, settings):
-        aligned = _picture(fa, fb, sim, slope, offset, settings)
-        margin = settings.speed_change_margin if slope != 1.0 else 0.0
+    hypotheses = _offset_hypotheses(fa, fb, sim, settings)
+    if not hypotheses:
+        return NO_MATCH
+    pictures = _pictures(fa, fb, sim, hypotheses, settings)
+    if settings.motion_confirms:
         # The alignment is chosen by the pictures; the motion rule then confirms or refutes it.
         # Letting it choose would search the offsets of a static background for one whose
-        # motion happens to agree (a person walking the same way at another time). So an
-        # alignment whose pictures lose is not worth its motion and segments (most of the cost).
-        if settings.motion_confirms:
-            if aligned.score - margin > best_key:
-                best, best_key = _evaluate(fa, fb, aligned, settings), aligned.score - margin
-            continue
+        # motion happens to agree (a person walking the same way at another time). So only the
+        # winning alignment is worth its motion and segments (most of the cost).
+        winner, key = None, 0.0
+        for aligned in pictures:
+            if aligned.score - _margin(aligned.slope, settings) > key:
+                winner, key = aligned, aligned.score - _margin(aligned.slope, settings)
+        return NO_MATCH if winner is None else _evaluate(fa, fb, winner, settings)
+    best, best_key = NO_MATCH, 0.0
+    for aligned in pictures:
         m = _evaluate(fa, fb, aligned, settings)
-        if m.score - margin > best_key:
-            best, best_key = m, m.score - margin
+        if m.score - _margin(aligned.slope, settings) > best_key:
+            best, best_key = m, m.score - _margin(aligned.slope, settings)
     return best
+
+
+def _margin(slope: float, s: MatchSettings) -> float:
+    """What an alignment with a speed change must beat one without by (speed_change_margin)."""
+    return s.speed_change_margin if slope != 1.0 else 0.0
 
 
 def recurring_weights(other_videos: np.ndarray, settings: MatchSettings = MatchSettings()
