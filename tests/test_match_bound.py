@@ -25,7 +25,6 @@ def pairs(draw: st.DrawFn):
         src = draw(st.sampled_from(SOURCES))
         start = draw(st.floats(0, 40))
         length = draw(st.floats(1.5, 18))
-        n_info = None
         fp = fingerprint([(src, start, start + length)],
                          noise=draw(st.floats(0, 0.4)), seed=seed,
                          grid_shift=draw(st.floats(0, 0.9)),
@@ -41,6 +40,7 @@ def pairs(draw: st.DrawFn):
     wa = draw(st.one_of(st.none(), st.just(np.linspace(0.2, 1.0, len(a.timestamps)))))
     wb = draw(st.one_of(st.none(), st.just(np.linspace(1.0, 0.25, len(b.timestamps)))))
     match = replace(MatchSettings(), residual_similarity=draw(st.booleans()),
+                    motion_confirms=draw(st.booleans()),
                     min_evidence_frames=draw(st.sampled_from([3, 6, 10])))
     own_center = draw(st.booleans())
     return a, b, wa, wb, match, own_center
