@@ -25,12 +25,15 @@ from vfpd.frame_index import FRAME_CANDIDATES, FrameHits, FrameIndex
 from vfpd.index import VectorIndex
 from vfpd.candidates import FRAME_MIN_SIM_FOR_CANDIDATE
 from vfpd.matching import (
+    BOUND_SLACK,
+    NO_MATCH,
     NONE,
     Match,
     MatchSettings,
     centred,
     prepare,
     recurring_weights,
+    stack,
     verify,
     verify_prepared,
 )
@@ -216,18 +219,23 @@ class Library:
         prepared = prepare(fp, weights, center)
         fp_centred = centred(np.asarray(fp.frame_features, np.float32), center)
         match = self.settings.match
+        eligible = [sf for sf in (stored.get(i) for i in ids)
+                    if sf is not None and sf.hash != exclude_hash
+                    and sf.fingerprint.model_version == fp.model_version]
+        # Most candidates are other footage: one product over all of them bounds what each can
+        # score, and only those that can reach at_least are aligned.
+        reach = (stack([sf.fingerprint for sf in eligible], center).bounds(
+            prepared, len(eligible), match, weights) >= at_least - BOUND_SLACK
+            if at_least > 0 else np.ones(len(eligible), bool))
         out: list[Verified] = []
-        for i in ids:
-            sf = stored.get(i)
-            if sf is None or sf.hash == exclude_hash:
-                continue
+        for sf, can in zip(eligible, reach):
             b = sf.fingerprint
-            if b.model_version != fp.model_version:
-                continue
-            m = verify_prepared(prepared, prepare(b, self._transferred(fp_centred, weights, b,
-                                                                       center), center),
-                                match, at_least)
-            sim = float(vector @ np.asarray(sf.fingerprint.vector, np.float32))
+            m = NO_MATCH
+            if can:
+                m = verify_prepared(prepared, prepare(b, self._transferred(fp_centred, weights, b,
+                                                                           center), center),
+                                    match, at_least)
+            sim = float(vector @ np.asarray(b.vector, np.float32))
             out.append(Verified(sf.hash, m, sim, self.accepts(m)))
         out.sort(key=lambda v: (-v.match.score, v.hash))
         return out

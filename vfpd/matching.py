@@ -475,35 +475,102 @@ def _evaluate(a: Prepared, b: Prepared, al: _Aligned, s: MatchSettings) -> Match
     return Match(score * factor, kind, segments, offset, slope)
 
 
-def _best_possible(src: Prepared, dst: Prepared, sim: np.ndarray) -> np.ndarray:
-    """For each frame of src, the highest similarity _side can give it under any alignment: the
-    best of its row, or of a blend of two neighbouring dst samples (_interpolated_sim), whose
-    similarity is at most the better of the two divided by the blend's smallest norm."""
-    best = sim.max(axis=1)
-    if len(dst.times) > 1:
-        pair = np.maximum(sim[:, :-1], sim[:, 1:])
-        # Below zero the blend is below zero too, which no match floor counts (score_bound).
-        blend = np.maximum(pair, 0.0) / np.sqrt(np.maximum((1.0 + dst.adjacent) / 2.0, 1e-12))
-        best = np.maximum(best, blend.max(axis=1))
-    return best
+BOUND_SLACK = 1e-3
+"""A pair is skipped only when its bound is this far below `at_least`: a bound computed from one
+float32 product over many videos differs from the pair's own in the last bits, summed over up to
+512 frames."""
 
 
-def _score_bound(a: Prepared, b: Prepared, sim: np.ndarray, s: MatchSettings) -> float:
-    """An upper bound on the score of any alignment of a and b (see _picture): each side's score is
-    a weighted mean of frame match values over the frames in the overlap, at most the best match
-    any frame could get, and at most the sum of what all frames could give over the fewest
-    frames an overlap needs for a full score (fewer scale it down in proportion). 1.0 (no bound)
-    when a frame similarity of zero or less counts as a match."""
+def _blend_bound(sim: np.ndarray, adjacent: np.ndarray) -> np.ndarray:
+    """The most a blend of two neighbouring samples (_interpolated_sim) can score, for each row
+    of `sim` and each pair of neighbouring columns: the better of the two over the blend's
+    smallest norm. Below zero a blend stays below zero, which no match floor counts."""
+    pair = np.maximum(sim[:, :-1], sim[:, 1:])
+    return np.maximum(pair, 0.0) / np.sqrt(np.maximum((1.0 + adjacent) / 2.0, 1e-12))
+
+
+def _score_bounds(a: Prepared, features: np.ndarray, adjacent: np.ndarray, starts: np.ndarray,
+                  weights: np.ndarray, min_weights: np.ndarray, sim: np.ndarray,
+                  s: MatchSettings) -> np.ndarray:
+    """An upper bound on the score of any alignment of a with each of several videos stacked in
+    `features` (video c: rows starts[c] to starts[c + 1], none empty), `sim` = a.features @
+    features.T. See _picture: each side's score is a weighted mean of frame match values over
+    the frames in the overlap, so at most the best match any frame can get (its best frame of
+    the other video, or a blend of two neighbouring ones), and at most the sum of what all its
+    frames can give over the fewest frames an overlap needs for a full score (fewer scale the
+    score down in proportion), the weights in that sum being at most 1 and at least
+    min_weights[c]. adjacent[j]: features[j] . features[j + 1] (ignored across videos). 1.0 (no
+    bound) when a frame similarity of zero or less counts as a match."""
     if s.frame_sim_floor <= 0:
-        return 1.0
-    needed = min(s.min_evidence_frames, max(s.min_evidence_floor, min(len(a.times), len(b.times))))
-    total = 0.0
-    for src, dst, m in ((a, b, sim), (b, a, sim.T)):
-        best = _frame_match(_best_possible(src, dst, m), s)
-        w = src.weights
-        total += min(float(best.max()),
-                     float(np.sum(w * best)) / (needed * max(float(w.min()), 1e-9)))
-    return 0.5 * total
+        return np.ones(len(starts))
+    n = len(features)
+    lengths = np.diff(np.append(starts, n))
+    last = starts + lengths - 1
+    needed = np.minimum(s.min_evidence_frames,
+                        np.maximum(s.min_evidence_floor, np.minimum(len(a.times), lengths)))
+    # a's frames: the best each can get in each video.
+    best = sim
+    if n > 1:
+        blend = np.concatenate((_blend_bound(sim, adjacent[:n - 1]),
+                                np.full((len(sim), 1), -np.inf)), axis=1)
+        blend[:, last] = -np.inf  # no blend across two videos
+        best = np.maximum(sim, blend)
+    match_a = _frame_match(np.maximum.reduceat(best, starts, axis=1), s)
+    w_a = a.weights
+    term_a = np.minimum(match_a.max(axis=0),
+                        (w_a @ match_a) / (needed * max(float(w_a.min()), 1e-9)))
+    # The other videos' frames: the best each can get in a.
+    best_b = sim.max(axis=0)
+    if len(a.times) > 1:
+        best_b = np.maximum(best_b, _blend_bound(sim.T, a.adjacent).max(axis=1))
+    match_b = _frame_match(best_b, s)
+    term_b = np.minimum(np.maximum.reduceat(match_b, starts),
+                        np.add.reduceat(weights * match_b, starts)
+                        / (needed * np.maximum(min_weights, 1e-9)))
+    return 0.5 * (term_a + term_b)
+
+
+@dataclass(frozen=True)
+class Stacked:
+    """Videos to verify one video against, their informative frames stacked so that bounds()
+    screens them all with one product (stack())."""
+
+    features: np.ndarray  # (N, FRAME_DIM) centred informative frames of the non-empty videos
+    adjacent: np.ndarray  # (max(N - 1, 1),) each row's similarity with the next
+    starts: np.ndarray  # (C,) the first row of each non-empty video
+    rows: np.ndarray  # (C,) which of the videos given to stack() each is
+
+    def bounds(self, a: Prepared, count: int, s: MatchSettings,
+               a_weights: np.ndarray | None) -> np.ndarray:
+        """An upper bound on verify's score of a against each of the `count` videos stacked
+        (0 for videos without informative frames, which match nothing). a_weights: the weights
+        of all of a's frames the pairs are verified with; each of the other videos' frames gets
+        one of them or 1 (vfpd.library), so their smallest bounds those from below."""
+        if s.residual_similarity:  # its similarities are not in the product: no bound here
+            return np.ones(count)
+        out = np.zeros(count)
+        if len(self.starts) == 0 or len(a.times) == 0:
+            return out
+        floor = 1.0 if a_weights is None else float(np.min(a_weights, initial=1.0))
+        sim = a.features @ self.features.T
+        out[self.rows] = _score_bounds(a, self.features, self.adjacent, self.starts,
+                                       np.ones(len(self.features)),
+                                       np.full(len(self.starts), floor), sim, s)
+        return out
+
+
+def stack(fps: Sequence[Fingerprint], center: np.ndarray | None) -> Stacked:
+    """The informative frames of fps, centred as prepare() centres them."""
+    keeps = [np.asarray(fp.informative, dtype=bool) for fp in fps]
+    rows = np.array([i for i, k in enumerate(keeps) if k.any()], np.int64)
+    lengths = [int(keeps[i].sum()) for i in rows]
+    if len(rows) == 0:
+        return Stacked(np.zeros((0, 1), np.float32), np.ones(1, np.float32),
+                       np.zeros(0, np.int64), rows)
+    features = centred(np.concatenate([fps[i].frame_features[keeps[i]] for i in rows]), center)
+    adjacent = (np.sum(features[:-1] * features[1:], axis=1) if len(features) > 1
+                else np.ones(1, np.float32))
+    return Stacked(features, adjacent, np.cumsum([0, *lengths[:-1]]).astype(np.int64), rows)
 
 
 def verify(a: Fingerprint, b: Fingerprint, settings: MatchSettings = MatchSettings(),
@@ -535,7 +602,9 @@ def verify_prepared(fa: Prepared, fb: Prepared, settings: MatchSettings = MatchS
     if len(fa.times) == 0 or len(fb.times) == 0:
         return NO_MATCH
     sim = _similarity(fa, fb, settings)
-    if at_least > 0 and _score_bound(fa, fb, sim, settings) < at_least:
+    if at_least > 0 and _score_bounds(fa, fb.features, fb.adjacent, np.zeros(1, np.int64),
+                                      fb.weights, np.array([np.min(fb.weights)]), sim,
+                                      settings)[0] < at_least - BOUND_SLACK:
         return NO_MATCH
     hypotheses = _offset_hypotheses(fa, fb, sim, settings)
     if not hypotheses:
