@@ -226,7 +226,7 @@ class ProcessEmbedder:
         except (EOFError, OSError):
             kind, value = "error", None
         if kind != "ready":
-            code = child.end(0.0)
+            code = child.end(STOP_GRACE_SECONDS)  # (one that said why exits by itself)
             if isinstance(value, str):  # the child's own words (they name the weights file)
                 raise ModelProcessError(value)
             why = _how(code) if ready else f"no answer in {START_TIMEOUT:g} s"
