@@ -63,6 +63,10 @@ go by then (issue 15: a daemon with nothing to do should cost little)."""
 IDLE_WINDOW = 10.0
 """Seconds over which the idle daemon's CPU time is counted."""
 
+FRESH_WAIT = 5.0
+"""Seconds after READY=1 before a freshly started daemon's memory is read: what it holds before
+any file, once start-up's threads and processes have settled."""
+
 SEED = 20261122
 
 DURATIONS = (((3.0, 6.0), 0.45), ((6.0, 10.0), 0.35), ((10.0, 20.0), 0.15), ((20.0, 30.0), 0.05))
@@ -503,6 +507,9 @@ def _latency(workers: int) -> dict[str, object]:
     d = Vfpd(home, [root], workers)
     try:
         startup = d.start()
+        assert d.proc is not None
+        time.sleep(FRESH_WAIT)
+        fresh_rss = _tree_rss(d.proc.pid)
         shutil.copyfile(clip, root / clip.name)
         _wait(lambda: d.count(f"fingerprinted {root / clip.name}"), 600, "original")
         _wait(lambda: d.count("model released"), 120, "model released")
@@ -515,7 +522,8 @@ def _latency(workers: int) -> dict[str, object]:
             latencies.append(ev[0] - d.logged_at(f"queued {dest}"))
         scores = [e["score"] for _, e in d.events
                   if str(root / clip.name) in [x["path"] for x in e["existing"]]]
-        return {"startup": startup, "latencies": latencies, "scores": scores}
+        return {"startup": startup, "fresh_rss": fresh_rss, "latencies": latencies,
+                "scores": scores}
     finally:
         d.stop()
         shutil.rmtree(home, ignore_errors=True)
@@ -695,6 +703,8 @@ def main(argv: list[str]) -> int:
     if lat is not None:
         warm = lat["latencies"][1:] or lat["latencies"]
         print(f"| daemon start-up to READY=1 | {lat['startup']:.1f} s |")
+        print(f"| just started, empty folder ({FRESH_WAIT:.0f} s after READY=1) | RSS "
+              f"{lat['fresh_rss'] / 2**20:.0f} MiB (daemon + children) |")
         print(f"| settle -> webhook, {CLIP_SECONDS} s 720p near copy, model loaded on demand | "
               f"{lat['latencies'][0]:.2f} s |")
         print(f"| settle -> webhook, {CLIP_SECONDS} s 720p near copy, model warm (median of "

@@ -1,6 +1,7 @@
-"""Importing the daemon, vfpctl or the scan does not import torch: torch comes with the weights
-(the daemon loads them as it starts, for their background; `vfpctl` commands that only talk to
-the daemon never do). The weights' version is read without it (vfpd.model.version)."""
+"""Importing the daemon, vfpctl or the scan does not import torch: torch comes with the model
+(the daemon's runs in a process of its own and the daemon never imports it, as
+tests/test_daemon_model_process.py checks of the running daemon; `vfpctl` commands that only
+talk to the daemon never do). The weights' version is read without it (vfpd.model.version)."""
 
 from __future__ import annotations
 

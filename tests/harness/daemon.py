@@ -113,6 +113,8 @@ class Daemon:
     hook: WebhookServer
     notify: NotifyListener
     extra: str = ""
+    model: str = ""
+    """More [model] keys, one per line."""
     proc: subprocess.Popen | None = None
     log: Path = field(init=False)
     config: Path = field(init=False)
@@ -141,7 +143,7 @@ url = "{self.hook.url}"
 timeout = 5
 [model]
 device = "cpu"
-{weights}
+{weights}{self.model}
 [decode]
 workers = 1
 {extra if extra is not None else self.extra}

@@ -12,10 +12,7 @@ from vfpd.fingerprint import Fingerprint
 from vfpd.media import SampledVideo
 from vfpd.model.center import center_of
 from vfpd.model.network import FingerprintNet, load_blob, load_model
-from vfpd.model.version import weights_version
-
-DEFAULT_WEIGHTS = Path(__file__).with_name("weights") / "base.pt"
-"""The base weights shipped in the package (see weights/CARD.md)."""
+from vfpd.model.version import DEFAULT_WEIGHTS, weights_version
 
 DEFAULT_BATCH_FRAMES = 256
 """Frames per forward pass of the CNN: large enough to keep the cores busy, small enough that

@@ -1,10 +1,14 @@
-"""What names a model: the short content hash of its weights file, read without loading torch
-(the daemon asks it at start-up and for every retrain; torch is loaded with the model itself)."""
+"""What names a model, and where the shipped one lies: the short content hash of its weights file,
+read without loading torch (the daemon asks it at start-up and for every retrain; torch is loaded
+only by the process that runs the model, vfpd/service/embed_process.py)."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+
+DEFAULT_WEIGHTS = Path(__file__).with_name("weights") / "base.pt"
+"""The base weights shipped in the package (see weights/CARD.md)."""
 
 VERSION_CHARS = 12
 """Hex digits of the weights' SHA-256 kept as the model version: collisions are out of reach."""

@@ -555,8 +555,12 @@ class Daemon:
         from vfpd.service.promotion import promote
 
         embedder = make_embedder(self.config, weights)
-        self.library = promote(self.catalog, self.pipeline, embedder, self.preset.sampling,
-                               self.config.storage.state_dir, should_stop, progress)
+        try:
+            self.library = promote(self.catalog, self.pipeline, embedder, self.preset.sampling,
+                                   self.config.storage.state_dir, should_stop, progress)
+        except BaseException:
+            embedder.unload()  # its model process; the running model serves on
+            raise
         with self._missing_lock:
             self._missing_known_zero = False
             self._missing_last = None

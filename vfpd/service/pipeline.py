@@ -157,12 +157,14 @@ class Pipeline:
             self._cond.notify_all()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the loop (waiting up to `timeout`), then save the indexes."""
+        """Stop the loop (waiting up to `timeout`), save the indexes and let the model go (the
+        model's process, vfpd/service/embed_process.py, ends with it)."""
         self.request_stop()
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("pipeline still busy after %.0f s; its jobs stay queued", timeout)
         self.checkpoint()
+        self.embedder.unload()
 
     def wake(self) -> None:
         with self._cond:
@@ -210,6 +212,10 @@ class Pipeline:
             with self._cond:
                 self._unsaved += 1  # the new model's indexes are saved at the next checkpoint
         old[1].unload()
+        # The new model is loaded (promotion used it): let it go when idle, like one that
+        # fingerprinted a file.
+        self._model_used_at = time.monotonic()
+        self.wake()
         return old
 
     def checkpoint(self) -> None:

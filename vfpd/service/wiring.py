@@ -17,6 +17,7 @@ from vfpd.frame_index import build_frame_index, load_frame_index
 from vfpd.index import open_index
 from vfpd.library import Library, LibrarySettings
 from vfpd.presets import PRESETS, Preset, decoding_for
+from vfpd.service.embed_process import ProcessEmbedder
 from vfpd.service.notify import Notifier
 from vfpd.service.pipeline import Embedder, Pipeline, PipelineSettings
 
@@ -36,8 +37,8 @@ as the scan does. Larger ones are rebuilt in the background while the daemon ser
 
 @dataclass(frozen=True)
 class Parts:
-    """What the daemon computes with, built by `build_parts` (the only place that imports the
-    model and the worker pool, so tests and benchmarks can choose how to build them)."""
+    """What the daemon computes with, built by `build_parts` (the only place that starts the
+    model's process and the worker pool, so tests and benchmarks can choose how to build them)."""
 
     embedder: Embedder
     decoder: Decoder
@@ -67,22 +68,20 @@ def pipeline_settings(cfg: Config, running: Preset | None = None) -> PipelineSet
 
 def model_store(cfg: Config) -> ModelStore:
     """The model versions retraining made from the configured (or shipped) weights."""
-    from vfpd.model.embed import DEFAULT_WEIGHTS
+    from vfpd.model.version import DEFAULT_WEIGHTS
     from vfpd.retrain.models import ModelStore
 
     return ModelStore(cfg.storage.state_dir, cfg.model.weights or DEFAULT_WEIGHTS)
 
 
-def make_embedder(cfg: Config, weights: Path) -> Embedder:
-    """An embedder of `weights` as the daemon runs them ([model] device, the preset's suffix)."""
-    from vfpd.model.embed import Embedder as ModelEmbedder
-
-    return ModelEmbedder(weights=weights, device=cfg.model.device,
-                         version_suffix=preset(cfg).version_suffix)
+def make_embedder(cfg: Config, weights: Path) -> ProcessEmbedder:
+    """An embedder of `weights` as the daemon runs them ([model] device, the preset's suffix), in
+    a process of its own: torch never enters the daemon's (vfpd/service/embed_process.py)."""
+    return ProcessEmbedder(weights, device=cfg.model.device,
+                           version_suffix=preset(cfg).version_suffix)
 
 
 def build_parts(cfg: Config) -> Parts:
-    from vfpd.model.network import load_blob
     from vfpd.workers import PoolSettings
 
     # [model] batch_size counts videos per batch (the pipeline's); the embedder's own batch is
@@ -90,15 +89,17 @@ def build_parts(cfg: Config) -> Parts:
     # another sampling apart (another model version: re-fingerprinted after a change).
     # The version retraining promoted (or `vfpctl model use` chose), else the configured weights.
     embedder = make_embedder(cfg, model_store(cfg).active_weights())
-    # The model itself loads when work arrives; a weights file that cannot be read must stop
-    # start-up now, not fail every file later.
-    load_blob(embedder.weights)
+    # The model process reads the weights now (their background, the device torch chooses) and
+    # exits: a weights file that cannot be read stops start-up here, not every file later, and
+    # the model runs only when work arrives.
+    device = embedder.device.type
+    embedder.unload()
     decoder = PoolDecoder(PoolSettings(workers=cfg.decode.workers,
                                        timeout=cfg.decode.timeout_seconds,
                                        per_video_second=cfg.decode.timeout_per_video_second,
                                        memory_limit=cfg.decode.memory_mb << 20,
                                        sampling=decoding_for(preset(cfg).sampling,
-                                                             embedder.device.type)))
+                                                             device)))
     return Parts(embedder, decoder, decoder.close)
 
 
