@@ -157,6 +157,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--sizes", default="100,1000,10000")
     ap.add_argument("--repeats", type=int, default=3, help="cached rescans per size (median)")
     ap.add_argument("--data", type=Path, default=DEFAULT_ROOT, help="where the library is kept")
+    ap.add_argument("--keep", type=Path, help="keep the scanned folders and their caches here "
+                    "(to look into a rescan afterwards) instead of a temporary folder")
     args = ap.parse_args(argv)
     files = build(args.data, lambda m: print(f"# {m}", flush=True))
     print(f"# {len(files)} files; {os.cpu_count()} cores, load average "
@@ -164,7 +166,8 @@ def main(argv: list[str]) -> int:
     print("| files | first scan (fills the cache), wall | cached rescan, wall (CPU) | per file "
           "| pairs | groups |")
     print("|---|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory(prefix="vfpd-bench-rescan-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="vfpd-bench-rescan-") as scratch:
+        tmp = args.keep or scratch
         for n in (int(x) for x in args.sizes.split(",")):
             if n > len(files):
                 raise SystemExit(f"the library has {len(files)} files, fewer than {n}")
