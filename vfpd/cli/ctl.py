@@ -8,6 +8,7 @@ import os
 import sys
 
 import vfpd
+from vfpd.blas import limit_blas_threads
 
 # Each module has register(subparsers) which adds its sub-command(s) and sets `func`
 # (args -> exit code). Add a module here when it exists.
@@ -86,6 +87,7 @@ def _quiet_stdout() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    limit_blas_threads()
     argv = command_first(sys.argv[1:] if argv is None else argv)
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:

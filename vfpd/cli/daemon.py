@@ -15,6 +15,7 @@ from pathlib import Path
 
 import vfpd
 from vfpd import config as config_mod
+from vfpd.blas import limit_blas_threads
 from vfpd.config import LOG_LEVELS, ConfigError
 
 EXIT_OK = 0
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    limit_blas_threads()
     args = build_parser().parse_args(argv)
     try:
         cfg = config_mod.load(args.config)
