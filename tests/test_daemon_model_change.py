@@ -21,7 +21,7 @@ from vfpd import config
 from vfpd.client import Client
 from vfpd.model.embed import DEFAULT_WEIGHTS, weights_version
 from vfpd.model.network import load_blob, load_model
-from vfpd.presets import FAST, PRESETS
+from vfpd.presets import ACCURATE, FAST, PRESETS
 
 LIBRARY = ("bikes", "carphone", "p0")
 # Scales one tensor of the shipped network: a different weights file (another model version)
@@ -134,7 +134,7 @@ def test_new_weights_reembed_without_decoding(daemon: ModelDaemon, media) -> Non
     assert before["index"]["preset"] == "accurate"
     assert before["index"]["missing_fingerprints"] == 0
     daemon.restart(weights=media["weights"])
-    mv = weights_version(media["weights"])
+    mv = weights_version(media["weights"]) + ACCURATE.version_suffix
     wait_until(lambda: daemon.status()["index"]["missing_fingerprints"] == 0,
                what="re-fingerprinting under the new weights")
     daemon.wait_log("re-fingerprinted from stored frames", count=len(LIBRARY))

@@ -40,6 +40,7 @@ from vfpd.config import (
 from vfpd.hashing import FileStat, hash_file, open_regular
 from vfpd.matching import DEFAULT_THRESHOLD
 from vfpd.media import SamplingSettings
+from vfpd.picture import RULES_VERSION
 from vfpd.presets import ACCURATE, FAST, Preset
 from vfpd.service.intake import REASON_MODEL, Reconciled, reconcile
 from vfpd.service.watcher import Filter
@@ -329,35 +330,56 @@ def test_reconcile_after_downtime(env: Env, clips, tmp_path: Path) -> None:
 
 def test_frames_are_tagged_with_their_sampling(tmp_path: Path) -> None:
     sampled = media.sample(sample_clip("carphone_pristine"), FAST.sampling)
-    # Frames stored before the tag existed were all sampled with the defaults (accurate).
-    assert UNTAGGED_SAMPLING == sampling_tag(SamplingSettings()) == sampling_tag(ACCURATE.sampling)
+    # Frames stored before the tag existed were all sampled with the defaults (accurate), under
+    # the first picture rules.
+    assert UNTAGGED_SAMPLING == {**sampling_tag(SamplingSettings()), "picture": 1}
+    assert sampling_tag(SamplingSettings()) == sampling_tag(ACCURATE.sampling)
     assert frames_sampling(encode_frames(sampled)) == UNTAGGED_SAMPLING
     assert frames_sampling(encode_frames(sampled, FAST.sampling)) == sampling_tag(FAST.sampling)
     with Catalog(tmp_path / "c.db") as cat:
-        # Untagged (as before the tag existed): counts as accurate.
-        cat.store_result("/v/a.mp4", FileStat(1, 1, ord("a"), 1), "a" * 64, frames=sampled)
+        cat.store_result("/v/a.mp4", FileStat(1, 1, ord("a"), 1), "a" * 64, frames=sampled,
+                         sampling=ACCURATE.sampling)
         cat.store_result("/v/b.mp4", FileStat(1, 1, ord("b"), 1), "b" * 64, frames=sampled,
                          sampling=FAST.sampling)
+        # Untagged (as before the tag existed): accurate frames of older picture rules.
+        cat.store_result("/v/c.mp4", FileStat(1, 1, ord("c"), 1), "c" * 64, frames=sampled)
         assert cat.load_frames("a" * 64, ACCURATE.sampling) is not None
         assert cat.load_frames("a" * 64, FAST.sampling) is None
         assert cat.load_frames("b" * 64, ACCURATE.sampling) is None
         back = cat.load_frames("b" * 64, FAST.sampling)
         assert back is not None and (back.frames == sampled.frames).all()
         assert cat.load_frames("b" * 64) is not None  # no sampling asked: any
+        assert cat.load_frames("c" * 64, ACCURATE.sampling) is None
+
+
+def _retagged(data: bytes, change: Callable[[dict], None]) -> bytes:
+    """Encoded frames whose sampling tag `change` edited, as an older vfpd wrote them."""
+    with np.load(io.BytesIO(data)) as z:
+        parts = {k: z[k] for k in z.files}
+    tag = json.loads(parts["sampling"].tobytes())
+    change(tag)
+    parts["sampling"] = np.frombuffer(json.dumps(tag).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **parts)
+    return buf.getvalue()
 
 
 def test_a_tag_written_before_min_frames_reads_back_as_no_minimum() -> None:
     sampled = media.sample(sample_clip("carphone_pristine"), ACCURATE.sampling)
     old = encode_frames(sampled, ACCURATE.sampling)
-    with np.load(io.BytesIO(old)) as z:
-        parts = {k: z[k] for k in z.files}
-    tag = json.loads(parts["sampling"].tobytes())
-    del tag["min_frames"]  # as frames were tagged before the field existed
-    parts["sampling"] = np.frombuffer(json.dumps(tag).encode(), dtype=np.uint8)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **parts)
-    assert frames_sampling(buf.getvalue()) == sampling_tag(ACCURATE.sampling)
+    assert frames_sampling(_retagged(old, lambda t: t.pop("min_frames"))) == \
+        sampling_tag(ACCURATE.sampling)
     assert frames_sampling(old) != sampling_tag(FAST.sampling)
+
+
+def test_frames_of_older_picture_rules_are_not_taken_for_new_ones() -> None:
+    """A tag written before the picture rules were named reads back as rules 1: frames whose
+    coloured borders were not cropped must not stand in for today's."""
+    sampled = media.sample(sample_clip("carphone_pristine"), ACCURATE.sampling)
+    old = _retagged(encode_frames(sampled, ACCURATE.sampling), lambda t: t.pop("picture"))
+    assert frames_sampling(old) == {**sampling_tag(ACCURATE.sampling), "picture": 1}
+    assert frames_sampling(old) != sampling_tag(ACCURATE.sampling)
+    assert sampling_tag(ACCURATE.sampling)["picture"] == RULES_VERSION > 1
 
 
 def test_reconcile_queues_files_without_a_current_fingerprint(env: Env, clips) -> None:

@@ -12,7 +12,7 @@ from scan_media import colour, load, photo_pan
 
 from vfpd import media
 from vfpd.cli import ctl
-from vfpd.presets import ACCURATE, FAST, PRESETS
+from vfpd.presets import ACCURATE, FAST, PICTURE_SUFFIX, PRESETS
 
 
 @pytest.fixture(scope="module")
@@ -71,4 +71,6 @@ def test_fingerprint_command_names_the_fast_version(videos: Path,
 def test_every_preset_threshold_is_a_score() -> None:
     for p in PRESETS.values():
         assert 0.0 < p.threshold < 1.0
-    assert FAST.version_suffix and not ACCURATE.version_suffix
+    # Both name the picture rules; the fast preset also its sampling.
+    assert ACCURATE.version_suffix == PICTURE_SUFFIX
+    assert FAST.version_suffix.endswith(PICTURE_SUFFIX) and FAST.version_suffix != PICTURE_SUFFIX

@@ -125,7 +125,7 @@ def test_a_rejected_candidate_is_kept_aside(daemon: RetrainDaemon) -> None:
                             check=False)
     assert listed.returncode == 0 and "kept-aside" in listed.stdout and "active" in listed.stdout
     versions = daemon.call("models")["versions"]
-    assert versions[0]["status"] == "active" and versions[0]["version"] == before["model_version"]
+    assert versions[0]["status"] == "active" and versions[0]["version"] == _weights(before)
     (aside,) = [v for v in versions if v["status"] == "kept-aside"]
     assert aside["version"] == last["version"] and aside["scores"] == last["scores"]
     # The training process ran at the lowest priority.
@@ -203,6 +203,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _weights(status: dict) -> str:
+    """The weights' version in a status: its model version names the fingerprints (the
+    weights' version, then the sampling's and the picture rules' suffixes, vfpd/presets.py)."""
+    return status["model_version"].split("+", 1)[0]
+
+
 def test_a_candidate_that_passes_is_promoted_without_losing_duplicates(daemon: RetrainDaemon
                                                                        ) -> None:
     daemon.restart(retrain_section(-1.0))
@@ -226,7 +232,7 @@ def test_a_candidate_that_passes_is_promoted_without_losing_duplicates(daemon: R
                                                for p in m["paths"]}
     versions = {v["version"]: v for v in daemon.call("models")["versions"]}
     assert versions[last["version"]]["status"] == "active"
-    assert versions[before["model_version"]]["status"] == "previous"
+    assert versions[_weights(before)]["status"] == "previous"
     # A new copy is announced once, against the original; the old pair is not announced again.
     dest = root / "late-copy.mp4"
     shutil.copyfile(daemon.media / "late-copy.mp4", dest)  # type: ignore[attr-defined]
@@ -245,7 +251,7 @@ def test_a_candidate_that_passes_is_promoted_without_losing_duplicates(daemon: R
     daemon.restart(retrain_section(-1.0))
     assert daemon.call("status")["model_version"] == last["model_version"]
     # And rolls back: re-embedded again in the background (the old fingerprints were kept).
-    daemon.call("model_use", {"version": before["model_version"]})
+    daemon.call("model_use", {"version": _weights(before)})
     wait_until(lambda: daemon.call("status")["model_version"] == before["model_version"]
                and daemon.call("retrain", {"action": "status"})["current"] is None,
                RUN_TIMEOUT, "the rollback")

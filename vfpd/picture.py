@@ -6,6 +6,12 @@ from __future__ import annotations
 import av
 import numpy as np
 
+RULES_VERSION = 2
+"""What a decoded picture becomes (bars and borders cropped, the informative frames chosen):
+bumped whenever that changes, so that frames and fingerprints made under older rules are not
+taken from a cache or a catalog for new ones (catalog.sampling_tag, presets). 1: black bars;
+2: a border of any one colour (BORDER_COLOUR_TOLERANCE)."""
+
 FRAME_SIZE = 64
 """Side of the square frames handed to the model (DESIGN.md: 64x64)."""
 

@@ -7,6 +7,11 @@ from dataclasses import dataclass, replace
 
 from vfpd.matching import DEFAULT_THRESHOLD, MatchSettings
 from vfpd.media import SamplingSettings
+from vfpd.picture import RULES_VERSION
+
+PICTURE_SUFFIX = f"+picture{RULES_VERSION}"
+"""Names the picture rules in every fingerprint version: a fingerprint made before the rules
+changed shows other pictures (a coloured border not cropped) and is made again."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ ACCURATE = Preset(
     sampling=SamplingSettings(),
     match=MatchSettings(),
     threshold=DEFAULT_THRESHOLD,
-    version_suffix="",
+    version_suffix=PICTURE_SUFFIX,
     summary="about one frame a second on a fixed time grid (every reference frame is decoded "
             "when keyframes are sparse)",
 )
@@ -83,7 +88,7 @@ FAST = Preset(
                   partial_evidence_frames=FAST_PARTIAL_EVIDENCE_FRAMES,
                   motion_penalty=FAST_MOTION_PENALTY),
     threshold=FAST_THRESHOLD,
-    version_suffix=FAST_VERSION_SUFFIX,
+    version_suffix=FAST_VERSION_SUFFIX + PICTURE_SUFFIX,
     summary="keyframes only (several times faster on files with long GOPs; lower recall on "
             "fast footage; does not tell clips of one fixed camera apart); a file with too few "
             "keyframes is sampled on the grid",

@@ -12,6 +12,7 @@ import numpy as np
 
 from vfpd.fingerprint import FRAME_DIM, Fingerprint
 from vfpd.media import SampledVideo, SamplingSettings, VideoInfo
+from vfpd.picture import RULES_VERSION
 
 
 def path_key(path: str | os.PathLike[str]) -> bytes:
@@ -84,13 +85,13 @@ def fingerprint_from_row(row: sqlite3.Row | tuple) -> Fingerprint:
 # -- sampled frames -------------------------------------------------------------------------------
 
 UNTAGGED_SAMPLING: dict[str, Any] = {"interval": 1.0, "max_frames": 512, "keyframes": "auto",
-                                     "remove_bars": True, "min_frames": 1}
+                                     "remove_bars": True, "min_frames": 1, "picture": 1}
 """How frames stored without a sampling tag were sampled: SamplingSettings' defaults (the
 "accurate" preset), the only sampling the daemon used before the tag was written. Spelt out, not
 read from SamplingSettings(), so a later change of the defaults cannot relabel old frames."""
 
 
-TAG_FIELDS_ADDED: dict[str, Any] = {"min_frames": 1}
+TAG_FIELDS_ADDED: dict[str, Any] = {"min_frames": 1, "picture": 1}
 """Fields added to the sampling tag after frames were first stored, with the value that gives the
 frames sampled before the field existed: a stored tag without one reads back as that value, so
 frames stored earlier still stand in for the same sampling."""
@@ -98,10 +99,11 @@ frames stored earlier still stand in for the same sampling."""
 
 def sampling_tag(settings: SamplingSettings) -> dict[str, Any]:
     """The fields of `settings` that decide which frames a file gives (the others only limit the
-    decoder): frames sampled with equal tags can stand in for a new decode."""
+    decoder), and the picture rules they were made under: frames sampled with equal tags can
+    stand in for a new decode."""
     return {"interval": float(settings.interval), "max_frames": int(settings.max_frames),
             "keyframes": settings.keyframes, "remove_bars": bool(settings.remove_bars),
-            "min_frames": int(settings.min_frames)}
+            "min_frames": int(settings.min_frames), "picture": RULES_VERSION}
 
 
 def _json_bytes(value: Any) -> np.ndarray:
