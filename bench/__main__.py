@@ -7,8 +7,11 @@ import pkgutil
 import sys
 from pathlib import Path
 
+from vfpd.blas import limit_blas_threads
+
 
 def main(argv: list[str]) -> int:
+    limit_blas_threads()  # as vfpctl and vfpd run: the in-process stages measure the same code
     names = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
                    if not m.name.startswith("_"))
     if not argv or argv[0] not in names:
