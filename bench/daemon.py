@@ -355,8 +355,9 @@ def _wait(cond, timeout: float, what: str):
     return value
 
 
-def _tree(pid: int) -> list[int]:
-    """A process and all its descendants (decode workers)."""
+def process_tree(pid: int) -> list[int]:
+    """A process and all its descendants (decode workers, the model process); the daemon tests
+    use it too."""
     found, todo = [], [pid]
     while todo:
         p = todo.pop()
@@ -372,7 +373,7 @@ def _tree(pid: int) -> list[int]:
 def _tree_cpu(pid: int) -> float:
     """CPU seconds (user + system) used so far by a process and its descendants."""
     total = 0
-    for p in _tree(pid):
+    for p in process_tree(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
@@ -384,7 +385,7 @@ def _tree_cpu(pid: int) -> float:
 def _tree_rss(pid: int) -> int:
     """Resident bytes of a process and all its descendants (decode workers)."""
     total = 0
-    for p in _tree(pid):
+    for p in process_tree(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.daemon import process_tree
 from harness.daemon import Daemon, NotifyListener, WebhookServer, wait_until
 from media_factory import make_video, sample_clip
 
@@ -34,20 +35,6 @@ def _ended(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
-
-
-def _tree(pid: int) -> list[int]:
-    """A process and all its descendants."""
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        try:
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            continue
-    return found
 
 
 def _maps_torch(pid: int) -> bool:
@@ -103,7 +90,7 @@ def test_the_model_lives_and_dies_in_a_process_of_its_own(daemon: Daemon,
     make_video(d.home / "videos" / "last.mp4", seconds=3, width=160, height=120, seed=50)
     n = len(_model_pids(d))
     wait_until(lambda: len(_model_pids(d)) > n, what="the model process for one more file")
-    tree = _tree(d.proc.pid)
+    tree = process_tree(d.proc.pid)
     assert _model_pids(d)[-1] in tree
     assert d.stop() == 0
     deadline = time.monotonic() + 10
