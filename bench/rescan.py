@@ -7,7 +7,9 @@ The library (built once with the ffmpeg CLI, cached under bench/data/rescan-v1):
 sources (procedural footage and a camera wandering over photographs, see _sources) cut into short
 clips at keyframes, so most files are unique footage and clips of one source look alike, as in a
 real folder; one clip in COPY_EVERY gets a re-encoded, rescaled copy and one in TRIM_EVERY a
-trimmed one. Each size scans the first N files of one fixed order.
+trimmed one. Each size scans the first N files of one fixed order. The gradients, and the
+Mandelbrot zooms after a few minutes (they run into flat colour at 128 iterations), are flat
+pictures: files with no informative frame, which match nothing, as in a folder of dark clips.
 """
 
 from __future__ import annotations
