@@ -17,6 +17,7 @@ import pytest
 
 from bench.daemon import process_tree
 from harness.daemon import Daemon, NotifyListener, WebhookServer, wait_until
+from harness.processes import ended
 from media_factory import make_video, sample_clip
 
 IDLE_UNLOAD = 2.0
@@ -28,13 +29,6 @@ STARTED = re.compile(r"model process (\d+) started")
 def _model_pids(d: Daemon) -> list[int]:
     """Model processes the daemon started, in order (its log)."""
     return [int(m.group(1)) for m in map(STARTED.search, d.lines("model process")) if m]
-
-
-def _ended(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def _maps_torch(pid: int) -> bool:
@@ -62,7 +56,7 @@ def test_the_model_lives_and_dies_in_a_process_of_its_own(daemon: Daemon,
     d.start()
     # Start-up: a model process read the weights (background, device) and exited again.
     first = _model_pids(d)
-    assert len(first) == 1 and _ended(first[0])
+    assert len(first) == 1 and ended(first[0])
     assert not _maps_torch(d.proc.pid)
 
     sources = [sample_clip("bikes"), sample_clip("carphone_pristine")] + [
@@ -83,7 +77,7 @@ def test_the_model_lives_and_dies_in_a_process_of_its_own(daemon: Daemon,
 
     # Idle: the model process exits with the model; torch never came into the daemon.
     d.wait_log("model released")
-    assert all(_ended(p) for p in _model_pids(d))
+    assert all(ended(p) for p in _model_pids(d))
     assert not _maps_torch(d.proc.pid)
 
     # A stop while the model works leaves no process behind.
@@ -94,6 +88,6 @@ def test_the_model_lives_and_dies_in_a_process_of_its_own(daemon: Daemon,
     assert _model_pids(d)[-1] in tree
     assert d.stop() == 0
     deadline = time.monotonic() + 10
-    while not all(_ended(p) for p in tree):
-        assert time.monotonic() < deadline, f"left behind: {[p for p in tree if not _ended(p)]}"
+    while not all(ended(p) for p in tree):
+        assert time.monotonic() < deadline, f"left behind: {[p for p in tree if not ended(p)]}"
         time.sleep(0.05)

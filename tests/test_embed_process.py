@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.processes import ended
 from media_factory import sample_clip
 from vfpd import media
 from vfpd.media import SampledVideo
@@ -30,14 +31,6 @@ from vfpd.service.embed_process import ModelProcessError, ProcessEmbedder
 def _gone(pid: int) -> bool:
     """Gone and reaped (a zombie still has its /proc entry)."""
     return not Path(f"/proc/{pid}").exists()
-
-
-def _ended(pid: int) -> bool:
-    """Gone, or exited and waiting to be reaped by whoever is its parent now."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -157,7 +150,7 @@ def test_the_process_ends_with_a_killed_daemon(tmp_path: Path) -> None:
         parent.send_signal(signal.SIGKILL)
         parent.wait(30)
         deadline = time.monotonic() + 30
-        while not _ended(child):  # it reads EOF where the daemon's end of the pipe was
+        while not ended(child):  # it reads EOF where the daemon's end of the pipe was
             assert time.monotonic() < deadline, "the model process outlived the daemon"
             time.sleep(0.05)
     finally:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from harness.daemon import Daemon, NotifyListener, WebhookServer, wait_until
+from harness.processes import ended
 from media_factory import encode, make_video, read_frames, sample_clip
 
 from vfpd.catalog import Catalog
@@ -174,7 +175,7 @@ def test_killed_training_leaves_the_old_model_and_duplicates_answer(daemon: Retr
     cur = wait_until(lambda: (c := daemon.call("retrain", {"action": "status"})["current"])
                      and c.get("phase") == "training" and c, RUN_TIMEOUT, "training")
     daemon.stop(signal.SIGKILL)
-    wait_until(lambda: not _alive(cur["pid"]), what="the training process to die with the daemon")
+    wait_until(lambda: ended(cur["pid"]), what="the training process to die with the daemon")
     daemon.start()
     st = daemon.call("status")
     assert st["model_version"] == before["model_version"]
@@ -188,19 +189,11 @@ def test_killed_training_leaves_the_old_model_and_duplicates_answer(daemon: Retr
     cur = wait_until(lambda: (c := daemon.call("retrain", {"action": "status"})["current"])
                      and c.get("phase") == "training" and c, RUN_TIMEOUT, "training")
     assert daemon.stop() == 0
-    assert not _alive(cur["pid"])
+    assert ended(cur["pid"])
     daemon.start()
     last = daemon.call("status")["last_retrain"]
     assert last["started_at"] > t3 and last["outcome"] == "cancelled", last
     assert daemon.call("status")["model_version"] == before["model_version"]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][0] != "Z"  # a zombie has ended
-    except FileNotFoundError:
-        return False
 
 
 def _weights(status: dict) -> str:
