@@ -503,7 +503,7 @@ def _score_bounds(a: Prepared, features: np.ndarray, adjacent: np.ndarray, start
                   s: MatchSettings) -> np.ndarray:
     """An upper bound on the score of any alignment of a with each of several videos stacked in
     `features` (video c: rows starts[c] to starts[c + 1], none empty), `sim` = a.features @
-    features.T. See _picture: each side's score is a weighted mean of frame match values over
+    features.T. See _pictures: each side's score is a weighted mean of frame match values over
     the frames in the overlap, so at most the best match any frame can get (its best frame of
     the other video, or a blend of two neighbouring ones), and at most the sum of what all its
     frames can give over the fewest frames an overlap needs for a full score (fewer scale the

@@ -103,13 +103,10 @@ class _Child:
         self.proc.start()
         child.close()  # the child's end lives in the child only: its death reads as EOF here
         self.pid: int = self.proc.pid  # type: ignore[assignment]
-        self._gone = False
 
     def end(self, grace: float) -> int | None:
-        """Ask the child to exit, kill it after `grace` seconds, reap it; its exit code."""
-        if self._gone:
-            return self.proc.exitcode
-        self._gone = True
+        """Ask the child to exit, kill it after `grace` seconds, reap it; its exit code. Once:
+        every caller has let go of the child first."""
         try:
             self.conn.send(None)
         except (OSError, ValueError):
