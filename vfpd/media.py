@@ -64,6 +64,7 @@ import av
 import av.codec.hwaccel
 import av.error
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from vfpd.picture import DETECT_SIZE, model_frames
 from vfpd.truncation import declared_size_exceeds, index_past_end, looks_like_mp4
@@ -488,13 +489,16 @@ def _sample_open(path: Path, container: av.container.InputContainer, stream: av.
     prev: av.VideoFrame | None = None
     prev_t = 0.0
     rotation: int | None = None
+    # One scaler for the file: a frame's own to_ndarray() sets a new one up for every frame,
+    # which cost as much as the conversion itself.
+    scaler = VideoReformatter()
 
     def keep(frame: av.VideoFrame, t: float) -> None:
         nonlocal rotation, target
         if rotation is None:
             rotation = _rotation(stream, frame)
-        img = frame.to_ndarray(width=DETECT_SIZE, height=DETECT_SIZE, format="rgb24",
-                               interpolation="AREA")
+        img = scaler.reformat(frame, width=DETECT_SIZE, height=DETECT_SIZE, format="rgb24",
+                              interpolation="AREA").to_ndarray()
         if rotation:
             img = np.rot90(img, k=-rotation // 90)  # np.rot90 turns counter-clockwise
         kept.append(np.ascontiguousarray(img))
@@ -506,8 +510,10 @@ def _sample_open(path: Path, container: av.container.InputContainer, stream: av.
             if packet.is_corrupt:
                 damaged = True
             if packet.pts is not None and tb and t0 is not None:
-                pt = float(packet.pts * tb) - t0
-                end = max(end, pt + float((packet.duration or 0) * tb))
+                # Integer true division rounds once, as float(Fraction) does, at a fraction of
+                # its cost: this runs for every packet.
+                pt = packet.pts * tb.numerator / tb.denominator - t0
+                end = max(end, pt + (packet.duration or 0) * tb.numerator / tb.denominator)
                 if keyframes_only and packet.is_keyframe and pt < target - step / 2:
                     continue  # keyframes denser than the grid: this one would be thrown away
             try:
