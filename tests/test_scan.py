@@ -222,6 +222,34 @@ def test_unchanged_stat_skips_rehashing(tmp_path: Path, embedder) -> None:
     assert again.fingerprinted == 0
 
 
+def test_a_rescan_records_what_changed_and_marks_the_rest_seen(tmp_path: Path, embedder) -> None:
+    d = tmp_path / "lib"
+    d.mkdir()
+    for name, seed in (("same.mp4", 31), ("touched.mp4", 32), ("moved.mp4", 33)):
+        procedural(d / name, seed=seed, seconds=3.0)
+    with Catalog(tmp_path / "cache.sqlite") as catalog:
+        _scan(d, embedder, catalog)
+        before = {n: catalog.file_by_path(str(d / n)) for n in ("same.mp4", "touched.mp4", "moved.mp4")}
+        st = os.stat(d / "touched.mp4")
+        os.utime(d / "touched.mp4", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        os.rename(d / "moved.mp4", d / "renamed.mp4")
+        shutil.copyfile(d / "same.mp4", d / "copy.mp4")
+        again = _scan(d, embedder, catalog)
+        after = {n: catalog.file_by_path(str(d / n))
+                 for n in ("same.mp4", "touched.mp4", "renamed.mp4", "copy.mp4")}
+    assert again.fingerprinted == 0 and again.cached == 3
+    same, touched = after["same.mp4"], after["touched.mp4"]
+    assert same is not None and touched is not None
+    # Unchanged: the row is the same but for being seen again.
+    assert dataclasses.replace(same, last_seen=0.0) == dataclasses.replace(before["same.mp4"],
+                                                                           last_seen=0.0)
+    assert same.last_seen > before["same.mp4"].last_seen
+    # Changed stat, same content; a new path of a known content; a second copy: each recorded.
+    assert touched.stat.mtime_ns == st.st_mtime_ns + 10**9 and touched.hash == before["touched.mp4"].hash
+    assert after["renamed.mp4"] is not None and after["renamed.mp4"].hash == before["moved.mp4"].hash
+    assert after["copy.mp4"] is not None and after["copy.mp4"].hash == same.hash
+
+
 def test_higher_threshold_gives_a_subset(result: ScanResult, library: Path, embedder,
                                          cache_dir: Path) -> None:
     with Catalog(cache_dir / "catalog.sqlite") as catalog:

@@ -180,6 +180,13 @@ class FileStore(CatalogCore):
                 w.execute("DELETE FROM contents WHERE hash = ?", (h,))
             return len(orphans)
 
+    def seen(self, paths: Sequence[str], now: float | None = None) -> None:
+        """Mark the rows of `paths` seen now, in one transaction (files found unchanged)."""
+        now = time.time() if now is None else now
+        with self.transaction() as w:
+            w.executemany("UPDATE files SET last_seen = ? WHERE path = ?",
+                          [(now, path_key(p)) for p in paths])
+
     def store_result(self, path: str, stat: FileStat, content_hash: str, *,
                      info: ContentInfo | None = None, fingerprint: Fingerprint | None = None,
                      frames: SampledVideo | None = None, job: Job | None = None,
