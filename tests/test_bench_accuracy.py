@@ -191,3 +191,33 @@ def test_scene_series_and_title_cards_render(tmp_path: Path) -> None:
     assert frames["c0.rot90"].shape == frames["c0"].shape  # square 64x64 either way
     assert 0 < np.abs(frames["t0"][0] - frames["t1"][0]).mean() < 20
 
+
+
+def _photos(shot: dataset.Shot) -> set[str]:
+    """The photographs a shot shows: its background (camera moves, scenes, talking heads) and
+    its subjects or thumbnail."""
+    background = {shot.source} if shot.kind in ("photo", "scene", "talking") else set()
+    return background | set(shot.subjects)
+
+
+def test_held_out_photographs_are_shown_by_held_out_footage_alone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    import sys
+
+    shown = {o.seen: set() for o in dataset.full_spec().originals}
+    for o in dataset.full_spec().originals:
+        for shot in o.shots:
+            shown[o.seen] |= _photos(shot)
+    assert shown[True] and not shown[True] & dataset.HELD_OUT_PHOTOS
+    assert shown[False] and shown[False] <= dataset.HELD_OUT_PHOTOS
+    # ...and no training video shows one (scripts/make_training_set.py's scene videos).
+    spec = importlib.util.spec_from_file_location(
+        "make_training_set", Path(__file__).resolve().parent.parent / "scripts" / "make_training_set.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "make_training_set", script)  # its dataclasses look it up
+    spec.loader.exec_module(script)
+    trained = {p for _, background, subjects in script.SCENES for p in (background, *subjects) if p}
+    assert trained and not trained & dataset.HELD_OUT_PHOTOS
+    assert trained <= set(dataset.PHOTOS)
