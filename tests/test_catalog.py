@@ -437,9 +437,9 @@ def _fill_v3(conn: sqlite3.Connection) -> None:
 def test_migrates_from_every_earlier_version(tmp_path: Path, version: int) -> None:
     path = tmp_path / f"v{version}.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    # v4 rebuilt files and jobs with BLOB paths: a v4 catalog is a filled v3 taken to v4.
+    # v4 rebuilt files and jobs with BLOB paths: a v4 (or v5) catalog is a filled v3 taken there.
     assert migrate(conn, target=min(version, 3)) == 0
-    fillers = {1: _fill_v1, 2: _fill_v2, 3: _fill_v3, 4: _fill_v3}
+    fillers = {1: _fill_v1, 2: _fill_v2, 3: _fill_v3, 4: _fill_v3, 5: _fill_v3}
     if version in fillers:
         fillers[version](conn)
     migrate(conn, target=version)
@@ -453,6 +453,7 @@ def test_migrates_from_every_earlier_version(tmp_path: Path, version: int) -> No
             stored = cat.fingerprint(h(1), MODEL)
             np.testing.assert_array_equal(stored.fingerprint.vector, make_fp(5).vector)
             assert stored.fingerprint.frame_features.shape == (0, FRAME_DIM)
+            assert stored.fingerprint.stills is None, "stored before still pictures were kept"
             assert [c.fingerprint_id for c in cat.changes_since(MODEL, 0)] == [stored.id], \
                 "old fingerprints enter the change log, so the index can be built from them"
             d = cat.duplicate(h(1), h(2))

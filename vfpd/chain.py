@@ -13,16 +13,19 @@ import errno
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, Protocol
 
+import numpy as np
+
 from vfpd import hashing
+from vfpd.detail import still_pictures
 from vfpd.fingerprint import Fingerprint
 from vfpd.hashing import FileStat
 from vfpd.media import MediaError, NotAVideo, SampledVideo, SamplingSettings
 
 if TYPE_CHECKING:
-    from vfpd.catalog import Catalog, FileRecord
+    from vfpd.catalog import Catalog, FileRecord, StoredFingerprint
     from vfpd.workers import DecodePool, PoolSettings
 
 log = logging.getLogger(__name__)
@@ -223,7 +226,7 @@ def fingerprints(works: Sequence[Work], fingerprinter: Fingerprinter, decoder: D
     for w in works:
         cached = catalog.fingerprint(w.hash, mv) if catalog is not None and use_cache else None
         if cached is not None:
-            w.fingerprint, w.source = cached.fingerprint, "cache"
+            w.fingerprint, w.source = with_stills(catalog, cached), "cache"
             ready(w)
             yield w
             continue
@@ -251,6 +254,25 @@ def fingerprints(works: Sequence[Work], fingerprinter: Fingerprinter, decoder: D
             batch = []
     if batch and not should_stop():
         yield from _embed(batch, fingerprinter)
+
+
+def with_stills(catalog: Catalog, stored: StoredFingerprint) -> Fingerprint:
+    """A stored fingerprint with its still pictures: one stored before they were kept gets them
+    from the content's stored frames (no decode, no model), and they are stored with it. Without
+    frames of the same moments it stays as it is, compared by its features alone."""
+    fp = stored.fingerprint
+    if fp.stills is not None:
+        return fp
+    try:
+        frames = catalog.load_frames(stored.hash)
+    except Exception as e:  # a damaged blob: the fingerprint still serves as it is
+        log.warning("stored frames of %s unusable (%s)", stored.hash[:12], e)
+        return fp
+    if frames is None or not np.array_equal(frames.timestamps, fp.timestamps):
+        return fp
+    stills = still_pictures(frames.frames, frames.informative)
+    catalog.put_stills(stored.id, stills)
+    return replace(fp, stills=stills)
 
 
 def _stored_frames(catalog: Catalog, w: Work, sampling: SamplingSettings) -> SampledVideo | None:

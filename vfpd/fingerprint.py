@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vfpd.detail import Stills
+
 VECTOR_DIM = 256
 """Size of the whole-video embedding that goes into FAISS (DESIGN.md: 256-d)."""
 
@@ -23,6 +25,8 @@ class Fingerprint:
     informative     (N,) bool: False for black, flat and fading frames, which never carry a match.
     duration        seconds of video, as measured while sampling.
     model_version   the weights that made it; fingerprints of different versions never mix.
+    stills          the pictures of its still stretches (vfpd.detail), which verification compares
+                    where nothing moves; None for a fingerprint stored before they were kept.
     """
 
     vector: np.ndarray
@@ -31,6 +35,7 @@ class Fingerprint:
     informative: np.ndarray
     duration: float
     model_version: str
+    stills: Stills | None = None
 
     def __post_init__(self) -> None:
         n = len(self.timestamps)
@@ -42,3 +47,5 @@ class Fingerprint:
             )
         if self.informative.shape != (n,):
             raise ValueError(f"informative has shape {self.informative.shape}, expected ({n},)")
+        if self.stills is not None and self.stills.of.shape != (n,):
+            raise ValueError(f"stills map {self.stills.of.shape} frames, expected ({n},)")

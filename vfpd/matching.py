@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 
+from vfpd.detail import agreement
 from vfpd.fingerprint import Fingerprint
 
 DEFAULT_THRESHOLD = 0.75
@@ -125,6 +126,26 @@ class MatchSettings:
     # threshold one would use, while weak evidence of a real copy (a short clip of fast footage
     # sampled between the original's frames) keeps some score to rank it by.
     motion_penalty: float = 0.5
+    # What a still overlap shows decides (issue 12). Where nothing moves the motion rule has
+    # nothing to go on, and two title cards of one template with other words score 1.0 on the
+    # 64x64 features. So the more still an overlap is (the complement of the motion rule's
+    # "moving" share), the more its still pictures must agree in detail (vfpd.detail.agreement:
+    # the lowest block correlation once registered), mapped linearly to [0, 1] from
+    # detail_agree_floor to detail_agree_ceil; disagreement costs up to detail_penalty, as
+    # motion does. Measured on the benchmark's title cards and copies of them and of still
+    # photographs (docs/scan.md): other words on one template 0.53 at most; re-encoded,
+    # scaled, mirrored, colour, grey, blurred and noisy copies 0.74 or more. Boxes, logos and
+    # captions drawn over a still picture also disagree where they cover detail: such copies of
+    # still footage are not found (a still picture with an overlay and one with other words are
+    # told apart by meaning, which a block comparison does not see).
+    still_detail: bool = True
+    detail_agree_floor: float = 0.55
+    detail_agree_ceil: float = 0.7
+    detail_penalty: float = 0.5
+    # At most this many distinct pairs of still pictures are compared per alignment (the most
+    # frequent ones): each costs tens of milliseconds, and a slideshow's first few slides speak
+    # for it.
+    detail_pairs: int = 8
     # Frames that move are also compared by what moves in them (each video's static component
     # removed, see _similarity), mapped onto the frame-similarity scale: residual_sim_floor
     # lands on frame_sim_floor, residual_sim_ceil on frame_sim_ceil. A box or logo drawn over a
@@ -195,6 +216,8 @@ class Prepared:
     start: float  # time range of all sampled frames, informative or not
     end: float
     duration: float  # of the video: segments never end after it
+    stills: np.ndarray | None  # (n,) the still picture of each frame (-1: moving), or None
+    pictures: np.ndarray | None  # the still pictures (vfpd.detail.Stills.pictures)
 
     @cached_property
     def residual(self) -> tuple[np.ndarray, np.ndarray]:
@@ -257,6 +280,8 @@ def prepare(fp: Fingerprint, weights: np.ndarray | None, center: np.ndarray | No
         start=float(times[0]) if len(times) else 0.0,
         end=float(times[-1]) if len(times) else 0.0,
         duration=float(fp.duration) if fp.duration > 0 else float("inf"),
+        stills=None if fp.stills is None else fp.stills.of[keep],
+        pictures=None if fp.stills is None else fp.stills.pictures,
     )
 
 
@@ -421,12 +446,50 @@ def motion_evidence(a: Prepared, b: Prepared, valid_a: np.ndarray, pred_a: np.nd
     return energy, float(np.sum(ra * rb) / denom) if denom > 0 else 1.0
 
 
+def _moving(energy: float, s: MatchSettings) -> float:
+    """How much an overlap moves, in [0, 1], from motion_evidence()'s energy."""
+    return float(_clip((energy - s.motion_static) / (s.motion_moving - s.motion_static), 0.0, 1.0))
+
+
 def _motion_factor(energy: float, corr: float, s: MatchSettings) -> float:
     """The share of a score an alignment keeps given motion_evidence()'s two numbers."""
-    moving = _clip((energy - s.motion_static) / (s.motion_moving - s.motion_static), 0.0, 1.0)
+    moving = _moving(energy, s)
     agree = _clip((corr - s.motion_corr_floor) / (s.motion_corr_ceil - s.motion_corr_floor),
                     0.0, 1.0)
     return float(1.0 - s.motion_penalty * moving * (1.0 - agree))
+
+
+def detail_agreement(a: Prepared, b: Prepared, valid_a: np.ndarray, pred_a: np.ndarray,
+                     s: MatchSettings) -> float:
+    """How well the still pictures of an alignment agree in detail, in [0, 1]: the frames of a
+    in the overlap paired with b's frame nearest the aligned moment, each distinct pair of still
+    pictures compared (vfpd.detail.agreement) and mapped from detail_agree_floor to
+    detail_agree_ceil, weighted by how many frames show it. 1.0 when no pair can be compared (a
+    frame that moves, a fingerprint without stills, too little detail)."""
+    if a.stills is None or b.stills is None or a.pictures is None or b.pictures is None:
+        return 1.0
+    ia = np.flatnonzero(valid_a)
+    if len(ia) == 0 or len(b.times) == 0:
+        return 1.0
+    right = _clip(np.searchsorted(b.times, pred_a[ia]), 0, len(b.times) - 1).astype(np.int64)
+    left = np.maximum(right - 1, 0)
+    jb = np.where(np.abs(b.times[left] - pred_a[ia]) < np.abs(b.times[right] - pred_a[ia]),
+                  left, right)
+    pa, pb = a.stills[ia], b.stills[jb]
+    both = (pa >= 0) & (pb >= 0)
+    if not both.any():
+        return 1.0
+    pairs, counts = np.unique(np.stack([pa[both], pb[both]], axis=1), axis=0, return_counts=True)
+    total = weight = 0.0
+    for k in np.argsort(-counts, kind="stable")[:s.detail_pairs]:
+        value = agreement(a.pictures[pairs[k, 0]], b.pictures[pairs[k, 1]])
+        if value is None:
+            continue
+        total += float(counts[k]) * float(_clip((value - s.detail_agree_floor)
+                                                / (s.detail_agree_ceil - s.detail_agree_floor),
+                                                0.0, 1.0))
+        weight += float(counts[k])
+    return total / weight if weight else 1.0
 
 
 @dataclass(frozen=True)
@@ -468,13 +531,21 @@ def _pictures(a: Prepared, b: Prepared, sim: np.ndarray, hypotheses: list[tuple[
     return out
 
 
-def _evaluate(a: Prepared, b: Prepared, al: _Aligned, s: MatchSettings) -> Match:
-    """The match under one alignment: its picture score under the motion rule, its segments."""
+def _evaluate(a: Prepared, b: Prepared, al: _Aligned, s: MatchSettings,
+              at_least: float = 0.0) -> Match:
+    """The match under one alignment: its picture score under the motion and still-detail rules,
+    its segments. A score already below `at_least` is not compared in detail (each pair of still
+    pictures costs tens of milliseconds, and the rule only lowers it further)."""
     slope, offset, score = al.slope, al.offset, al.score
     if not np.any(al.valid_a) or not np.any(al.valid_b):
         return Match(0.0, NONE, (), offset, slope)
     valid_a, m_a = al.valid_a, al.m_a
-    factor = _motion_factor(*motion_evidence(a, b, valid_a, al.pred_a, al.valid_b), s)
+    energy, corr = motion_evidence(a, b, valid_a, al.pred_a, al.valid_b)
+    factor = _motion_factor(energy, corr, s)
+    still = 1.0 - _moving(energy, s)
+    if s.still_detail and still > 0 and score * factor >= at_least:
+        agree = detail_agreement(a, b, valid_a, al.pred_a, s)
+        factor *= 1.0 - s.detail_penalty * still * (1.0 - agree)
     segments = _segments(a, valid_a, m_a, slope, offset, b, s)
     if not segments:
         return Match(score * factor, NONE, (), offset, slope)
@@ -594,7 +665,8 @@ def verify(a: Fingerprint, b: Fingerprint, settings: MatchSettings = MatchSettin
     motion but is less sure than a collection's.
     at_least: a pair that provably scores less under every alignment is not aligned at all and
     gets NO_MATCH (callers that keep only pairs at a threshold skip most of the work for the many
-    candidates that are other footage); 0 always aligns."""
+    candidates that are other footage), and one already below it before its still pictures are
+    compared keeps that score (still below it); 0 always aligns and compares."""
     if center is None:
         center = frame_center([a, b])
     return verify_prepared(prepare(a, a_weights, center), prepare(b, b_weights, center),
@@ -628,10 +700,10 @@ def verify_prepared(fa: Prepared, fb: Prepared, settings: MatchSettings = MatchS
         for aligned in pictures:
             if aligned.score - _margin(aligned.slope, settings) > key:
                 winner, key = aligned, aligned.score - _margin(aligned.slope, settings)
-        return NO_MATCH if winner is None else _evaluate(fa, fb, winner, settings)
+        return NO_MATCH if winner is None else _evaluate(fa, fb, winner, settings, at_least)
     best, best_key = NO_MATCH, 0.0
     for aligned in pictures:
-        m = _evaluate(fa, fb, aligned, settings)
+        m = _evaluate(fa, fb, aligned, settings, at_least)
         if m.score - _margin(aligned.slope, settings) > best_key:
             best, best_key = m, m.score - _margin(aligned.slope, settings)
     return best

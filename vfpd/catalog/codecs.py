@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from vfpd.detail import Stills
 from vfpd.fingerprint import FRAME_DIM, Fingerprint
 from vfpd.media import SampledVideo, SamplingSettings, VideoInfo
 from vfpd.picture import RULES_VERSION
@@ -59,7 +60,7 @@ def frames_blob(features: np.ndarray) -> bytes:
 
 
 def fingerprint_from_row(row: sqlite3.Row | tuple) -> Fingerprint:
-    vector, features, timestamps, informative, duration, model_version = row
+    vector, features, timestamps, informative, duration, model_version, stills = row
     ts = np.frombuffer(timestamps, dtype="<f8") if timestamps is not None else np.zeros(0)
     n = len(ts)
     feats = (
@@ -79,6 +80,7 @@ def fingerprint_from_row(row: sqlite3.Row | tuple) -> Fingerprint:
         informative=info,
         duration=float(duration or 0.0),
         model_version=model_version,
+        stills=None if stills is None else Stills.decode(stills, n),
     )
 
 

@@ -20,6 +20,7 @@ from vfpd.catalog.codecs import (
 )
 from vfpd.catalog.core import ITER_BATCH, CatalogCore, chunks, stream
 from vfpd.catalog.vocabulary import FileState
+from vfpd.detail import Stills
 from vfpd.fingerprint import VECTOR_DIM, Fingerprint
 from vfpd.media import SampledVideo, SamplingSettings
 
@@ -42,7 +43,8 @@ class Change:
     vector: np.ndarray | None  # for "add" (unless the fingerprint was removed since)
 
 
-_FP_COLS = "id, hash, vector, frame_features, timestamps, informative, duration, model_version"
+_FP_COLS = ("id, hash, vector, frame_features, timestamps, informative, duration, model_version, "
+            "stills")
 
 
 def _stored(row: tuple) -> StoredFingerprint:
@@ -62,6 +64,19 @@ class FingerprintStore(CatalogCore):
             f"SELECT {_FP_COLS} FROM fingerprints WHERE hash = ? AND model_version = ?",
             (content_hash, model_version)).fetchone()
         return _stored(row) if row else None
+
+    def ids_without_stills(self, model_version: str) -> list[int]:
+        """Fingerprints of one model version stored before still pictures were kept."""
+        return [r[0] for r in self._reader().execute(
+            "SELECT id FROM fingerprints WHERE model_version = ? AND stills IS NULL ORDER BY id",
+            (model_version,))]
+
+    def put_stills(self, fingerprint_id: int, stills: Stills) -> None:
+        """Keep the still pictures of a fingerprint stored before they were kept (the index is
+        not concerned: they take no part in it)."""
+        with self.transaction() as w:
+            w.execute("UPDATE fingerprints SET stills = ? WHERE id = ?",
+                      (stills.encode(), fingerprint_id))
 
     def fingerprints_by_ids(self, ids: Iterable[int]) -> dict[int, StoredFingerprint]:
         """Fingerprints for index ids (k-NN results); unknown ids are left out."""
@@ -177,10 +192,11 @@ def put_fingerprint(w: sqlite3.Connection, content_hash: str, fp: Fingerprint,
     delete_fingerprints(w, "hash = ? AND model_version = ?", (content_hash, fp.model_version))
     cur = w.execute(
         "INSERT INTO fingerprints(hash, model_version, vector, frame_features, timestamps, "
-        "informative, duration, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "informative, duration, stills, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (content_hash, fp.model_version, f32(vector), frames_blob(fp.frame_features),
          np.asarray(fp.timestamps, dtype="<f8").tobytes(),
-         np.asarray(fp.informative, dtype=np.uint8).tobytes(), float(fp.duration), now))
+         np.asarray(fp.informative, dtype=np.uint8).tobytes(), float(fp.duration),
+         None if fp.stills is None else fp.stills.encode(), now))
     fid = cur.lastrowid
     w.execute("INSERT INTO fingerprint_changes(fingerprint_id, model_version, op) "
               "VALUES (?, ?, 'add')", (fid, fp.model_version))

@@ -182,7 +182,13 @@ CREATE TABLE schedule_jobs(
 CREATE INDEX schedule_jobs_next ON schedule_jobs(next_run_time);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
+# The pictures of a fingerprint's still stretches (vfpd.detail.Stills.encode); NULL for one stored
+# before they were kept, which verification then compares by its features alone.
+_V6 = """
+ALTER TABLE fingerprints ADD COLUMN stills BLOB;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vfpd.detail import still_pictures
 from vfpd.fingerprint import Fingerprint
 from vfpd.media import SampledVideo
 from vfpd.model.center import center_of
@@ -123,7 +124,8 @@ class Embedder:
             Fingerprint(vector=vec, frame_features=f.float().cpu().numpy(),
                         timestamps=np.asarray(v.timestamps, dtype=np.float64),
                         informative=np.asarray(v.informative, dtype=bool), duration=float(v.duration),
-                        model_version=self.model_version)
+                        model_version=self.model_version,
+                        stills=still_pictures(v.frames, v.informative))
             for v, f, vec in zip(videos, per_video, vectors)
         ]
 

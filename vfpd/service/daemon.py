@@ -27,6 +27,7 @@ from vfpd.catalog import (
     JobState,
     RetryPolicy,
 )
+from vfpd.chain import with_stills
 from vfpd.config import DEFAULT_WEBHOOK_RETRIES, Config, ConfigError
 from vfpd.frame_index import BuildCancelled, build_frame_index
 from vfpd.hashing import OpenFile
@@ -217,6 +218,7 @@ class Daemon:
             self._background(self._reconcile_all, "vfpd-reconcile")
             if self.library.frame_index is None:
                 self._background(self._build_frame_index, "vfpd-frame-index")
+            self._background(self._keep_stills, "vfpd-stills")
             status = self._status()
             self._sd.ready(status)
             log.info("ready: watching %d folder(s); %s", len(self.config.watch.paths), status)
@@ -290,6 +292,25 @@ class Daemon:
             return
         lib.frame_index = index
         index.catch_up(self.catalog)  # (what the pipeline committed while it was adopted)
+
+    def _keep_stills(self) -> None:
+        """Give the fingerprints stored before still pictures were kept their stills, from the
+        stored frames, while the daemon serves (chain.with_stills); until then a pair with one of
+        them is compared by its features alone."""
+        done = 0
+        try:
+            for fid in self.catalog.ids_without_stills(self.library.model_version):
+                if self._stopping.is_set():
+                    return
+                stored = self.catalog.fingerprints_by_ids([fid]).get(fid)
+                if stored is not None and with_stills(self.catalog, stored).stills is not None:
+                    done += 1
+        except Exception:
+            log.exception("cannot add still pictures to stored fingerprints; they are compared "
+                          "by their features alone")
+            return
+        if done:
+            log.info("still pictures added to %d stored fingerprint(s)", done)
 
     def _background(self, fn: Callable[[], None], name: str) -> None:
         t = threading.Thread(target=fn, name=name, daemon=True)
