@@ -39,6 +39,12 @@ REFINE = (0.98, 1.0, 1.02)
 """Around the best uniform scale each axis is refined by these factors (crops need not keep the
 aspect ratio)."""
 
+ALREADY_REGISTERED = 0.9
+"""A picture whose detail correlates this well with the other's at its own scale (shifted, perhaps
+mirrored) is only refined, not searched at every scale: most pairs compared are copies at one
+scale, or pictures of one template, and the search is 90 placements of a few hundred microseconds
+each."""
+
 MAX_SHIFT = 24
 """Largest shift (pixels of FRAME_SIZE) registration accepts: an off-centre crop moves the picture's
 middle by up to about a third of a side."""
@@ -225,9 +231,9 @@ def _place(ref: _Reference, b: np.ndarray, sy: float, sx: float) -> _Placed | No
 
 
 def _register(a: np.ndarray, b: np.ndarray) -> _Placed | None:
-    """b registered onto a: the best mirror and uniform scale, then each axis's scale searched
-    alone (a crop need not keep the aspect ratio, and the border rule may have cut one axis),
-    then both refined."""
+    """b registered onto a: as it is or mirrored, shifted; unless that already fits, the best
+    mirror and uniform scale, then each axis's scale searched alone (a crop need not keep the
+    aspect ratio, and the border rule may have cut one axis); then both refined."""
     best: tuple[_Placed, np.ndarray, float, float] | None = None
     ref = _Reference(a)
 
@@ -237,18 +243,22 @@ def _register(a: np.ndarray, b: np.ndarray) -> _Placed | None:
         if r is not None and (best is None or r.corr > best[0].corr):
             best = (r, pic, sy, sx)
 
-    for mirrored in (b, np.ascontiguousarray(b[:, ::-1])):
-        for s in SCALES:
-            consider(mirrored, s, s)
-    if best is None:
-        return None
-    _, pic, s, _ = best
-    for sy in SCALES:
-        consider(pic, sy, s)
-    _, _, sy, _ = best
-    for sx in SCALES:
-        consider(pic, sy, sx)
-    _, _, sy, sx = best
+    pictures = (b, np.ascontiguousarray(b[:, ::-1]))
+    for mirrored in pictures:
+        consider(mirrored, 1.0, 1.0)
+    if best is None or best[0].corr < ALREADY_REGISTERED:
+        for mirrored in pictures:
+            for s in SCALES:
+                consider(mirrored, s, s)
+        if best is None:
+            return None
+        _, pic, s, _ = best
+        for sy in SCALES:
+            consider(pic, sy, s)
+        _, _, sy, _ = best
+        for sx in SCALES:
+            consider(pic, sy, sx)
+    _, pic, sy, sx = best
     for fy in REFINE:
         for fx in REFINE:
             consider(pic, sy * fy, sx * fx)

@@ -121,7 +121,11 @@ class Embedder:
             per_video = torch.split(feats, [len(v.frames) for v in videos])
             vectors = self._video_vectors(model, videos, per_video)
         return [
-            Fingerprint(vector=vec, frame_features=f.float().cpu().numpy(),
+            # Frame features at the precision the catalog keeps them (codecs.frames_blob): a
+            # fingerprint fresh from the model compares exactly as one read back from the catalog
+            # or a cache, so the scan and the daemon align a pair alike even where many
+            # alignments fit almost equally (a still picture fits at any offset).
+            Fingerprint(vector=vec, frame_features=f.half().float().cpu().numpy(),
                         timestamps=np.asarray(v.timestamps, dtype=np.float64),
                         informative=np.asarray(v.informative, dtype=bool), duration=float(v.duration),
                         model_version=self.model_version,
