@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from bench import dataset
 from harness.daemon import Daemon, NotifyListener, WebhookServer, wait_until
 from media_factory import encode
 from scan_media import crop, load, make_copy, pan_frames, rate, resize
+
+from bench import dataset
 from vfpd.matching import DEFAULT_THRESHOLD
 
 Pairs = dict[frozenset[str], tuple[float, str]]

@@ -13,12 +13,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from harness.daemon import Daemon, NotifyListener, WebhookServer, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from media_factory import encode, make_video
 
 from bench import dataset
-from harness.daemon import Daemon, NotifyListener, WebhookServer, wait_until
-from media_factory import encode, make_video
 from vfpd import media
 from vfpd.catalog import Catalog
 from vfpd.chain import with_stills
@@ -178,6 +178,15 @@ def test_a_fingerprint_stored_before_stills_gets_them_from_its_frames(tmp_path: 
         again = cat.fingerprint("a" * 64, fp.model_version).fingerprint
         np.testing.assert_array_equal(again.stills.of, fp.stills.of)
         assert cat.ids_without_stills(fp.model_version) == []
+        # A damaged blob (cut short, or a frame map pointing past the pictures) reads as none,
+        # and the stored frames make it again.
+        for damaged in (fp.stills.encode()[:-100], np.full(len(fp.timestamps), 7, "<i2").tobytes()):
+            with sqlite3.connect(tmp_path / "c.db") as conn:
+                conn.execute("UPDATE fingerprints SET stills = ?", (damaged,))
+            bad = cat.fingerprint("a" * 64, fp.model_version)
+            assert bad.fingerprint.stills is None
+            np.testing.assert_array_equal(with_stills(cat, bad).stills.of, fp.stills.of)
+            assert cat.fingerprint("a" * 64, fp.model_version).fingerprint.stills is not None
         # Frames of other moments cannot stand in: the fingerprint stays as it is.
         shifted = replace(fp, stills=None, timestamps=fp.timestamps + 0.5)
         cat.store_result("/v/other.mp4", stat, "b" * 64, fingerprint=shifted, frames=v)

@@ -11,7 +11,7 @@ template disagree where the words are.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -135,7 +135,7 @@ def still_pictures(frames: np.ndarray, informative: np.ndarray) -> Stills:
     return Stills(pictures, of)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _gaussian(sigma: float) -> np.ndarray:
     x = np.arange(FRAME_SIZE, dtype=np.float64)
     k = np.exp(-0.5 * ((x[:, None] - x[None, :]) / sigma) ** 2)
@@ -147,7 +147,7 @@ def _detail(picture: np.ndarray, fine: float = FINE_SIGMA) -> np.ndarray:
     return f @ picture @ f.T - c @ picture @ c.T
 
 
-@lru_cache(maxsize=None)
+@cache
 def _resampler(scale: float) -> tuple[np.ndarray, np.ndarray]:
     """(matrix, valid): row i of matrix @ x samples x (one axis) at centre + (i - centre) / scale,
     linearly; valid[i] is False where that falls outside the picture."""

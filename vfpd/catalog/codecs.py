@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import sqlite3
 from typing import Any
@@ -14,6 +15,8 @@ from vfpd.detail import Stills
 from vfpd.fingerprint import FRAME_DIM, Fingerprint
 from vfpd.media import SampledVideo, SamplingSettings, VideoInfo
 from vfpd.picture import RULES_VERSION
+
+log = logging.getLogger(__name__)
 
 
 def path_key(path: str | os.PathLike[str]) -> bytes:
@@ -80,8 +83,21 @@ def fingerprint_from_row(row: sqlite3.Row | tuple) -> Fingerprint:
         informative=info,
         duration=float(duration or 0.0),
         model_version=model_version,
-        stills=None if stills is None else Stills.decode(stills, n),
+        stills=_stills(stills, n),
     )
+
+
+def _stills(data: bytes | None, frames: int) -> Stills | None:
+    """A fingerprint's stored still pictures. A damaged blob reads as none: the fingerprint is then
+    compared by its features alone, and the chain makes them again from the stored frames
+    (chain.with_stills), as for one stored before they were kept."""
+    if data is None:
+        return None
+    try:
+        return Stills.decode(data, frames)
+    except ValueError as e:
+        log.warning("stored still pictures unusable (%s); comparing by features alone", e)
+        return None
 
 
 # -- sampled frames -------------------------------------------------------------------------------
