@@ -19,7 +19,15 @@ from vfpd.model.embed import Embedder
 from vfpd.model.network import NetConfig, load_blob
 from vfpd.model.batches import Link, make_batch
 from vfpd.model.frame_cache import TrainingError, build_cache
-from vfpd.model.train import TrainSettings, best_path, info_nce, losses, train
+from vfpd.model.train import (
+    STATIC_DIFF,
+    TrainSettings,
+    best_path,
+    info_nce,
+    losses,
+    same_pictures,
+    train,
+)
 from vfpd.model.augment import AugmentConfig, TimeConfig
 
 TINY = NetConfig(channels=(8, 8, 16, 16), model_dim=32, heads=2, layers=1)
@@ -149,3 +157,16 @@ def test_cli_usage_errors(tmp_path: Path, data_dir: Path, capsys: pytest.Capture
     assert ctl.main(["train", "--data_dir", str(data_dir), "--checkpoint", str(tmp_path / "c.pt"),
                      "--batch_size", "1"]) == 2
     assert "--batch_size is too small" in capsys.readouterr().err
+
+
+def test_a_subject_moving_through_one_block_is_another_moment_of_a_still_scene() -> None:
+    """The frame loss never pushes apart two frames of one picture; a still scene with a person
+    walking through one part of it shows other moments, which it must tell apart."""
+    rng = np.random.default_rng(3)
+    scene = torch.from_numpy(rng.random(64).astype(np.float32) * 0.8)
+    walker = scene.clone()
+    walker[27] += 0.1  # one block of the 8x8 thumbnail
+    drift = scene + 0.6 * STATIC_DIFF  # lighting drift, sensor noise: the whole picture alike
+    same = same_pictures(torch.stack([scene, scene.clone(), walker, drift]))
+    assert same[0, 1] and same[0, 3], "one picture, however far apart in time"
+    assert not same[0, 2] and not same[2, 3], "a subject moved: another moment"

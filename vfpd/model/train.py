@@ -56,8 +56,9 @@ VAL_FRAME_SECONDS = 1.5
 and within this many seconds of the same moment."""
 
 STATIC_DIFF = 0.02
-"""Two source frames whose 8x8 gray thumbnails differ by less than this (mean absolute, 0-1) are
-the same picture, however far apart in time; they are never pushed apart."""
+"""Two source frames whose 8x8 gray thumbnails differ nowhere by this much (0-1) are the same
+picture, however far apart in time; they are never pushed apart. The largest difference, not the
+mean: a person walking through one block of a still scene is another moment of it."""
 
 VIDEO_TEMPERATURE = 0.07
 FRAME_TEMPERATURE = 0.1
@@ -118,6 +119,12 @@ def info_nce(z: Tensor, pos: Tensor, valid: Tensor, temperature: float) -> Tenso
     return (log_all[has] - log_pos[has]).mean()
 
 
+def same_pictures(thumbs: Tensor) -> Tensor:
+    """(N, N) bool: which of N frames (their 8x8 gray thumbnails, flattened, 0-1) show the same
+    picture (STATIC_DIFF)."""
+    return torch.cdist(thumbs, thumbs, p=float("inf")) < STATIC_DIFF
+
+
 def losses(model: FingerprintNet, b: Batch) -> tuple[Tensor, Tensor]:
     """(video loss, frame loss) of one batch."""
     vec, feats = model(b.frames, b.times, b.mask)
@@ -138,7 +145,7 @@ def losses(model: FingerprintNet, b: Batch) -> tuple[Tensor, Tensor]:
     dt = (src[:, None] - src[None, :]).abs()
     other_view = view[:, None] != view[None, :]
     pos = same_video & other_view & (dt <= POSITIVE_SECONDS)
-    same_picture = torch.cdist(th, th, p=1) / th.shape[1] < STATIC_DIFF
+    same_picture = same_pictures(th)
     ignore = (same_video & (dt < IGNORE_SECONDS) & ~pos) | (same_picture & ~pos)
     if b.link is not None:  # frames of a confirmed pair: which moments correspond is unknown
         link = b.link.to(vec.device).repeat_interleave(b.mask.shape[1])[m]
