@@ -27,12 +27,9 @@ from vfpd.fingerprint import Fingerprint
 
 DEFAULT_THRESHOLD = 0.75
 """Pairs scoring at least this are reported: three quarters of the common footage matches frame by
-frame. Measured on the accuracy benchmark (`./dev bench accuracy`: 220 files, 24,090 pairs, hard
-negatives included) with the shipped weights 50c1575854b2: precision 1.0 at recall 0.956 (held-out
-footage: 1.0 at 0.969); no pair of different videos reaches it, the highest scores 0.722
-(procedural "life" footage against another cellular automaton). Precision first drops below 1.0
-at 0.72 and below 0.99 at 0.64 (recall 0.99 there), so the default keeps a margin above the
-look-alikes rather than sitting at the edge; see docs/scan.md."""
+frame. Chosen for precision with a margin on the first accuracy benchmark; on the grown one it keeps
+precision 0.999 but without a margin (two negatives at 0.750-0.752). docs/scan.md has both
+measurements and says what it guarantees."""
 
 MatchKind = Literal["exact", "near", "partial", "none"]
 """How two videos match: the catalog stores the first three (vfpd.catalog.vocabulary.Kind)."""
