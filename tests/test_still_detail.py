@@ -171,6 +171,12 @@ def test_a_fingerprint_stored_before_stills_gets_them_from_its_frames(tmp_path: 
         stored = cat.fingerprint("a" * 64, fp.model_version)
         assert stored.fingerprint.stills is None
         assert cat.ids_without_stills(fp.model_version) == [stored.id]
+        # A catalog that cannot be written (read-only here; full or locked alike): the stills
+        # serve this read and are not stored.
+        with Catalog(tmp_path / "c.db", readonly=True) as ro:
+            served = with_stills(ro, ro.fingerprint("a" * 64, fp.model_version))
+            np.testing.assert_array_equal(served.stills.of, fp.stills.of)
+        assert cat.ids_without_stills(fp.model_version) == [stored.id]
         kept = with_stills(cat, stored)
         np.testing.assert_array_equal(kept.stills.of, fp.stills.of)
         np.testing.assert_array_equal(kept.stills.pictures, fp.stills.pictures)

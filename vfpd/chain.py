@@ -271,7 +271,10 @@ def with_stills(catalog: Catalog, stored: StoredFingerprint) -> Fingerprint:
     if frames is None or not np.array_equal(frames.timestamps, fp.timestamps):
         return fp
     stills = still_pictures(frames.frames, frames.informative)
-    catalog.put_stills(stored.id, stills)
+    try:
+        catalog.put_stills(stored.id, stills)
+    except Exception as e:  # read-only, full or locked: they serve now, the next read tries again
+        log.warning("cannot store the still pictures of %s (%s)", stored.hash[:12], e)
     return replace(fp, stills=stills)
 
 
