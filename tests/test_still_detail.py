@@ -4,6 +4,7 @@ same; and the still pictures are kept with the fingerprint, also for one stored 
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import sqlite3
 import tempfile
@@ -26,6 +27,7 @@ from vfpd.detail import Stills, agreement, still_pictures
 from vfpd.hashing import FileStat
 from vfpd.matching import DEFAULT_THRESHOLD, MatchSettings, frame_center, verify
 from vfpd.picture import FRAME_SIZE
+from vfpd.presets import FAST
 from vfpd.samples import sample_clip, sample_photo
 
 TITLES = ("Chapter One|The harbour at dawn", "Chapter Two|Nets and knots",
@@ -41,17 +43,22 @@ needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None or not dataset.
 
 
 @pytest.fixture(scope="module")
-def cards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, media.SampledVideo]:
+def card_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Three title cards of one template (the benchmark's generator) and copies of each."""
     if shutil.which("ffmpeg") is None or not dataset.FONT.exists():
         pytest.skip("title cards are drawn by ffmpeg with DejaVu Sans")
-    originals = tuple(dataset.Original(f"t{k}", (dataset.Shot("title", "title1", dataset.TITLE_SECONDS,
-                                                      text=t),),
+    originals = tuple(dataset.Original(f"t{k}", (dataset.Shot("title", "title1",
+                                                              dataset.TITLE_SECONDS, text=t),),
                                        10, True, COPIES, scene="tpl")
                       for k, t in enumerate(TITLES))
     ds = dataset.build(dataset.Spec(320, 180, originals, copy_threads=1),
                        tmp_path_factory.mktemp("cards"), workers=1, log=lambda _: None)
-    return {it.name: media.sample(ds.path(it)) for it in ds.items}
+    return {it.name: ds.path(it) for it in ds.items}
+
+
+@pytest.fixture(scope="module")
+def cards(card_files: dict[str, Path]) -> dict[str, media.SampledVideo]:
+    return {name: media.sample(path) for name, path in card_files.items()}
 
 
 def _picture(v: media.SampledVideo) -> np.ndarray:
@@ -100,6 +107,24 @@ def test_verify_tells_title_cards_apart_by_their_detail(cards, embedder) -> None
         for kind in FOUND:
             m = verify(fps[f"t{i}"], fps[f"t{i}.{kind}"], SETTINGS, center=center)
             assert m.score >= DEFAULT_THRESHOLD, (i, kind, m)
+
+
+@needs_ffmpeg
+def test_the_fast_preset_tells_title_cards_apart_too(card_files, embedder) -> None:
+    """Keyframes only, and a threshold of its own (0.57): a card of other words, or a copy of
+    one, never reaches it; a card's re-encode does."""
+    fps = {name: embedder.embed(media.sample(path, FAST.sampling))
+           for name, path in card_files.items()}
+    others = [embedder.embed(media.sample(sample_clip(n), FAST.sampling))
+              for n in ("bikes", "bigbuckbunny", "carphone_pristine")]
+    center = frame_center([*fps.values(), *others])
+    for a, b in itertools.combinations(sorted(fps), 2):
+        score = verify(fps[a], fps[b], FAST.match, center=center).score
+        if a.split(".")[0] != b.split(".")[0]:
+            assert score < FAST.threshold, (a, b, score)
+    for i in range(len(TITLES)):
+        m = verify(fps[f"t{i}"], fps[f"t{i}.reencode"], FAST.match, center=center)
+        assert m.score >= FAST.threshold, (i, m)
 
 
 def test_a_still_stretch_keeps_one_picture_and_motion_none() -> None:
