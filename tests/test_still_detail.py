@@ -217,12 +217,16 @@ def test_a_fingerprint_stored_before_stills_gets_them_from_its_frames(tmp_path: 
             assert bad.fingerprint.stills is None
             np.testing.assert_array_equal(with_stills(cat, bad).stills.of, fp.stills.of)
             assert cat.fingerprint("a" * 64, fp.model_version).fingerprint.stills is not None
-        # Frames of other moments cannot stand in: the fingerprint stays as it is.
+        # Frames of other moments cannot stand in: the fingerprint gets no still picture (compared
+        # by its features, as before), and that is stored, so nothing looks for them again.
         shifted = replace(fp, stills=None, timestamps=fp.timestamps + 0.5)
         cat.store_result("/v/other.mp4", stat, "b" * 64, fingerprint=shifted, frames=v)
         other = cat.fingerprint("b" * 64, fp.model_version)
-        assert with_stills(cat, other).stills is None
-        assert cat.fingerprint("b" * 64, fp.model_version).fingerprint.stills is None
+        none = with_stills(cat, other).stills
+        assert len(none.pictures) == 0 and np.all(none.of == -1)
+        again = cat.fingerprint("b" * 64, fp.model_version).fingerprint.stills
+        assert len(again.pictures) == 0 and np.all(again.of == -1)
+        assert cat.ids_without_stills(fp.model_version) == []
 
 
 def test_the_daemon_gives_fingerprints_stored_before_stills_their_stills(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import numpy as np
 
 from vfpd import hashing
-from vfpd.detail import still_pictures
+from vfpd.detail import Stills, still_pictures
 from vfpd.fingerprint import Fingerprint
 from vfpd.hashing import FileStat
 from vfpd.media import MediaError, NotAVideo, SampledVideo, SamplingSettings
@@ -259,18 +259,20 @@ def fingerprints(works: Sequence[Work], fingerprinter: Fingerprinter, decoder: D
 def with_stills(catalog: Catalog, stored: StoredFingerprint) -> Fingerprint:
     """A stored fingerprint with its still pictures: one stored before they were kept gets them
     from the content's stored frames (no decode, no model), and they are stored with it. Without
-    frames of the same moments it stays as it is, compared by its features alone."""
+    frames of the same moments it gets none (compared by its features alone, as before), stored
+    too, so that no later read or daemon start looks for them again."""
     fp = stored.fingerprint
     if fp.stills is not None:
         return fp
     try:
         frames = catalog.load_frames(stored.hash)
-    except Exception as e:  # a damaged blob: the fingerprint still serves as it is
+    except Exception as e:  # a damaged blob: the fingerprint serves by its features
         log.warning("stored frames of %s unusable (%s)", stored.hash[:12], e)
-        return fp
+        frames = None
     if frames is None or not np.array_equal(frames.timestamps, fp.timestamps):
-        return fp
-    stills = still_pictures(frames.frames, frames.informative)
+        stills = Stills.none(len(fp.timestamps))
+    else:
+        stills = still_pictures(frames.frames, frames.informative)
     try:
         catalog.put_stills(stored.id, stills)
     except Exception as e:  # read-only, full or locked: they serve now, the next read tries again

@@ -80,6 +80,11 @@ class Stills:
         if self.of.ndim != 1 or (len(self.of) and int(self.of.max(initial=-1)) >= len(self.pictures)):
             raise ValueError("a frame points at a still picture that is not there")
 
+    @classmethod
+    def none(cls, frames: int) -> Stills:
+        """No still stretch among `frames` frames (what is known when none can be found)."""
+        return cls(np.zeros((0, FRAME_SIZE, FRAME_SIZE), np.uint8), np.full(frames, -1, np.int16))
+
     def encode(self) -> bytes:
         """Stored form: the frame map (int16) then the pictures (the frame count is the
         fingerprint's)."""
@@ -110,9 +115,9 @@ def still_pictures(frames: np.ndarray, informative: np.ndarray) -> Stills:
     informative frames that no block changes in, or the one informative frame of a video that has
     only one. Each stretch keeps its middle frame's luma."""
     n = len(frames)
-    of = np.full(n, -1, np.int16)
     if n == 0:
-        return Stills(np.zeros((0, FRAME_SIZE, FRAME_SIZE), np.uint8), of)
+        return Stills.none(0)
+    of = np.full(n, -1, np.int16)
     luma = _luma(frames)
     info = np.asarray(informative, bool)
     steady = np.zeros(n, bool)  # frame i is like frame i - 1

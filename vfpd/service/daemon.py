@@ -303,7 +303,8 @@ class Daemon:
                 if self._stopping.is_set():
                     return
                 stored = self.catalog.fingerprints_by_ids([fid]).get(fid)
-                if stored is not None and with_stills(self.catalog, stored).stills is not None:
+                if stored is not None:
+                    with_stills(self.catalog, stored)
                     done += 1
         except Exception:
             log.exception("cannot add still pictures to stored fingerprints; they are compared "
