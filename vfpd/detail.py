@@ -2,7 +2,7 @@
 fingerprint, and the comparison that tells two still pictures of one layout apart (two title cards
 of one template with other words), which the model's 64x64 features do not see.
 
-Moving footage is judged by what moves (matching.motion_evidence); a still overlap has no motion,
+Moving footage is judged by what moves (matching._motion_evidence); a still overlap has no motion,
 so it is judged by its detail: the two pictures are registered (mirror, scale per axis, shift) and
 compared block by block. Copies of a still picture agree in every block; other words on one
 template disagree where the words are.

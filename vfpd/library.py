@@ -35,7 +35,7 @@ from vfpd.matching import (
     recurring_weights,
     stack,
     verify,
-    verify_prepared,
+    verify_many,
 )
 
 if TYPE_CHECKING:
@@ -227,15 +227,15 @@ class Library:
         reach = (stack([sf.fingerprint for sf in eligible], center).bounds(
             prepared, len(eligible), match, weights) >= at_least - BOUND_SLACK
             if at_least > 0 else np.ones(len(eligible), bool))
+        aligned = [sf for sf, can in zip(eligible, reach) if can]
+        matches = dict(zip((sf.id for sf in aligned), verify_many(prepared, [
+            prepare(sf.fingerprint, self._transferred(fp_centred, weights, sf.fingerprint,
+                                                      center), center)
+            for sf in aligned], match, at_least)))
         out: list[Verified] = []
-        for sf, can in zip(eligible, reach):
-            b = sf.fingerprint
-            m = NO_MATCH
-            if can:
-                m = verify_prepared(prepared, prepare(b, self._transferred(fp_centred, weights, b,
-                                                                           center), center),
-                                    match, at_least)
-            sim = float(vector @ np.asarray(b.vector, np.float32))
+        for sf in eligible:
+            m = matches.get(sf.id, NO_MATCH)
+            sim = float(vector @ np.asarray(sf.fingerprint.vector, np.float32))
             out.append(Verified(sf.hash, m, sim, self.accepts(m)))
         out.sort(key=lambda v: (-v.match.score, v.hash))
         return out

@@ -105,7 +105,7 @@ class MatchSettings:
     # on real surveillance footage) though what moves in them differs. So an alignment must also
     # explain what changes: each video's static component over the overlap (the mean of its raw
     # frame features there) is removed, and the residuals of aligned frames must correlate
-    # (motion_evidence). The correlation maps linearly to agreement in [0, 1], from
+    # (_motion_evidence). The correlation maps linearly to agreement in [0, 1], from
     # motion_corr_floor to motion_corr_ceil; how much disagreement costs depends on how much the
     # overlap changes at all (RMS residual): not at all below motion_static (a still shot: the
     # picture is all there is, and no one can tell two clips of one still shot apart), fully
@@ -316,75 +316,194 @@ def _frame_match(sim: np.ndarray, s: MatchSettings) -> np.ndarray:
     return _clip((sim - s.frame_sim_floor) / (s.frame_sim_ceil - s.frame_sim_floor), 0.0, 1.0)
 
 
-def _offset_hypotheses(a: Prepared, b: Prepared, sim: np.ndarray,
-                       s: MatchSettings) -> list[tuple[float, float]]:
-    """(slope, offset) pairs that many frame pairs agree on: a Hough vote along diagonals."""
-    k = min(s.votes_per_frame, sim.shape[1])
-    best_j = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-    rows = np.repeat(np.arange(sim.shape[0]), k)
-    cols = best_j.ravel()
-    vs = sim[rows, cols]
-    ok = vs >= s.vote_min_sim
-    rows, cols, vs = rows[ok], cols[ok], vs[ok]
-    if len(rows) == 0:
-        return []
-    weight = vs * a.weights[rows]
-    out: list[tuple[float, float]] = []
-    for slope in s.slopes:
-        offsets = b.times[cols] - slope * a.times[rows]
-        width = max(b.step, slope * a.step)
-        bins = np.floor(offsets / width).astype(np.int64)
-        lo = bins.min()
-        hist = np.bincount(bins - lo, weights=weight)
-        # Neighbouring bins are pooled: a true offset can sit on a bin edge.
-        pooled = hist + np.concatenate(([0.0], hist[:-1])) + np.concatenate((hist[1:], [0.0]))
-        # Same speed is the common case and gets several offsets (repetitive footage can put a
-        # wrong offset first); each speed change gets its strongest one.
-        peaks = s.hypotheses if slope == 1.0 else 1
-        for peak in np.argsort(-pooled, kind="stable")[:peaks]:
-            if pooled[peak] <= 0:
-                break
-            near = np.abs(bins - lo - peak) <= 1
-            # np.average's own arithmetic, without its checks (it runs a million times a scan).
-            out.append((slope, float(np.sum(offsets[near] * weight[near]) / np.sum(weight[near]))))
+PAD_SIM = -4.0
+"""The similarity a batch gives the padding past a candidate's last frame: below any cosine, so
+padding never votes, never matches and never beats a real frame."""
+
+BATCH_CELLS = 1 << 21
+"""Most (alignment, frame, frame) cells one batch of candidates is scored in (8 MB per float32
+array): dozens of short clips at once, a pair of long videos alone. Batching is what makes a
+scan's ~100,000 small alignments cheap; the bound keeps the arrays in memory."""
+
+ALIGNMENTS_PER_CANDIDATE = 6
+"""The most alignments a candidate gets with the default settings (hypotheses at the same speed
+plus one for each other speed): what a batch's size is planned with."""
+
+
+def _width(n: int) -> int:
+    """The padded frame count of a video of n frames in a batch: the next power of two (at least
+    2, so that a neighbouring sample always exists). Candidates are batched only with others of
+    the same width, so a candidate's sums are the same whichever batch it is in."""
+    return max(2, 1 << (n - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Candidates of one padded width, scored against one video together: their similarity
+    blocks and per-frame data padded to `width` columns (times +inf, weights 0, similarity
+    PAD_SIM)."""
+
+    members: list[int]  # which of verify_many's candidates each is
+    sim: np.ndarray  # (C, n, W) float32: a's informative frames against each candidate's
+    times: np.ndarray  # (C, W)
+    weights: np.ndarray  # (C, W)
+    adjacent: np.ndarray  # (C, W)
+    raw: np.ndarray  # (C, W, FRAME_DIM) the model's features (padding: 0)
+    lengths: np.ndarray  # (C,) frames before the padding
+    steps: np.ndarray  # (C,)
+    starts: np.ndarray  # (C,)
+    ends: np.ndarray  # (C,)
+
+
+def _batch(members: list[int], bs: Sequence[Prepared], sims: list[np.ndarray],
+           width: int) -> _Batch:
+    c, n = len(members), sims[members[0]].shape[0]
+    sim = np.full((c, n, width), PAD_SIM, np.float32)
+    times = np.full((c, width), np.inf)
+    weights = np.zeros((c, width))
+    adjacent = np.ones((c, width))
+    raw = np.zeros((c, width, bs[members[0]].raw.shape[1]))
+    for row, k in enumerate(members):
+        b, length = bs[k], len(bs[k].times)
+        sim[row, :, :length] = sims[k]
+        times[row, :length] = b.times
+        weights[row, :length] = b.weights
+        adjacent[row, :length - 1] = b.adjacent[:length - 1]
+        raw[row, :length] = b.raw
+    picked = [bs[k] for k in members]
+    return _Batch(members, sim, times, weights, adjacent, raw,
+                  np.array([len(b.times) for b in picked]), np.array([b.step for b in picked]),
+                  np.array([b.start for b in picked]), np.array([b.end for b in picked]))
+
+
+def _batches(bs: Sequence[Prepared], live: list[int], sims: list[np.ndarray], n: int
+             ) -> list[_Batch]:
+    """The live candidates in batches of one width, each within BATCH_CELLS."""
+    by_width: dict[int, list[int]] = {}
+    for k in live:
+        by_width.setdefault(_width(len(bs[k].times)), []).append(k)
+    dim = bs[live[0]].raw.shape[1] if live else 0
+    out = []
+    for width, members in sorted(by_width.items()):
+        # Per candidate: its alignments' (frame, frame) arrays and its (frame, feature) ones.
+        cells = ALIGNMENTS_PER_CANDIDATE * n * width + 2 * max(n, width) * dim
+        size = max(1, BATCH_CELLS // cells)
+        for i in range(0, len(members), size):
+            out.append(_batch(members[i:i + size], bs, sims, width))
     return out
 
 
-def _interpolated_sim(dst: Prepared, sim: np.ndarray, pred: np.ndarray) -> np.ndarray:
+def _votes(a: Prepared, batch: _Batch, s: MatchSettings
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each frame of a votes with its votes_per_frame most similar frames of each candidate
+    (ties to the earlier frame) that are at least vote_min_sim alike: (candidate row, a's
+    frame, the candidate's frame, similarity), ordered by candidate."""
+    sim = batch.sim
+    width = sim.shape[2]
+    k = min(s.votes_per_frame, width)
+    kth = np.partition(sim, width - k, axis=2)[..., width - k:width - k + 1]
+    above = sim > kth
+    tied = sim == kth
+    room = k - above.sum(axis=2, keepdims=True)
+    vote = (above | (tied & (np.cumsum(tied, axis=2) <= room))) & (sim >= s.vote_min_sim)
+    c, i, j = np.nonzero(vote)
+    return c, i, j, sim[c, i, j]
+
+
+def _offset_hypotheses(a: Prepared, batch: _Batch, s: MatchSettings
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(candidate row, slope, offset) of the alignments many frame pairs agree on, a Hough vote
+    along diagonals per candidate; each candidate's in the order they are tried (by speed as in
+    s.slopes, then strongest first)."""
+    c, i, j, vs = _votes(a, batch, s)
+    empty = np.zeros(0)
+    if len(c) == 0:
+        return np.zeros(0, np.int64), empty, empty
+    weight = vs * a.weights[i]
+    present, first = np.unique(c, return_index=True)
+    group = np.repeat(np.arange(len(present)), np.diff(np.append(first, len(c))))
+    found: list[tuple[np.ndarray, ...]] = []
+    for order, slope in enumerate(s.slopes):
+        offsets = batch.times[c, j] - slope * a.times[i]
+        width = np.maximum(batch.steps, slope * a.step)[c]
+        bins = np.floor(offsets / width).astype(np.int64)
+        lo = np.minimum.reduceat(bins, first)
+        span = np.maximum.reduceat(bins, first) - lo + 3  # a zero bin guards each end
+        base = np.concatenate(([0], np.cumsum(span)[:-1]))
+        flat = base[group] + bins - lo[group] + 1
+        total = int(span.sum())
+        hist = np.concatenate(([0.0], np.bincount(flat, weights=weight, minlength=total), [0.0]))
+        moment = np.concatenate(([0.0], np.bincount(flat, weights=offsets * weight,
+                                                     minlength=total), [0.0]))
+        # Neighbouring bins are pooled: a true offset can sit on a bin edge.
+        pooled = hist[1:-1] + hist[:-2] + hist[2:]
+        pooled_moment = moment[1:-1] + moment[:-2] + moment[2:]
+        owner = np.repeat(np.arange(len(present)), span)
+        real = np.ones(total, bool)
+        real[base] = False
+        real[base + span - 1] = False
+        bins_kept = np.flatnonzero(real & (pooled > 0))
+        # Same speed is the common case and gets several offsets (repetitive footage can put a
+        # wrong offset first); each speed change gets its strongest one.
+        peaks = s.hypotheses if slope == 1.0 else 1
+        ranked = bins_kept[np.lexsort((bins_kept, -pooled[bins_kept], owner[bins_kept]))]
+        starts = np.searchsorted(owner[ranked], np.arange(len(present)))
+        rank = np.arange(len(ranked)) - starts[owner[ranked]]
+        chosen = ranked[rank < peaks]
+        found.append((present[owner[chosen]], np.full(len(chosen), order), rank[rank < peaks],
+                      pooled_moment[chosen] / pooled[chosen]))
+    cand, order, rank, offset = (np.concatenate(x) for x in zip(*found))
+    sequence = np.lexsort((rank, order, cand))
+    return (cand[sequence], np.asarray(s.slopes, np.float64)[order[sequence]],
+            offset[sequence])
+
+
+def _interpolated_sim(dst_times: np.ndarray, dst_adjacent: np.ndarray, dst_len: np.ndarray,
+                      dst_step: np.ndarray, sim: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """Similarity of each src frame to dst's feature interpolated at `pred`, between the two
     samples around it. A copy trimmed by half a sampling step is sampled half-way between the
     original's samples; on fast footage neither neighbour alone looks like it, their blend does.
-    pred: (hypotheses, src frames), one row per alignment."""
-    right = _clip(np.searchsorted(dst.times, pred), 1, len(dst.times) - 1)
+    One row per alignment: pred (H, src frames), sim (H, src frames, dst frames), dst_* (H, ...)
+    (dst_len: dst's frames before the padding, at least 2)."""
+    right = _clip((dst_times[:, None, :] < pred[..., None]).sum(axis=-1), 1,
+                  (dst_len - 1)[:, None])
     left = right - 1
-    gap = dst.times[right] - dst.times[left]
-    w = _clip((pred - dst.times[left]) / np.maximum(gap, 1e-9), 0.0, 1.0)
-    adjacent = dst.adjacent[left]
+    t_left = np.take_along_axis(dst_times, left, axis=1)
+    t_right = np.take_along_axis(dst_times, right, axis=1)
+    gap = t_right - t_left
+    w = _clip((pred - t_left) / np.maximum(gap, 1e-9), 0.0, 1.0)
+    adjacent = np.take_along_axis(dst_adjacent, left, axis=1)
     norm = np.sqrt(np.maximum((1 - w) ** 2 + w ** 2 + 2 * w * (1 - w) * adjacent, 1e-12))
-    rows = np.arange(pred.shape[-1])
-    s = ((1 - w) * sim[rows, left] + w * sim[rows, right]) / norm
+    s = ((1 - w) * np.take_along_axis(sim, left[..., None], axis=2)[..., 0]
+         + w * np.take_along_axis(sim, right[..., None], axis=2)[..., 0]) / norm
     # Only between neighbouring samples: across a gap of dropped (non-informative) frames the
     # footage may have changed completely; and only between them, not beyond dst's first or last
     # informative frame (a black leader before it is no picture to compare with).
-    between = (pred >= dst.times[left]) & (pred <= dst.times[right])
-    return np.where((gap <= 1.5 * dst.step) & between, s, -np.inf)
+    between = (pred >= t_left) & (pred <= t_right)
+    return np.where((gap <= 1.5 * dst_step[:, None]) & between, s, -np.inf)
 
 
-def _side(src: Prepared, dst: Prepared, sim: np.ndarray, pred: np.ndarray,
-          s: MatchSettings) -> tuple[np.ndarray, np.ndarray]:
-    """For each frame of src mapped to `pred` in dst's time: (valid, match value); pred and both
-    results have one row per alignment.
+def _side(dst_times: np.ndarray, dst_adjacent: np.ndarray, dst_len: np.ndarray,
+          dst_step: np.ndarray, dst_start: np.ndarray, dst_end: np.ndarray, sim: np.ndarray,
+          pred: np.ndarray, s: MatchSettings) -> tuple[np.ndarray, np.ndarray]:
+    """For each src frame mapped to `pred` in dst's time: (valid, match value); one row per
+    alignment (the shapes of _interpolated_sim; dst_start/dst_end (H,)).
 
     valid: the frame lands inside dst's footage and dst has an informative frame there; frames that
     land where dst has only non-informative frames count neither for nor against the match."""
-    tol = s.time_tolerance_steps * dst.step
-    inside = (pred >= dst.start - tol) & (pred <= dst.end + tol)
-    near = np.abs(dst.times - pred[..., None]) <= tol
-    best = np.where(near, sim, -np.inf).max(axis=-1, initial=-np.inf)
-    if len(dst.times) > 1:
-        best = np.maximum(best, _interpolated_sim(dst, sim, pred))
+    tol = (s.time_tolerance_steps * dst_step)[:, None]
+    inside = (pred >= dst_start[:, None] - tol) & (pred <= dst_end[:, None] + tol)
+    near = np.abs(dst_times[:, None, :] - pred[..., None]) <= tol[..., None]
+    # In float64 whatever the rows' lengths: a row's value must not depend on its batch mates.
+    best = np.where(near, sim, -np.inf).max(axis=-1, initial=-np.inf).astype(np.float64)
+    several = dst_len > 1
+    if several.any():
+        blend = _interpolated_sim(dst_times, dst_adjacent, np.maximum(dst_len, 2), dst_step,
+                                  sim, pred)
+        best = np.maximum(best, np.where(several[:, None], blend, -np.inf))
     valid = inside & np.isfinite(best)
     return valid, np.where(valid, _frame_match(best, s), 0.0)
+
 
 
 def _segments(a: Prepared, valid: np.ndarray, m: np.ndarray, slope: float, offset: float,
@@ -413,46 +532,13 @@ def _informative_span(f: Prepared) -> float:
     return float(f.times[-1] - f.times[0] + f.step) if len(f.times) else 0.0
 
 
-def _at_times(f: Prepared, t: np.ndarray) -> np.ndarray:
-    """f's raw features at times t, interpolated linearly between the samples around each (a
-    copy sampled on a shifted grid shows the moments between the original's samples)."""
-    if len(f.times) == 1:
-        return np.repeat(f.raw, len(t), axis=0)
-    right = _clip(np.searchsorted(f.times, t), 1, len(f.times) - 1)
-    left = right - 1
-    gap = np.maximum(f.times[right] - f.times[left], 1e-9)
-    w = _clip((t - f.times[left]) / gap, 0.0, 1.0)[:, None]
-    return (1 - w) * f.raw[left] + w * f.raw[right]
-
-
-def motion_evidence(a: Prepared, b: Prepared, valid_a: np.ndarray, pred_a: np.ndarray,
-                    valid_b: np.ndarray) -> tuple[float, float]:
-    """(how much the overlap changes, how well its changes agree) for an alignment.
-
-    Each video's static component over the overlap (the mean of its frames' raw features there)
-    is removed; what is left is what moves or changes. The first number is the smaller of the two
-    videos' RMS residuals (0 for a still shot); the second the correlation of A's residuals with
-    those of B's frames at the aligned moments (1 for the same footage, lower when the same
-    background shows other moments)."""
-    ia, ib = np.flatnonzero(valid_a), np.flatnonzero(valid_b)
-    if len(ia) < 2 or len(ib) < 2:
-        return 0.0, 1.0
-    ra = a.raw[ia] - a.raw[ia].mean(axis=0)
-    mean_b = b.raw[ib].mean(axis=0)
-    rb = _at_times(b, pred_a[ia]) - mean_b
-    energy = min(float(np.sqrt(np.mean(np.sum(ra ** 2, axis=1)))),
-                 float(np.sqrt(np.mean(np.sum((b.raw[ib] - mean_b) ** 2, axis=1)))))
-    denom = float(np.sqrt(np.sum(ra ** 2) * np.sum(rb ** 2)))
-    return energy, float(np.sum(ra * rb) / denom) if denom > 0 else 1.0
-
-
 def _moving(energy: float, s: MatchSettings) -> float:
-    """How much an overlap moves, in [0, 1], from motion_evidence()'s energy."""
+    """How much an overlap moves, in [0, 1], from _motion_evidence()'s energy."""
     return float(_clip((energy - s.motion_static) / (s.motion_moving - s.motion_static), 0.0, 1.0))
 
 
 def _motion_factor(energy: float, corr: float, s: MatchSettings) -> float:
-    """The share of a score an alignment keeps given motion_evidence()'s two numbers."""
+    """The share of a score an alignment keeps given _motion_evidence()'s two numbers."""
     moving = _moving(energy, s)
     agree = _clip((corr - s.motion_corr_floor) / (s.motion_corr_ceil - s.motion_corr_floor),
                     0.0, 1.0)
@@ -493,58 +579,110 @@ def detail_agreement(a: Prepared, b: Prepared, valid_a: np.ndarray, pred_a: np.n
 
 
 @dataclass(frozen=True)
-class _Aligned:
-    """One alignment's picture evidence: its score before the motion rule and what the rest of
-    the match is made from."""
+class _Alignments:
+    """Alignments of a batch's candidates, one row each, and their picture evidence: the score
+    before the motion rule and what the rest of the match is made from."""
 
-    slope: float
-    offset: float
-    score: float
-    pred_a: np.ndarray
-    valid_a: np.ndarray
-    m_a: np.ndarray
-    valid_b: np.ndarray
+    cand: np.ndarray  # (H,) the candidate's row in the batch
+    slope: np.ndarray  # (H,)
+    offset: np.ndarray  # (H,)
+    score: np.ndarray  # (H,)
+    pred_a: np.ndarray  # (H, n) a's frames in the candidate's time
+    valid_a: np.ndarray  # (H, n)
+    m_a: np.ndarray  # (H, n)
+    valid_b: np.ndarray  # (H, W) the candidate's frames (padding: False)
 
 
-def _pictures(a: Prepared, b: Prepared, sim: np.ndarray, hypotheses: list[tuple[float, float]],
-              s: MatchSettings) -> list[_Aligned]:
-    """How well the pictures match under each alignment (slope, offset) (no motion rule, no
-    segments), all alignments computed together."""
-    slopes = np.array([h[0] for h in hypotheses], np.float64)[:, None]
-    offsets = np.array([h[1] for h in hypotheses], np.float64)[:, None]
-    pred_a = slopes * a.times + offsets
-    valid_a, m_a = _side(a, b, sim, pred_a, s)
-    valid_b, m_b = _side(b, a, sim.T, (b.times - offsets) / slopes, s)
-    n = np.minimum(valid_a.sum(axis=1), valid_b.sum(axis=1))
+def _pictures(a: Prepared, batch: _Batch, cand: np.ndarray, slopes: np.ndarray,
+              offsets: np.ndarray, s: MatchSettings) -> _Alignments:
+    """How well the pictures match under each alignment (candidate row, slope, offset) (no
+    motion rule, no segments), all alignments of the batch computed together."""
+    h, n = len(cand), len(a.times)
+    sim = batch.sim[cand]
+    times, lengths = batch.times[cand], batch.lengths[cand]
+    pred_a = slopes[:, None] * a.times + offsets[:, None]
+    valid_a, m_a = _side(times, batch.adjacent[cand], lengths, batch.steps[cand],
+                         batch.starts[cand], batch.ends[cand], sim, pred_a, s)
+    pred_b = (times - offsets[:, None]) / slopes[:, None]
+    a_times = np.broadcast_to(a.times, (h, n))
+    a_adjacent = np.broadcast_to(np.append(a.adjacent[:n - 1], 1.0), (h, n))
+    valid_b, m_b = _side(a_times, a_adjacent, np.full(h, n), np.full(h, a.step),
+                         np.full(h, a.start), np.full(h, a.end), sim.transpose(0, 2, 1),
+                         pred_b, s)
+    weights_b = batch.weights[cand]
+    evidence = np.minimum(valid_a.sum(axis=1), valid_b.sum(axis=1))
     with np.errstate(invalid="ignore", divide="ignore"):  # rows without overlap score 0 below
         score_a = np.sum(a.weights * m_a * valid_a, axis=1) / np.sum(a.weights * valid_a, axis=1)
-        score_b = np.sum(b.weights * m_b * valid_b, axis=1) / np.sum(b.weights * valid_b, axis=1)
-    base = min(s.min_evidence_frames, max(s.min_evidence_floor, min(len(a.times), len(b.times))))
-    partial = np.maximum(valid_a.mean(axis=1), valid_b.mean(axis=1)) < s.contained_share
-    out = []
-    for i, (slope, offset) in enumerate(hypotheses):
-        score = 0.0
-        if n[i] > 0:
-            needed = max(base, s.partial_evidence_frames) if partial[i] else base
-            score = 0.5 * (float(score_a[i]) + float(score_b[i])) * min(1.0, int(n[i]) / needed)
-        out.append(_Aligned(slope, offset, score, pred_a[i], valid_a[i], m_a[i], valid_b[i]))
-    return out
+        score_b = np.sum(weights_b * m_b * valid_b, axis=1) / np.sum(weights_b * valid_b, axis=1)
+        base = np.minimum(s.min_evidence_frames,
+                          np.maximum(s.min_evidence_floor, np.minimum(n, lengths)))
+        partial = (np.maximum(valid_a.mean(axis=1), valid_b.sum(axis=1) / lengths)
+                   < s.contained_share)
+        needed = np.where(partial, np.maximum(base, s.partial_evidence_frames), base)
+        score = np.where(evidence > 0, 0.5 * (score_a + score_b)
+                         * np.minimum(1.0, evidence / needed), 0.0)
+    return _Alignments(cand, slopes, offsets, score, pred_a, valid_a, m_a, valid_b)
 
 
-def _evaluate(a: Prepared, b: Prepared, al: _Aligned, s: MatchSettings,
-              at_least: float = 0.0) -> Match:
-    """The match under one alignment: its picture score under the motion and still-detail rules,
-    its segments. A score already below `at_least` is not compared in detail (each pair of still
-    pictures costs tens of milliseconds, and the rule only lowers it further)."""
-    slope, offset, score = al.slope, al.offset, al.score
-    if not np.any(al.valid_a) or not np.any(al.valid_b):
+def _raw_at(raw: np.ndarray, times: np.ndarray, lengths: np.ndarray, t: np.ndarray
+            ) -> np.ndarray:
+    """Each row's raw features (padded: raw (R, W, D), times (R, W) +inf past lengths) at the
+    times t (R, m), interpolated linearly between the samples around each (a copy sampled on a
+    shifted grid shows the moments between the original's samples); a video of one frame is
+    that frame throughout."""
+    right = _clip((times[:, None, :] < t[..., None]).sum(axis=-1), 1,
+                  np.maximum(lengths - 1, 1)[:, None])
+    left = right - 1
+    t_left = np.take_along_axis(times, left, axis=1)
+    gap = np.maximum(np.take_along_axis(times, right, axis=1) - t_left, 1e-9)
+    w = _clip((t - t_left) / gap, 0.0, 1.0)[..., None]
+    return ((1 - w) * np.take_along_axis(raw, left[..., None], axis=1)
+            + w * np.take_along_axis(raw, right[..., None], axis=1))
+
+
+def _motion_evidence(a: Prepared, batch: _Batch, al: _Alignments, rows: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(how much the overlap changes, how well its changes agree) for each of the alignments
+    `rows`.
+
+    Each video's static component over the overlap (the mean of its frames' raw features there)
+    is removed; what is left is what moves or changes. The first number is the smaller of the two
+    videos' RMS residuals (0 for a still shot); the second the correlation of A's residuals with
+    those of B's frames at the aligned moments (1 for the same footage, lower when the same
+    background shows other moments)."""
+    cand = al.cand[rows]
+    va, vb = al.valid_a[rows], al.valid_b[rows]
+    raw_b, times_b = batch.raw[cand], batch.times[cand]
+    na, nb = va.sum(axis=1), vb.sum(axis=1)
+    mean_a = (va @ a.raw) / np.maximum(na, 1)[:, None]
+    mean_b = np.einsum("rw,rwd->rd", vb, raw_b) / np.maximum(nb, 1)[:, None]
+    ra = (a.raw - mean_a[:, None]) * va[..., None]
+    rb = (_raw_at(raw_b, times_b, batch.lengths[cand], al.pred_a[rows])
+          - mean_b[:, None]) * va[..., None]
+    ra2, rb2 = np.sum(ra ** 2, axis=(1, 2)), np.sum(rb ** 2, axis=(1, 2))
+    own_b = np.sum(((raw_b - mean_b[:, None]) * vb[..., None]) ** 2, axis=(1, 2))
+    energy = np.minimum(np.sqrt(ra2 / np.maximum(na, 1)), np.sqrt(own_b / np.maximum(nb, 1)))
+    denom = np.sqrt(ra2 * rb2)
+    corr = np.where(denom > 0, np.sum(ra * rb, axis=(1, 2)) / np.where(denom > 0, denom, 1.0),
+                    1.0)
+    few = (na < 2) | (nb < 2)
+    return np.where(few, 0.0, energy), np.where(few, 1.0, corr)
+
+
+def _evaluate(a: Prepared, b: Prepared, al: _Alignments, r: int, energy: float, corr: float,
+              s: MatchSettings, at_least: float = 0.0) -> Match:
+    """The match under alignment r, given its motion evidence: its picture score under the motion
+    and still-detail rules, its segments. A score already below `at_least` is not compared in
+    detail (each pair of still pictures costs tens of milliseconds, and the rule only lowers it
+    further)."""
+    slope, offset, score = float(al.slope[r]), float(al.offset[r]), float(al.score[r])
+    valid_a, m_a, pred_a = al.valid_a[r], al.m_a[r], al.pred_a[r]
+    if not valid_a.any() or not al.valid_b[r].any():
         return Match(0.0, NONE, (), offset, slope)
-    valid_a, m_a = al.valid_a, al.m_a
-    energy, corr = motion_evidence(a, b, valid_a, al.pred_a, al.valid_b)
     factor = _motion_factor(energy, corr, s)
     still = 1.0 - _moving(energy, s)
     if s.still_detail and still > 0 and score * factor >= at_least:
-        agree = detail_agreement(a, b, valid_a, al.pred_a, s)
+        agree = detail_agreement(a, b, valid_a, pred_a, s)
         factor *= 1.0 - s.detail_penalty * still * (1.0 - agree)
     segments = _segments(a, valid_a, m_a, slope, offset, b, s)
     if not segments:
@@ -663,55 +801,73 @@ def verify(a: Fingerprint, b: Fingerprint, settings: MatchSettings = MatchSettin
     center: the background frame feature of the collection a and b come from (frame_center());
     when not given, the two videos' own mean is used, which works for a pair of videos with
     motion but is less sure than a collection's.
-    at_least: a pair that provably scores less under every alignment is not aligned at all and
-    gets NO_MATCH (callers that keep only pairs at a threshold skip most of the work for the many
-    candidates that are other footage), and one already below it before its still pictures are
-    compared keeps that score (still below it); 0 always aligns and compares."""
+    at_least: a pair that provably scores less gets NO_MATCH: one whose bound says so under every
+    alignment is not aligned at all, one whose chosen alignment's pictures alone score less is
+    not judged further (callers that keep only pairs at a threshold skip most of the work for
+    the many candidates that are other footage); one already below it before its still pictures
+    are compared keeps that score (still below it); 0 always aligns and compares."""
     if center is None:
         center = frame_center([a, b])
-    return verify_prepared(prepare(a, a_weights, center), prepare(b, b_weights, center),
-                           settings, at_least)
+    return verify_many(prepare(a, a_weights, center), [prepare(b, b_weights, center)],
+                       settings, at_least)[0]
 
 
-def verify_prepared(fa: Prepared, fb: Prepared, settings: MatchSettings = MatchSettings(),
-                    at_least: float = 0.0) -> Match:
-    """verify() of two prepared videos (prepared with the same background)."""
-    if fa.model_version != fb.model_version:
-        raise ValueError(
-            f"fingerprints of different model versions ({fa.model_version!r}, "
-            f"{fb.model_version!r}) cannot be compared")
-    if len(fa.times) == 0 or len(fb.times) == 0:
-        return NO_MATCH
-    sim = _similarity(fa, fb, settings)
-    if at_least > 0 and _score_bounds(fa, fb.features, fb.adjacent, np.zeros(1, np.int64),
-                                      fb.weights, np.array([np.min(fb.weights)]), sim,
-                                      settings)[0] < at_least - BOUND_SLACK:
-        return NO_MATCH
-    hypotheses = _offset_hypotheses(fa, fb, sim, settings)
-    if not hypotheses:
-        return NO_MATCH
-    pictures = _pictures(fa, fb, sim, hypotheses, settings)
-    if settings.motion_confirms:
-        # The alignment is chosen by the pictures; the motion rule then confirms or refutes it.
-        # Letting it choose would search the offsets of a static background for one whose
-        # motion happens to agree (a person walking the same way at another time). So only the
-        # winning alignment is worth its motion and segments (most of the cost).
-        winner, key = None, 0.0
-        for aligned in pictures:
-            if aligned.score - _margin(aligned.slope, settings) > key:
-                winner, key = aligned, aligned.score - _margin(aligned.slope, settings)
-        return NO_MATCH if winner is None else _evaluate(fa, fb, winner, settings, at_least)
-    best, best_key = NO_MATCH, 0.0
-    for aligned in pictures:
-        m = _evaluate(fa, fb, aligned, settings, at_least)
-        if m.score - _margin(aligned.slope, settings) > best_key:
-            best, best_key = m, m.score - _margin(aligned.slope, settings)
-    return best
+def verify_many(fa: Prepared, fbs: Sequence[Prepared], settings: MatchSettings = MatchSettings(),
+                at_least: float = 0.0) -> list[Match]:
+    """verify() of fa against each of fbs (all prepared with the same background), in order.
+    The alignments of candidates of one size are searched and scored together: a scan verifies
+    ~10 candidates per video, most of them short, and per-pair array work is mostly overhead."""
+    for fb in fbs:
+        if fa.model_version != fb.model_version:
+            raise ValueError(
+                f"fingerprints of different model versions ({fa.model_version!r}, "
+                f"{fb.model_version!r}) cannot be compared")
+    out = [NO_MATCH] * len(fbs)
+    if len(fa.times) == 0:
+        return out
+    live = [k for k, fb in enumerate(fbs) if len(fb.times)]
+    sims = [_similarity(fa, fb, settings) if len(fb.times) else np.zeros(0) for fb in fbs]
+    if at_least > 0 and live:
+        bounds = _pair_bounds(fa, [fbs[k] for k in live], [sims[k] for k in live], settings)
+        live = [k for k, bound in zip(live, bounds) if bound >= at_least - BOUND_SLACK]
+    for batch in _batches(fbs, live, sims, len(fa.times)):
+        cand, slopes, offsets = _offset_hypotheses(fa, batch, settings)
+        if len(cand) == 0:
+            continue
+        al = _pictures(fa, batch, cand, slopes, offsets, settings)
+        key = al.score - np.where(al.slope != 1.0, settings.speed_change_margin, 0.0)
+        groups = np.split(np.arange(len(cand)), np.flatnonzero(np.diff(cand)) + 1)
+        if settings.motion_confirms:
+            # The alignment is chosen by the pictures; the motion rule then confirms or refutes
+            # it. Letting it choose would search the offsets of a static background for one
+            # whose motion happens to agree (a person walking the same way at another time).
+            # So only each candidate's winning alignment is worth its motion and segments, and
+            # none is when its pictures alone score below at_least (the rules only lower it).
+            winners = [g[np.argmax(key[g])] for g in groups if key[g].max() > 0]
+            rows = np.array([r for r in winners if al.score[r] >= at_least], np.int64)
+        else:
+            rows = np.arange(len(cand))
+        energy, corr = _motion_evidence(fa, batch, al, rows)
+        best = np.zeros(len(fbs))
+        for r, e, c in zip(rows.tolist(), energy.tolist(), corr.tolist()):
+            k = batch.members[int(cand[r])]
+            m = _evaluate(fa, fbs[k], al, r, e, c, settings, at_least)
+            if settings.motion_confirms:
+                out[k] = m
+            elif m.score - (al.score[r] - key[r]) > best[k]:
+                out[k], best[k] = m, m.score - (al.score[r] - key[r])
+    return out
 
 
-def _margin(slope: float, s: MatchSettings) -> float:
-    """What an alignment with a speed change must beat one without by (speed_change_margin)."""
-    return s.speed_change_margin if slope != 1.0 else 0.0
+def _pair_bounds(a: Prepared, bs: Sequence[Prepared], sims: Sequence[np.ndarray],
+                 s: MatchSettings) -> np.ndarray:
+    """_score_bounds of a against each of bs (none empty) with their own frame weights."""
+    starts = np.cumsum([0, *(len(b.times) for b in bs[:-1])]).astype(np.int64)
+    adjacent = np.concatenate([np.append(b.adjacent[:len(b.times) - 1], 1.0) for b in bs])
+    return _score_bounds(a, np.concatenate([b.features for b in bs]), adjacent, starts,
+                         np.concatenate([b.weights for b in bs]),
+                         np.array([np.min(b.weights) for b in bs]),
+                         np.concatenate(sims, axis=1), s)
 
 
 def recurring_weights(other_videos: np.ndarray, settings: MatchSettings = MatchSettings()
