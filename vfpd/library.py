@@ -12,7 +12,7 @@ same pairs with the same scores.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -163,19 +163,24 @@ class Library:
         return recurring_weights(counts, self.settings.match)
 
     @staticmethod
-    def _transferred(a_centred: np.ndarray, a_weights: np.ndarray | None, b: Fingerprint,
-                     center: np.ndarray | None) -> np.ndarray | None:
-        """The stored video's frame weights: each frame takes the weight of its most similar
+    def _transferred(a_centred: np.ndarray, a_weights: np.ndarray | None,
+                     bs: Sequence[Fingerprint], center: np.ndarray | None
+                     ) -> list[np.ndarray | None]:
+        """Each stored video's frame weights: each frame takes the weight of its most similar
         frame of the new video (`a_centred`: all its frames, centred) when they show the same
         picture, else full weight, so recurring content weighs the same on both sides of a
-        pair."""
-        if a_weights is None or len(a_centred) == 0 or len(b.timestamps) == 0:
-            return None
-        fb = centred(np.asarray(b.frame_features, np.float32), center)
+        pair. One product for all of bs."""
+        lengths = [len(b.timestamps) for b in bs]
+        if a_weights is None or len(a_centred) == 0 or not sum(lengths):
+            return [None] * len(bs)
+        fb = centred(np.concatenate([np.asarray(b.frame_features, np.float32) for b in bs]),
+                     center)
         sim = fb @ a_centred.T
         best = sim.argmax(axis=1)
         same = sim[np.arange(len(fb)), best] >= FRAME_MIN_SIM_FOR_CANDIDATE
-        return np.where(same, a_weights[best], 1.0)
+        weights = np.where(same, a_weights[best], 1.0)
+        parts = np.split(weights, np.cumsum(lengths)[:-1])
+        return [w if n else None for w, n in zip(parts, lengths)]
 
     def score(self, a: Fingerprint, b: Fingerprint, hits: FrameHits | None = None,
               center: np.ndarray | None = None) -> Match:
@@ -185,7 +190,7 @@ class Library:
         weights = self._weights(a, hits if hits is not None else self._lookup(a))
         a_centred = centred(np.asarray(a.frame_features, np.float32), center)
         return verify(a, b, self.settings.match, weights,
-                      self._transferred(a_centred, weights, b, center), center)
+                      self._transferred(a_centred, weights, [b], center)[0], center)
 
     def _lookup(self, fp: Fingerprint) -> FrameHits | None:
         return self.frame_index.lookup(fp) if self.frame_index is not None else None
@@ -222,21 +227,23 @@ class Library:
         eligible = [sf for sf in (stored.get(i) for i in ids)
                     if sf is not None and sf.hash != exclude_hash
                     and sf.fingerprint.model_version == fp.model_version]
+        fps = [sf.fingerprint for sf in eligible]
+        stacked = stack(fps, center)
         # Most candidates are other footage: one product over all of them bounds what each can
         # score, and only those that can reach at_least are aligned.
-        reach = (stack([sf.fingerprint for sf in eligible], center).bounds(
-            prepared, len(eligible), match, weights) >= at_least - BOUND_SLACK
-            if at_least > 0 else np.ones(len(eligible), bool))
-        aligned = [sf for sf, can in zip(eligible, reach) if can]
-        matches = dict(zip((sf.id for sf in aligned), verify_many(prepared, [
-            prepare(sf.fingerprint, self._transferred(fp_centred, weights, sf.fingerprint,
-                                                      center), center)
-            for sf in aligned], match, at_least)))
-        out: list[Verified] = []
-        for sf in eligible:
-            m = matches.get(sf.id, NO_MATCH)
-            sim = float(vector @ np.asarray(sf.fingerprint.vector, np.float32))
-            out.append(Verified(sf.hash, m, sim, self.accepts(m)))
+        reach = np.flatnonzero(stacked.bounds(prepared, len(eligible), match, weights)
+                               >= at_least - BOUND_SLACK if at_least > 0
+                               else np.ones(len(eligible), bool)).tolist()
+        transferred = self._transferred(fp_centred, weights, [fps[i] for i in reach], center)
+        matches = [NO_MATCH] * len(eligible)
+        for i, m in zip(reach, verify_many(prepared, [
+                prepare(fps[i], w, center, stacked.features_of(i))
+                for i, w in zip(reach, transferred)], match, at_least)):
+            matches[i] = m
+        sims = (np.stack([np.asarray(b.vector, np.float32) for b in fps]) @ vector
+                if fps else np.zeros(0))
+        out = [Verified(sf.hash, m, float(sim), self.accepts(m))
+               for sf, m, sim in zip(eligible, matches, sims)]
         out.sort(key=lambda v: (-v.match.score, v.hash))
         return out
 

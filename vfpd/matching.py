@@ -261,13 +261,16 @@ def centred(features: np.ndarray, center: np.ndarray | None) -> np.ndarray:
     return np.ascontiguousarray(x / np.maximum(norms, 1e-6), dtype=np.float32)
 
 
-def prepare(fp: Fingerprint, weights: np.ndarray | None, center: np.ndarray | None) -> Prepared:
-    """fp as verify_prepared() takes it. weights: per-frame weights of all its frames (see
-    verify); center: the background of the collection it is compared in."""
+def prepare(fp: Fingerprint, weights: np.ndarray | None, center: np.ndarray | None,
+            features: np.ndarray | None = None) -> Prepared:
+    """fp as verify_many() takes it. weights: per-frame weights of all its frames (see
+    verify); center: the background of the collection it is compared in; features: its
+    informative frames already centred on it (Stacked.features_of), else they are here."""
     keep = np.asarray(fp.informative, dtype=bool)
     w = np.ones(len(keep), np.float64) if weights is None else np.asarray(weights, np.float64)
     times = np.asarray(fp.timestamps, np.float64)
-    features = centred(fp.frame_features[keep], center)
+    if features is None:
+        features = centred(fp.frame_features[keep], center)
     return Prepared(
         model_version=fp.model_version,
         features=features,
@@ -775,6 +778,15 @@ class Stacked:
                                        np.ones(len(self.features)),
                                        np.full(len(self.starts), floor), sim, s)
         return out
+
+    def features_of(self, video: int) -> np.ndarray:
+        """The centred informative frames of the `video`-th video given to stack() (prepare()
+        takes them instead of centring them again)."""
+        at = int(np.searchsorted(self.rows, video))
+        if at == len(self.rows) or self.rows[at] != video:
+            return self.features[:0]
+        end = self.starts[at + 1] if at + 1 < len(self.starts) else len(self.features)
+        return self.features[self.starts[at]:end]
 
 
 def stack(fps: Sequence[Fingerprint], center: np.ndarray | None) -> Stacked:
