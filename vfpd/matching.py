@@ -356,6 +356,7 @@ class _Batch:
     steps: np.ndarray  # (C,)
     starts: np.ndarray  # (C,)
     ends: np.ndarray  # (C,)
+    durations: np.ndarray  # (C,)
 
 
 def _batch(members: list[int], bs: Sequence[Prepared], sims: list[np.ndarray],
@@ -376,7 +377,8 @@ def _batch(members: list[int], bs: Sequence[Prepared], sims: list[np.ndarray],
     picked = [bs[k] for k in members]
     return _Batch(members, sim, times, weights, adjacent, raw,
                   np.array([len(b.times) for b in picked]), np.array([b.step for b in picked]),
-                  np.array([b.start for b in picked]), np.array([b.end for b in picked]))
+                  np.array([b.start for b in picked]), np.array([b.end for b in picked]),
+                  np.array([b.duration for b in picked]))
 
 
 def _batches(bs: Sequence[Prepared], live: list[int], sims: list[np.ndarray], n: int
@@ -509,26 +511,32 @@ def _side(dst_times: np.ndarray, dst_adjacent: np.ndarray, dst_len: np.ndarray,
 
 
 
-def _segments(a: Prepared, valid: np.ndarray, m: np.ndarray, slope: float, offset: float,
-              b: Prepared, s: MatchSettings) -> tuple[Segment, ...]:
-    matched = np.flatnonzero(valid & (m >= 0.5))
-    if len(matched) == 0:
-        return ()
-    times = a.times[matched]
-    breaks = np.flatnonzero(np.diff(times) > s.segment_gap_steps * a.step)
+def _segments(a: Prepared, al: _Alignments, rows: np.ndarray, b_last: np.ndarray,
+              s: MatchSettings) -> list[tuple[Segment, ...]]:
+    """The stretches each of the alignments `rows` matches (b_last: where each candidate's
+    footage ends)."""
+    matched = al.valid_a[rows] & (al.m_a[rows] >= 0.5)
+    out: list[list[Segment]] = [[] for _ in rows]
+    r, f = np.nonzero(matched)
+    if len(r) == 0:
+        return [()] * len(rows)
+    times = a.times[f]
+    start = np.ones(len(r), bool)
+    start[1:] = (r[1:] != r[:-1]) | (np.diff(times) > s.segment_gap_steps * a.step)
+    first = np.flatnonzero(start)
+    last = np.append(first[1:], len(r)) - 1
+    run_row = r[first]
+    slope, offset = al.slope[rows][run_row], al.offset[rows][run_row]
     # A matched sample stands for the step after it, and the time tolerance lets samples just past
     # either end of b match b's first or last frame: each run is cut to the stretch of a that the
     # alignment maps inside b (0 .. b's end), so both sides of a segment are the same footage.
-    b_last = min(b.end + b.step, b.duration)
-    a_lo, a_hi = (0.0 - offset) / slope, (b_last - offset) / slope
-    out = []
-    for run in np.split(np.arange(len(times)), breaks + 1):
-        a0 = max(float(times[run[0]]), a_lo, 0.0)
-        a1 = min(float(times[run[-1]]) + a.step, a.duration, a_hi)
-        if a1 <= a0:
-            continue
-        out.append(Segment(a0, a1, slope * a0 + offset, slope * a1 + offset))
-    return tuple(out)
+    a0 = np.maximum(np.maximum(times[first], (0.0 - offset) / slope), 0.0)
+    a1 = np.minimum(np.minimum(times[last] + a.step, a.duration),
+                    (b_last[run_row] - offset) / slope)
+    for i in np.flatnonzero(a1 > a0).tolist():
+        x0, x1, k, c = float(a0[i]), float(a1[i]), float(slope[i]), float(offset[i])
+        out[run_row[i]].append(Segment(x0, x1, k * x0 + c, k * x1 + c))
+    return [tuple(x) for x in out]
 
 
 def _informative_span(f: Prepared) -> float:
@@ -673,13 +681,13 @@ def _motion_evidence(a: Prepared, batch: _Batch, al: _Alignments, rows: np.ndarr
 
 
 def _evaluate(a: Prepared, b: Prepared, al: _Alignments, r: int, energy: float, corr: float,
-              s: MatchSettings, at_least: float = 0.0) -> Match:
-    """The match under alignment r, given its motion evidence: its picture score under the motion
-    and still-detail rules, its segments. A score already below `at_least` is not compared in
-    detail (each pair of still pictures costs tens of milliseconds, and the rule only lowers it
-    further)."""
+              segments: tuple[Segment, ...], s: MatchSettings, at_least: float = 0.0) -> Match:
+    """The match under alignment r, given its motion evidence and segments: its picture score
+    under the motion and still-detail rules, its kind. A score already below `at_least` is not
+    compared in detail (each pair of still pictures costs tens of milliseconds, and the rule
+    only lowers it further)."""
     slope, offset, score = float(al.slope[r]), float(al.offset[r]), float(al.score[r])
-    valid_a, m_a, pred_a = al.valid_a[r], al.m_a[r], al.pred_a[r]
+    valid_a, pred_a = al.valid_a[r], al.pred_a[r]
     if not valid_a.any() or not al.valid_b[r].any():
         return Match(0.0, NONE, (), offset, slope)
     factor = _motion_factor(energy, corr, s)
@@ -687,7 +695,6 @@ def _evaluate(a: Prepared, b: Prepared, al: _Alignments, r: int, energy: float, 
     if s.still_detail and still > 0 and score * factor >= at_least:
         agree = detail_agreement(a, b, valid_a, pred_a, s)
         factor *= 1.0 - s.detail_penalty * still * (1.0 - agree)
-    segments = _segments(a, valid_a, m_a, slope, offset, b, s)
     if not segments:
         return Match(score * factor, NONE, (), offset, slope)
     cover_a = sum(g.a_end - g.a_start for g in segments) / max(_informative_span(a), 1e-9)
@@ -860,10 +867,12 @@ def verify_many(fa: Prepared, fbs: Sequence[Prepared], settings: MatchSettings =
         else:
             rows = np.arange(len(cand))
         energy, corr = _motion_evidence(fa, batch, al, rows)
+        b_last = np.minimum(batch.ends + batch.steps, batch.durations)[cand[rows]]
+        segments = _segments(fa, al, rows, b_last, settings)
         best = np.zeros(len(fbs))
-        for r, e, c in zip(rows.tolist(), energy.tolist(), corr.tolist()):
+        for r, e, c, g in zip(rows.tolist(), energy.tolist(), corr.tolist(), segments):
             k = batch.members[int(cand[r])]
-            m = _evaluate(fa, fbs[k], al, r, e, c, settings, at_least)
+            m = _evaluate(fa, fbs[k], al, r, e, c, g, settings, at_least)
             if settings.motion_confirms:
                 out[k] = m
             elif m.score - (al.score[r] - key[r]) > best[k]:
