@@ -820,11 +820,12 @@ def verify(a: Fingerprint, b: Fingerprint, settings: MatchSettings = MatchSettin
     center: the background frame feature of the collection a and b come from (frame_center());
     when not given, the two videos' own mean is used, which works for a pair of videos with
     motion but is less sure than a collection's.
-    at_least: a pair that provably scores less gets NO_MATCH: one whose bound says so under every
-    alignment is not aligned at all, one whose chosen alignment's pictures alone score less is
-    not judged further (callers that keep only pairs at a threshold skip most of the work for
-    the many candidates that are other footage); one already below it before its still pictures
-    are compared keeps that score (still below it); 0 always aligns and compares."""
+    at_least: a pair whose chosen alignment's pictures alone score less gets NO_MATCH, not
+    judged further (callers that keep only pairs at a threshold skip most of the work for the
+    many candidates that are other footage; Library.verified first screens its candidates with
+    one bound, Stacked.bounds, and aligns none that cannot reach it); one already below it
+    before its still pictures are compared keeps that score (still below it); 0 always
+    aligns and compares."""
     if center is None:
         center = frame_center([a, b])
     return verify_many(prepare(a, a_weights, center), [prepare(b, b_weights, center)],
@@ -846,9 +847,6 @@ def verify_many(fa: Prepared, fbs: Sequence[Prepared], settings: MatchSettings =
         return out
     live = [k for k, fb in enumerate(fbs) if len(fb.times)]
     sims = [_similarity(fa, fb, settings) if len(fb.times) else np.zeros(0) for fb in fbs]
-    if at_least > 0 and live:
-        bounds = _pair_bounds(fa, [fbs[k] for k in live], [sims[k] for k in live], settings)
-        live = [k for k, bound in zip(live, bounds) if bound >= at_least - BOUND_SLACK]
     for batch in _batches(fbs, live, sims, len(fa.times)):
         cand, slopes, offsets = _offset_hypotheses(fa, batch, settings)
         if len(cand) == 0:
@@ -878,17 +876,6 @@ def verify_many(fa: Prepared, fbs: Sequence[Prepared], settings: MatchSettings =
             elif m.score - (al.score[r] - key[r]) > best[k]:
                 out[k], best[k] = m, m.score - (al.score[r] - key[r])
     return out
-
-
-def _pair_bounds(a: Prepared, bs: Sequence[Prepared], sims: Sequence[np.ndarray],
-                 s: MatchSettings) -> np.ndarray:
-    """_score_bounds of a against each of bs (none empty) with their own frame weights."""
-    starts = np.cumsum([0, *(len(b.times) for b in bs[:-1])]).astype(np.int64)
-    adjacent = np.concatenate([np.append(b.adjacent[:len(b.times) - 1], 1.0) for b in bs])
-    return _score_bounds(a, np.concatenate([b.features for b in bs]), adjacent, starts,
-                         np.concatenate([b.weights for b in bs]),
-                         np.array([np.min(b.weights) for b in bs]),
-                         np.concatenate(sims, axis=1), s)
 
 
 def recurring_weights(other_videos: np.ndarray, settings: MatchSettings = MatchSettings()
