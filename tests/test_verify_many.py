@@ -20,6 +20,7 @@ from vfpd.matching import (
     MatchSettings,
     frame_center,
     prepare,
+    stack,
     verify,
     verify_many,
 )
@@ -93,3 +94,20 @@ def test_fingerprints_of_another_model_are_refused_in_a_batch() -> None:
     b = replace(fingerprint([(SOURCES[0], 0, 10)]), model_version="other")
     with pytest.raises(ValueError, match="different model versions"):
         verify_many(prepare(a, None, None), [prepare(a, None, None), prepare(b, None, None)])
+
+
+def test_a_stacked_part_is_what_prepare_computes() -> None:
+    """The library prepares its candidates from the screening's stack (Stacked.part): the very
+    arrays prepare() computes on its own, for videos with several, one and no informative
+    frames."""
+    fps = [fingerprint([(SOURCES[0], 0, 12)], noise=0.1, seed=1),
+           fingerprint([(SOURCES[1], 0, 1.5)], seed=2),
+           replace(fingerprint([(SOURCES[2], 0, 5)], seed=3), informative=np.zeros(5, bool)),
+           fingerprint([(SOURCES[3], 3, 9)], noise=0.2, seed=4)]
+    center = frame_center(fps)
+    stacked = stack(fps, center)
+    for i, fp in enumerate(fps):
+        own, given = prepare(fp, None, center), prepare(fp, None, center, stacked.part(i))
+        assert np.array_equal(own.features, given.features)
+        assert np.array_equal(own.adjacent, given.adjacent)
+        assert own.features.shape[0] == int(fp.informative.sum())

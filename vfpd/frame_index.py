@@ -225,8 +225,10 @@ def tally(sims: np.ndarray, ids: np.ndarray, min_sim: float) -> dict[int, float]
     s = sims[rows, cols].astype(np.float64)
     # Best per (query row, owner): sort by similarity, keep the first of each pair.
     order = np.argsort(-s, kind="stable")
-    pairs = np.stack([rows[order], owners[order]], axis=1)
-    _, first = np.unique(pairs, axis=0, return_index=True)
+    # One number per (query row, owner), ordered as the pairs are (row first): the votes below
+    # are summed in that order.
+    pairs = rows[order] * (int(owners.max()) + 1) + owners[order]
+    _, first = np.unique(pairs, return_index=True)
     best_owner, best_sim = owners[order][first], s[order][first]
     uniq, inverse = np.unique(best_owner, return_inverse=True)
     votes = np.bincount(inverse, weights=best_sim)

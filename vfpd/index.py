@@ -379,8 +379,17 @@ class VectorIndex:
     def _exact_search(self, q: np.ndarray, out_scores: np.ndarray, out_ids: np.ndarray) -> None:
         """Brute force over every stored vector (small indexes, untrained codebooks)."""
         stored = self._store.ids
-        dead = ~self._live_mask()
         k = min(out_ids.shape[1], self._store.n)
+        if not self._tombstones:
+            # FAISS's own exhaustive search: half the time of a product and a partition in numpy
+            # for the single queries a scan makes, and no copy of the vectors.
+            with _threads(len(q)):
+                scores, positions = faiss.knn(q, self._store.vectors, k,
+                                              metric=faiss.METRIC_INNER_PRODUCT)
+            out_scores[:, :k] = scores
+            out_ids[:, :k] = np.where(positions >= 0, stored[np.maximum(positions, 0)], -1)
+            return
+        dead = ~self._live_mask()
         for s in range(0, len(q), QUERY_CHUNK):
             sims = q[s:s + QUERY_CHUNK] @ self._store.vectors.T
             sims[:, dead] = -np.inf

@@ -237,7 +237,7 @@ class Library:
         transferred = self._transferred(fp_centred, weights, [fps[i] for i in reach], center)
         matches = [NO_MATCH] * len(eligible)
         for i, m in zip(reach, verify_many(prepared, [
-                prepare(fps[i], w, center, stacked.features_of(i))
+                prepare(fps[i], w, center, stacked.part(i))
                 for i, w in zip(reach, transferred)], match, at_least)):
             matches[i] = m
         sims = (np.stack([np.asarray(b.vector, np.float32) for b in fps]) @ vector

@@ -262,23 +262,27 @@ def centred(features: np.ndarray, center: np.ndarray | None) -> np.ndarray:
 
 
 def prepare(fp: Fingerprint, weights: np.ndarray | None, center: np.ndarray | None,
-            features: np.ndarray | None = None) -> Prepared:
+            stacked: tuple[np.ndarray, np.ndarray] | None = None) -> Prepared:
     """fp as verify_many() takes it. weights: per-frame weights of all its frames (see
-    verify); center: the background of the collection it is compared in; features: its
-    informative frames already centred on it (Stacked.features_of), else they are here."""
+    verify); center: the background of the collection it is compared in; stacked: its
+    informative frames already centred on it and their neighbours' similarities
+    (Stacked.part), else they are computed here."""
     keep = np.asarray(fp.informative, dtype=bool)
     w = np.ones(len(keep), np.float64) if weights is None else np.asarray(weights, np.float64)
     times = np.asarray(fp.timestamps, np.float64)
-    if features is None:
+    if stacked is None:
         features = centred(fp.frame_features[keep], center)
+        adjacent = (np.sum(features[:-1] * features[1:], axis=1) if len(features) > 1
+                    else np.ones(1, np.float32))
+    else:
+        features, adjacent = stacked
     return Prepared(
         model_version=fp.model_version,
         features=features,
         raw=np.asarray(fp.frame_features[keep], np.float64),
         times=times[keep],
         weights=w[keep],
-        adjacent=np.sum(features[:-1] * features[1:], axis=1) if len(features) > 1
-        else np.ones(1, np.float32),
+        adjacent=adjacent,
         step=_sampling_step(times),
         start=float(times[0]) if len(times) else 0.0,
         end=float(times[-1]) if len(times) else 0.0,
@@ -473,14 +477,13 @@ def _interpolated_sim(dst_times: np.ndarray, dst_adjacent: np.ndarray, dst_len: 
     right = _clip((dst_times[:, None, :] < pred[..., None]).sum(axis=-1), 1,
                   (dst_len - 1)[:, None])
     left = right - 1
-    t_left = np.take_along_axis(dst_times, left, axis=1)
-    t_right = np.take_along_axis(dst_times, right, axis=1)
+    row, src = np.arange(len(pred))[:, None], np.arange(pred.shape[1])[None, :]
+    t_left, t_right = dst_times[row, left], dst_times[row, right]
     gap = t_right - t_left
     w = _clip((pred - t_left) / np.maximum(gap, 1e-9), 0.0, 1.0)
-    adjacent = np.take_along_axis(dst_adjacent, left, axis=1)
+    adjacent = dst_adjacent[row, left]
     norm = np.sqrt(np.maximum((1 - w) ** 2 + w ** 2 + 2 * w * (1 - w) * adjacent, 1e-12))
-    s = ((1 - w) * np.take_along_axis(sim, left[..., None], axis=2)[..., 0]
-         + w * np.take_along_axis(sim, right[..., None], axis=2)[..., 0]) / norm
+    s = ((1 - w) * sim[row, src, left] + w * sim[row, src, right]) / norm
     # Only between neighbouring samples: across a gap of dropped (non-informative) frames the
     # footage may have changed completely; and only between them, not beyond dst's first or last
     # informative frame (a black leader before it is no picture to compare with).
@@ -644,11 +647,11 @@ def _raw_at(raw: np.ndarray, times: np.ndarray, lengths: np.ndarray, t: np.ndarr
     right = _clip((times[:, None, :] < t[..., None]).sum(axis=-1), 1,
                   np.maximum(lengths - 1, 1)[:, None])
     left = right - 1
-    t_left = np.take_along_axis(times, left, axis=1)
-    gap = np.maximum(np.take_along_axis(times, right, axis=1) - t_left, 1e-9)
+    row = np.arange(len(t))[:, None]
+    t_left = times[row, left]
+    gap = np.maximum(times[row, right] - t_left, 1e-9)
     w = _clip((t - t_left) / gap, 0.0, 1.0)[..., None]
-    return ((1 - w) * np.take_along_axis(raw, left[..., None], axis=1)
-            + w * np.take_along_axis(raw, right[..., None], axis=1))
+    return (1 - w) * raw[row, left] + w * raw[row, right]
 
 
 def _motion_evidence(a: Prepared, batch: _Batch, al: _Alignments, rows: np.ndarray
@@ -786,14 +789,17 @@ class Stacked:
                                        np.full(len(self.starts), floor), sim, s)
         return out
 
-    def features_of(self, video: int) -> np.ndarray:
-        """The centred informative frames of the `video`-th video given to stack() (prepare()
-        takes them instead of centring them again)."""
+    def part(self, video: int) -> tuple[np.ndarray, np.ndarray]:
+        """The centred informative frames of the `video`-th video given to stack() and each
+        one's similarity with the next, as prepare() would compute them (it takes them
+        instead)."""
         at = int(np.searchsorted(self.rows, video))
         if at == len(self.rows) or self.rows[at] != video:
-            return self.features[:0]
-        end = self.starts[at + 1] if at + 1 < len(self.starts) else len(self.features)
-        return self.features[self.starts[at]:end]
+            return self.features[:0], np.ones(1, np.float32)
+        start = int(self.starts[at])
+        end = int(self.starts[at + 1]) if at + 1 < len(self.starts) else len(self.features)
+        adjacent = self.adjacent[start:end - 1] if end - start > 1 else np.ones(1, np.float32)
+        return self.features[start:end], adjacent
 
 
 def stack(fps: Sequence[Fingerprint], center: np.ndarray | None) -> Stacked:
