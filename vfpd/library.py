@@ -203,6 +203,28 @@ class Library:
         videos by vector plus the FRAME_CANDIDATES whose frames resemble fp's most (clips of
         longer videos). `exclude_hash`: fp's own content, never its own match. `at_least`: a
         candidate that provably scores less is not aligned (matching.verify), its score 0."""
+        return self._results(fp, self._verify(fp, exclude_hash, k, at_least))
+
+    def duplicates(self, fp: Fingerprint, exclude_hash: str | None = None) -> list[Verified]:
+        """The stored videos fp duplicates, by the accept rule."""
+        return self._results(fp, [(sf, m) for sf, m in self._verify(
+            fp, exclude_hash, None, self.settings.threshold) if self.accepts(m)])
+
+    def _results(self, fp: Fingerprint, verified: list[tuple[StoredFingerprint, Match]]
+                 ) -> list[Verified]:
+        """Verified records of (stored video, match) pairs, best first."""
+        if not verified:
+            return []
+        sims = np.stack([np.asarray(sf.fingerprint.vector, np.float32) for sf, _ in verified]
+                        ) @ np.asarray(fp.vector, np.float32)
+        out = [Verified(sf.hash, m, float(sim), self.accepts(m))
+               for (sf, m), sim in zip(verified, sims)]
+        out.sort(key=lambda v: (-v.match.score, v.hash))
+        return out
+
+    def _verify(self, fp: Fingerprint, exclude_hash: str | None, k: int | None,
+                at_least: float) -> list[tuple[StoredFingerprint, Match]]:
+        """verified()'s candidates and their matches, in the order they were found."""
         settings = self.settings
         k = settings.candidates if k is None else k
         ids: list[int] = []
@@ -216,7 +238,6 @@ class Library:
                                                   self.frame_index.settings.vote_min_sim)
                     if i not in seen]
         stored = self.store.fingerprints_by_ids(ids)
-        vector = np.asarray(fp.vector, np.float32)
         known = exclude_hash is not None and any(  # a stored content asked about again
             sf.hash == exclude_hash for sf in stored.values())
         center = self.center(None if known else fp)
@@ -240,17 +261,7 @@ class Library:
                 prepare(fps[i], w, center, stacked.part(i))
                 for i, w in zip(reach, transferred)], match, at_least)):
             matches[i] = m
-        sims = (np.stack([np.asarray(b.vector, np.float32) for b in fps]) @ vector
-                if fps else np.zeros(0))
-        out = [Verified(sf.hash, m, float(sim), self.accepts(m))
-               for sf, m, sim in zip(eligible, matches, sims)]
-        out.sort(key=lambda v: (-v.match.score, v.hash))
-        return out
-
-    def duplicates(self, fp: Fingerprint, exclude_hash: str | None = None) -> list[Verified]:
-        """The stored videos fp duplicates, by the accept rule."""
-        return [v for v in self.verified(fp, exclude_hash, at_least=self.settings.threshold)
-                if v.duplicate]
+        return list(zip(eligible, matches))
 
     # -- keeping it current ---------------------------------------------------------------------------
 
