@@ -1,6 +1,6 @@
 """The video index in Milvus ([index] backend = "milvus") against a real Milvus Lite started by
 each test: the same results as FAISS's exact index, the index's calls, persistence with catch-up
-from the catalog and rebuilds."""
+from the catalog, rebuilds, and the daemon's wiring finding duplicates with it."""
 
 from __future__ import annotations
 
@@ -19,12 +19,15 @@ pytest.importorskip("milvus_lite", reason="the milvus backend's tests run Milvus
                                           "install 'vfpd[scale]'")
 
 from test_index import MODEL, assert_matches_catalog, fill, unit
-from test_pipeline import clips, embedder  # noqa: F401 - fixtures
+from test_pipeline import Env, clips, embedder  # noqa: F401 - fixtures
 
 from vfpd import media
 from vfpd.catalog import Catalog
+from vfpd.config import IndexConfig
 from vfpd.fingerprint import VECTOR_DIM
+from vfpd.hashing import open_regular
 from vfpd.index import VectorIndex
+from vfpd.matching import DEFAULT_THRESHOLD
 from vfpd.milvus_index import (
     COVERED_PROPERTY,
     KIND,
@@ -198,3 +201,29 @@ def test_unusable_collection_is_rebuilt_from_catalog(lite: MilvusIndexes, cat: C
         assert len(lite.open(cat, MODEL)) == 40
     assert "rebuilding" not in caplog.text
 
+
+def test_pipeline_with_the_milvus_backend_finds_copies(
+        tmp_path: Path, embedder, clips) -> None:  # noqa: F811
+    """The daemon's wiring with [index] backend = "milvus": an exact copy announced, a near copy
+    found by a query, and the collection holds the catalog's fingerprints."""
+    before = set(threading.enumerate())
+    root = tmp_path / "root"
+    root.mkdir()
+    env = Env(root, tmp_path, embedder, index=IndexConfig("milvus", str(tmp_path / "m.db")))
+    try:
+        assert env.index.kind == KIND
+        env.background(clips)
+        a = env.add(clips["orig"], "a.mp4")
+        env.add(clips["orig"], "b.mp4")
+        env.drain()
+        (event,) = [e for e in env.outbox() if e["kind"] == "exact"]
+        assert event["new"]["path"] == str(root / "b.mp4")
+        assert [e["path"] for e in event["existing"]] == [str(a)]
+        with open_regular(clips["near"]) as f:
+            results = env.pipeline.query(f, 5, lambda: False)
+        assert results[0]["path"] == str(a)
+        assert results[0]["duplicate"] and results[0]["score"] >= DEFAULT_THRESHOLD
+        assert_matches_catalog(env.index, env.catalog, env.pipeline.embedder.model_version)
+    finally:
+        env.close()
+    no_new_threads(before)
