@@ -5,6 +5,8 @@ from the catalog, rebuilds, and the daemon's wiring finding duplicates with it."
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +20,8 @@ pytest.importorskip("pymilvus", reason="the milvus backend needs pymilvus: pip i
 pytest.importorskip("milvus_lite", reason="the milvus backend's tests run Milvus Lite: pip "
                                           "install 'vfpd[scale]'")
 
+from harness.daemon import Daemon, NotifyListener, WebhookServer, wait_until
+from media_factory import encode, make_video, read_frames, sample_clip
 from test_index import MODEL, assert_matches_catalog, fill, unit
 from test_pipeline import Env, clips, embedder  # noqa: F401 - fixtures
 
@@ -35,7 +39,7 @@ from vfpd.milvus_index import (
     open_milvus_index,
     rebuild_milvus_index,
 )
-from vfpd.service.video_indexes import MilvusIndexes
+from vfpd.service.video_indexes import IndexBackendUnavailable, MilvusIndexes
 
 THREADS_GONE_SECONDS = 10.0
 """How long a closed Milvus Lite's gRPC threads get to end (its stop grants calls 2 s)."""
@@ -227,3 +231,44 @@ def test_pipeline_with_the_milvus_backend_finds_copies(
     finally:
         env.close()
     no_new_threads(before)
+
+
+@pytest.mark.parametrize("uri", ["missing-folder/milvus.db", "http://127.0.0.1:9"])
+def test_a_milvus_that_cannot_be_opened_says_where(tmp_path: Path, uri: str) -> None:
+    """The daemon turns this into a start-up error with the reason (daemon._open)."""
+    before = set(threading.enumerate())
+    uri = str(tmp_path / uri) if uri.endswith(".db") else uri
+    with pytest.raises(IndexBackendUnavailable, match=f"cannot open Milvus at {uri}"):
+        MilvusIndexes(uri, "vfpd_test")
+    no_new_threads(before)
+
+
+def test_daemon_with_the_milvus_backend_reports_a_reencode() -> None:
+    """The real daemon with [index] backend = "milvus" (Milvus Lite in its state directory):
+    a re-encoded copy found through the collection, and a clean stop."""
+    home = Path(tempfile.mkdtemp(prefix="vfpd-m-", dir="/tmp"))  # socket paths < 108 bytes
+    root = home / "videos"
+    root.mkdir()
+    # The library the daemon starts with; the unrelated videos give the matcher its background.
+    orig = root / "orig.mp4"
+    shutil.copyfile(sample_clip("carphone_pristine"), orig)
+    for clip in ("bikes", "bigbuckbunny"):
+        shutil.copyfile(sample_clip(clip), root / f"{clip}.mp4")
+    make_video(root / "p0.mp4", seconds=4, width=160, height=120, seed=30)
+    reencoded = encode(home / "re.mp4", [f for _, f in read_frames(orig)], fps=25,
+                       options={"crf": "30"})
+    d = Daemon(home, [root], WebhookServer(), NotifyListener(str(home / "notify.sock")),
+               extra='[index]\nbackend = "milvus"\n')
+    try:
+        d.start()
+        d.wait_log("fingerprinted", count=4)
+        shutil.copyfile(reencoded, root / "re.mp4")
+        (event,) = wait_until(lambda: d.hook.for_path(root / "re.mp4"),
+                              what="the webhook event of the re-encode")
+        assert event["kind"] in ("near", "partial")
+        assert [e["path"] for e in event["existing"]] == [str(orig)]
+        assert d.stop() == 0
+        assert d.lines("in collection vfpd_videos_"), d.text()[-3000:]
+        assert (d.state / "milvus.db").is_dir() and not (d.state / "index.faiss").exists()
+    finally:
+        d.close()
