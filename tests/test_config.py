@@ -108,6 +108,21 @@ def test_retrain_section(tmp_path: Path) -> None:
         cfg.retrain.threads = 3  # type: ignore[misc]
 
 
+def test_index_section(tmp_path: Path) -> None:
+    assert config.parse({}, None, {}).index == config.IndexConfig("faiss", None)
+    cfg = config.load(write(tmp_path, "[storage]\nstate_dir = 'state'\n[index]\n"
+                                      "backend = 'Milvus'\n"), env={})
+    assert cfg.index == config.IndexConfig("milvus", str(tmp_path / "state" / "milvus.db"))
+    cfg = config.load(write(tmp_path, "[index]\nbackend = 'milvus'\nuri = 'vectors/v.db'\n"
+                                      "collection = 'lib_2'\n"), env={})
+    assert cfg.index == config.IndexConfig("milvus", str(tmp_path / "vectors" / "v.db"), "lib_2")
+    cfg = config.load(write(tmp_path, "[index]\nbackend = 'milvus'\n"
+                                      "uri = 'http://milvus.lan:19530'\n"), env={})
+    assert cfg.index.uri == "http://milvus.lan:19530"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.index.backend = "faiss"  # type: ignore[misc]
+
+
 def test_defaults_follow_systemd_directories(tmp_path: Path) -> None:
     env = {"STATE_DIRECTORY": "/var/lib/vfpd", "RUNTIME_DIRECTORY": "/run/vfpd",
            "CONFIGURATION_DIRECTORY": str(tmp_path), "CACHE_DIRECTORY": "/var/cache/vfpd:/x"}
@@ -137,7 +152,7 @@ def test_defaults_match_docs() -> None:
     cfg = config.parse({}, None, {"STATE_DIRECTORY": "/s", "RUNTIME_DIRECTORY": "/r"})
     for section, obj in (("watch", cfg.watch), ("detect", cfg.detect), ("model", cfg.model),
                          ("decode", cfg.decode), ("notify", cfg.notify),
-                         ("retrain", cfg.retrain)):
+                         ("retrain", cfg.retrain), ("index", cfg.index)):
         for f in dataclasses.fields(obj):
             assert f"`{f.name}`" in doc, f"[{section}] {f.name} is not documented"
 
@@ -174,6 +189,14 @@ def test_defaults_match_docs() -> None:
     ("[retrain]\nmin_gain = 2", "[retrain] min_gain", "<= 1.0"),
     ("[retrain]\nmax_steps = -1", "[retrain] max_steps", "between 0 and"),
     ("[retrain]\nshedule = '0 3 * * 0'", "[retrain] shedule", "unknown key"),
+    ("[index]\nbackend = 'annoy'", "[index] backend", "one of faiss, milvus"),
+    ("[index]\nuri = 'http://m:19530'", "[index] uri", "backend = \"milvus\" only"),
+    ("[index]\nbackend = 'milvus'\nuri = 'ftp://m'", "[index] uri", "server URL"),
+    ("[index]\nbackend = 'milvus'\nuri = 'vectors.sqlite'", "[index] uri", "must end in .db"),
+    ("[index]\nbackend = 'milvus'\nuri = ''", "[index] uri", "non-empty string"),
+    ("[index]\nbackend = 'milvus'\ncollection = '9lives'", "[index] collection",
+     "letters, digits and underscores"),
+    ("[index]\nbackend = 'milvus'\nurl = 'x.db'", "[index] url", "unknown key"),
 ])
 def test_errors_name_file_key_and_problem(tmp_path: Path, text: str, key: str,
                                           problem: str) -> None:

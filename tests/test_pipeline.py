@@ -32,6 +32,7 @@ from vfpd.config import (
     Config,
     ControlConfig,
     DecodeConfig,
+    IndexConfig,
     ModelConfig,
     NotifyConfig,
     StorageConfig,
@@ -77,7 +78,8 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 class Env:
     def __init__(self, root: Path, state: Path, embedder, timeout: float = 60.0,
-                 max_attempts: int = 3, preset: Preset = ACCURATE) -> None:
+                 max_attempts: int = 3, preset: Preset = ACCURATE,
+                 index: IndexConfig = IndexConfig()) -> None:
         self.root = root
         self.catalog = Catalog(state / "catalog.db",
                                jobs=RetryPolicy(max_attempts=max_attempts, backoff_s=0.1))
@@ -88,9 +90,9 @@ class Env:
                      watch=WatchConfig(paths=(root,)), notify=NotifyConfig(desktop=False),
                      model=ModelConfig(batch_size=4, idle_unload_seconds=300,
                                        preset=preset.name),
-                     decode=DecodeConfig(workers=1))
+                     decode=DecodeConfig(workers=1), index=index)
         wired = wire(cfg, self.catalog, Parts(embedder, self.decoder, self.decoder.close), {})
-        self.library, self.pipeline = wired.library, wired.pipeline
+        self.library, self.pipeline, self.indexes = wired.library, wired.pipeline, wired.indexes
         self.index = self.library.index
         self.pipeline.start()
 
@@ -127,6 +129,7 @@ class Env:
 
     def close(self) -> None:
         self.pipeline.stop()
+        self.indexes.close()
         self.decoder.close()
         self.catalog.close()
 

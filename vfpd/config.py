@@ -62,6 +62,21 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 # which checking a config does not need; tests/test_daemon_model_change.py checks the two agree).
 PRESET_NAMES = ("accurate", "fast")
 DEFAULT_PRESET = "accurate"
+# Where the video vectors live ([index] backend): the FAISS file in the state directory (the
+# embedded default), or a Milvus collection (issue 18: an embedded Milvus Lite file or a server).
+INDEX_BACKENDS = ("faiss", "milvus")
+DEFAULT_INDEX_BACKEND = "faiss"
+# Milvus Lite's data directory in the state directory when [index] uri is not given.
+DEFAULT_MILVUS_LITE_NAME = "milvus.db"
+# Server addresses pymilvus speaks to; anything else is a Milvus Lite path, which pymilvus
+# recognises by its .db ending.
+MILVUS_SERVER_SCHEMES = ("http://", "https://", "tcp://", "unix:")
+MILVUS_LITE_SUFFIX = ".db"
+# Collections are named PREFIX_<digest of the model version> (vfpd/video_indexes.py): Milvus
+# allows letters, digits and underscores, starting with a letter or underscore, 255 at most;
+# 200 leaves room for the suffix.
+DEFAULT_MILVUS_COLLECTION = "vfpd_videos"
+MILVUS_COLLECTION_MAX = 200
 # Retraining: an hour of CPU is what a weekly night run can spare; fewer than 20 videos give too
 # few negatives (and a held-out split of two) to learn or judge anything.
 DEFAULT_RETRAIN_MINUTES = 60.0
@@ -168,6 +183,15 @@ class RetrainConfig:
 
 
 @dataclass(frozen=True)
+class IndexConfig:
+    """[index]: where the video vectors are kept (docs/config.md)."""
+
+    backend: str = DEFAULT_INDEX_BACKEND
+    uri: str | None = None  # milvus: a Milvus Lite path (.db) or a server URL; None with faiss
+    collection: str = DEFAULT_MILVUS_COLLECTION  # milvus: the prefix of the collections' names
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
 
@@ -183,6 +207,7 @@ class Config:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     log: LogConfig = field(default_factory=LogConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
     source: Path | None = None  # the file it was read from; None for built-in defaults
     system: bool = False  # running as the system service (system paths as defaults)
 
@@ -347,7 +372,7 @@ def _resolve(value: str, source: Path | None) -> Path:
 
 
 SECTIONS = ("watch", "detect", "storage", "control", "notify", "model", "decode", "log",
-            "retrain")
+            "retrain", "index")
 
 
 def parse(data: Mapping[str, Any], source: Path | None = None,
@@ -410,9 +435,44 @@ def parse(data: Mapping[str, Any], source: Path | None = None,
     s.finish()
 
     retrain = _retrain(section("retrain"))
+    index = _index(section("index"), storage.state_dir)
     return Config(storage=storage, control=control, watch=watch, detect=detect, notify=notify,
-                  model=model, decode=decode, log=log, retrain=retrain, source=source,
-                  system=is_system(env))
+                  model=model, decode=decode, log=log, retrain=retrain, index=index,
+                  source=source, system=is_system(env))
+
+
+def _index(s: _Section, state_dir: Path) -> IndexConfig:
+    backend = s.string("backend", DEFAULT_INDEX_BACKEND, INDEX_BACKENDS) or DEFAULT_INDEX_BACKEND
+    raw_uri = s.string("uri", None)
+    collection = s.string("collection", DEFAULT_MILVUS_COLLECTION) or DEFAULT_MILVUS_COLLECTION
+    if backend != "milvus":
+        for key in ("uri", "collection"):
+            if s.has(key):
+                raise s.error(key, f"applies to backend = \"milvus\" only (backend is "
+                                   f"{backend!r})")
+        s.finish()
+        return IndexConfig(backend)
+    if raw_uri is None:
+        uri = str(state_dir / DEFAULT_MILVUS_LITE_NAME)
+    elif raw_uri.startswith(MILVUS_SERVER_SCHEMES):
+        uri = raw_uri
+    elif "://" in raw_uri:
+        raise s.error("uri", f"must be a Milvus server URL ({', '.join(MILVUS_SERVER_SCHEMES)}) "
+                             f"or a Milvus Lite file ending in {MILVUS_LITE_SUFFIX}, got "
+                             f"{raw_uri!r}")
+    elif not raw_uri.endswith(MILVUS_LITE_SUFFIX):
+        raise s.error("uri", f"a Milvus Lite file must end in {MILVUS_LITE_SUFFIX} (pymilvus "
+                             f"tells it from a server by that), got {raw_uri!r}")
+    else:
+        uri = str(_resolve(raw_uri, s.source))
+    if (len(collection) > MILVUS_COLLECTION_MAX
+            or not (collection[0].isascii() and (collection[0].isalpha() or collection[0] == "_"))
+            or not all(c.isascii() and (c.isalnum() or c == "_") for c in collection)):
+        raise s.error("collection", f"must be letters, digits and underscores, starting with a "
+                                    f"letter or underscore, at most {MILVUS_COLLECTION_MAX} "
+                                    f"characters, got {collection!r}")
+    s.finish()
+    return IndexConfig(backend, uri, collection)
 
 
 def _retrain(s: _Section) -> RetrainConfig:

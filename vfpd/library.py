@@ -22,7 +22,7 @@ import numpy as np
 from vfpd.fingerprint import Fingerprint
 from vfpd.model.center import video_mean
 from vfpd.frame_index import FRAME_CANDIDATES, FrameHits, FrameIndex
-from vfpd.index import VectorIndex
+from vfpd.index import IndexInfo, VectorIndex
 from vfpd.candidates import FRAME_MIN_SIM_FOR_CANDIDATE
 from vfpd.matching import (
     BOUND_SLACK,
@@ -55,6 +55,27 @@ class FingerprintStore(Protocol):
     """Where the library reads the fingerprints its indexes point at (the catalog, or memory)."""
 
     def fingerprints_by_ids(self, ids: Iterable[int]) -> dict[int, StoredFingerprint]: ...
+
+
+class VideoIndex(Protocol):
+    """What the library, the pipeline and the daemon use of a video index: vfpd.index.VectorIndex
+    (FAISS, the embedded default) or vfpd.milvus_index.MilvusIndex."""
+
+    model_version: str
+    covered_seq: int
+
+    def add(self, ids: Iterable[int] | np.ndarray, vectors: np.ndarray) -> int: ...
+    def remove(self, ids: Iterable[int] | np.ndarray) -> int: ...
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, fingerprint_id: int) -> bool: ...
+    def ids(self) -> np.ndarray: ...
+    def info(self) -> IndexInfo: ...
+    def catch_up(self, catalog: Catalog) -> int: ...
+    def save(self, path: Path | str) -> None: ...
+
+    @property
+    def kind(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -94,7 +115,7 @@ class Library:
     """Candidates and verification over a set of fingerprints of one model version."""
 
     def __init__(self, model_version: str, settings: LibrarySettings,
-                 model_center: np.ndarray | None, index: VectorIndex,
+                 model_center: np.ndarray | None, index: VideoIndex,
                  frame_index: FrameIndex | None, store: FingerprintStore,
                  background: Iterable[Fingerprint] = ()) -> None:
         """`model_center`: the weights' own background (vfpd/model/center.py), which the frame

@@ -41,6 +41,7 @@ from vfpd.service.pipeline import Pipeline
 from vfpd.service.retrainer import Retrainer
 from vfpd.service.schedule import Schedule
 from vfpd.service.sdnotify import SystemdNotifier
+from vfpd.service.video_indexes import IndexBackendUnavailable, VideoIndexes
 from vfpd.service.watcher import RootAppeared, Watcher, WatchEvent
 from vfpd.service.wiring import (
     CATALOG_NAME,
@@ -122,6 +123,7 @@ class Daemon:
         self.retrainer: Retrainer | None = None
         self.schedule: Schedule | None = None
         self._lock_fd: int | None = None
+        self._indexes: VideoIndexes | None = None
         self.preset = preset(cfg)  # fixed for the life of the process, like the weights
         # Contents still lacking a fingerprint of the running model: counted (a query over every
         # file) until it reaches zero, which lasts until the next reconcile can find more.
@@ -154,8 +156,12 @@ class Daemon:
                 self._parts = build_parts(cfg)
             except Exception as e:  # weights unreadable, CUDA asked for but absent, ...
                 raise StartupError(f"cannot set up the model or decoders: {e}") from e
-        wired = wire(cfg, self.catalog, self._parts, self.env, self.preset)
+        try:
+            wired = wire(cfg, self.catalog, self._parts, self.env, self.preset)
+        except IndexBackendUnavailable as e:
+            raise StartupError(str(e)) from e
         self.library, self.pipeline, self.notifier = wired.library, wired.pipeline, wired.notifier
+        self._indexes = wired.indexes
         index = self.library.index
         log.info("catalog %s: index of model %s (preset %s) holds %d fingerprints (%s)",
                  state / CATALOG_NAME, index.model_version, self.preset.name, len(index),
@@ -264,6 +270,11 @@ class Daemon:
             self.notifier.stop()
         for t in self._threads:
             t.join(timeout=2.0)
+        if self._indexes is not None:
+            try:
+                self._indexes.close()  # after the pipeline's last save
+            except Exception:
+                log.exception("closing the video index")
         if hasattr(self, "catalog"):
             try:
                 self.catalog.checkpoint()
@@ -579,7 +590,9 @@ class Daemon:
         embedder = make_embedder(self.config, weights)
         try:
             self.library = promote(self.catalog, self.pipeline, embedder, self.preset.sampling,
-                                   self.config.storage.state_dir, should_stop, progress)
+                                   self.config.storage.state_dir,
+                                   self._indexes,  # type: ignore[arg-type] # set by _open
+                                   should_stop, progress)
         except BaseException:
             embedder.unload()  # its model process; the running model serves on
             raise

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from vfpd.catalog import Catalog
 from vfpd.frame_index import build_frame_index
-from vfpd.index import open_index
 from vfpd.library import Library
 from vfpd.media import SamplingSettings
 from vfpd.service.pipeline import Embedder, Pipeline
+from vfpd.service.video_indexes import VideoIndexes
 from vfpd.service.wiring import FRAME_INDEX_NAME, INDEX_NAME
 
 log = logging.getLogger("vfpd.retrain")
@@ -61,8 +61,8 @@ def _reembed(catalog: Catalog, old: str, embedder: Embedder, sampling: SamplingS
 
 
 def promote(catalog: Catalog, pipeline: Pipeline, embedder: Embedder,
-            sampling: SamplingSettings, state: Path, should_stop: Callable[[], bool],
-            progress: Callable[[int, int], None]) -> Library:
+            sampling: SamplingSettings, state: Path, indexes: VideoIndexes,
+            should_stop: Callable[[], bool], progress: Callable[[int, int], None]) -> Library:
     """Re-embed, build, swap. Queries and new files are served by the old model until the swap;
     files the pipeline fingerprints meanwhile are re-embedded in the last catch-up, which holds
     the pipeline between two batches for as long as that takes (those few files)."""
@@ -75,7 +75,7 @@ def promote(catalog: Catalog, pipeline: Pipeline, embedder: Embedder,
     if should_stop():
         raise PromotionCancelled("cancelled while building the indexes")
     center = embedder.frame_center  # type: ignore[attr-defined]
-    index = open_index(catalog, new, state / f"{INDEX_NAME}.{new}", save_rebuilt=False)
+    index = indexes.build(catalog, new)
     frames = build_frame_index(catalog, new, center, None, should_stop=should_stop)
     library = Library(new, pipeline.library.settings, center, index, frames, catalog,
                       background=(s.fingerprint for s in catalog.iter_fingerprints(new)))

@@ -1,6 +1,6 @@
 """How the daemon's parts are put together from a config: model and decoders, the persisted
-Library (video index + frame index over the catalog), the pipeline and the notifier. The daemon
-and the tests call the same functions."""
+Library (video index, in FAISS or Milvus, + frame index over the catalog), the pipeline and the
+notifier. The daemon and the tests call the same functions."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from vfpd.catalog import Catalog
 from vfpd.chain import Decoder, PoolDecoder
 from vfpd.config import Config
 from vfpd.frame_index import build_frame_index, load_frame_index
-from vfpd.index import open_index
 from vfpd.library import Library, LibrarySettings
 from vfpd.presets import PRESETS, Preset, decoding_for
 from vfpd.service.embed_process import ProcessEmbedder
 from vfpd.service.notify import Notifier
 from vfpd.service.pipeline import Embedder, Pipeline, PipelineSettings
+from vfpd.service.video_indexes import FaissIndexes, MilvusIndexes, VideoIndexes
 
 if TYPE_CHECKING:
     from vfpd.retrain.models import ModelStore
@@ -103,14 +103,22 @@ def build_parts(cfg: Config) -> Parts:
     return Parts(embedder, decoder, decoder.close)
 
 
+def video_indexes(cfg: Config) -> VideoIndexes:
+    """Where the video index lives, by [index] backend: the FAISS file in the state directory or
+    Milvus collections (pymilvus is imported only then: the `scale` extra)."""
+    if cfg.index.backend == "milvus":
+        return MilvusIndexes(cfg.index.uri or "", cfg.index.collection)
+    return FaissIndexes(cfg.storage.state_dir / INDEX_NAME)
+
+
 def open_library(catalog: Catalog, embedder: Embedder, settings: LibrarySettings,
-                 state: Path) -> Library:
-    """The persisted library: the video index loaded (or rebuilt from the catalog) and caught up;
-    the frame index loaded, or None in it when it must be rebuilt (in the background: at a
-    million videos that reads every stored fingerprint)."""
+                 state: Path, indexes: VideoIndexes) -> Library:
+    """The persisted library: the video index opened from `indexes` (caught up, or rebuilt from
+    the catalog); the frame index loaded, or None in it when it must be rebuilt (in the
+    background: at a million videos that reads every stored fingerprint)."""
     mv = embedder.model_version
     center = embedder.frame_center  # type: ignore[attr-defined]
-    index = open_index(catalog, mv, state / INDEX_NAME)
+    index = indexes.open(catalog, mv)
     path = state / FRAME_INDEX_NAME
     frame_index = load_frame_index(catalog, mv, center, path)
     if frame_index is None and catalog.model_versions().get(mv, 0) <= FRAME_INDEX_SYNC_MAX:
@@ -124,6 +132,7 @@ class Wired:
     library: Library
     pipeline: Pipeline
     notifier: Notifier
+    indexes: VideoIndexes  # closed by the owner after the pipeline's last save
 
 
 def wire(cfg: Config, catalog: Catalog, parts: Parts, env: Mapping[str, str],
@@ -131,11 +140,16 @@ def wire(cfg: Config, catalog: Catalog, parts: Parts, env: Mapping[str, str],
     """Library, notifier and pipeline over an open catalog, as the daemon runs them."""
     state = cfg.storage.state_dir
     settings = pipeline_settings(cfg, running)
-    library = open_library(catalog, parts.embedder, settings.library, state)
+    indexes = video_indexes(cfg)
+    try:
+        library = open_library(catalog, parts.embedder, settings.library, state, indexes)
+    except BaseException:
+        indexes.close()
+        raise
     notifier = Notifier(catalog, cfg.notify, env)
     # The pipeline's library, not this one: a promoted model swaps it (vfpd/service/promotion.py).
     pipeline = Pipeline(catalog, library, parts.embedder, parts.decoder, settings,
                         notifier.sinks, notifier.wake,
                         save=lambda: pipeline.library.save(state / INDEX_NAME,
                                                            state / FRAME_INDEX_NAME))
-    return Wired(library, pipeline, notifier)
+    return Wired(library, pipeline, notifier, indexes)
