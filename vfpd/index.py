@@ -162,6 +162,27 @@ class _Store:
         self.n += len(ids)
 
 
+def unit_rows(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """A copy of vectors as float32 rows of `dim`, L2-normalised by FAISS (both video-index
+    backends store and ask with the very same vectors)."""
+    rows = np.array(vectors, dtype=np.float32, copy=True).reshape(-1, dim)
+    faiss.normalize_L2(rows)
+    return rows
+
+
+def checked_rows(ids: Iterable[int] | np.ndarray, vectors: np.ndarray, dim: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(ids as int64, unit_rows(vectors)) of an add; ValueError when they do not pair up or an
+    id is negative."""
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    rows = unit_rows(vectors, dim)
+    if len(ids) != len(rows):
+        raise ValueError(f"{len(ids)} ids for {len(rows)} vectors")
+    if len(ids) and (ids < 0).any():
+        raise ValueError("index ids must be >= 0")
+    return ids, rows
+
+
 def replay_changes(catalog: Catalog, model_version: str, covered_seq: int,
                    add: Callable[[list[Change]], None], remove: Callable[[int], None]
                    ) -> tuple[int, int]:
@@ -287,13 +308,7 @@ class VectorIndex:
         catalog's change log twice cannot duplicate anything). Vectors are L2-normalised here.
         Returns how many were added. Growing past exact_max makes the index approximate (trains
         the codebooks, ~1 s; logged)."""
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        vectors = np.array(vectors, dtype=np.float32, copy=True).reshape(-1, self.dim)
-        if len(ids) != len(vectors):
-            raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
-        if len(ids) and (ids < 0).any():
-            raise ValueError("index ids must be >= 0")
-        faiss.normalize_L2(vectors)
+        ids, vectors = checked_rows(ids, vectors, self.dim)
         with self._lock:
             stale = bool(self._tombstones.intersection(ids.tolist()))
         if stale:
@@ -352,15 +367,10 @@ class VectorIndex:
                                                     len(self._tombstones)))
         return self._tomb_sorted
 
-    def _queries(self, queries: np.ndarray) -> np.ndarray:
-        q = np.array(queries, dtype=np.float32, copy=True).reshape(-1, self.dim)
-        faiss.normalize_L2(q)
-        return q
-
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """k nearest by cosine for each query row: (scores (n, k) float32 descending, ids (n, k)
         int64). Missing results (fewer than k vectors) are id -1, score -inf."""
-        q = self._queries(queries)
+        q = unit_rows(queries, self.dim)
         if k <= 0:
             raise ValueError("k must be positive")
         scores = np.full((len(q), k), -np.inf, np.float32)
@@ -430,7 +440,7 @@ class VectorIndex:
     def range_search(self, query: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray]:
         """All vectors with cosine >= `min_score` to one query: (scores, ids), best first. Exact
         at every size (a scan of the stored vectors: ~50-100 ms per million)."""
-        q = self._queries(query)[0]
+        q = unit_rows(query, self.dim)[0]
         with self._lock:
             if not self._ids:
                 return np.zeros(0, np.float32), np.zeros(0, np.int64)

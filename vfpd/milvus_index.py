@@ -17,11 +17,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import faiss
 import numpy as np
 
 from vfpd.fingerprint import VECTOR_DIM
-from vfpd.index import IndexInfo, replay_changes
+from vfpd.index import IndexInfo, checked_rows, replay_changes, unit_rows
 
 if TYPE_CHECKING:
     from pymilvus import MilvusClient
@@ -79,13 +78,7 @@ class MilvusIndex:
         """Add vectors under catalog ids; ids already present are skipped (replaying the change
         log twice duplicates nothing). Vectors are L2-normalised here. Returns how many were
         added."""
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        vectors = np.array(vectors, dtype=np.float32, copy=True).reshape(-1, self.dim)
-        if len(ids) != len(vectors):
-            raise ValueError(f"{len(ids)} ids for {len(vectors)} vectors")
-        if len(ids) and (ids < 0).any():
-            raise ValueError("index ids must be >= 0")
-        faiss.normalize_L2(vectors)  # FAISS's own, so both backends store the same vectors
+        ids, vectors = checked_rows(ids, vectors, self.dim)
         _, first = np.unique(ids, return_index=True)
         first.sort()
         ids, vectors = ids[first], vectors[first]
@@ -122,11 +115,6 @@ class MilvusIndex:
 
     # -- queries -----------------------------------------------------------------------------------
 
-    def _queries(self, queries: np.ndarray) -> np.ndarray:
-        q = np.array(queries, dtype=np.float32, copy=True).reshape(-1, self.dim)
-        faiss.normalize_L2(q)
-        return q
-
     def _search(self, q: np.ndarray, limit: int, params: dict[str, float] | None = None
                 ) -> list[list[dict]]:
         return self.client.search(self.collection, data=list(q), limit=limit,
@@ -137,7 +125,7 @@ class MilvusIndex:
         """k nearest by cosine for each query row: (scores (n, k) float32 descending, ids (n, k)
         int64). Missing results (fewer than k vectors) are id -1, score -inf. At most
         MILVUS_LIMIT are found per query."""
-        q = self._queries(queries)
+        q = unit_rows(queries, self.dim)
         if k <= 0:
             raise ValueError("k must be positive")
         scores = np.full((len(q), k), -np.inf, np.float32)
@@ -153,7 +141,7 @@ class MilvusIndex:
     def range_search(self, query: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray]:
         """All vectors with cosine >= `min_score` to one query: (scores, ids), best first, up to
         MILVUS_LIMIT of them (a warning says when more may exist)."""
-        q = self._queries(query)[:1]
+        q = unit_rows(query, self.dim)[:1]
         # Milvus's radius is exclusive; one float step below it makes min_score itself count.
         radius = float(np.nextafter(np.float32(min_score), np.float32(-np.inf)))
         hits = self._search(q, MILVUS_LIMIT, {"radius": radius})[0]
@@ -301,9 +289,7 @@ def rebuild_milvus_index(client: MilvusClient, collection: str, catalog: Catalog
     index = MilvusIndex(client, collection, model_version, dim)
     seq, batches = catalog.snapshot_vectors(model_version)
     for ids, vectors in batches:
-        vectors = np.array(vectors, np.float32, copy=True).reshape(-1, dim)
-        faiss.normalize_L2(vectors)
-        index._upsert(np.asarray(ids, np.int64), vectors)  # a fresh collection: all are new
+        index._upsert(np.asarray(ids, np.int64), unit_rows(vectors, dim))  # a fresh collection: all are new
     index.covered_seq = seq
     index.save()
     log.info("index for model %s built from catalog in collection %s: %d vectors in %.1f s",
