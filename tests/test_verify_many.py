@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from test_match_bound import SOURCES
 from test_matching import Footage, fingerprint
+
 from vfpd import matching
 from vfpd.fingerprint import Fingerprint
 from vfpd.matching import (
