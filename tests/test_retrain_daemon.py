@@ -61,8 +61,9 @@ class RetrainDaemon(Daemon):
         return wait_until(done, RUN_TIMEOUT, lambda: f"the retrain's end; log:\n{self.text()[-4000:]}")
 
 
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RetrainDaemon]:
+def _library_daemon(tmp_path_factory: pytest.TempPathFactory, extra: str) -> RetrainDaemon:
+    """A daemon watching a small library (two real clips, made scenes, a copy of bikes), started
+    and done with it: the copy announced."""
     media = tmp_path_factory.mktemp("retrain-media")
     home = Path(tempfile.mkdtemp(prefix="vfpd-r-", dir="/tmp"))
     root = home / "videos"
@@ -79,7 +80,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RetrainDaemon]:
     encode(media / "late-copy.mp4", [f[::2, ::2] for f in bikes], fps=25,
            options={"crf": "26"})
     hook, notify = WebhookServer(), NotifyListener(str(home / "notify.sock"))
-    d = RetrainDaemon(home, [root], hook, notify, extra=retrain_section(1.0))
+    d = RetrainDaemon(home, [root], hook, notify, extra=extra)
     d.media = media  # type: ignore[attr-defined]
     try:
         d.start()
@@ -87,6 +88,16 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RetrainDaemon]:
                    and d.call("status")["queue"] == 0, what="the library fingerprinted")
         wait_until(lambda: d.hook.for_path(root / "bikes-copy.mp4") or
                    d.hook.for_path(lib / "bikes.mp4"), what="the copy announced")
+    except BaseException:
+        d.close()
+        raise
+    return d
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RetrainDaemon]:
+    d = _library_daemon(tmp_path_factory, retrain_section(1.0))
+    try:
         yield d
     finally:
         d.close()
@@ -250,6 +261,43 @@ def test_a_candidate_that_passes_is_promoted_without_losing_duplicates(daemon: R
                RUN_TIMEOUT, "the rollback")
     assert daemon.call("retrain", {"action": "status"})["last"]["outcome"] == "switched"
     assert _pairs(daemon) == pairs
+
+
+def test_a_promotion_with_the_milvus_backend_keeps_the_duplicates(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """[index] backend = "milvus": a promoted model's vectors are built into Milvus from the
+    catalog (a collection named after that model) while the old ones serve; every content is
+    there, the duplicates found before are found after, no FAISS file is written, and the
+    daemon restarts on the new model."""
+    pytest.importorskip("pymilvus", reason="the milvus backend needs pip install 'vfpd[scale]'")
+    pytest.importorskip("milvus_lite", reason="the milvus backend needs pip install 'vfpd[scale]'")
+    d = _library_daemon(tmp_path_factory,
+                        retrain_section(-1.0) + '\n[index]\nbackend = "milvus"\n')
+    try:
+        root = d.roots[0]
+        before = d.call("status")
+        assert before["index"]["type"] == "milvus-flat"
+        pairs = _pairs(d)
+        assert frozenset({str(root / "library/bikes.mp4"), str(root / "bikes-copy.mp4")}) in pairs
+        t0 = time.time()
+        d.call("retrain")
+        last = d.finished(t0)
+        assert last["outcome"] == "promoted", (last["reason"], last.get("scores"))
+        st = d.call("status")
+        assert st["model_version"] == last["model_version"] != before["model_version"]
+        assert st["index"]["type"] == "milvus-flat"
+        assert st["index"]["size"] == before["index"]["size"]
+        assert st["index"]["missing_fingerprints"] == 0
+        assert _pairs(d) == pairs
+        d.restart(retrain_section(-1.0) + '\n[index]\nbackend = "milvus"\n')
+        assert d.call("status")["model_version"] == last["model_version"]
+        with Client(d.home / "ctl.sock") as c:
+            q = c.call("query", {"path": str(root / "bikes-copy.mp4"), "k": 3})
+        assert str(root / "library/bikes.mp4") in {p for m in q["matches"] if m["duplicate"]
+                                                   for p in m["paths"]}
+        assert not (d.home / "state" / "index.faiss").exists()
+    finally:
+        d.close()
 
 
 def _at(when: dt.datetime) -> str:
