@@ -180,6 +180,20 @@ def test_reopened_after_close_and_caught_up_with_the_catalog(
     no_new_threads(before)
 
 
+def test_after_a_promotion_only_the_two_models_indexes_stay(lite: MilvusIndexes,
+                                                            cat: Catalog) -> None:
+    """keep_only (called by promotion with the old and the new model): every other collection
+    of this prefix is dropped, another instance's whose prefix starts with this one is not."""
+    for version in ("m1", "m2", "m3"):
+        lite.open(cat, version)
+    other = MilvusIndexes(lite.uri, "vfpd_test_other")
+    other.open(cat, "m1")
+    lite.keep_only({"m2", "m3"})
+    assert sorted(lite.client.list_collections()) == sorted(
+        [lite.collection("m2"), lite.collection("m3"), other.collection("m1")])
+    assert len(lite.open(cat, "m3")) == 0  # still usable
+
+
 @pytest.mark.parametrize("damage", ["missing", "other_model", "unfinished", "ahead_of_catalog"])
 def test_unusable_collection_is_rebuilt_from_catalog(lite: MilvusIndexes, cat: Catalog,
                                                      damage: str,

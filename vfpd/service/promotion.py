@@ -90,4 +90,8 @@ def promote(catalog: Catalog, pipeline: Pipeline, embedder: Embedder,
                 os.replace(path, path.with_name(name + PREVIOUS_SUFFIX))
         pipeline.swap(library, embedder)
     pipeline.checkpoint()
+    try:
+        indexes.keep_only({old, new})
+    except Exception:  # the swap is done; an index left behind only costs space
+        log.exception("dropping the indexes of older models")
     return library

@@ -32,6 +32,10 @@ class VideoIndexes(Protocol):
     def build(self, catalog: Catalog, model_version: str) -> VideoIndex:
         """Another model's index, built beside the running one (a promotion)."""
 
+    def keep_only(self, model_versions: set[str]) -> None:
+        """Drop the stored indexes of every other model version (after a promotion: the new
+        model's and the one it replaced, which a rollback starts from, stay)."""
+
     def close(self) -> None:
         """Let go of what the indexes hold (connections); call after the last save."""
 
@@ -50,6 +54,10 @@ class FaissIndexes:
         return open_index(catalog, model_version,
                           self.path.with_name(f"{self.path.name}.{model_version}"),
                           save_rebuilt=False)
+
+    def keep_only(self, model_versions: set[str]) -> None:
+        """Nothing to drop: the one file is replaced at each swap (the previous one kept
+        beside it by promotion)."""
 
     def close(self) -> None:
         """Nothing held between saves."""
@@ -88,6 +96,21 @@ class MilvusIndexes:
 
     def build(self, catalog: Catalog, model_version: str) -> VideoIndex:
         return self.open(catalog, model_version)
+
+    def keep_only(self, model_versions: set[str]) -> None:
+        """Each model's collection holds a copy of every vector: without this a weekly retrain
+        would add one a week."""
+        keep = {self.collection(v) for v in model_versions}
+        for name in self.client.list_collections():
+            if self._ours(name) and name not in keep:
+                self.client.drop_collection(name)
+
+    def _ours(self, name: str) -> bool:
+        """A collection this prefix names (PREFIX_<digest>), not another instance's whose
+        prefix merely starts with it."""
+        head, _, digest = name.rpartition("_")
+        return (head == self.prefix and len(digest) == MODEL_DIGEST_CHARS
+                and all(c in "0123456789abcdef" for c in digest))
 
     def close(self) -> None:
         self.client.close()
