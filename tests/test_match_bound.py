@@ -1,6 +1,7 @@
-"""verify's early exit and the library's screening (matching._score_bounds): a pair that reaches
-`at_least` is never cut short, whatever the footage, weights, background and settings; pairs of
-different footage are."""
+"""verify's early exit (a pair whose chosen alignment's pictures score below `at_least`) and the
+library's screening (matching._score_bounds, one product over all candidates): a pair that
+reaches `at_least` is never cut short, whatever the footage, weights, background and settings;
+pairs of different footage are."""
 
 from __future__ import annotations
 

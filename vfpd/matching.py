@@ -467,6 +467,19 @@ def _offset_hypotheses(a: Prepared, batch: _Batch, s: MatchSettings
             offset[sequence])
 
 
+def _neighbours(times: np.ndarray, lengths: np.ndarray, t: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For each time t (R, m) of a row, the two samples of that row's `times` (R, W, +inf past
+    `lengths`) around it: (row index (R, 1), left, right, the weight of right in [0, 1])."""
+    right = _clip((times[:, None, :] < t[..., None]).sum(axis=-1), 1,
+                  np.maximum(lengths - 1, 1)[:, None])
+    left = right - 1
+    row = np.arange(len(t))[:, None]
+    t_left = times[row, left]
+    w = _clip((t - t_left) / np.maximum(times[row, right] - t_left, 1e-9), 0.0, 1.0)
+    return row, left, right, w
+
+
 def _interpolated_sim(dst_times: np.ndarray, dst_adjacent: np.ndarray, dst_len: np.ndarray,
                       dst_step: np.ndarray, sim: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """Similarity of each src frame to dst's feature interpolated at `pred`, between the two
@@ -474,13 +487,10 @@ def _interpolated_sim(dst_times: np.ndarray, dst_adjacent: np.ndarray, dst_len: 
     original's samples; on fast footage neither neighbour alone looks like it, their blend does.
     One row per alignment: pred (H, src frames), sim (H, src frames, dst frames), dst_* (H, ...)
     (dst_len: dst's frames before the padding, at least 2)."""
-    right = _clip((dst_times[:, None, :] < pred[..., None]).sum(axis=-1), 1,
-                  (dst_len - 1)[:, None])
-    left = right - 1
-    row, src = np.arange(len(pred))[:, None], np.arange(pred.shape[1])[None, :]
+    row, left, right, w = _neighbours(dst_times, dst_len, pred)
+    src = np.arange(pred.shape[1])[None, :]
     t_left, t_right = dst_times[row, left], dst_times[row, right]
     gap = t_right - t_left
-    w = _clip((pred - t_left) / np.maximum(gap, 1e-9), 0.0, 1.0)
     adjacent = dst_adjacent[row, left]
     norm = np.sqrt(np.maximum((1 - w) ** 2 + w ** 2 + 2 * w * (1 - w) * adjacent, 1e-12))
     s = ((1 - w) * sim[row, src, left] + w * sim[row, src, right]) / norm
@@ -644,13 +654,8 @@ def _raw_at(raw: np.ndarray, times: np.ndarray, lengths: np.ndarray, t: np.ndarr
     times t (R, m), interpolated linearly between the samples around each (a copy sampled on a
     shifted grid shows the moments between the original's samples); a video of one frame is
     that frame throughout."""
-    right = _clip((times[:, None, :] < t[..., None]).sum(axis=-1), 1,
-                  np.maximum(lengths - 1, 1)[:, None])
-    left = right - 1
-    row = np.arange(len(t))[:, None]
-    t_left = times[row, left]
-    gap = np.maximum(times[row, right] - t_left, 1e-9)
-    w = _clip((t - t_left) / gap, 0.0, 1.0)[..., None]
+    row, left, right, w = _neighbours(times, lengths, t)
+    w = w[..., None]
     return (1 - w) * raw[row, left] + w * raw[row, right]
 
 
